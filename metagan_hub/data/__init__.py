@@ -1,0 +1,1 @@
+"""Class-structured image data sources (kanjivg glyphs, system fonts, image folders, HF datasets, digits)."""

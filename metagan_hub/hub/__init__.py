@@ -1,0 +1,1 @@
+"""Hub helpers: model-card rendering and repository shims."""

@@ -1,0 +1,3 @@
+from .pipeline_metagan import MetaGANPipeline
+
+__all__ = ["MetaGANPipeline"]

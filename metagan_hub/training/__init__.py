@@ -1,0 +1,1 @@
+"""Training building blocks: losses, DiffAugment, few-shot task sampling and meta-learning outer loops."""
