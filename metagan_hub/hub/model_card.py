@@ -1,0 +1,156 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Model-card rendering for Meta-GAN pipelines and LoRA adapters, from the templates in `model_cards/`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from typing import Any
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+BASE_TAGS = ["gan", "meta-learning", "few-shot", "metagan_hub", "diffusers", "unconditional-image-generation"]
+
+
+def _template_text(name: str) -> str:
+    return resources.files("metagan_hub._model_cards").joinpath(name).read_text(encoding="utf-8")
+
+
+def _hub_url(model_id: str | None) -> str | None:
+    if model_id is None:
+        return None
+    from huggingface_hub import constants
+
+    if "/" in model_id and not model_id.startswith((".", "/")):
+        return f"{constants.ENDPOINT}/{model_id}"
+    return model_id
+
+
+def _count(params: int) -> str:
+    return f"{params / 1e6:.2f} M" if params >= 1e5 else f"{params / 1e3:.1f} k"
+
+
+def format_table(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """Render a flat dict as a two-column Markdown table (lists and dicts are shown as compact JSON)."""
+    rows = ["| key | value |", "|---|---|"]
+    for key, value in record.items():
+        if key in skip:
+            continue
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, list | tuple | dict):
+            text = json.dumps(value, default=str)
+            if len(text) > 200:
+                text = text[:197] + "..."
+        else:
+            text = str(value)
+        rows.append(f"| {key} | {text.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def _card_data(base_model: str | None, extra_tags: list[str] | None, license: str) -> ModelCardData:
+    tags = list(dict.fromkeys(BASE_TAGS + list(extra_tags or [])))
+    data = ModelCardData(
+        license=license,
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        tags=tags,
+    )
+    if base_model is not None and "/" in base_model and not base_model.startswith((".", "/")):
+        data.base_model = base_model
+    return data
+
+
+def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
+    """
+    Render the model card of a [`MetaGANPipeline`], or of a single Meta-GAN model, from `model_cards/pipeline.md`.
+
+    The card's YAML metadata holds the licence, `library_name`, tags and, for adapted models, `base_model`. The body
+    has a usage snippet for `repo_id`, a table of components, and the adaptation / training records that
+    `pipeline.card_info` carries.
+
+    Args:
+        pipeline (`MetaGANPipeline`, `MetaGANGenerator` or `MetaGANDiscriminator`): what to describe.
+        repo_id (`str`, *optional*): the Hub repo id (or local folder) the usage snippet loads from.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub import MetaGANGenerator, MetaGANPipeline
+    >>> from metagan_hub.hub.model_card import render_pipeline_card
+
+    >>> pipe = MetaGANPipeline(generator=MetaGANGenerator(sample_size=16, block_out_channels=(32, 16)))
+    >>> card = render_pipeline_card(pipe, "me/my-metagan")
+    >>> "unconditional-image-generation" in str(card)
+    True
+    ```
+    """
+    info = dict(getattr(pipeline, "card_info", None) or {})
+    base_model = info.get("base_model")
+    is_model = isinstance(pipeline, torch.nn.Module)
+    modules = (
+        {"model": pipeline} if is_model else {n: getattr(pipeline, n, None) for n in ("generator", "discriminator")}
+    )
+    components = []
+    for name, module in modules.items():
+        if module is None:
+            continue
+        config = {k: v for k, v in module.config.items() if not k.startswith("_")}
+        components.append(
+            {
+                "name": name,
+                "cls": type(module).__name__,
+                "params": _count(sum(p.numel() for p in module.parameters())),
+                "config": json.dumps(config, default=str),
+            }
+        )
+    adaptation = info.get("adaptation")
+    training = info.get("training")
+    card = ModelCard.from_template(
+        _card_data(base_model, info.get("tags"), info.get("license", "apache-2.0")),
+        template_str=_template_text("pipeline.md"),
+        title=info.get("title") or (repo_id.split("/")[-1] if repo_id else "Meta-GAN pipeline"),
+        summary=info.get("summary", ""),
+        repo_id=repo_id or "path/to/this/folder",
+        components=components,
+        model_class=type(pipeline).__name__ if is_model else None,
+        has_discriminator=not is_model and pipeline.discriminator is not None,
+        base_model=base_model,
+        base_model_url=_hub_url(base_model),
+        adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
+        training_details=format_table(training) if isinstance(training, dict) else (training or ""),
+        data_notes=info.get("data_notes", ""),
+    )
+    return card
+
+
+def render_lora_card(
+    base_model: str | None, weight_name: str, repo_id: str | None = None, adaptation: dict | None = None
+) -> ModelCard:
+    """
+    Render the model card of a LoRA adapter from `model_cards/lora.md`; `base_model` goes into the YAML metadata.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.hub.model_card import render_lora_card
+
+    >>> card = render_lora_card("org/metagan-kanji-32", "pytorch_lora_weights.safetensors", "me/my-lora")
+    >>> card.data.base_model
+    'org/metagan-kanji-32'
+    ```
+    """
+    return ModelCard.from_template(
+        _card_data(base_model, ["lora"], "apache-2.0"),
+        template_str=_template_text("lora.md"),
+        title=(repo_id.split("/")[-1] if repo_id else "Meta-GAN LoRA adapter"),
+        base_model=base_model or "path/to/base/model",
+        base_model_url=_hub_url(base_model) or "",
+        weight_name=weight_name,
+        repo_id=repo_id or "path/to/this/folder",
+        adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
+    )

@@ -1,0 +1,193 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Meta-GAN generator: a small upsample + conv image generator meant to be meta-learned and adapted."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin  # imported by name: diffusers looks these up on this module
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..hub.mixin import MetaGANModelHubMixin
+from .layers import ACT_FNS, check_architecture, make_activation
+
+logger = logging.getLogger(__name__)
+
+NORM_TYPES = ("group", "pixel", "layer", "none")
+
+
+@dataclass
+class MetaGANGeneratorOutput(BaseOutput):
+    """
+    Output of [`MetaGANGenerator`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, sample_size, sample_size)`):
+            Generated images in `[-1, 1]`.
+    """
+
+    sample: torch.Tensor
+
+
+class PixelNorm(nn.Module):
+    """Normalizes each pixel's feature vector to unit RMS (ProGAN). Per sample and per position: no batch stats."""
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+def make_norm(norm_type: str, channels: int, norm_num_groups: int) -> nn.Module:
+    if norm_type == "group":
+        return nn.GroupNorm(math.gcd(norm_num_groups, channels), channels)
+    if norm_type == "layer":
+        return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W) of each sample
+    if norm_type == "pixel":
+        return PixelNorm()
+    if norm_type == "none":
+        return nn.Identity()
+    raise ValueError(f"`norm_type` must be one of {NORM_TYPES}, got {norm_type!r}.")
+
+
+class UpBlock(nn.Module):
+    """Nearest-neighbour ×2 upsampling followed by two 3×3 convolutions, each with normalization and activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_type: str, norm_num_groups: int, act_fn: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm1 = make_norm(norm_type, out_channels, norm_num_groups)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.norm2 = make_norm(norm_type, out_channels, norm_num_groups)
+        self.act = make_activation(act_fn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # [N, C_in, 2H, 2W]
+        x = self.act(self.norm1(self.conv1(x)))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
+    r"""
+    A DCGAN-style generator for few-shot image generation, designed to be meta-learned (Reptile / first-order MAML)
+    and then adapted to a new class from a handful of images.
+
+    A latent vector is projected to a 4×4 feature map, then each block doubles the resolution with nearest-neighbour
+    upsampling followed by two 3×3 convolutions, until `sample_size`; a final 3×3 convolution and `tanh` give images
+    in `[-1, 1]`. Upsample + `Conv2d` is used instead of `ConvTranspose2d` so that every layer is an `nn.Linear` or
+    `nn.Conv2d` that LoRA (PEFT) can target, and to avoid checkerboard artifacts.
+
+    Normalization never uses batch statistics: BatchNorm's running statistics are shared state that meta-learning
+    moves between tasks, and its train-mode output for a sample depends on the rest of the batch, which breaks
+    batch-size-1 sampling and chunked generation. The default `"group"` (GroupNorm) normalizes each sample on its
+    own and keeps learnable per-channel scales and shifts, which are cheap, effective parameters to adapt.
+
+    Args:
+        latent_dim (`int`, *optional*, defaults to 128):
+            Size of the latent vector `z ~ N(0, I)`.
+        sample_size (`int`, *optional*, defaults to 32):
+            Output height and width; one of 16, 32, 64, 128.
+        out_channels (`int`, *optional*, defaults to 1):
+            1 for grayscale, 3 for RGB.
+        block_out_channels (`tuple[int]`, *optional*):
+            Output channels of each upsampling block, from 8×8 to `sample_size`; `log2(sample_size) - 2` entries.
+            The 4×4 input map has `block_out_channels[0]` channels. Defaults to halving widths ending at 32
+            (at most 256), e.g. `(128, 64, 32)` for 32×32.
+        norm_type (`str`, *optional*, defaults to `"group"`):
+            One of `"group"`, `"pixel"`, `"layer"`, `"none"`.
+        norm_num_groups (`int`, *optional*, defaults to 8):
+            Groups for `"group"` normalization (reduced to a divisor of the channel count).
+        act_fn (`str`, *optional*, defaults to `"leaky_relu"`):
+            One of `"leaky_relu"` (slope 0.2), `"relu"`, `"silu"`, `"gelu"`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANGenerator
+
+    >>> model = MetaGANGenerator(latent_dim=64, sample_size=32, out_channels=1)
+    >>> latents = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    >>> model(latents).sample.shape
+    torch.Size([4, 1, 32, 32])
+    ```
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        sample_size: int = 32,
+        out_channels: int = 1,
+        block_out_channels: tuple[int, ...] | None = None,
+        norm_type: str = "group",
+        norm_num_groups: int = 8,
+        act_fn: str = "leaky_relu",
+    ):
+        super().__init__()
+        # 0. check arguments before allocating anything
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"`latent_dim` must be a positive integer, got {latent_dim!r}.")
+        block_out_channels = check_architecture(sample_size, out_channels, "out_channels", block_out_channels)
+        if norm_type not in NORM_TYPES:
+            raise ValueError(f"`norm_type` must be one of {NORM_TYPES}, got {norm_type!r}.")
+        if act_fn not in ACT_FNS:
+            raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
+        if isinstance(norm_num_groups, bool) or not isinstance(norm_num_groups, int) or norm_num_groups < 1:
+            raise ValueError(f"`norm_num_groups` must be a positive integer, got {norm_num_groups!r}.")
+        self.register_to_config(block_out_channels=list(block_out_channels))
+
+        # 1. latent projection to a 4x4 map
+        c0 = block_out_channels[0]
+        self.proj = nn.Linear(latent_dim, c0 * 4 * 4)
+        self.proj_norm = make_norm(norm_type, c0, norm_num_groups)
+        self.act = make_activation(act_fn)
+
+        # 2. upsampling blocks
+        in_channels = [c0] + list(block_out_channels[:-1])
+        self.blocks = nn.ModuleList(
+            UpBlock(c_in, c_out, norm_type, norm_num_groups, act_fn)
+            for c_in, c_out in zip(in_channels, block_out_channels)
+        )
+
+        # 3. output convolution
+        self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, latents: torch.Tensor, return_dict: bool = True) -> MetaGANGeneratorOutput | tuple:
+        r"""
+        Args:
+            latents (`torch.Tensor` of shape `(batch_size, latent_dim)`):
+                Latent vectors, usually drawn from a standard normal distribution.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return a [`MetaGANGeneratorOutput`] instead of a plain tuple.
+
+        Returns:
+            [`MetaGANGeneratorOutput`] or `tuple`: images in `[-1, 1]` of shape
+            `(batch_size, out_channels, sample_size, sample_size)`.
+        """
+        if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
+            raise ValueError(
+                f"`latents` must have shape (batch_size, {self.config.latent_dim}), got {tuple(latents.shape)}."
+            )
+        # 1. project
+        x = self.proj(latents.to(self.proj.weight.dtype))
+        x = x.view(latents.shape[0], -1, 4, 4)  # [N, C0, 4, 4]
+        x = self.act(self.proj_norm(x))
+        # 2. upsample
+        for block in self.blocks:
+            x = block(x)  # [N, C_i, 2H, 2W]
+        # 3. to image
+        sample = torch.tanh(self.conv_out(x))  # [N, out_channels, sample_size, sample_size]
+        if not return_dict:
+            return (sample,)
+        return MetaGANGeneratorOutput(sample=sample)

@@ -1,0 +1,55 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Argument checks and small layers shared by the Meta-GAN generator and discriminator."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+ACT_FNS = ("leaky_relu", "relu", "silu", "gelu")
+SAMPLE_SIZES = (16, 32, 64, 128)
+
+
+def default_block_out_channels(sample_size: int, base_channels: int = 32, max_channels: int = 256) -> tuple[int, ...]:
+    """Channel widths used when `block_out_channels` is not given: widest at 4×4, halving per upsampling."""
+    num_blocks = int(math.log2(sample_size)) - 2
+    return tuple(min(max_channels, base_channels * 2 ** (num_blocks - 1 - i)) for i in range(num_blocks))
+
+
+def check_architecture(
+    sample_size: int, channels: int, channels_name: str, block_out_channels: Sequence[int] | None
+) -> tuple[int, ...]:
+    """Validate the shared architecture arguments of the generator and discriminator; returns the block widths.
+
+    `block_out_channels=None` resolves to [`default_block_out_channels`] (generator order, 4×4 first).
+    """
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size not in SAMPLE_SIZES:
+        raise ValueError(f"`sample_size` must be one of {SAMPLE_SIZES} (a power of two), got {sample_size!r}.")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"`{channels_name}` must be 1 (grayscale) or 3 (RGB), got {channels!r}.")
+    num_blocks = int(math.log2(sample_size)) - 2
+    if block_out_channels is None:
+        return default_block_out_channels(sample_size)
+    block_out_channels = tuple(block_out_channels)
+    if len(block_out_channels) != num_blocks:
+        raise ValueError(
+            f"`block_out_channels` must have log2(sample_size) - 2 = {num_blocks} entries for sample_size="
+            f"{sample_size} (one block per doubling from 4x4), got {len(block_out_channels)}: {block_out_channels}."
+        )
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in block_out_channels):
+        raise ValueError(f"`block_out_channels` must be positive integers, got {block_out_channels}.")
+    return block_out_channels
+
+
+def make_activation(act_fn: str) -> nn.Module:
+    if act_fn == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    if act_fn == "relu":
+        return nn.ReLU()
+    if act_fn == "silu":
+        return nn.SiLU()
+    if act_fn == "gelu":
+        return nn.GELU()
+    raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")

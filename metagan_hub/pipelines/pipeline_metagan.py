@@ -1,0 +1,427 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""`MetaGANPipeline`: generate, save, load (folder or Hub repo id), share and adapt a Meta-GAN."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..hub.model_card import render_pipeline_card
+from ..hub.upload import upload_folder_to_hub
+from ..models.discriminator_metagan import MetaGANDiscriminator
+from ..models.generator_metagan import MetaGANGenerator
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+VARIANTS = ("fp16", "bf16")
+CARD_INFO_NAME = "metagan_hub.json"
+# Written beside model_index.json so that plain `DiffusionPipeline.from_pretrained(x, trust_remote_code=True)` works:
+# model_index.json names `[REEXPORT_MODULE, "MetaGANPipeline"]`, and this file only re-exports the installed class.
+REEXPORT_MODULE = "pipeline_metagan"
+REEXPORT_SOURCE = """\
+# Loads the Meta-GAN pipeline class from the installed `metagan_hub` package (pip install metagan-hub).
+# This lets `diffusers.DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load this folder.
+from metagan_hub.pipelines.pipeline_metagan import MetaGANPipeline  # noqa: F401
+"""
+
+EXAMPLE_DOC_STRING = """
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+
+    >>> pipe = MetaGANPipeline(generator=MetaGANGenerator(sample_size=32), discriminator=MetaGANDiscriminator())
+    >>> images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images
+    >>> images[0].size
+    (32, 32)
+    >>> pipe.save_pretrained("my-metagan")  # model_index.json, generator/, discriminator/, README.md
+    >>> pipe = MetaGANPipeline.from_pretrained("my-metagan")
+    ```
+"""
+
+
+def _cast_copy(module: torch.nn.Module | None, dtype: torch.dtype) -> torch.nn.Module | None:
+    """A copy of `module` in `dtype` (plain `nn.Module.to`, which skips diffusers' keep-in-fp32 warning)."""
+    if module is None:
+        return None
+    return torch.nn.Module.to(copy.deepcopy(module), dtype)
+
+
+class MetaGANPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for unconditional image generation with a (meta-learned) GAN, and for adapting it to a new class from a
+    handful of images.
+
+    Generation is a single generator forward pass per image, so it is orders of magnitude faster than iterative
+    diffusion sampling. The pipeline loads from a folder or a Hub repo id with [`~MetaGANPipeline.from_pretrained`],
+    saves safetensors plus a model card with [`~MetaGANPipeline.save_pretrained`], and uploads with
+    [`~MetaGANPipeline.push_to_hub`].
+
+    Args:
+        generator ([`MetaGANGenerator`]):
+            Maps latent vectors to images in `[-1, 1]`.
+        discriminator ([`MetaGANDiscriminator`], *optional*):
+            Needed only to adapt or keep training; generation-only checkpoints may omit it.
+        card_info (`dict`, *optional*):
+            Metadata written into the model card (`base_model`, adaptation / training records, data notes). It is
+            saved as `metagan_hub.json` and read back by `from_pretrained`.
+    """
+
+    model_cpu_offload_seq = "generator"
+    _optional_components = ["discriminator"]
+
+    def __init__(
+        self,
+        generator: MetaGANGenerator,
+        discriminator: MetaGANDiscriminator | None = None,
+        card_info: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(generator, MetaGANGenerator):
+            raise TypeError(f"`generator` must be a MetaGANGenerator, got {type(generator).__name__}.")
+        if discriminator is not None and not isinstance(discriminator, MetaGANDiscriminator):
+            raise TypeError(
+                f"`discriminator` must be a MetaGANDiscriminator or None, got {type(discriminator).__name__}."
+            )
+        if discriminator is not None:
+            g, d = generator.config, discriminator.config
+            if (g.sample_size, g.out_channels) != (d.sample_size, d.in_channels):
+                raise ValueError(
+                    f"`discriminator` must match the generator's resolution and channels: generator makes "
+                    f"{g.out_channels}x{g.sample_size}x{g.sample_size} images, discriminator expects "
+                    f"{d.in_channels}x{d.sample_size}x{d.sample_size}."
+                )
+        self.register_modules(generator=generator, discriminator=discriminator)
+        self.card_info: dict[str, Any] = dict(card_info or {})
+
+    # ------------------------------------------------------------------ generation
+    def check_inputs(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        output_type: str,
+        chunk_size: int,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"`generator` is a list of {len(generator)} torch.Generator objects, but `batch_size` is {batch_size}:"
+                " pass one generator per image, or a single generator."
+            )
+        if generator is not None and not isinstance(generator, torch.Generator | list):
+            raise TypeError(
+                f"`generator` must be a torch.Generator or a list of them, got {type(generator).__name__}."
+            )
+        if latents is not None:
+            expected = (batch_size, self.generator.config.latent_dim)
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+                shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(
+                    f"`latents` must be a tensor of shape {expected} (batch_size, latent_dim), got {shape}."
+                )
+            if not torch.isfinite(latents).all():
+                raise ValueError("`latents` contains NaN or infinite values.")
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Draw `[batch_size, latent_dim]` standard-normal latents (float32) unless `latents` is given."""
+        if latents is not None:
+            return latents.to(device=device, dtype=torch.float32)
+        shape = (batch_size, self.generator.config.latent_dim)
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        chunk_size: int = 256,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generate images.
+
+        Args:
+            batch_size (`int`, *optional*, defaults to 1):
+                The number of images to generate.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                A [`torch.Generator`](https://pytorch.org/docs/stable/generated/torch.Generator.html) (or one per
+                image) to make generation deterministic: the same seed gives the same images on the same device.
+            latents (`torch.Tensor` of shape `(batch_size, latent_dim)`, *optional*):
+                Pre-drawn latent vectors; drawn from `generator` when not given.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"` (list of `PIL.Image.Image`), `"np"` (`np.ndarray` of shape `(batch_size, H, W, C)` in
+                `[0, 1]`) or `"pt"` (`torch.Tensor` of shape `(batch_size, C, H, W)` in `[0, 1]`).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`~diffusers.ImagePipelineOutput`] instead of a plain tuple.
+            chunk_size (`int`, *optional*, defaults to 256):
+                Images per generator forward pass; large batches run in chunks so memory stays bounded. All latents
+                are drawn up front, so the result does not depend on `chunk_size`.
+
+        Returns:
+            [`~diffusers.ImagePipelineOutput`] or `tuple`: the generated images (first element of the tuple).
+        """
+        # 1. check inputs
+        self.check_inputs(batch_size, generator, latents, output_type, chunk_size)
+        device = self._execution_device
+
+        # 2. latents for the whole batch, so chunking does not change the result
+        latents = self.prepare_latents(batch_size, generator, latents, device)  # [N, latent_dim]
+
+        # 3. generate chunk by chunk
+        dtype = self.generator.dtype
+        chunks = []
+        for start in self.progress_bar(range(0, batch_size, chunk_size)):
+            sample = self.generator(latents[start : start + chunk_size].to(dtype)).sample  # [n, C, H, W] in [-1, 1]
+            chunks.append((sample.float() / 2 + 0.5).clamp(0, 1))
+        images = torch.cat(chunks)  # [N, C, H, W] in [0, 1]
+
+        # 4. convert
+        if output_type != "pt":
+            images = images.cpu().permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def enable_fast_generation(self, channels_last: bool = True, compile: bool = False, **compile_kwargs) -> None:
+        """
+        Switch on faster generator inference: `channels_last` memory format and, optionally, `torch.compile` of the
+        generator's forward (the first call then compiles for a while). See the README's generation benchmark for
+        what each option gives on CPU.
+
+        Example:
+
+        ```py
+        >>> pipe.enable_fast_generation(channels_last=True, compile=True)  # doctest: +SKIP
+        ```
+        """
+        if channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+        if compile:
+            self.generator.compile(**compile_kwargs)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **kwargs,
+    ) -> None:
+        """
+        Save the pipeline: `model_index.json`, `generator/` and `discriminator/` (config + safetensors), a model
+        card `README.md`, the card metadata `metagan_hub.json`, and a small re-export file that lets plain diffusers
+        load the folder with `trust_remote_code=True`.
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder to write (created if needed).
+            safe_serialization (`bool`, defaults to `True`): must stay `True`; pickles are never written.
+            variant (`str`, *optional*): `"fp16"` or `"bf16"`: cast the weights and write
+                `diffusion_pytorch_model.<variant>.safetensors` (load back with `variant=`).
+            push_to_hub (`bool`, defaults to `False`): also upload to `repo_id` (see [`push_to_hub`]).
+            repo_id (`str`, *optional*): the repo id used in the model card's usage snippet (and for `push_to_hub`).
+        """
+        if not safe_serialization:
+            raise ValueError("`safe_serialization=False` is not supported: metagan_hub only writes safetensors.")
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"`variant` must be None or one of {VARIANTS}, got {variant!r}.")
+        if push_to_hub:
+            if repo_id is None:
+                raise ValueError("`repo_id` is required with `push_to_hub=True`.")
+            self.push_to_hub(repo_id, variant=variant, save_directory=save_directory, **kwargs)
+            return
+        os.makedirs(save_directory, exist_ok=True)
+        target = self
+        if variant is not None:
+            # cast copies so that the live pipeline keeps its precision
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[variant]
+            parts = {n: _cast_copy(m, dtype) for n, m in self.components.items()}
+            target = type(self)(**parts, card_info=self.card_info)
+        DiffusionPipeline.save_pretrained(target, save_directory, safe_serialization=True, variant=variant)
+        self._write_extras(save_directory, repo_id)
+
+    def _write_extras(self, save_directory: str | os.PathLike, repo_id: str | None) -> None:
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        index["_class_name"] = [REEXPORT_MODULE, type(self).__name__]
+        index.pop("card_info", None)
+        with open(index_path, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+        with open(os.path.join(save_directory, f"{REEXPORT_MODULE}.py"), "w", encoding="utf-8") as f:
+            f.write(REEXPORT_SOURCE)
+        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
+            json.dump(self.card_info, f, indent=2, default=str)
+            f.write("\n")
+        render_pipeline_card(self, repo_id).save(os.path.join(save_directory, "README.md"))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        variant: str | None = None,
+        save_directory: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> str:
+        """
+        Save the pipeline (safetensors, configs, model card) and upload it to `repo_id` in one commit.
+
+        `checkpoint-*` folders, optimizer state and pickles are never uploaded. A failed upload raises
+        [`~metagan_hub.hub.upload.HubUploadError`] and leaves local files (and `save_directory`) intact.
+
+        Args:
+            repo_id (`str`): `"namespace/name"` on the Hub.
+            commit_message (`str`, *optional*): the commit message.
+            private (`bool`, *optional*): create the repository as private.
+            token (`str`, *optional*): Hub token; defaults to the cached login.
+            create_pr (`bool`): open a pull request instead of committing.
+            variant (`str`, *optional*): `"fp16"` or `"bf16"` weights.
+            save_directory (`str`, *optional*): write the files here first and keep them (a temporary folder is
+                used and removed when not given).
+
+        Returns:
+            `str`: the URL of the commit (or pull request).
+
+        Example:
+
+        ```py
+        >>> url = pipe.push_to_hub("me/metagan-my-glyph")  # doctest: +SKIP
+        ```
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.fspath(save_directory) if save_directory is not None else tmp
+            self.save_pretrained(folder, variant=variant, repo_id=repo_id)
+            return upload_folder_to_hub(
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message or "Upload Meta-GAN pipeline with metagan_hub",
+                create_pr=create_pr,
+            )
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Read `model_index.json`, mapping the re-export entry `[file, class]` back to this class's name so that
+        loading through this class never executes the folder's `.py` file."""
+        out = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        class_name = config.get("_class_name")
+        if isinstance(class_name, list | tuple) and len(class_name) == 2 and class_name[0] == REEXPORT_MODULE:
+            config["_class_name"] = class_name[1]
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> MetaGANPipeline:
+        r"""
+        Load a Meta-GAN pipeline from a local folder or a Hub repo id.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`):
+                A folder written by [`save_pretrained`], or a Hub repo id such as `"org/metagan-kanji-32"`.
+            dtype (`torch.dtype`, *optional*): load the weights in this dtype.
+            variant (`str`, *optional*): `"fp16"` or `"bf16"` weight files.
+            revision (`str`, *optional*): branch, tag or commit of a Hub repo.
+            token (`str`, *optional*): Hub token.
+            cache_dir (`str`, *optional*): Hub cache folder.
+            local_files_only (`bool`, *optional*): use only the local Hub cache (works offline).
+            force_download (`bool`, *optional*): re-download files present in the cache.
+            kwargs: passed on to [`~diffusers.DiffusionPipeline.from_pretrained`] (e.g. `discriminator=None` to
+                skip loading the discriminator).
+
+        Returns:
+            [`MetaGANPipeline`]
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        hub_keys = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+        hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+        if "torch_dtype" in kwargs:
+            raise TypeError("`torch_dtype` is deprecated in diffusers: pass `dtype=` instead.")
+        variant = kwargs.get("variant")
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"`variant` must be None or one of {VARIANTS}, got {variant!r}.")
+        if not os.path.isdir(path):
+            if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+                raise ValueError(
+                    f"`pretrained_model_name_or_path` must be a folder containing model_index.json or a Hub repo id "
+                    f"'namespace/name', got {path!r} (no such folder)."
+                )
+            path = cls._snapshot(path, variant=variant, **hub_kwargs)
+        index = os.path.join(path, "model_index.json")
+        if not os.path.isfile(index):
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} is not a Meta-GAN pipeline: it has no model_index.json. "
+                "Expected a folder written by MetaGANPipeline.save_pretrained "
+                "(model_index.json, generator/, discriminator/)."
+            )
+        cls._check_index(index)
+        pipe = super().from_pretrained(path, **kwargs)
+        info_path = os.path.join(path, CARD_INFO_NAME)
+        if os.path.isfile(info_path):
+            with open(info_path, encoding="utf-8") as f:
+                pipe.card_info = json.load(f)
+        pipe.card_info.setdefault("name_or_path", os.fspath(pretrained_model_name_or_path))
+        return pipe
+
+    @staticmethod
+    def _check_index(index_path: str) -> None:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        expected = {"generator": MetaGANGenerator.__name__, "discriminator": MetaGANDiscriminator.__name__}
+        for name, cls_name in expected.items():
+            entry = index.get(name)
+            if name == "generator" and entry is None:
+                raise ValueError(f"{index_path} has no `generator` entry; expected [module, '{cls_name}'].")
+            if entry is None or entry == [None, None]:
+                continue
+            if not (isinstance(entry, list) and len(entry) == 2 and entry[1] == cls_name):
+                raise ValueError(
+                    f"{index_path}: component `{name}` is {entry!r}, expected a [module, '{cls_name}'] entry from "
+                    "metagan_hub. Load other pipelines with diffusers.DiffusionPipeline."
+                )
+
+    @staticmethod
+    def _snapshot(repo_id: str, variant: str | None = None, **hub_kwargs) -> str:
+        """Download (or find in the cache) the files of a Hub repo that this pipeline needs; returns the folder."""
+        from huggingface_hub import snapshot_download
+
+        weights = f"*.{variant}.safetensors" if variant else "*/diffusion_pytorch_model.safetensors"
+        allow = ["model_index.json", "*.json", "README.md", weights]
+        return snapshot_download(repo_id, allow_patterns=allow, **hub_kwargs)
+
+
+MetaGANPipeline.__call__.__doc__ += EXAMPLE_DOC_STRING
