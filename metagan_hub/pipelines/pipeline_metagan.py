@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -19,11 +20,15 @@ from ..hub.upload import upload_folder_to_hub
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 VARIANTS = ("fp16", "bf16")
 CARD_INFO_NAME = "metagan_hub.json"
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 # Written beside model_index.json so that plain `DiffusionPipeline.from_pretrained(x, trust_remote_code=True)` works:
 # model_index.json names `[REEXPORT_MODULE, "MetaGANPipeline"]`, and this file only re-exports the installed class.
 REEXPORT_MODULE = "pipeline_metagan"
@@ -226,6 +231,170 @@ class MetaGANPipeline(DiffusionPipeline):
         if compile:
             self.generator.compile(**compile_kwargs)
 
+    # ------------------------------------------------------------------ adaptation
+    def adapt(
+        self,
+        images: Any,
+        *,
+        num_steps: int = 200,
+        learning_rate: float = 2e-4,
+        batch_size: int = 8,
+        mixed_precision: str = "no",
+        loss: str = "nonsaturating",
+        r1_gamma: float = 0.1,
+        augment: Sequence[str] | None = ("translation", "cutout", "color"),
+        freeze_discriminator_blocks: int = 0,
+        ema_decay: float | None = None,
+        lora_rank: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+        accelerator: Accelerator | None = None,
+        image_column: str = "image",
+    ) -> MetaGANPipeline:
+        r"""
+        Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
+        weights are never modified: the generator and discriminator are copied and the copies are trained.
+
+        Args:
+            images:
+                The few shots (5–10 is typical): a list of `PIL.Image.Image`, a folder of image files, a `numpy`
+                array `[N, H, W, C]` (`uint8` in `[0, 255]` or float in `[0, 1]`), a `torch.Tensor` `[N, C, H, W]`
+                with values in `[-1, 1]`, or a `datasets.Dataset` with an `image_column`. Images are resized (shorter
+                side) and center-cropped to the generator's `sample_size`, converted to its channel count, and
+                transparent pixels are composited on white.
+            num_steps (`int`, defaults to 200): GAN steps (one discriminator and one generator update each).
+            learning_rate (`float`, defaults to 2e-4): Adam learning rate of both networks (betas `(0.0, 0.99)`).
+            batch_size (`int`, defaults to 8): real images per step, drawn with replacement from the shots.
+            mixed_precision (`str`, defaults to `"no"`): `"no"`, `"bf16"` (CPU or GPU) or `"fp16"` (GPU only;
+                a `ValueError` on CPU, where Accelerate would silently ignore it). Applied with autocast per call,
+                so different calls in one process may use different precisions.
+            loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
+            r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
+            augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,
+                from `("translation", "cutout", "color")`; `None` or `()` for none.
+            freeze_discriminator_blocks (`int`, defaults to 0): freeze the discriminator's input convolution and
+                its lowest N blocks (FreezeD).
+            ema_decay (`float`, *optional*): keep an exponential moving average of the generator weights
+                (`diffusers.training_utils.EMAModel`) and return the EMA generator.
+            lora_rank (`int`, *optional*): train only a LoRA adapter of this rank on the generator (needs the
+                `lora` extra); save it alone with [`save_lora_weights`] or `push_to_hub(..., lora_only=True)`.
+            generator (`torch.Generator`, *optional*): source of all randomness; the same images, arguments and
+                seed give bit-identical adapted weights on CPU.
+            callback (`Callable`, *optional*): `callback(step, logs)` after every step with the step's losses;
+                return `True` to stop early.
+            accelerator (`accelerate.Accelerator`, *optional*): an existing accelerator (e.g. of a training script)
+                whose device is used and whose main process alone shows the progress bar.
+            image_column (`str`, defaults to `"image"`): the image column when `images` is a `datasets.Dataset`.
+
+        Returns:
+            [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
+            wall time, shots, steps, seed and options, and goes into its model card (with `base_model`).
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from metagan_hub import MetaGANPipeline
+
+        >>> pipe = MetaGANPipeline.from_pretrained("checkpoints/metagan-kanji-32")  # doctest: +SKIP
+        >>> adapted = pipe.adapt("my_five_glyphs/", num_steps=200, mixed_precision="bf16",
+        ...                      generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+        >>> images = adapted(batch_size=16, generator=torch.Generator().manual_seed(0)).images  # doctest: +SKIP
+        ```
+        """
+        from ..training.adaptation import adapt_pipeline
+
+        return adapt_pipeline(
+            self,
+            images,
+            num_steps=num_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            mixed_precision=mixed_precision,
+            loss=loss,
+            r1_gamma=r1_gamma,
+            augment=augment,
+            freeze_discriminator_blocks=freeze_discriminator_blocks,
+            ema_decay=ema_decay,
+            lora_rank=lora_rank,
+            generator=generator,
+            callback=callback,
+            accelerator=accelerator,
+            image_column=image_column,
+        )
+
+    # ------------------------------------------------------------------ LoRA
+    @property
+    def has_lora(self) -> bool:
+        """Whether the generator carries a live (unfused) LoRA adapter."""
+        return bool(getattr(self.generator, "peft_config", None))
+
+    def save_lora_weights(
+        self, save_directory: str | os.PathLike, weight_name: str = LORA_WEIGHT_NAME, repo_id: str | None = None
+    ) -> str:
+        """
+        Save only the generator's LoRA adapter (safetensors, with its LoRA config in the file's metadata) plus a
+        model card pointing at the base model. Returns the path of the weight file.
+
+        Example:
+
+        ```py
+        >>> adapted = pipe.adapt(images, lora_rank=4)  # doctest: +SKIP
+        >>> adapted.save_lora_weights("my-lora")  # doctest: +SKIP
+        >>> MetaGANPipeline.from_pretrained(base).load_lora_weights("my-lora")  # doctest: +SKIP
+        ```
+        """
+        if not self.has_lora:
+            raise ValueError("This pipeline has no LoRA adapter: adapt it with `lora_rank=` first.")
+        from ..hub.model_card import render_lora_card
+
+        os.makedirs(save_directory, exist_ok=True)
+        self.generator.save_lora_adapter(save_directory, weight_name=weight_name, safe_serialization=True)
+        card = render_lora_card(
+            self.card_info.get("base_model"), weight_name, repo_id, self.card_info.get("adaptation")
+        )
+        card.save(os.path.join(save_directory, "README.md"))
+        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
+            json.dump(self.card_info, f, indent=2, default=str)
+            f.write("\n")
+        return os.path.join(save_directory, weight_name)
+
+    def load_lora_weights(
+        self, pretrained_model_name_or_path: str | os.PathLike, weight_name: str = LORA_WEIGHT_NAME, **hub_kwargs
+    ) -> MetaGANPipeline:
+        """
+        Load a LoRA adapter saved by [`save_lora_weights`] (a folder or a Hub repo id) into the generator, in place.
+        Returns `self` so calls can be chained.
+        """
+        if self.has_lora:
+            raise ValueError("The generator already has a LoRA adapter; call `fuse_lora()` or reload the base first.")
+        path = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(path):
+            if path.count("/") != 1 or path.startswith((".", "/", "~")):
+                raise ValueError(f"`pretrained_model_name_or_path` must be a folder or a Hub repo id, got {path!r}.")
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, allow_patterns=[weight_name, CARD_INFO_NAME, "README.md"], **hub_kwargs)
+        if not os.path.isfile(os.path.join(path, weight_name)):
+            raise ValueError(f"{os.fspath(pretrained_model_name_or_path)!r} has no LoRA weight file {weight_name!r}.")
+        self.generator.load_lora_adapter(path, prefix=None, weight_name=weight_name, adapter_name="default")
+        info_path = os.path.join(path, CARD_INFO_NAME)
+        if os.path.isfile(info_path):
+            with open(info_path, encoding="utf-8") as f:
+                adapter_info = json.load(f)
+            if "adaptation" in adapter_info:
+                self.card_info["adaptation"] = adapter_info["adaptation"]
+        return self
+
+    def fuse_lora(self) -> MetaGANPipeline:
+        """Merge the generator's LoRA adapter into its weights and remove the adapter (for full-weight export).
+        Returns `self`."""
+        if not self.has_lora:
+            raise ValueError("This pipeline has no LoRA adapter to fuse.")
+        self.generator.fuse_lora()
+        self.generator.unload_lora()
+        return self
+
     # ------------------------------------------------------------------ saving
     def save_pretrained(
         self,
@@ -260,10 +429,15 @@ class MetaGANPipeline(DiffusionPipeline):
             return
         os.makedirs(save_directory, exist_ok=True)
         target = self
+        if self.has_lora:
+            # a live adapter would be saved as `base_layer` keys that reload as random weights: save a fused copy
+            target = type(self)(
+                generator=copy.deepcopy(self.generator), discriminator=self.discriminator, card_info=self.card_info
+            ).fuse_lora()
         if variant is not None:
             # cast copies so that the live pipeline keeps its precision
             dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[variant]
-            parts = {n: _cast_copy(m, dtype) for n, m in self.components.items()}
+            parts = {n: _cast_copy(m, dtype) for n, m in target.components.items()}
             target = type(self)(**parts, card_info=self.card_info)
         DiffusionPipeline.save_pretrained(target, save_directory, safe_serialization=True, variant=variant)
         self._write_extras(save_directory, repo_id)
@@ -294,6 +468,7 @@ class MetaGANPipeline(DiffusionPipeline):
         create_pr: bool = False,
         variant: str | None = None,
         save_directory: str | os.PathLike | None = None,
+        lora_only: bool = False,
         **kwargs,
     ) -> str:
         """
@@ -311,6 +486,8 @@ class MetaGANPipeline(DiffusionPipeline):
             variant (`str`, *optional*): `"fp16"` or `"bf16"` weights.
             save_directory (`str`, *optional*): write the files here first and keep them (a temporary folder is
                 used and removed when not given).
+            lora_only (`bool`, defaults to `False`): upload only the generator's LoRA adapter (tens of KB) and a
+                model card pointing at the base model (see [`save_lora_weights`]).
 
         Returns:
             `str`: the URL of the commit (or pull request).
@@ -323,7 +500,10 @@ class MetaGANPipeline(DiffusionPipeline):
         """
         with tempfile.TemporaryDirectory() as tmp:
             folder = os.fspath(save_directory) if save_directory is not None else tmp
-            self.save_pretrained(folder, variant=variant, repo_id=repo_id)
+            if lora_only:
+                self.save_lora_weights(folder, repo_id=repo_id)
+            else:
+                self.save_pretrained(folder, variant=variant, repo_id=repo_id)
             return upload_folder_to_hub(
                 folder,
                 repo_id,

@@ -1,0 +1,265 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Few-shot adaptation of a (meta-learned) Meta-GAN to a new class from a handful of images.
+
+[`adapt_pipeline`] is the engine behind [`MetaGANPipeline.adapt`]: it copies the generator and discriminator, trains
+the copies with the GAN losses of `training/losses.py` and DiffAugment on the few shots, and returns a new pipeline.
+The meta-weights are never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .augment import AUGMENT_POLICIES, DiffAugment
+from .gan_step import GANStepConfig, check_mixed_precision, gan_step
+from .losses import LOSS_TYPES
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ..pipelines.pipeline_metagan import MetaGANPipeline
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
+DEFAULT_MAX_NONFINITE_STEPS = 10
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when too many steps in a row produced a NaN or infinite loss; no weights are returned or saved."""
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+    return float(value)
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
+
+
+def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, adapter_name: str = "default") -> None:
+    """Attach a PEFT LoRA adapter of `rank` to every `Linear`/`Conv2d` of a Meta-GAN generator (and nothing else
+    trains afterwards)."""
+    try:
+        from peft import LoraConfig
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "`lora_rank` needs PEFT: install it with `pip install 'metagan-hub[lora]'` (or `pip install peft`)."
+        ) from err
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        target_modules=LORA_TARGET_MODULES,
+        init_lora_weights=True,
+    )
+    model.add_adapter(config, adapter_name=adapter_name)
+
+
+def adapt_pipeline(
+    pipeline: MetaGANPipeline,
+    images: Any,
+    *,
+    num_steps: int = 200,
+    learning_rate: float = 2e-4,
+    batch_size: int = 8,
+    mixed_precision: str = "no",
+    loss: str = "nonsaturating",
+    r1_gamma: float = 0.1,
+    augment: Sequence[str] | None = AUGMENT_POLICIES,
+    freeze_discriminator_blocks: int = 0,
+    ema_decay: float | None = None,
+    lora_rank: int | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+    accelerator: Accelerator | None = None,
+    image_column: str = "image",
+    betas: tuple[float, float] = (0.0, 0.99),
+    max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
+) -> MetaGANPipeline:
+    """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
+    from ..data.images import load_images
+    from ..pipelines.pipeline_metagan import MetaGANPipeline
+
+    # 0. check arguments before doing any work
+    if pipeline.discriminator is None:
+        raise ValueError(
+            "adapt() needs a discriminator, but this pipeline was loaded without one (a generation-only checkpoint). "
+            "Load a checkpoint saved with its discriminator."
+        )
+    num_steps = _positive_int("num_steps", num_steps)
+    batch_size = _positive_int("batch_size", batch_size)
+    learning_rate = _positive_float("learning_rate", learning_rate)
+    max_nonfinite_steps = _positive_int("max_nonfinite_steps", max_nonfinite_steps)
+    if loss not in LOSS_TYPES:
+        raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {loss!r}.")
+    if isinstance(r1_gamma, bool) or not isinstance(r1_gamma, int | float) or not r1_gamma >= 0:
+        raise ValueError(f"`r1_gamma` must be a non-negative number, got {r1_gamma!r}.")
+    if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < ema_decay < 1.0):
+        raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {ema_decay!r}.")
+    if lora_rank is not None:
+        _positive_int("lora_rank", lora_rank)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
+    num_d_blocks = pipeline.discriminator.num_blocks
+    if (
+        isinstance(freeze_discriminator_blocks, bool)
+        or not isinstance(freeze_discriminator_blocks, int)
+        or not 0 <= freeze_discriminator_blocks <= num_d_blocks
+    ):
+        raise ValueError(
+            f"`freeze_discriminator_blocks` must be an integer between 0 and {num_d_blocks} (the discriminator's "
+            f"number of blocks), got {freeze_discriminator_blocks!r}."
+        )
+    augmenter = DiffAugment(augment) if augment else None  # validates policy names
+    device = pipeline.generator.device
+    if accelerator is not None:
+        device = accelerator.device
+    check_mixed_precision(mixed_precision, device)
+    if lora_rank is not None:
+        try:
+            import peft  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "`lora_rank` needs PEFT: install it with `pip install 'metagan-hub[lora]'` (or `pip install peft`)."
+            ) from err
+
+    g_cfg = pipeline.generator.config
+    shots = load_images(images, sample_size=g_cfg.sample_size, channels=g_cfg.out_channels, image_column=image_column)
+    shots = shots.to(device=device, dtype=torch.float32)  # [K, C, H, W] in [-1, 1]
+    num_shots = shots.shape[0]
+
+    # 1. randomness: everything is drawn from one CPU generator (reproducible on every device)
+    if generator is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        generator = torch.Generator().manual_seed(seed)
+    else:
+        seed = generator.initial_seed()
+    aug_generator = torch.Generator(device=device).manual_seed(
+        int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    )
+
+    # 2. clone the models: the meta-weights are never touched
+    gen = copy.deepcopy(pipeline.generator).to(device=device, dtype=torch.float32).train()
+    disc = copy.deepcopy(pipeline.discriminator).to(device=device, dtype=torch.float32).train()
+    gen.requires_grad_(True)
+    disc.freeze_blocks(freeze_discriminator_blocks)
+    if lora_rank is not None:
+        gen.requires_grad_(False)
+        add_lora(gen, lora_rank)  # only the adapter's lora_A / lora_B train
+    g_params = [p for p in gen.parameters() if p.requires_grad]
+    d_params = [p for p in disc.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(g_params, lr=learning_rate, betas=betas)
+    opt_d = torch.optim.Adam(d_params, lr=learning_rate, betas=betas)
+    scaler = torch.amp.GradScaler(device.type) if mixed_precision == "fp16" else None
+    ema = None
+    if ema_decay is not None:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(g_params, decay=ema_decay, use_ema_warmup=False, foreach=False)
+
+    step_config = GANStepConfig(
+        loss=loss, r1_gamma=float(r1_gamma), mixed_precision=mixed_precision, augment=augmenter
+    )
+
+    latent_dim = g_cfg.latent_dim
+    losses: list[dict[str, float]] = []
+    nonfinite_in_a_row = 0
+    skipped = 0
+    stopped_early = False
+    start = time.perf_counter()
+    main_process = accelerator is None or accelerator.is_local_main_process
+    progress = pipeline.progress_bar(total=num_steps) if main_process else contextlib.nullcontext()
+
+    # 3. GAN steps on the shots
+    with progress as bar:
+        for step in range(num_steps):
+            idx = torch.randint(0, num_shots, (batch_size,), generator=generator)
+            real = shots[idx.to(device)]  # [B, C, H, W]
+            z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
+            z_g = torch.randn(batch_size, latent_dim, generator=generator).to(device)
+
+            ok, logs = gan_step(gen, disc, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler)
+            if ok and ema is not None:
+                ema.step(g_params)
+
+            # 3c. bookkeeping: skip non-finite steps, stop after too many in a row
+            if ok:
+                nonfinite_in_a_row = 0
+            else:
+                nonfinite_in_a_row += 1
+                skipped += 1
+                logger.warning("adapt(): non-finite loss at step %d (%s); step skipped", step, logs)
+                if nonfinite_in_a_row >= max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f"adapt() stopped: {nonfinite_in_a_row} steps in a row had NaN/inf losses (last at step "
+                        f"{step}). Lower `learning_rate`, use mixed_precision='no', or check the images."
+                    )
+            logs = {"step": step, **logs}
+            losses.append(logs)
+            if main_process:
+                bar.set_postfix(d_loss=f"{logs['d_loss']:.3f}", g_loss=f"{logs['g_loss']:.3f}")
+                bar.update(1)
+            if callback is not None and callback(step, logs) is True:
+                stopped_early = True
+                break
+
+    # 4. finish: EMA weights into the generator, never NaN weights out
+    if ema is not None:
+        ema.copy_to(g_params)
+    if not (_all_finite(gen) and _all_finite(disc)):
+        raise NonFiniteLossError("adapt() produced non-finite weights; nothing was returned. Lower `learning_rate`.")
+    gen.eval().requires_grad_(False)
+    disc.eval().requires_grad_(False)
+    wall_time = time.perf_counter() - start
+    dtype = pipeline.generator.dtype
+    gen.to(dtype=dtype)
+    disc.to(dtype=dtype)
+
+    record = {
+        "base_model": pipeline.card_info.get("name_or_path") or pipeline.card_info.get("base_model"),
+        "shots": num_shots,
+        "num_steps": num_steps,
+        "steps_run": len(losses),
+        "stopped_early": stopped_early,
+        "skipped_nonfinite_steps": skipped,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "mixed_precision": mixed_precision,
+        "loss": loss,
+        "r1_gamma": r1_gamma,
+        "augment": list(augment) if augment else [],
+        "freeze_discriminator_blocks": freeze_discriminator_blocks,
+        "ema_decay": ema_decay,
+        "lora_rank": lora_rank,
+        "seed": seed,
+        "device": str(device),
+        "wall_time_s": round(wall_time, 3),
+        "final_d_loss": losses[-1].get("d_loss") if losses else None,
+        "final_g_loss": losses[-1].get("g_loss") if losses else None,
+        "losses": losses,
+    }
+    card_info = {k: v for k, v in pipeline.card_info.items() if k not in ("name_or_path", "adaptation", "training")}
+    card_info["base_model"] = record["base_model"]
+    card_info["adaptation"] = record
+    adapted = MetaGANPipeline(generator=gen, discriminator=disc, card_info=card_info)
+    adapted.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
+    logger.info("adapt(): %d shots, %d steps in %.2f s (%s)", num_shots, len(losses), wall_time, mixed_precision)
+    return adapted

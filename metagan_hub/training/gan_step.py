@@ -1,0 +1,137 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""One GAN training step (discriminator update, then generator update), shared by adaptation and meta-training."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .losses import discriminator_loss, generator_loss
+
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+def autocast_context(device: torch.device, mixed_precision: str):
+    """An autocast context for `mixed_precision` on `device` (a no-op for `"no"`).
+
+    Precision is applied per call with `torch.autocast` rather than through Accelerate's process-wide
+    `AcceleratorState`, which can only be set once per process: one process can then adapt many times with different
+    precisions, also inside a script that already created an `Accelerator`.
+    """
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_mixed_precision(mixed_precision: str, device: torch.device) -> None:
+    """Raise a `ValueError` for unknown precisions and for fp16 on CPU (which Accelerate silently ignores)."""
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISIONS}, got {mixed_precision!r}.")
+    if mixed_precision == "fp16" and device.type == "cpu":
+        raise ValueError(
+            "`mixed_precision='fp16'` is not supported on CPU (Accelerate silently ignores it there and trains in "
+            "fp32). Use mixed_precision='bf16' on CPU, or move the pipeline to a GPU."
+        )
+
+
+@dataclass
+class GANStepConfig:
+    """Loss and regularization options of a GAN step."""
+
+    loss: str = "nonsaturating"
+    r1_gamma: float = 0.1
+    gp_lambda: float = 10.0
+    mixed_precision: str = "no"
+    augment: torch.nn.Module | None = None
+
+
+def gan_step(
+    generator_model: torch.nn.Module,
+    discriminator_model: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z_d: torch.Tensor,
+    z_g: torch.Tensor,
+    config: GANStepConfig,
+    aug_generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[bool, dict[str, float]]:
+    """
+    Run one discriminator update on `real` vs. `G(z_d)` and one generator update on `G(z_g)`.
+
+    A step whose discriminator or generator loss is NaN/inf applies no update (both optimizers skip) and returns
+    `ok=False`, so callers can count non-finite steps and stop after too many in a row.
+
+    Args:
+        generator_model / discriminator_model: the Meta-GAN models being trained (`.sample` / `.logits` outputs).
+        opt_g / opt_d: their optimizers.
+        real (`torch.Tensor` of shape `(B, C, H, W)`): real images in `[-1, 1]`.
+        z_d / z_g (`torch.Tensor` of shape `(B, latent_dim)`): latents for the D and G updates.
+        config (`GANStepConfig`): loss, penalties, precision and DiffAugment.
+        aug_generator (`torch.Generator`, *optional*): randomness of DiffAugment and of the gradient penalty.
+        scaler (`torch.amp.GradScaler`, *optional*): loss scaler for fp16.
+
+    Returns:
+        `(ok, logs)`: whether both updates were applied, and the losses as floats.
+    """
+    device = real.device
+    disc = discriminator_model
+
+    def d_fn(x: torch.Tensor) -> torch.Tensor:
+        return disc(x).logits
+
+    # 1. discriminator update
+    opt_d.zero_grad(set_to_none=True)
+    with autocast_context(device, config.mixed_precision):
+        with torch.no_grad():
+            fake = generator_model(z_d).sample
+        d_loss, d_logs = discriminator_loss(
+            config.loss,
+            d_fn,
+            real,
+            fake.float(),
+            r1_gamma=config.r1_gamma,
+            gp_lambda=config.gp_lambda,
+            augment=config.augment,
+            generator=aug_generator,
+        )
+    d_ok = bool(torch.isfinite(d_loss))
+    if d_ok:
+        if scaler is not None:
+            scaler.scale(d_loss).backward()
+            scaler.step(opt_d)
+        else:
+            d_loss.backward()
+            opt_d.step()
+
+    # 2. generator update (the discriminator gets no gradient here)
+    opt_g.zero_grad(set_to_none=True)
+    trainable = [p for p in disc.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with autocast_context(device, config.mixed_precision):
+            fake = generator_model(z_g).sample
+            g_loss, g_logs = generator_loss(
+                config.loss, d_fn, fake.float(), augment=config.augment, generator=aug_generator
+            )
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    g_ok = bool(torch.isfinite(g_loss))
+    if g_ok and d_ok:
+        if scaler is not None:
+            scaler.scale(g_loss).backward()
+            scaler.step(opt_g)
+        else:
+            g_loss.backward()
+            opt_g.step()
+    if scaler is not None:
+        scaler.update()
+    opt_g.zero_grad(set_to_none=True)
+    opt_d.zero_grad(set_to_none=True)
+    return d_ok and g_ok, {**d_logs, **g_logs}
