@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,19 @@ def check_mixed_precision(mixed_precision: str, device: torch.device) -> None:
         )
 
 
+def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler, reduce_grads) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if reduce_grads is not None:
+        reduce_grads([p for group in opt.param_groups for p in group["params"]])
+    if scaler is not None:
+        scaler.step(opt)
+    else:
+        opt.step()
+
+
 @dataclass
 class GANStepConfig:
     """Loss and regularization options of a GAN step."""
@@ -59,6 +73,7 @@ def gan_step(
     config: GANStepConfig,
     aug_generator: torch.Generator | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    reduce_grads: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> tuple[bool, dict[str, float]]:
     """
     Run one discriminator update on `real` vs. `G(z_d)` and one generator update on `G(z_g)`.
@@ -74,6 +89,8 @@ def gan_step(
         config (`GANStepConfig`): loss, penalties, precision and DiffAugment.
         aug_generator (`torch.Generator`, *optional*): randomness of DiffAugment and of the gradient penalty.
         scaler (`torch.amp.GradScaler`, *optional*): loss scaler for fp16.
+        reduce_grads (`Callable`, *optional*): called with each optimizer's parameters after `backward` and before
+            `step` (e.g. to average gradients across processes for pooled pretraining).
 
     Returns:
         `(ok, logs)`: whether both updates were applied, and the losses as floats.
@@ -101,12 +118,7 @@ def gan_step(
         )
     d_ok = bool(torch.isfinite(d_loss))
     if d_ok:
-        if scaler is not None:
-            scaler.scale(d_loss).backward()
-            scaler.step(opt_d)
-        else:
-            d_loss.backward()
-            opt_d.step()
+        _apply(d_loss, opt_d, scaler, reduce_grads)
 
     # 2. generator update (the discriminator gets no gradient here)
     opt_g.zero_grad(set_to_none=True)
@@ -124,12 +136,7 @@ def gan_step(
             p.requires_grad_(True)
     g_ok = bool(torch.isfinite(g_loss))
     if g_ok and d_ok:
-        if scaler is not None:
-            scaler.scale(g_loss).backward()
-            scaler.step(opt_g)
-        else:
-            g_loss.backward()
-            opt_g.step()
+        _apply(g_loss, opt_g, scaler, reduce_grads)
     if scaler is not None:
         scaler.update()
     opt_g.zero_grad(set_to_none=True)

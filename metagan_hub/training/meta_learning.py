@@ -1,0 +1,414 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Meta-learning outer loops for GANs: Reptile (as in FIGR), first-order MAML, and the pooled-pretraining baseline.
+
+This module does no file or Hub I/O. A [`MetaLearner`] owns the meta-weights (a generator and a discriminator) and
+their outer optimizers; [`MetaLearner.meta_step`] takes the few-shot tasks that this process sampled and performs one
+outer update. Inner loops always run locally on a private copy of the weights; only the outer update (Reptile
+deltas, FOMAML meta-gradients, or pretraining gradients) is averaged across processes with `accelerator.reduce`,
+so meta-weights stay identical on every rank. Wrapping the models in DDP would average inner-loop gradients of
+different tasks, which is wrong for meta-learning.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .augment import AUGMENT_POLICIES, DiffAugment
+from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step
+from .losses import LOSS_TYPES, discriminator_loss, generator_loss
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .tasks import Task
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("reptile", "fomaml", "pretrain")
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class MetaLearningConfig:
+    """
+    Options of the meta-learning outer loop.
+
+    Args:
+        algorithm (`str`): `"reptile"`, `"fomaml"` or `"pretrain"` (ordinary GAN training on all classes pooled).
+        loss (`str`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
+        inner_steps (`int`): GAN steps per task in the inner loop (for `"pretrain"`: GAN steps per meta step).
+        inner_lr (`float`): inner-loop learning rate.
+        inner_optimizer (`str`): `"sgd"` (FIGR) or `"adam"` (fresh per task, betas `(0.0, 0.99)`).
+        meta_lr (`float`): Adam learning rate of the outer update (and of pretraining).
+        inner_batch_size (`int`): real images per inner GAN step, drawn with replacement from the task's support.
+        r1_gamma (`float`): R1 weight for the non-saturating and hinge losses.
+        gp_lambda (`float`): gradient-penalty weight for WGAN-GP.
+        augment (`tuple[str]`): DiffAugment policies, or `()` for none.
+        mixed_precision (`str`): `"no"`, `"bf16"`, or `"fp16"` (GPU only).
+        max_nonfinite_steps (`int`): meta steps in a row with non-finite losses before stopping with an error.
+    """
+
+    algorithm: str = "reptile"
+    loss: str = "nonsaturating"
+    inner_steps: int = 10
+    inner_lr: float = 1e-3
+    inner_optimizer: str = "adam"
+    meta_lr: float = 1e-4
+    inner_batch_size: int = 8
+    r1_gamma: float = 0.1
+    gp_lambda: float = 10.0
+    augment: tuple[str, ...] = field(default_factory=lambda: tuple(AUGMENT_POLICIES))
+    mixed_precision: str = "no"
+    max_nonfinite_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"`algorithm` must be one of {ALGORITHMS}, got {self.algorithm!r}.")
+        if self.loss not in LOSS_TYPES:
+            raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {self.loss!r}.")
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"`inner_optimizer` must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}.")
+        for name in ("inner_steps", "inner_batch_size", "max_nonfinite_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("inner_lr", "meta_lr"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+        self.augment = tuple(self.augment or ())
+        DiffAugment(self.augment)  # validates the policy names
+
+    @classmethod
+    def figr(cls, **overrides: Any) -> MetaLearningConfig:
+        """The FIGR recipe (Clouâtre & Demers 2019): Reptile + WGAN-GP, 10 inner SGD steps at 1e-3, outer Adam 1e-4."""
+        values = dict(
+            algorithm="reptile",
+            loss="wgan-gp",
+            inner_steps=10,
+            inner_lr=1e-3,
+            inner_optimizer="sgd",
+            meta_lr=1e-4,
+            r1_gamma=0.0,
+            gp_lambda=10.0,
+            augment=(),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class NonFiniteMetaStepError(RuntimeError):
+    """Raised after too many meta steps in a row with NaN/inf losses; the meta-weights were not updated by them."""
+
+
+def _inner_optimizer(config: MetaLearningConfig, params) -> torch.optim.Optimizer:
+    if config.inner_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.inner_lr)
+    return torch.optim.Adam(params, lr=config.inner_lr, betas=(0.0, 0.99))
+
+
+class MetaLearner:
+    r"""
+    Meta-trains a Meta-GAN generator and discriminator over few-shot tasks.
+
+    * **Reptile** (Nichol et al. 2018; FIGR for GANs): for each task, copy G and D, run `inner_steps` GAN steps on the
+      task's support images, and take the difference between adapted and meta-weights; the outer Adam optimizer
+      uses the negated mean difference over tasks (and processes) as the gradient, so the meta-weights move toward
+      the adapted weights.
+    * **First-order MAML** (Finn et al. 2017): the same inner loop, then the gradients of the discriminator and
+      generator losses on the task's *query* images at the adapted weights are used as meta-gradients.
+    * **Pretrain** (baseline): ordinary GAN training with Adam on the support images of all sampled tasks pooled
+      into one batch; gradients are averaged across processes. No meta-learning.
+
+    Args:
+        generator_model ([`MetaGANGenerator`]): the generator's meta-weights (updated in place).
+        discriminator_model ([`MetaGANDiscriminator`]): the discriminator's meta-weights (updated in place).
+        config ([`MetaLearningConfig`]): the options.
+        accelerator (`accelerate.Accelerator`, *optional*): used to average outer updates across processes and for
+            the device; without it, the models' device and a single process are assumed.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANDiscriminator, MetaGANGenerator
+    >>> from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig
+    >>> from metagan_hub.training.tasks import Task
+
+    >>> g = MetaGANGenerator(latent_dim=16, sample_size=16, block_out_channels=(32, 16))
+    >>> d = MetaGANDiscriminator(sample_size=16, block_out_channels=(16, 32))
+    >>> learner = MetaLearner(g, d, MetaLearningConfig(algorithm="reptile", inner_steps=2))
+    >>> tasks = [Task(class_index=0, support=torch.rand(4, 1, 16, 16) * 2 - 1, query=torch.rand(2, 1, 16, 16) * 2 - 1)]
+    >>> logs = learner.meta_step(tasks, step=0)
+    >>> sorted(logs)[:2]
+    ['d_loss', 'g_loss']
+    ```
+    """
+
+    def __init__(
+        self,
+        generator_model: torch.nn.Module,
+        discriminator_model: torch.nn.Module,
+        config: MetaLearningConfig,
+        accelerator: Accelerator | None = None,
+        seed: int = 0,
+    ):
+        self.generator = generator_model
+        self.discriminator = discriminator_model
+        self.config = config
+        self.accelerator = accelerator
+        self.seed = int(seed)
+        self.device = accelerator.device if accelerator is not None else next(generator_model.parameters()).device
+        check_mixed_precision(config.mixed_precision, self.device)
+        self.generator.to(self.device).train()
+        self.discriminator.to(self.device).train()
+        self.g_params = list(self.generator.parameters())
+        self.d_params = list(self.discriminator.parameters())
+        betas = (0.0, 0.99) if config.algorithm == "pretrain" else (0.9, 0.999)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=config.meta_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=config.meta_lr, betas=betas)
+        self.augment = DiffAugment(config.augment) if config.augment else None
+        self.step_config = GANStepConfig(
+            loss=config.loss,
+            r1_gamma=config.r1_gamma,
+            gp_lambda=config.gp_lambda,
+            mixed_precision=config.mixed_precision,
+            augment=self.augment,
+        )
+        self.nonfinite_in_a_row = 0
+        # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
+        self._fast_g = copy.deepcopy(self.generator) if config.algorithm != "pretrain" else None
+        self._fast_d = copy.deepcopy(self.discriminator) if config.algorithm != "pretrain" else None
+
+    # ------------------------------------------------------------------ randomness
+    def task_generator(self, step: int, task_index: int) -> torch.Generator:
+        """The CPU generator of one task's inner loop, determined by (seed, step, global task index) only, so that
+        the same tasks give the same update however they are split across processes."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 10_007 + task_index)
+
+    # ------------------------------------------------------------------ inner loop
+    def _inner_loop(
+        self, support: torch.Tensor, gen: torch.Generator, g_model: torch.nn.Module, d_model: torch.nn.Module
+    ) -> tuple[bool, dict[str, float]]:
+        cfg = self.config
+        opt_g = _inner_optimizer(cfg, [p for p in g_model.parameters() if p.requires_grad])
+        opt_d = _inner_optimizer(cfg, [p for p in d_model.parameters() if p.requires_grad])
+        aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        latent_dim = g_model.config.latent_dim
+        all_ok, logs = True, {}
+        for _ in range(cfg.inner_steps):
+            idx = torch.randint(0, support.shape[0], (cfg.inner_batch_size,), generator=gen)
+            real = support[idx.to(support.device)]  # [B, C, H, W]
+            z_d = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
+            z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
+            ok, logs = gan_step(g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen)
+            all_ok = all_ok and ok
+            if not ok:
+                break
+        return all_ok, logs
+
+    def _load_fast(self) -> None:
+        self._fast_g.load_state_dict(self.generator.state_dict())
+        self._fast_d.load_state_dict(self.discriminator.state_dict())
+
+    def _query_gradients(self, query: torch.Tensor, gen: torch.Generator) -> tuple[bool, list, list]:
+        """First-order MAML: gradients of the D and G losses on the query set at the adapted (fast) weights."""
+        g_model, d_model = self._fast_g, self._fast_d
+        cfg = self.config
+        aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        n = query.shape[0]
+        z = torch.randn(n, g_model.config.latent_dim, generator=gen).to(self.device)
+
+        def d_fn(x: torch.Tensor) -> torch.Tensor:
+            return d_model(x).logits
+
+        g_params = list(g_model.parameters())
+        d_params = list(d_model.parameters())
+        with autocast_context(self.device, cfg.mixed_precision):
+            fake = g_model(z).sample
+            d_loss, _ = discriminator_loss(
+                cfg.loss,
+                d_fn,
+                query,
+                fake.detach().float(),
+                r1_gamma=cfg.r1_gamma,
+                gp_lambda=cfg.gp_lambda,
+                augment=self.augment,
+                generator=aug_gen,
+            )
+        if not torch.isfinite(d_loss):
+            return False, [], []
+        d_grads = torch.autograd.grad(d_loss, d_params, allow_unused=True)
+        with autocast_context(self.device, cfg.mixed_precision):
+            g_loss, _ = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
+        if not torch.isfinite(g_loss):
+            return False, [], []
+        g_grads = torch.autograd.grad(g_loss, g_params, allow_unused=True)
+        zero = torch.zeros_like
+        return (
+            True,
+            [zero(p) if g is None else g for g, p in zip(g_grads, g_params)],
+            [zero(p) if g is None else g for g, p in zip(d_grads, d_params)],
+        )
+
+    # ------------------------------------------------------------------ outer loop
+    def _reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Average a list of tensors across processes (one flat all-reduce)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return tensors
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+        return out
+
+    def _reduce_grads_in_place(self, params: list[torch.Tensor]) -> None:
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
+            return
+        for p, g in zip(with_grad, self._reduce([p.grad for p in with_grad])):
+            p.grad.copy_(g)
+
+    def meta_step(self, tasks: Sequence[Task], step: int, task_offset: int | None = None) -> dict[str, float]:
+        """
+        One outer update from this process's `tasks` (averaged with the other processes' updates).
+
+        Args:
+            tasks (`Sequence[Task]`): the tasks sampled by this process for this meta step.
+            step (`int`): the global meta-step index (seeds the inner loops).
+            task_offset (`int`, *optional*): global index of `tasks[0]`; defaults to
+                `process_index * len(tasks)`.
+
+        Returns:
+            `dict[str, float]`: mean losses of the last inner step over this process's tasks, plus `nonfinite`
+            (1.0 when the update was skipped).
+        """
+        if len(tasks) == 0:
+            raise ValueError("`tasks` must hold at least one task.")
+        if task_offset is None:
+            rank = self.accelerator.process_index if self.accelerator is not None else 0
+            task_offset = rank * len(tasks)
+        if self.config.algorithm == "pretrain":
+            ok, logs, g_upd, d_upd = self._pretrain_update(tasks, step, task_offset)
+        else:
+            ok, logs, g_upd, d_upd = self._meta_update(tasks, step, task_offset)
+
+        # every process must agree on skipping, or the all-reduce would hang / diverge
+        ok_t = torch.tensor([1.0 if ok else 0.0], device=self.device)
+        ok_all = bool(self._reduce([ok_t])[0].item() == 1.0)
+        if not ok_all:
+            self.nonfinite_in_a_row += 1
+            logger.warning(
+                "meta step %d: non-finite loss, update skipped (%d in a row)", step, self.nonfinite_in_a_row
+            )
+            if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+                raise NonFiniteMetaStepError(
+                    f"{self.nonfinite_in_a_row} meta steps in a row had NaN/inf losses (last at step {step}); "
+                    "stopping without saving them. Lower the learning rates or check the data."
+                )
+            return {**logs, "nonfinite": 1.0}
+        self.nonfinite_in_a_row = 0
+        if self.config.algorithm == "pretrain":
+            return {**logs, "nonfinite": 0.0}  # already applied, with gradients averaged across processes
+
+        g_upd = self._reduce(g_upd)
+        d_upd = self._reduce(d_upd)
+        for params, upd, opt in ((self.g_params, g_upd, self.opt_g), (self.d_params, d_upd, self.opt_d)):
+            opt.zero_grad(set_to_none=True)
+            for p, u in zip(params, upd):
+                p.grad = u.to(p.dtype)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return {**logs, "nonfinite": 0.0}
+
+    def _meta_update(self, tasks, step, task_offset):
+        g_sum = [torch.zeros_like(p) for p in self.g_params]
+        d_sum = [torch.zeros_like(p) for p in self.d_params]
+        logs_sum: dict[str, float] = {}
+        for i, task in enumerate(tasks):
+            gen = self.task_generator(step, task_offset + i)
+            self._load_fast()
+            support = task.support.to(self.device, torch.float32)
+            ok, logs = self._inner_loop(support, gen, self._fast_g, self._fast_d)
+            if not ok:
+                return False, logs, [], []
+            if self.config.algorithm == "reptile":
+                # outer "gradient" = meta - adapted (Adam then moves meta toward adapted)
+                with torch.no_grad():
+                    for acc, p, q in zip(g_sum, self.g_params, self._fast_g.parameters()):
+                        acc += p - q
+                    for acc, p, q in zip(d_sum, self.d_params, self._fast_d.parameters()):
+                        acc += p - q
+            else:
+                if task.query is None or task.query.shape[0] == 0:
+                    raise ValueError("first-order MAML needs query images: sample tasks with `queries` >= 1.")
+                ok, g_grads, d_grads = self._query_gradients(task.query.to(self.device, torch.float32), gen)
+                if not ok:
+                    return False, logs, [], []
+                for acc, g in zip(g_sum, g_grads):
+                    acc += g.detach()
+                for acc, g in zip(d_sum, d_grads):
+                    acc += g.detach()
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + v
+        n = len(tasks)
+        return True, {k: v / n for k, v in logs_sum.items()}, [g / n for g in g_sum], [d / n for d in d_sum]
+
+    def _pretrain_update(self, tasks, step, task_offset):
+        """Pooled GAN training: `inner_steps` Adam steps on all tasks' support images, gradients averaged across
+        processes. The parameters are updated here; no outer update is returned."""
+        pooled = torch.cat([t.support for t in tasks]).to(self.device, torch.float32)  # [sum K, C, H, W]
+        gen = self.task_generator(step, task_offset)
+        cfg = self.config
+        aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        latent_dim = self.generator.config.latent_dim
+        batch = max(cfg.inner_batch_size, len(tasks))
+        logs: dict[str, float] = {}
+        for _ in range(cfg.inner_steps):
+            idx = torch.randint(0, pooled.shape[0], (batch,), generator=gen)
+            real = pooled[idx.to(self.device)]
+            z_d = torch.randn(batch, latent_dim, generator=gen).to(self.device)
+            z_g = torch.randn(batch, latent_dim, generator=gen).to(self.device)
+            ok, logs = gan_step(
+                self.generator,
+                self.discriminator,
+                self.opt_g,
+                self.opt_d,
+                real,
+                z_d,
+                z_g,
+                self.step_config,
+                aug_gen,
+                reduce_grads=self._reduce_grads_in_place,
+            )
+            if not ok:
+                return False, logs, [], []
+        return True, logs, None, None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer states and counters (the model weights are saved by their own `save_pretrained`)."""
+        return {
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+        self.seed = int(state.get("seed", self.seed))
