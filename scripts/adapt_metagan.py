@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Adapt a Meta-GAN meta-checkpoint to a new class from a few images.
+
+Example:
+
+    accelerate launch scripts/adapt_metagan.py --pretrained_model_name_or_path checkpoints/metagan-kanji-32 \\
+        --train_data_dir my_images/ --output_dir runs/adapted --num_steps 200 --mixed_precision bf16
+
+Writes the adapted pipeline (or only its LoRA adapter with --lora_rank), a sample grid `samples.png`, the shots
+`shots.png`, a loss curve `loss_curve.png` and `adaptation.json` into --output_dir; --push_to_hub uploads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from diffusers.utils import make_image_grid
+from PIL import Image, ImageDraw
+
+from metagan_hub import MetaGANPipeline
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Adapt a Meta-GAN to a new class from a few images.")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        required=True,
+        help="Folder or Hub repo id of a Meta-GAN (meta-)checkpoint with its discriminator.",
+    )
+    parser.add_argument("--revision", type=str, default=None, help="Hub revision of the checkpoint.")
+    parser.add_argument("--train_data_dir", type=str, default=None, help="A folder with the few images.")
+    parser.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="A Hugging Face datasets name or a local `imagefolder` path holding the few images.",
+    )
+    parser.add_argument("--dataset_split", type=str, default="train")
+    parser.add_argument("--image_column", type=str, default="image")
+    parser.add_argument("--max_shots", type=int, default=None, help="Use at most this many images (the first ones).")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="Must equal the checkpoint's sample_size when given (a safety check).",
+    )
+    parser.add_argument("--num_steps", type=int, default=200)
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--loss", type=str, default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"])
+    parser.add_argument("--r1_gamma", type=float, default=0.1)
+    parser.add_argument(
+        "--augment",
+        type=str,
+        default="translation,cutout,color",
+        help="Comma-separated DiffAugment policies, or 'none'.",
+    )
+    parser.add_argument("--freeze_discriminator_blocks", type=int, default=0)
+    parser.add_argument("--ema_decay", type=float, default=None)
+    parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
+    parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", type=str, default="metagan-adapted")
+    parser.add_argument("--validation_images", type=int, default=64, help="Images in the sample grid (0: none).")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", type=str, default=None)
+    parser.add_argument("--hub_token", type=str, default=None)
+    args = parser.parse_args(argv)
+    if (args.train_data_dir is None) == (args.dataset_name is None):
+        parser.error("give exactly one of --train_data_dir or --dataset_name")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. me/metagan-my-glyph)")
+    if args.validation_images < 0:
+        parser.error(f"--validation_images must be >= 0, got {args.validation_images}")
+    return args
+
+
+def load_shots(args: argparse.Namespace):
+    if args.train_data_dir is not None:
+        return args.train_data_dir
+    from datasets import load_dataset
+
+    if os.path.isdir(args.dataset_name):
+        dataset = load_dataset("imagefolder", data_dir=args.dataset_name, split=args.dataset_split)
+    else:
+        dataset = load_dataset(args.dataset_name, split=args.dataset_split)
+    if args.image_column not in dataset.column_names:
+        raise ValueError(
+            f"--image_column {args.image_column!r} is not a column of {args.dataset_name!r}; "
+            f"columns: {dataset.column_names}."
+        )
+    if args.max_shots is not None:
+        dataset = dataset.select(range(min(args.max_shots, len(dataset))))
+    return dataset
+
+
+def plot_losses(losses: list[dict], path: str, size: tuple[int, int] = (640, 360)) -> None:
+    """Draw the per-step discriminator and generator losses as a PNG with Pillow (no plotting dependency)."""
+    width, height = size
+    pad = 40
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    series = {key: [row[key] for row in losses if key in row] for key in ("d_loss", "g_loss")}
+    values = [v for vs in series.values() for v in vs if math.isfinite(v)]
+    if not values:
+        image.save(path)
+        return
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1.0
+    draw.rectangle([pad, pad // 2, width - pad // 2, height - pad], outline="black")
+    colors = {"d_loss": (200, 40, 40), "g_loss": (40, 80, 200)}
+    n = max(len(losses) - 1, 1)
+    for key, vs in series.items():
+        points = [
+            (pad + (width - 1.5 * pad) * i / n, (height - pad) - (height - 1.5 * pad) * (v - lo) / (hi - lo))
+            for i, v in enumerate(vs)
+            if math.isfinite(v)
+        ]
+        if len(points) > 1:
+            draw.line(points, fill=colors[key], width=2)
+    draw.text((pad, height - pad + 8), f"step 0..{len(losses) - 1}   red: d_loss   blue: g_loss", fill="black")
+    draw.text((4, pad // 2), f"{hi:.2f}", fill="black")
+    draw.text((4, height - pad - 10), f"{lo:.2f}", fill="black")
+    image.save(path)
+
+
+def save_grid(images: list[Image.Image], path: str) -> None:
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    blank = Image.new(images[0].mode, images[0].size, 0)
+    make_image_grid(images + [blank] * (rows * cols - len(images)), rows=rows, cols=cols).save(path)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    accelerator = Accelerator()
+    pipe = MetaGANPipeline.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+    pipe.to(accelerator.device)
+    if args.resolution is not None and args.resolution != pipe.generator.config.sample_size:
+        raise ValueError(
+            f"--resolution {args.resolution} does not match the checkpoint's sample_size "
+            f"{pipe.generator.config.sample_size}; images are resized to the checkpoint's resolution."
+        )
+    images = load_shots(args)
+    if args.train_data_dir is not None and args.max_shots is not None:
+        from metagan_hub.data.images import load_images
+
+        cfg = pipe.generator.config
+        images = load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels)[: args.max_shots]
+    augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
+
+    adapted = pipe.adapt(
+        images,
+        num_steps=args.num_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        mixed_precision=args.mixed_precision,
+        loss=args.loss,
+        r1_gamma=args.r1_gamma,
+        augment=augment,
+        freeze_discriminator_blocks=args.freeze_discriminator_blocks,
+        ema_decay=args.ema_decay,
+        lora_rank=args.lora_rank,
+        generator=torch.Generator().manual_seed(args.seed),
+        accelerator=accelerator,
+        image_column=args.image_column,
+    )
+    record = adapted.card_info["adaptation"]
+    if not accelerator.is_main_process:
+        accelerator.end_training()
+        return
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.lora_rank is not None:
+        adapted.save_lora_weights(args.output_dir, repo_id=args.hub_model_id)
+    else:
+        adapted.save_pretrained(args.output_dir, repo_id=args.hub_model_id)
+    with open(os.path.join(args.output_dir, "adaptation.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, default=str)
+    plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
+    if args.validation_images > 0:
+        samples = adapted(batch_size=args.validation_images, generator=torch.Generator().manual_seed(args.seed)).images
+        save_grid(samples, os.path.join(args.output_dir, "samples.png"))
+        from metagan_hub.data.images import load_images
+
+        cfg = pipe.generator.config
+        shots = load_images(
+            images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column
+        )
+        shots = ((shots.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        save_grid(
+            MetaGANPipeline.numpy_to_pil(shots.astype(np.float32) / 255.0), os.path.join(args.output_dir, "shots.png")
+        )
+    logger.info(
+        "adapted %d shots for %d steps in %.1f s; wrote %s",
+        record["shots"],
+        record["steps_run"],
+        record["wall_time_s"],
+        args.output_dir,
+    )
+    if args.push_to_hub:
+        url = adapted.push_to_hub(
+            args.hub_model_id,
+            token=args.hub_token,
+            lora_only=args.lora_rank is not None,
+            save_directory=args.output_dir,
+        )
+        logger.info("pushed to %s", url)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(parse_args())
