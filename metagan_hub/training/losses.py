@@ -1,0 +1,255 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""
+GAN losses shared by meta-training and few-shot adaptation.
+
+Three formulations are available (`LOSS_TYPES`):
+
+- `"nonsaturating"`: the non-saturating logistic loss of Goodfellow et al. (2014), with an optional R1 penalty
+  (Mescheder et al. 2018) on real images.
+- `"hinge"`: the hinge loss of Lim & Ye (2017) / Miyato et al. (2018), with the same optional R1 penalty.
+- `"wgan-gp"`: the Wasserstein loss with gradient penalty (Gulrajani et al. 2017), as used by FIGR, plus a small
+  drift term (Karras et al. 2018) that keeps the critic's outputs near zero.
+
+All losses are means over the batch. Discriminator outputs are cast to float32 before the loss, and gradient penalties
+take the norm of a float32 gradient, so the losses can be computed inside `torch.autocast` (bf16 or fp16).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+LOSS_TYPES = ("nonsaturating", "hinge", "wgan-gp")
+
+# Weight of the drift term `mean(D(real)^2)` of the WGAN-GP critic loss (ProGAN's epsilon_drift). It keeps critic
+# outputs from wandering off (which meta-learning, with its many short inner loops, is prone to, and which costs
+# precision in bf16) while barely changing the critic's gradient.
+WGAN_DRIFT = 1e-3
+
+
+def _check_loss_type(loss_type: str) -> None:
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
+
+
+def _logits(discriminator: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Run the discriminator and return float32 logits of shape `[N]`."""
+    out = discriminator(x)
+    n = x.shape[0]
+    if out.numel() != n or out.shape[0] != n:
+        raise ValueError(
+            f"`discriminator` must return one logit per image (shape [{n}]) for a batch of shape {tuple(x.shape)}, "
+            f"got shape {tuple(out.shape)}."
+        )
+    return out.reshape(n).float()  # [N]
+
+
+def _input_grad(outputs: torch.Tensor, inputs: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """Per-sample gradient `d sum(outputs) / d inputs_i` as float32, flattened to `[N, C*H*W]`."""
+    (grad,) = torch.autograd.grad(outputs.float().sum(), inputs, create_graph=create_graph, allow_unused=True)
+    if grad is None:  # the discriminator ignores its input
+        grad = torch.zeros_like(inputs)
+    return grad.float().flatten(1)  # [N, C*H*W]
+
+
+def _augment(augment: Callable | None, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return x if augment is None else augment(x, generator=generator)
+
+
+def discriminator_loss(
+    loss_type: str,
+    discriminator: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    r1_gamma: float = 0.0,
+    gp_lambda: float = 10.0,
+    augment: Callable | None = None,
+    generator: torch.Generator | None = None,
+    wgan_drift: float = WGAN_DRIFT,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""
+    Discriminator (critic) loss for one batch of real and generated images.
+
+    Random numbers are drawn from `generator` in a fixed order (augmentation of `real`, augmentation of `fake`, then
+    the WGAN-GP interpolation weights), so the loss is deterministic given the generator's state.
+
+    - `"nonsaturating"`: `mean(softplus(-D(real))) + mean(softplus(D(fake)))` + R1.
+    - `"hinge"`: `mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))` + R1.
+    - `"wgan-gp"`: `mean(D(fake)) - mean(D(real)) + gp_lambda * mean((||∇D(x̂)|| - 1)^2) + wgan_drift *
+      mean(D(real)^2)`, where `x̂ = real + u (fake - real)` with one `u ~ U(0, 1)` per image; `real` and `fake` must
+      then have the same batch size. `r1_gamma` is ignored (the gradient penalty plays its role).
+
+    R1 is `r1_gamma / 2 * mean(||∇_x D(x)||^2)` on the (augmented) real images, i.e. on exactly what the discriminator
+    saw; it is built with `create_graph=True` so it trains the discriminator. With augmentation, the WGAN-GP
+    interpolation is between the augmented real and the augmented fake images. Gradient norms are computed in
+    float32, so this works inside `torch.autocast`.
+
+    Args:
+        loss_type (`str`):
+            One of `LOSS_TYPES`: `"nonsaturating"`, `"hinge"`, `"wgan-gp"`.
+        discriminator (`Callable[[torch.Tensor], torch.Tensor]`):
+            Maps images `[N, C, H, W]` to logits `[N]` (higher means "more real").
+        real (`torch.Tensor` of shape `(N, C, H, W)`):
+            Real images in `[-1, 1]`.
+        fake (`torch.Tensor` of shape `(M, C, H, W)`):
+            Generated images; detached here, so the generator gets no gradient from this loss.
+        r1_gamma (`float`, *optional*, defaults to 0.0):
+            R1 weight for `"nonsaturating"` and `"hinge"`; 0 disables it.
+        gp_lambda (`float`, *optional*, defaults to 10.0):
+            Gradient-penalty weight for `"wgan-gp"`.
+        augment (`Callable`, *optional*):
+            Called as `augment(x, generator=generator)` on real and on fake images before the discriminator, e.g. a
+            [`~metagan_hub.training.augment.DiffAugment`].
+        generator (`torch.Generator`, *optional*):
+            Randomness of the augmentation and of the WGAN-GP interpolation weights; must live on `real.device`.
+        wgan_drift (`float`, *optional*, defaults to `WGAN_DRIFT` = 1e-3):
+            Weight of the drift term of `"wgan-gp"`; 0 gives the plain WGAN-GP critic loss.
+
+    Returns:
+        `(loss, logs)`: the scalar float32 loss, and the python floats `d_loss`, `d_real` and `d_fake` (mean logits on
+        real and fake), and `r1` (the weighted R1 term; 0 when disabled) or `gp` (the weighted gradient penalty).
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.augment import DiffAugment
+    >>> from metagan_hub.training.losses import discriminator_loss
+
+    >>> disc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1 * 8 * 8, 1), torch.nn.Flatten(0))
+    >>> real, fake = torch.rand(4, 1, 8, 8) * 2 - 1, torch.rand(4, 1, 8, 8) * 2 - 1
+    >>> loss, logs = discriminator_loss(
+    ...     "wgan-gp", disc, real, fake, augment=DiffAugment(), generator=torch.Generator().manual_seed(0)
+    ... )
+    >>> loss.backward()
+    >>> sorted(logs)
+    ['d_fake', 'd_loss', 'd_real', 'gp']
+    ```
+    """
+    _check_loss_type(loss_type)
+    if r1_gamma < 0:
+        raise ValueError(f"`r1_gamma` must be >= 0, got {r1_gamma!r}.")
+    if gp_lambda < 0:
+        raise ValueError(f"`gp_lambda` must be >= 0, got {gp_lambda!r}.")
+    if wgan_drift < 0:
+        raise ValueError(f"`wgan_drift` must be >= 0, got {wgan_drift!r}.")
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(
+            f"`real` and `fake` must have the same image shape, got {tuple(real.shape)} and {tuple(fake.shape)}."
+        )
+    if loss_type == "wgan-gp" and real.shape[0] != fake.shape[0]:
+        raise ValueError(
+            f"`wgan-gp` interpolates real and fake pairwise: `real` and `fake` need the same batch size, got "
+            f"{real.shape[0]} and {fake.shape[0]}."
+        )
+
+    # Penalties need input gradients even when the caller disabled autograd (e.g. for evaluation); they then only
+    # report their value.
+    track = torch.is_grad_enabled()
+    use_r1 = loss_type != "wgan-gp" and r1_gamma > 0
+
+    # 1. augment (real first, then fake: the order fixes the random stream)
+    x_real = _augment(augment, real.detach(), generator)  # [N, C, H, W]
+    x_fake = _augment(augment, fake.detach(), generator)  # [M, C, H, W]
+
+    # 2. discriminator on real (with input gradients for R1) and fake
+    if use_r1:
+        with torch.enable_grad():
+            x_real = x_real.detach().requires_grad_(True)
+            d_real = _logits(discriminator, x_real)  # [N]
+            r1_sq = _input_grad(d_real, x_real, create_graph=track).square().sum(dim=1)  # [N]
+    else:
+        d_real = _logits(discriminator, x_real)  # [N]
+    d_fake = _logits(discriminator, x_fake)  # [M]
+
+    # 3. adversarial loss and regularizer
+    if loss_type == "nonsaturating":
+        adv = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    elif loss_type == "hinge":
+        adv = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+    else:
+        adv = d_fake.mean() - d_real.mean()
+
+    if loss_type == "wgan-gp":
+        n = x_real.shape[0]
+        u = torch.rand(n, generator=generator, device=x_real.device, dtype=torch.float32)  # [N]
+        u = u.view(n, *([1] * (x_real.ndim - 1)))  # [N, 1, 1, 1]
+        with torch.enable_grad():
+            dtype = torch.promote_types(x_real.dtype, x_fake.dtype)
+            x_hat = torch.lerp(x_real.detach().to(dtype), x_fake.detach().to(dtype), u.to(dtype))  # [N, C, H, W]
+            x_hat.requires_grad_(True)
+            grad = _input_grad(_logits(discriminator, x_hat), x_hat, create_graph=track)  # [N, C*H*W]
+            grad_norm = torch.linalg.vector_norm(grad, dim=1)  # [N]
+            reg = gp_lambda * (grad_norm - 1.0).square().mean()
+        if wgan_drift > 0:
+            adv = adv + wgan_drift * d_real.square().mean()
+        reg_name = "gp"
+    else:
+        reg = r1_gamma / 2 * r1_sq.mean() if use_r1 else adv.new_zeros(())
+        reg_name = "r1"
+    loss = adv + reg
+    if not track:
+        loss = loss.detach()
+    values = torch.stack([loss.detach(), d_real.detach().mean(), d_fake.detach().mean(), reg.detach()]).tolist()
+    logs = dict(zip(("d_loss", "d_real", "d_fake", reg_name), values))
+    return loss, logs
+
+
+def generator_loss(
+    loss_type: str,
+    discriminator: Callable[[torch.Tensor], torch.Tensor],
+    fake: torch.Tensor,
+    *,
+    augment: Callable | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""
+    Generator loss for one batch of generated images (gradients flow into `fake`).
+
+    - `"nonsaturating"`: `mean(softplus(-D(fake)))`.
+    - `"hinge"` and `"wgan-gp"`: `-mean(D(fake))`.
+
+    Args:
+        loss_type (`str`):
+            One of `LOSS_TYPES`.
+        discriminator (`Callable[[torch.Tensor], torch.Tensor]`):
+            Maps images `[N, C, H, W]` to logits `[N]`. Freeze its parameters (or zero their gradients) before
+            stepping if only the generator should be updated.
+        fake (`torch.Tensor` of shape `(N, C, H, W)`):
+            Generated images, attached to the generator's graph.
+        augment (`Callable`, *optional*):
+            Called as `augment(fake, generator=generator)` before the discriminator (the same DiffAugment as in the
+            discriminator step).
+        generator (`torch.Generator`, *optional*):
+            Randomness of the augmentation; must live on `fake.device`.
+
+    Returns:
+        `(loss, logs)`: the scalar float32 loss and `{"g_loss": float}`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.losses import generator_loss
+
+    >>> disc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1 * 8 * 8, 1), torch.nn.Flatten(0))
+    >>> fake = (torch.rand(4, 1, 8, 8) * 2 - 1).requires_grad_(True)
+    >>> loss, logs = generator_loss("nonsaturating", disc, fake)
+    >>> loss.backward()
+    >>> fake.grad.shape
+    torch.Size([4, 1, 8, 8])
+    ```
+    """
+    _check_loss_type(loss_type)
+    d_fake = _logits(discriminator, _augment(augment, fake, generator))  # [N]
+    if loss_type == "nonsaturating":
+        loss = F.softplus(-d_fake).mean()
+    else:
+        loss = -d_fake.mean()
+    return loss, {"g_loss": loss.item()}
