@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin  # imported by name: diffusers looks these up on this module
 from diffusers.configuration_utils import register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
@@ -75,10 +76,11 @@ class UpBlock(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
+class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""
     A DCGAN-style generator for few-shot image generation, designed to be meta-learned (Reptile / first-order MAML)
-    and then adapted to a new class from a handful of images.
+    and then adapted to a new class from a handful of images. LoRA adapters (PEFT) can be added, saved and loaded
+    with diffusers' `add_adapter` / `save_lora_adapter` / `load_lora_adapter`.
 
     A latent vector is projected to a 4×4 feature map, then each block doubles the resolution with nearest-neighbour
     upsampling followed by two 3×3 convolutions, until `sample_size`; a final 3×3 convolution and `tanh` give images

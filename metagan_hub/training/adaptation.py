@@ -157,8 +157,9 @@ def adapt_pipeline(
     )
 
     # 2. clone the models: the meta-weights are never touched
-    gen = copy.deepcopy(pipeline.generator).to(device=device, dtype=torch.float32).train()
-    disc = copy.deepcopy(pipeline.discriminator).to(device=device, dtype=torch.float32).train()
+    # (plain nn.Module.to: the diffusers override only adds a keep-in-fp32 warning that does not apply here)
+    gen = torch.nn.Module.to(copy.deepcopy(pipeline.generator), device=device, dtype=torch.float32).train()
+    disc = torch.nn.Module.to(copy.deepcopy(pipeline.discriminator), device=device, dtype=torch.float32).train()
     gen.requires_grad_(True)
     disc.freeze_blocks(freeze_discriminator_blocks)
     if lora_rank is not None:
@@ -230,8 +231,8 @@ def adapt_pipeline(
     disc.eval().requires_grad_(False)
     wall_time = time.perf_counter() - start
     dtype = pipeline.generator.dtype
-    gen.to(dtype=dtype)
-    disc.to(dtype=dtype)
+    torch.nn.Module.to(gen, dtype=dtype)
+    torch.nn.Module.to(disc, dtype=dtype)
 
     record = {
         "base_model": pipeline.card_info.get("name_or_path") or pipeline.card_info.get("base_model"),

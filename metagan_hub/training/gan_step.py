@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import discriminator_loss, generator_loss
+from .losses import WGAN_DRIFT, discriminator_loss, generator_loss
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
@@ -58,6 +58,7 @@ class GANStepConfig:
     loss: str = "nonsaturating"
     r1_gamma: float = 0.1
     gp_lambda: float = 10.0
+    wgan_drift: float = WGAN_DRIFT
     mixed_precision: str = "no"
     augment: torch.nn.Module | None = None
 
@@ -113,6 +114,7 @@ def gan_step(
             fake.float(),
             r1_gamma=config.r1_gamma,
             gp_lambda=config.gp_lambda,
+            wgan_drift=config.wgan_drift,
             augment=config.augment,
             generator=aug_generator,
         )

@@ -21,7 +21,7 @@ import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step
-from .losses import LOSS_TYPES, discriminator_loss, generator_loss
+from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("reptile", "fomaml", "pretrain")
 INNER_OPTIMIZERS = ("sgd", "adam")
+OUTER_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
@@ -45,10 +46,13 @@ class MetaLearningConfig:
         inner_steps (`int`): GAN steps per task in the inner loop (for `"pretrain"`: GAN steps per meta step).
         inner_lr (`float`): inner-loop learning rate.
         inner_optimizer (`str`): `"sgd"` (FIGR) or `"adam"` (fresh per task, betas `(0.0, 0.99)`).
-        meta_lr (`float`): Adam learning rate of the outer update (and of pretraining).
+        meta_lr (`float`): learning rate of the outer update (and of pretraining).
+        outer_optimizer (`str`): `"adam"` (FIGR; betas `(0.9, 0.999)`, or `(0.0, 0.99)` for pretraining) or `"sgd"`
+            (plain Reptile: `meta += meta_lr * (adapted - meta)`, so `meta_lr=1` jumps to the adapted weights).
         inner_batch_size (`int`): real images per inner GAN step, drawn with replacement from the task's support.
         r1_gamma (`float`): R1 weight for the non-saturating and hinge losses.
         gp_lambda (`float`): gradient-penalty weight for WGAN-GP.
+        wgan_drift (`float`): WGAN-GP drift term weight on `D(real)^2` (0 in the FIGR preset).
         augment (`tuple[str]`): DiffAugment policies, or `()` for none.
         mixed_precision (`str`): `"no"`, `"bf16"`, or `"fp16"` (GPU only).
         max_nonfinite_steps (`int`): meta steps in a row with non-finite losses before stopping with an error.
@@ -60,9 +64,11 @@ class MetaLearningConfig:
     inner_lr: float = 1e-3
     inner_optimizer: str = "adam"
     meta_lr: float = 1e-4
+    outer_optimizer: str = "adam"
     inner_batch_size: int = 8
     r1_gamma: float = 0.1
     gp_lambda: float = 10.0
+    wgan_drift: float = WGAN_DRIFT
     augment: tuple[str, ...] = field(default_factory=lambda: tuple(AUGMENT_POLICIES))
     mixed_precision: str = "no"
     max_nonfinite_steps: int = 10
@@ -74,14 +80,20 @@ class MetaLearningConfig:
             raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {self.loss!r}.")
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"`inner_optimizer` must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}.")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"`outer_optimizer` must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}.")
         for name in ("inner_steps", "inner_batch_size", "max_nonfinite_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         for name in ("inner_lr", "meta_lr"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+        for name in ("r1_gamma", "gp_lambda"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
         self.augment = tuple(self.augment or ())
         DiffAugment(self.augment)  # validates the policy names
 
@@ -97,12 +109,14 @@ class MetaLearningConfig:
             meta_lr=1e-4,
             r1_gamma=0.0,
             gp_lambda=10.0,
+            wgan_drift=0.0,
             augment=(),
         )
         values.update(overrides)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON-serializable dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
@@ -110,7 +124,7 @@ class NonFiniteMetaStepError(RuntimeError):
     """Raised after too many meta steps in a row with NaN/inf losses; the meta-weights were not updated by them."""
 
 
-def _inner_optimizer(config: MetaLearningConfig, params) -> torch.optim.Optimizer:
+def _inner_optimizer(config: MetaLearningConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if config.inner_optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.inner_lr)
     return torch.optim.Adam(params, lr=config.inner_lr, betas=(0.0, 0.99))
@@ -173,14 +187,14 @@ class MetaLearner:
         self.discriminator.to(self.device).train()
         self.g_params = list(self.generator.parameters())
         self.d_params = list(self.discriminator.parameters())
-        betas = (0.0, 0.99) if config.algorithm == "pretrain" else (0.9, 0.999)
-        self.opt_g = torch.optim.Adam(self.g_params, lr=config.meta_lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d_params, lr=config.meta_lr, betas=betas)
+        self.opt_g = self._outer_optimizer(self.g_params)
+        self.opt_d = self._outer_optimizer(self.d_params)
         self.augment = DiffAugment(config.augment) if config.augment else None
         self.step_config = GANStepConfig(
             loss=config.loss,
             r1_gamma=config.r1_gamma,
             gp_lambda=config.gp_lambda,
+            wgan_drift=config.wgan_drift,
             mixed_precision=config.mixed_precision,
             augment=self.augment,
         )
@@ -188,6 +202,18 @@ class MetaLearner:
         # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
         self._fast_g = copy.deepcopy(self.generator) if config.algorithm != "pretrain" else None
         self._fast_d = copy.deepcopy(self.discriminator) if config.algorithm != "pretrain" else None
+
+    def _outer_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.outer_optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.meta_lr)
+        betas = (0.0, 0.99) if cfg.algorithm == "pretrain" else (0.9, 0.999)
+        return torch.optim.Adam(params, lr=cfg.meta_lr, betas=betas)
+
+    @property
+    def num_processes(self) -> int:
+        """Number of processes that share the outer update."""
+        return self.accelerator.num_processes if self.accelerator is not None else 1
 
     # ------------------------------------------------------------------ randomness
     def task_generator(self, step: int, task_index: int) -> torch.Generator:
@@ -199,9 +225,12 @@ class MetaLearner:
     def _inner_loop(
         self, support: torch.Tensor, gen: torch.Generator, g_model: torch.nn.Module, d_model: torch.nn.Module
     ) -> tuple[bool, dict[str, float]]:
+        """`inner_steps` GAN steps of `g_model`/`d_model` on `support`, with fresh inner optimizers; all randomness
+        comes from `gen`. Stops at the first non-finite step and returns `ok=False`."""
         cfg = self.config
         opt_g = _inner_optimizer(cfg, [p for p in g_model.parameters() if p.requires_grad])
         opt_d = _inner_optimizer(cfg, [p for p in d_model.parameters() if p.requires_grad])
+        scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10) if cfg.mixed_precision == "fp16" else None
         aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
         latent_dim = g_model.config.latent_dim
         all_ok, logs = True, {}
@@ -210,7 +239,7 @@ class MetaLearner:
             real = support[idx.to(support.device)]  # [B, C, H, W]
             z_d = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
             z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
-            ok, logs = gan_step(g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen)
+            ok, logs = gan_step(g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen, scaler)
             all_ok = all_ok and ok
             if not ok:
                 break
@@ -242,6 +271,7 @@ class MetaLearner:
                 fake.detach().float(),
                 r1_gamma=cfg.r1_gamma,
                 gp_lambda=cfg.gp_lambda,
+                wgan_drift=cfg.wgan_drift,
                 augment=self.augment,
                 generator=aug_gen,
             )
@@ -263,26 +293,57 @@ class MetaLearner:
     # ------------------------------------------------------------------ outer loop
     def _reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Average a list of tensors across processes (one flat all-reduce)."""
-        if self.accelerator is None or self.accelerator.num_processes == 1:
+        if self.num_processes == 1:
             return tensors
-        flat = torch.cat([t.reshape(-1) for t in tensors])
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
         flat = self.accelerator.reduce(flat, reduction="mean")
         out, offset = [], 0
         for t in tensors:
-            out.append(flat[offset : offset + t.numel()].view_as(t))
+            out.append(flat[offset : offset + t.numel()].view_as(t).to(t.dtype))
             offset += t.numel()
         return out
 
-    def _reduce_grads_in_place(self, params: list[torch.Tensor]) -> None:
-        with_grad = [p for p in params if p.grad is not None]
-        if not with_grad:
-            return
-        for p, g in zip(with_grad, self._reduce([p.grad for p in with_grad])):
-            p.grad.copy_(g)
+    def _agree(self, ok: bool, tensors: list[torch.Tensor]) -> tuple[bool, list[torch.Tensor]]:
+        """
+        Average `tensors` across processes together with an "all finite" flag, in one all-reduce that every process
+        joins whatever its local outcome. Returns `(ok_everywhere, averaged tensors)`; a process with `ok=False`
+        contributes zeros, and then every process sees `ok_everywhere=False` and skips the update.
+        """
+        ok = ok and all(bool(torch.isfinite(t).all()) for t in tensors)
+        if not ok:
+            tensors = [torch.zeros_like(t) for t in tensors]
+        flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+        *tensors, flag = self._reduce([*tensors, flag])
+        ok_all = bool(flag.item() == 1.0) and all(bool(torch.isfinite(t).all()) for t in tensors)
+        return ok_all, tensors
+
+    def _check_tasks(self, tasks: Sequence[Task]) -> None:
+        g_cfg = self.generator.config
+        expected = (g_cfg.out_channels, g_cfg.sample_size, g_cfg.sample_size)
+        for i, task in enumerate(tasks):
+            for name in ("support", "query"):
+                x = getattr(task, name, None)
+                if x is None or (name == "query" and self.config.algorithm != "fomaml"):
+                    continue
+                if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
+                    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ValueError(
+                        f"task {i}: `{name}` must be a tensor of shape (K, {', '.join(map(str, expected))}) matching "
+                        f"the generator (channels, sample_size), got {shape}."
+                    )
+            if task.support is None or task.support.shape[0] == 0:
+                raise ValueError(f"task {i} has no support images.")
+            if self.config.algorithm == "fomaml" and (task.query is None or task.query.shape[0] == 0):
+                raise ValueError("first-order MAML needs query images: sample tasks with `queries` >= 1.")
 
     def meta_step(self, tasks: Sequence[Task], step: int, task_offset: int | None = None) -> dict[str, float]:
         """
         One outer update from this process's `tasks` (averaged with the other processes' updates).
+
+        Every process must call this with the same `step` and the same number of tasks. A step in which any process
+        saw a non-finite loss (or update) is skipped on every process, so the meta-weights never take NaN/inf values
+        and stay identical across processes; after `max_nonfinite_steps` skipped steps in a row,
+        [`NonFiniteMetaStepError`] is raised.
 
         Args:
             tasks (`Sequence[Task]`): the tasks sampled by this process for this meta step.
@@ -296,21 +357,32 @@ class MetaLearner:
         """
         if len(tasks) == 0:
             raise ValueError("`tasks` must hold at least one task.")
+        self._check_tasks(tasks)
         if task_offset is None:
             rank = self.accelerator.process_index if self.accelerator is not None else 0
             task_offset = rank * len(tasks)
         if self.config.algorithm == "pretrain":
-            ok, logs, g_upd, d_upd = self._pretrain_update(tasks, step, task_offset)
+            # applied in place; every GAN step already agreed on finiteness across processes
+            ok_all, logs = self._pretrain_update(tasks, step, task_offset)
         else:
             ok, logs, g_upd, d_upd = self._meta_update(tasks, step, task_offset)
+            if not ok:
+                g_upd = [torch.zeros_like(p) for p in self.g_params]
+                d_upd = [torch.zeros_like(p) for p in self.d_params]
+            ok_all, upd = self._agree(ok, g_upd + d_upd)
+            if ok_all:
+                g_upd, d_upd = upd[: len(self.g_params)], upd[len(self.g_params) :]
+                for params, update, opt in ((self.g_params, g_upd, self.opt_g), (self.d_params, d_upd, self.opt_d)):
+                    opt.zero_grad(set_to_none=True)
+                    for p, u in zip(params, update):
+                        p.grad = u.to(p.dtype)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
 
-        # every process must agree on skipping, or the all-reduce would hang / diverge
-        ok_t = torch.tensor([1.0 if ok else 0.0], device=self.device)
-        ok_all = bool(self._reduce([ok_t])[0].item() == 1.0)
         if not ok_all:
             self.nonfinite_in_a_row += 1
             logger.warning(
-                "meta step %d: non-finite loss, update skipped (%d in a row)", step, self.nonfinite_in_a_row
+                "meta step %d: non-finite loss or update, update skipped (%d in a row)", step, self.nonfinite_in_a_row
             )
             if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
                 raise NonFiniteMetaStepError(
@@ -319,20 +391,13 @@ class MetaLearner:
                 )
             return {**logs, "nonfinite": 1.0}
         self.nonfinite_in_a_row = 0
-        if self.config.algorithm == "pretrain":
-            return {**logs, "nonfinite": 0.0}  # already applied, with gradients averaged across processes
-
-        g_upd = self._reduce(g_upd)
-        d_upd = self._reduce(d_upd)
-        for params, upd, opt in ((self.g_params, g_upd, self.opt_g), (self.d_params, d_upd, self.opt_d)):
-            opt.zero_grad(set_to_none=True)
-            for p, u in zip(params, upd):
-                p.grad = u.to(p.dtype)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
         return {**logs, "nonfinite": 0.0}
 
-    def _meta_update(self, tasks, step, task_offset):
+    def _meta_update(
+        self, tasks: Sequence[Task], step: int, task_offset: int
+    ) -> tuple[bool, dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+        """Run every task's inner loop; return the mean Reptile difference (meta - adapted) or the mean FOMAML
+        query gradient, as the outer "gradient" of G and of D."""
         g_sum = [torch.zeros_like(p) for p in self.g_params]
         d_sum = [torch.zeros_like(p) for p in self.d_params]
         logs_sum: dict[str, float] = {}
@@ -344,15 +409,13 @@ class MetaLearner:
             if not ok:
                 return False, logs, [], []
             if self.config.algorithm == "reptile":
-                # outer "gradient" = meta - adapted (Adam then moves meta toward adapted)
+                # outer "gradient" = meta - adapted (the outer optimizer then moves meta toward adapted)
                 with torch.no_grad():
                     for acc, p, q in zip(g_sum, self.g_params, self._fast_g.parameters()):
                         acc += p - q
                     for acc, p, q in zip(d_sum, self.d_params, self._fast_d.parameters()):
                         acc += p - q
             else:
-                if task.query is None or task.query.shape[0] == 0:
-                    raise ValueError("first-order MAML needs query images: sample tasks with `queries` >= 1.")
                 ok, g_grads, d_grads = self._query_gradients(task.query.to(self.device, torch.float32), gen)
                 if not ok:
                     return False, logs, [], []
@@ -365,9 +428,10 @@ class MetaLearner:
         n = len(tasks)
         return True, {k: v / n for k, v in logs_sum.items()}, [g / n for g in g_sum], [d / n for d in d_sum]
 
-    def _pretrain_update(self, tasks, step, task_offset):
-        """Pooled GAN training: `inner_steps` Adam steps on all tasks' support images, gradients averaged across
-        processes. The parameters are updated here; no outer update is returned."""
+    def _pretrain_update(self, tasks: Sequence[Task], step: int, task_offset: int) -> tuple[bool, dict[str, float]]:
+        """Pooled GAN training: `inner_steps` steps of the outer optimizers on all tasks' support images, gradients
+        averaged across processes. The parameters are updated here. Returns `(ok, logs)`; `ok` is the same on every
+        process, and the first non-finite step ends this meta step."""
         pooled = torch.cat([t.support for t in tasks]).to(self.device, torch.float32)  # [sum K, C, H, W]
         gen = self.task_generator(step, task_offset)
         cfg = self.config
@@ -377,24 +441,71 @@ class MetaLearner:
         logs: dict[str, float] = {}
         for _ in range(cfg.inner_steps):
             idx = torch.randint(0, pooled.shape[0], (batch,), generator=gen)
-            real = pooled[idx.to(self.device)]
+            real = pooled[idx.to(self.device)]  # [B, C, H, W]
             z_d = torch.randn(batch, latent_dim, generator=gen).to(self.device)
             z_g = torch.randn(batch, latent_dim, generator=gen).to(self.device)
-            ok, logs = gan_step(
-                self.generator,
-                self.discriminator,
-                self.opt_g,
-                self.opt_d,
-                real,
-                z_d,
-                z_g,
-                self.step_config,
-                aug_gen,
-                reduce_grads=self._reduce_grads_in_place,
-            )
+            ok, logs = self._pretrain_gan_step(real, z_d, z_g, aug_gen)
             if not ok:
-                return False, logs, [], []
-        return True, logs, None, None
+                return False, logs
+        return True, logs
+
+    def _apply_agreed(self, loss: torch.Tensor, ok: bool, params: list[torch.Tensor], opt) -> bool:
+        """Backward (when `ok`), average the gradients across processes together with the finiteness flag, and step
+        `opt` only if every process had finite losses and gradients. Every process takes part in the all-reduce."""
+        opt.zero_grad(set_to_none=True)
+        if ok:
+            loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        ok_all, grads = self._agree(ok, grads)
+        if ok_all:
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return ok_all
+
+    def _pretrain_gan_step(
+        self, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor, aug_gen: torch.Generator
+    ) -> tuple[bool, dict[str, float]]:
+        """One pooled GAN step (D update, then G update) of the meta-weights with cross-process gradient averaging.
+        Unlike `gan_step`, each update's all-reduce is joined by every process even when its own loss is non-finite,
+        so one process's NaN cannot deadlock or desynchronize the others."""
+        cfg = self.config
+        g_model, d_model = self.generator, self.discriminator
+
+        def d_fn(x: torch.Tensor) -> torch.Tensor:
+            return d_model(x).logits
+
+        # 1. discriminator update
+        with autocast_context(self.device, cfg.mixed_precision):
+            with torch.no_grad():
+                fake = g_model(z_d).sample
+            d_loss, d_logs = discriminator_loss(
+                cfg.loss,
+                d_fn,
+                real,
+                fake.float(),
+                r1_gamma=cfg.r1_gamma,
+                gp_lambda=cfg.gp_lambda,
+                wgan_drift=cfg.wgan_drift,
+                augment=self.augment,
+                generator=aug_gen,
+            )
+        d_ok = self._apply_agreed(d_loss, bool(torch.isfinite(d_loss)), self.d_params, self.opt_d)
+
+        # 2. generator update (the discriminator gets no gradient here)
+        trainable = [p for p in self.d_params if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            with autocast_context(self.device, cfg.mixed_precision):
+                fake = g_model(z_g).sample
+                g_loss, g_logs = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+        g_ok = self._apply_agreed(g_loss, d_ok and bool(torch.isfinite(g_loss)), self.g_params, self.opt_g)
+        return d_ok and g_ok, {**d_logs, **g_logs}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -408,6 +519,25 @@ class MetaLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what [`state_dict`] returned (the model weights must be loaded separately).
+
+        Raises a `ValueError` naming the differing options if `state` was saved with another configuration (other
+        than `max_nonfinite_steps`), since its optimizer states would not continue the same training.
+        """
+        saved = state.get("config")
+        if saved is not None:
+            current = self.config.to_dict()
+            defaults = MetaLearningConfig().to_dict()
+            differ = {
+                k: (saved.get(k, defaults.get(k)), current.get(k, defaults.get(k)))
+                for k in sorted(set(saved) | set(current))
+                if k != "max_nonfinite_steps" and saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k))
+            }
+            if differ:
+                details = ", ".join(f"{k}: saved {a!r} vs. now {b!r}" for k, (a, b) in differ.items())
+                raise ValueError(
+                    f"MetaLearner state from another configuration: keys {sorted(differ)} differ ({details})."
+                )
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
