@@ -453,6 +453,17 @@ class MetaGANPipeline(DiffusionPipeline):
             f.write("\n")
         with open(os.path.join(save_directory, f"{REEXPORT_MODULE}.py"), "w", encoding="utf-8") as f:
             f.write(REEXPORT_SOURCE)
+        # Per-component re-exports named after the module recorded in model_index.json: diffusers' Hub download
+        # refuses third-party components unless `<component>/<module>.py` exists in the repo (and then, with
+        # `trust_remote_code=True`, imports the class from that file — which only imports the installed package).
+        for name in ("generator", "discriminator"):
+            entry = index.get(name)
+            if isinstance(entry, list) and entry[0]:
+                with open(os.path.join(save_directory, name, f"{entry[0]}.py"), "w", encoding="utf-8") as f:
+                    f.write(
+                        f"# Re-export of the installed metagan_hub class (pip install metagan-hub).\n"
+                        f"from {entry[0]} import {entry[1]}  # noqa: F401\n"
+                    )
         with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
             json.dump(self.card_info, f, indent=2, default=str)
             f.write("\n")
@@ -569,6 +580,16 @@ class MetaGANPipeline(DiffusionPipeline):
                 "(model_index.json, generator/, discriminator/)."
             )
         cls._check_index(index)
+        # Load the components here (never through the folder's re-export files, which only plain diffusers with
+        # `trust_remote_code=True` uses) and hand them to diffusers.
+        model_kwargs = {k: kwargs[k] for k in ("dtype", "variant") if kwargs.get(k) is not None}
+        for name, model_cls in (("generator", MetaGANGenerator), ("discriminator", MetaGANDiscriminator)):
+            if name in kwargs:
+                continue
+            if os.path.isfile(os.path.join(path, name, "config.json")):
+                kwargs[name] = model_cls.from_pretrained(path, subfolder=name, **model_kwargs)
+            elif name == "discriminator":
+                kwargs[name] = None
         pipe = super().from_pretrained(path, **kwargs)
         info_path = os.path.join(path, CARD_INFO_NAME)
         if os.path.isfile(info_path):
