@@ -1,0 +1,332 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Stroke geometry and rasterization for SVG stroke drawings (numpy + Pillow only, no torch).
+
+An SVG path `d` string is parsed into cubic Bézier control points; a glyph is a list of such strokes. Rendering a
+"hand" jitters the control points of every stroke, flattens the curves to polylines, applies a global affine map
+and an optional smooth (elastic) displacement to the polyline points, and draws the strokes with round caps and
+joins on a supersampled canvas that is then box-filtered down to the output resolution.
+
+This module must stay free of torch imports: it runs in forked worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+_PATH_TOKEN = re.compile(r"[A-Za-z]|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_PATH_ELEMENT = re.compile(r"<path\b[^>]*?\sd\s*=\s*\"([^\"]*)\"", re.DOTALL)
+_ARGS_PER_COMMAND = {"M": 2, "L": 2, "H": 1, "V": 1, "C": 6, "S": 4, "Q": 4, "T": 2, "Z": 0}
+
+# Samples per cubic segment when flattening curves (the segments of stroke drawings are short).
+_POINTS_PER_SEGMENT = 8
+
+
+def _bernstein(n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)
+    return np.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3], axis=1)  # [n, 4]
+
+
+_BERNSTEIN = _bernstein(_POINTS_PER_SEGMENT)
+
+
+def parse_svg_path(d: str) -> list[np.ndarray]:
+    """
+    Parse an SVG path `d` attribute into subpaths of cubic Bézier control points.
+
+    Supports the commands `M L H V C S Q T Z` in absolute and relative form (no arcs). Lines and quadratic curves are
+    converted to exact cubic equivalents.
+
+    Args:
+        d (`str`): the path data, e.g. `"M11,54.25c3.19,0.62,6.25,0.75,9.73,0.5"`.
+
+    Returns:
+        `list[np.ndarray]`: one float64 array `[3 * S + 1, 2]` per subpath with `S >= 1` cubic segments; segment `j`
+        uses rows `3j .. 3j + 3`. Subpaths that are a single point are dropped.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.data._strokes import parse_svg_path
+    >>> [p.shape for p in parse_svg_path("M0,0 L10,0 c0,5 5,5 5,0")]
+    [(7, 2)]
+    ```
+    """
+    tokens = _PATH_TOKEN.findall(d)
+    subpaths: list[np.ndarray] = []
+    points: list[tuple[float, float]] = []
+    cur = (0.0, 0.0)
+    start = (0.0, 0.0)
+    last_cubic_ctrl: tuple[float, float] | None = None
+    last_quad_ctrl: tuple[float, float] | None = None
+    command = ""
+    i = 0
+
+    def close_subpath() -> None:
+        if len(points) >= 4:
+            subpaths.append(np.asarray(points, dtype=np.float64))
+        points.clear()
+
+    def add_cubic(c1, c2, p) -> None:
+        if not points:
+            points.append(cur)
+        points.extend((c1, c2, p))
+
+    def add_line(p) -> None:
+        add_cubic(
+            (cur[0] + (p[0] - cur[0]) / 3, cur[1] + (p[1] - cur[1]) / 3),
+            (cur[0] + 2 * (p[0] - cur[0]) / 3, cur[1] + 2 * (p[1] - cur[1]) / 3),
+            p,
+        )
+
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.isalpha():
+            command = tok
+            i += 1
+            if command.upper() not in _ARGS_PER_COMMAND:
+                raise ValueError(f"unsupported SVG path command {command!r} in path {d[:60]!r}")
+            if command.upper() != "Z":
+                continue
+        elif not command:
+            raise ValueError(f"SVG path data must start with a command, got {d[:60]!r}")
+        upper = command.upper()
+        relative = command.islower()
+        n = _ARGS_PER_COMMAND[upper]
+        args = [float(t) for t in tokens[i : i + n]]
+        if len(args) < n or any(isinstance(t, str) and t.isalpha() for t in tokens[i : i + n]):
+            raise ValueError(f"SVG path command {command!r} is missing arguments in path {d[:60]!r}")
+        i += n
+        ox, oy = cur if relative else (0.0, 0.0)
+        if upper == "M":
+            close_subpath()
+            cur = (args[0] + ox, args[1] + oy)
+            start = cur
+            command = "l" if relative else "L"  # further coordinate pairs are implicit line-tos
+            last_cubic_ctrl = last_quad_ctrl = None
+            continue
+        if upper == "Z":
+            if cur != start:
+                add_line(start)
+            close_subpath()
+            cur = start
+            last_cubic_ctrl = last_quad_ctrl = None
+            command = ""
+            continue
+        if upper == "L":
+            p = (args[0] + ox, args[1] + oy)
+            add_line(p)
+            cur, last_cubic_ctrl, last_quad_ctrl = p, None, None
+        elif upper == "H":
+            p = (args[0] + ox, cur[1])
+            add_line(p)
+            cur, last_cubic_ctrl, last_quad_ctrl = p, None, None
+        elif upper == "V":
+            p = (cur[0], args[0] + (oy if relative else 0.0))
+            add_line(p)
+            cur, last_cubic_ctrl, last_quad_ctrl = p, None, None
+        elif upper in ("C", "S"):
+            if upper == "C":
+                c1 = (args[0] + ox, args[1] + oy)
+                c2, p = (args[2] + ox, args[3] + oy), (args[4] + ox, args[5] + oy)
+            else:
+                c1 = (
+                    cur
+                    if last_cubic_ctrl is None
+                    else (2 * cur[0] - last_cubic_ctrl[0], 2 * cur[1] - last_cubic_ctrl[1])
+                )
+                c2, p = (args[0] + ox, args[1] + oy), (args[2] + ox, args[3] + oy)
+            add_cubic(c1, c2, p)
+            cur, last_cubic_ctrl, last_quad_ctrl = p, c2, None
+        else:  # Q, T
+            if upper == "Q":
+                q, p = (args[0] + ox, args[1] + oy), (args[2] + ox, args[3] + oy)
+            else:
+                q = cur if last_quad_ctrl is None else (2 * cur[0] - last_quad_ctrl[0], 2 * cur[1] - last_quad_ctrl[1])
+                p = (args[0] + ox, args[1] + oy)
+            c1 = (cur[0] + 2 * (q[0] - cur[0]) / 3, cur[1] + 2 * (q[1] - cur[1]) / 3)
+            c2 = (p[0] + 2 * (q[0] - p[0]) / 3, p[1] + 2 * (q[1] - p[1]) / 3)
+            add_cubic(c1, c2, p)
+            cur, last_cubic_ctrl, last_quad_ctrl = p, None, q
+    close_subpath()
+    return subpaths
+
+
+def read_svg_strokes(path: str) -> list[np.ndarray]:
+    """Read the stroke paths of a stroke-order SVG file (every `<path d=...>` in document order)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    strokes: list[np.ndarray] = []
+    for d in _PATH_ELEMENT.findall(text):
+        strokes.extend(parse_svg_path(d))
+    return strokes
+
+
+@dataclass(frozen=True)
+class StrokeJitter:
+    """
+    Random variation of a rendered stroke drawing, imitating different hands. Lengths are in units of the drawing's
+    view box (109 for kanjivg), angles in degrees.
+
+    Args:
+        stroke_width (`tuple[float, float]`): range of the per-sample stroke width (kanjivg draws width 3).
+        stroke_width_jitter (`float`): relative per-stroke width variation around the sample's width.
+        rotation (`float`): maximum absolute rotation of the whole glyph.
+        scale (`tuple[float, float]`): range of the global scale factor.
+        aspect (`float`): maximum relative difference between horizontal and vertical scale.
+        shear (`float`): maximum absolute horizontal shear factor.
+        translate (`float`): maximum absolute translation as a fraction of the view box.
+        stroke_shift (`float`): standard deviation of a per-stroke translation.
+        endpoint_jitter (`float`): standard deviation of the jitter of stroke start, end and joint points.
+        control_jitter (`float`): standard deviation of the jitter of Bézier control points.
+        elastic (`float`): amplitude of a smooth random displacement field (0 disables it).
+        margin (`float`): fraction of the view box cropped away on each side before fitting it to the image.
+    """
+
+    stroke_width: tuple[float, float] = (3.5, 7.0)
+    stroke_width_jitter: float = 0.1
+    rotation: float = 8.0
+    scale: tuple[float, float] = (0.85, 1.0)
+    aspect: float = 0.08
+    shear: float = 0.12
+    translate: float = 0.04
+    stroke_shift: float = 1.2
+    endpoint_jitter: float = 1.2
+    control_jitter: float = 2.0
+    elastic: float = 0.0
+    margin: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def none(cls) -> StrokeJitter:
+        """No variation at all: the clean drawing at its reference stroke width."""
+        return cls(
+            stroke_width=(4.5, 4.5),
+            stroke_width_jitter=0.0,
+            rotation=0.0,
+            scale=(1.0, 1.0),
+            aspect=0.0,
+            shear=0.0,
+            translate=0.0,
+            stroke_shift=0.0,
+            endpoint_jitter=0.0,
+            control_jitter=0.0,
+            elastic=0.0,
+        )
+
+
+class _PreparedGlyph:
+    """Concatenated control points of all strokes with the index arrays needed to jitter and flatten them at once."""
+
+    def __init__(self, strokes: list[np.ndarray]):
+        self.num_strokes = len(strokes)
+        self.points = np.concatenate(strokes) if strokes else np.zeros((0, 2))  # [P, 2]
+        stroke_id, is_ctrl, seg_index, seg_stroke = [], [], [], []
+        offset = 0
+        for s, pts in enumerate(strokes):
+            n = len(pts)
+            stroke_id.append(np.full(n, s))
+            ctrl = np.ones(n, dtype=bool)
+            ctrl[::3] = False
+            is_ctrl.append(ctrl)
+            num_segments = (n - 1) // 3
+            seg_index.append(offset + 3 * np.arange(num_segments)[:, None] + np.arange(4)[None, :])
+            seg_stroke.append(np.full(num_segments, s))
+            offset += n
+        empty = np.zeros(0, dtype=np.int64)
+        self.stroke_id = np.concatenate(stroke_id) if strokes else empty
+        self.is_ctrl = np.concatenate(is_ctrl) if strokes else empty.astype(bool)
+        self.seg_index = np.concatenate(seg_index) if strokes else np.zeros((0, 4), dtype=np.int64)  # [G, 4]
+        self.seg_stroke = np.concatenate(seg_stroke) if strokes else empty  # [G]
+        # each stroke's flattened points are contiguous: [bounds[s], bounds[s + 1]); round dots are drawn at the
+        # joints between cubic segments (where stroke drawings have their corners) and at both ends
+        counts = np.bincount(self.seg_stroke, minlength=self.num_strokes) * _POINTS_PER_SEGMENT
+        self.bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self.dots = [
+            list(range(self.bounds[s], self.bounds[s + 1], _POINTS_PER_SEGMENT)) + [self.bounds[s + 1] - 1]
+            for s in range(self.num_strokes)
+        ]
+
+
+def render_strokes(
+    strokes: list[np.ndarray],
+    num_samples: int,
+    resolution: int,
+    rng: np.random.Generator,
+    jitter: StrokeJitter,
+    view_box: float = 109.0,
+    supersample: int = 4,
+) -> np.ndarray:
+    """
+    Render `num_samples` randomly varied hands of one stroke drawing.
+
+    Args:
+        strokes (`list[np.ndarray]`): cubic control points per stroke, as returned by [`parse_svg_path`].
+        num_samples (`int`): number of images.
+        resolution (`int`): output side length in pixels.
+        rng (`np.random.Generator`): source of all randomness.
+        jitter (`StrokeJitter`): amount of variation; `StrokeJitter.none()` renders the clean drawing.
+        view_box (`float`): side length of the square coordinate system of the drawing.
+        supersample (`int`): the canvas is drawn at `resolution * supersample` and box-filtered down.
+
+    Returns:
+        `np.ndarray`: uint8 `[num_samples, resolution, resolution]` ink coverage (0 = paper, 255 = full ink).
+    """
+    glyph = _PreparedGlyph(strokes)
+    canvas = resolution * supersample
+    out = np.zeros((num_samples, resolution, resolution), dtype=np.uint8)
+    if glyph.num_strokes == 0:
+        return out
+    center = view_box / 2
+    visible = view_box * (1 - 2 * jitter.margin)
+    px_per_unit = canvas / visible
+    for k in range(num_samples):
+        # 1. per-stroke jitter of endpoints / control points and a per-stroke shift
+        sigma = np.where(glyph.is_ctrl, jitter.control_jitter, jitter.endpoint_jitter)[:, None]
+        shift = rng.normal(0.0, 1.0, (glyph.num_strokes, 2)) * jitter.stroke_shift
+        pts = glyph.points + rng.normal(0.0, 1.0, glyph.points.shape) * sigma + shift[glyph.stroke_id]
+        # 2. flatten the cubic segments to polylines
+        poly = np.einsum("nk,gkd->gnd", _BERNSTEIN, pts[glyph.seg_index]).reshape(-1, 2)  # [G * n, 2]
+        # 3. global affine around the center of the view box, then optional elastic displacement
+        angle = math.radians(rng.uniform(-jitter.rotation, jitter.rotation))
+        scale = rng.uniform(*jitter.scale)
+        aspect = 1.0 + rng.uniform(-jitter.aspect, jitter.aspect)
+        shear = rng.uniform(-jitter.shear, jitter.shear)
+        tx, ty = rng.uniform(-jitter.translate, jitter.translate, 2) * view_box
+        cos, sin = math.cos(angle), math.sin(angle)
+        sx, sy = scale * aspect, scale / aspect
+        # M = R @ Shear @ S
+        m = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([sx, sy])
+        xy = (poly - center) @ m.T + (center + tx, center + ty)
+        if jitter.elastic > 0:
+            freq = rng.uniform(0.5, 2.0, (3, 2)) * rng.choice([-1.0, 1.0], (3, 2)) * (2 * math.pi / view_box)
+            phase = rng.uniform(0, 2 * math.pi, (2, 3))
+            amp = rng.normal(0.0, jitter.elastic / math.sqrt(3), (2, 3))
+            waves = xy @ freq.T  # [N, 3]
+            xy = xy + np.stack(
+                [(np.sin(waves + phase[0]) * amp[0]).sum(1), (np.sin(waves + phase[1]) * amp[1]).sum(1)], axis=1
+            )
+        xy = (xy - center) * px_per_unit + canvas / 2
+        # 4. draw with round caps and joins
+        width = rng.uniform(*jitter.stroke_width)
+        widths = width * (
+            1.0 + rng.uniform(-jitter.stroke_width_jitter, jitter.stroke_width_jitter, glyph.num_strokes)
+        )
+        widths = np.maximum(widths * px_per_unit, 1.0)
+        image = Image.new("L", (canvas, canvas), 0)
+        draw = ImageDraw.Draw(image)
+        for s in range(glyph.num_strokes):
+            w = float(widths[s])
+            r = w / 2
+            line = xy[glyph.bounds[s] : glyph.bounds[s + 1]]
+            draw.line(line.ravel().tolist(), fill=255, width=max(1, round(w)))
+            for x, y in xy[glyph.dots[s]].tolist():
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        out[k] = np.asarray(image.reduce(supersample) if supersample > 1 else image)
+    return out
