@@ -30,8 +30,9 @@ from adapt_metagan import plot_losses  # noqa: E402
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
 
-DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
-                                  "metagan-kanji-32")
+DEFAULT_CHECKPOINT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "metagan-kanji-32"
+)
 # used only if the checkpoint does not record its held-out characters
 FALLBACK_CHARACTER = "森"
 
@@ -39,15 +40,25 @@ FALLBACK_CHARACTER = "森"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained_model_name_or_path", default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--character", default=None,
-                        help="The new kanji; defaults to the first held-out character recorded in the checkpoint.")
+    parser.add_argument(
+        "--character",
+        default=None,
+        help="The new kanji; defaults to the first held-out character recorded in the checkpoint.",
+    )
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--num_steps", type=int, default=200)
-    parser.add_argument("--mixed_precision", default="bf16" if torch.cuda.is_available() is False else "no",
-                        choices=["no", "bf16", "fp16"])
+    parser.add_argument(
+        "--mixed_precision",
+        default="bf16" if torch.cuda.is_available() is False else "no",
+        choices=["no", "bf16", "fp16"],
+    )
     parser.add_argument("--num_samples", type=int, default=40)
-    parser.add_argument("--render_seed", type=int, default=12345,
-                        help="Seed of the KanjiVG 'hands' used for the shots (meta-training used another one).")
+    parser.add_argument(
+        "--render_seed",
+        type=int,
+        default=12345,
+        help="Seed of the KanjiVG 'hands' used for the shots (meta-training used another one).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="demo-output")
     return parser.parse_args(argv)
@@ -64,8 +75,10 @@ def grid(rows: list[list[Image.Image]], scale: int = 2, pad: int = 2) -> Image.I
     out = Image.new("L", (cols * (w * scale + pad) + pad, len(rows) * (h * scale + pad) + pad), 128)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
-            out.paste(image.convert("L").resize((w * scale, h * scale), Image.NEAREST),
-                      (pad + j * (w * scale + pad), pad + i * (h * scale + pad)))
+            out.paste(
+                image.convert("L").resize((w * scale, h * scale), Image.NEAREST),
+                (pad + j * (w * scale + pad), pad + i * (h * scale + pad)),
+            )
     return out
 
 
@@ -79,14 +92,24 @@ def main(args: argparse.Namespace) -> None:
     character = args.character or heldout[0]
 
     # 1. five shots of the new kanji, in "hands" the meta-training never rendered
-    data = get_dataset("kanjivg", resolution=cfg.sample_size, channels=cfg.out_channels, characters=[character],
-                       samples_per_class=args.shots, seed=args.render_seed)
+    data = get_dataset(
+        "kanjivg",
+        resolution=cfg.sample_size,
+        channels=cfg.out_channels,
+        characters=[character],
+        samples_per_class=args.shots,
+        seed=args.render_seed,
+    )
     shots = data.class_images(0)[: args.shots]  # [K, C, H, W] in [-1, 1]
 
     # 2. adapt (a new pipeline; the meta-checkpoint is untouched)
     start = time.perf_counter()
-    adapted = pipe.adapt(shots, num_steps=args.num_steps, mixed_precision=args.mixed_precision,
-                         generator=torch.Generator().manual_seed(args.seed))
+    adapted = pipe.adapt(
+        shots,
+        num_steps=args.num_steps,
+        mixed_precision=args.mixed_precision,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     seconds = time.perf_counter() - start
 
     # 3. samples and grids
@@ -98,19 +121,29 @@ def main(args: argparse.Namespace) -> None:
     grid(rows).save(os.path.join(args.output_dir, "grid.png"))
     grid([shot_images]).save(os.path.join(args.output_dir, "shots.png"))
     grid([samples[i : i + per_row] for i in range(0, len(samples), per_row)]).save(
-        os.path.join(args.output_dir, "samples.png"))
+        os.path.join(args.output_dir, "samples.png")
+    )
     record = adapted.card_info["adaptation"]
     plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     adapted.save_pretrained(os.path.join(args.output_dir, "adapted"))
-    summary = {"character": character, "shots": args.shots, "num_steps": args.num_steps, "seconds": round(seconds, 2),
-               "mixed_precision": args.mixed_precision, "seed": args.seed, "render_seed": args.render_seed,
-               "checkpoint": args.pretrained_model_name_or_path,
-               "grid": os.path.join(args.output_dir, "grid.png")}
+    summary = {
+        "character": character,
+        "shots": args.shots,
+        "num_steps": args.num_steps,
+        "seconds": round(seconds, 2),
+        "mixed_precision": args.mixed_precision,
+        "seed": args.seed,
+        "render_seed": args.render_seed,
+        "checkpoint": args.pretrained_model_name_or_path,
+        "grid": os.path.join(args.output_dir, "grid.png"),
+    }
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
     print(json.dumps(summary, ensure_ascii=False))
-    print(f"adapted to {character!r} from {args.shots} images in {seconds:.1f} s; "
-          f"grid with {math.ceil(len(samples) / per_row)} sample rows in {summary['grid']}")
+    print(
+        f"adapted to {character!r} from {args.shots} images in {seconds:.1f} s; "
+        f"grid with {math.ceil(len(samples) / per_row)} sample rows in {summary['grid']}"
+    )
 
 
 if __name__ == "__main__":

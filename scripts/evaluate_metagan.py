@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Compare few-shot adaptation from several starting points on held-out kanji classes, in one run.
+
+Every contender is adapted on the same held-out classes, with the same shots, seeds and step budget; samples are
+compared with the class's other (held-out) renders using `metagan_hub.metrics`. `scratch` is a freshly initialised
+pipeline with the first checkpoint's configuration.
+
+    python scripts/evaluate_metagan.py --contender reptile=checkpoints/metagan-kanji-32 \\
+        --contender pretrain=runs/pretrain --contender scratch --num_classes 10 --shots 5 --num_steps 200
+
+Prints a Markdown table (mean ± std over classes, and each metric's ratio to `scratch` when present) and appends one
+JSON line per (contender, class) to --results_file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+
+import torch
+
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.data import get_dataset
+from metagan_hub.metrics import compute_metrics
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--contender",
+        action="append",
+        required=True,
+        help="NAME=PATH_OR_REPO of a checkpoint, or 'scratch'. Repeat for each contender.",
+    )
+    parser.add_argument("--dataset", default="kanjivg")
+    parser.add_argument("--split_seed", type=int, default=0, help="Seed of the class split used in meta-training.")
+    parser.add_argument("--num_val", type=int, default=None)
+    parser.add_argument("--num_test", type=int, default=None)
+    parser.add_argument("--num_classes", type=int, default=10, help="Held-out (test) classes to evaluate on.")
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--num_steps", type=int, default=200)
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16"])
+    parser.add_argument("--num_samples", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results_file", default="evaluation.jsonl")
+    return parser.parse_args(argv)
+
+
+def load_contender(spec: str, reference: MetaGANPipeline | None, seed: int) -> tuple[str, MetaGANPipeline]:
+    if spec == "scratch":
+        if reference is None:
+            raise ValueError("'scratch' needs at least one checkpoint contender listed before it.")
+        torch.manual_seed(seed)
+        pipe = MetaGANPipeline(
+            generator=MetaGANGenerator(**reference.generator.config),
+            discriminator=MetaGANDiscriminator(**reference.discriminator.config),
+        )
+        return "scratch", pipe
+    if "=" not in spec:
+        raise ValueError(f"--contender must be NAME=PATH or 'scratch', got {spec!r}.")
+    name, path = spec.split("=", 1)
+    return name, MetaGANPipeline.from_pretrained(path)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    contenders: list[tuple[str, MetaGANPipeline]] = []
+    for spec in args.contender:
+        reference = contenders[0][1] if contenders else None
+        contenders.append(load_contender(spec, reference, args.seed))
+    cfg = contenders[0][1].generator.config
+    split_kwargs = {k: v for k, v in (("num_val", args.num_val), ("num_test", args.num_test)) if v is not None}
+    data = get_dataset(args.dataset, resolution=cfg.sample_size, channels=cfg.out_channels)
+    _, _, test = data.split_classes(seed=args.split_seed, **split_kwargs)
+    num_classes = min(args.num_classes, test.num_classes)
+
+    rows: dict[str, list[dict]] = {name: [] for name, _ in contenders}
+    with open(args.results_file, "a", encoding="utf-8") as out:
+        for c in range(num_classes):
+            images = test.class_images(c)  # [N, C, H, W]
+            if images.shape[0] < args.shots + 2:
+                raise ValueError(f"class {test.class_names[c]!r} has {images.shape[0]} images; need shots + 2.")
+            shots, held_out = images[: args.shots], images[args.shots :]
+            for name, pipe in contenders:
+                pipe.set_progress_bar_config(disable=True)
+                start = time.perf_counter()
+                adapted = pipe.adapt(
+                    shots,
+                    num_steps=args.num_steps,
+                    learning_rate=args.learning_rate,
+                    mixed_precision=args.mixed_precision,
+                    generator=torch.Generator().manual_seed(args.seed + c),
+                )
+                seconds = time.perf_counter() - start
+                fake = (
+                    adapted(
+                        batch_size=args.num_samples,
+                        generator=torch.Generator().manual_seed(args.seed),
+                        output_type="pt",
+                    ).images
+                    * 2
+                    - 1
+                )
+                result = compute_metrics(fake, held_out)
+                record = {
+                    "contender": name,
+                    "class": test.class_names[c],
+                    "shots": args.shots,
+                    "num_steps": args.num_steps,
+                    "seed": args.seed + c,
+                    "adapt_seconds": round(seconds, 2),
+                    **result,
+                }
+                rows[name].append(record)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                print(
+                    f"[{c + 1}/{num_classes}] {name:>10} {test.class_names[c]} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()),
+                    flush=True,
+                )
+
+    metric_names = list(next(iter(rows.values()))[0]["metrics"])
+    print(
+        f"\n{num_classes} held-out classes x {args.shots} shots, {args.num_steps} steps, "
+        f"{args.num_samples} samples vs {rows[contenders[0][0]][0]['num_real']} held-out renders per class, "
+        f"seed {args.seed}, feature space: pixels (16x16)\n"
+    )
+    print("| contender | " + " | ".join(metric_names) + " | adapt s |")
+    print("|---" * (len(metric_names) + 2) + "|")
+    means = {}
+    for name, records in rows.items():
+        cells = []
+        for m in metric_names:
+            values = [r["metrics"][m] for r in records]
+            means[(name, m)] = statistics.mean(values)
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{means[(name, m)]:.4f} ± {spread:.4f}")
+        seconds = statistics.mean(r["adapt_seconds"] for r in records)
+        print(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+    if "scratch" in rows:
+        print("\nratio to scratch (lower is better for kid / nn_real / nn_fake):")
+        for name in rows:
+            ratios = ", ".join(
+                f"{m} {means[(name, m)] / means[('scratch', m)]:.3f}"
+                for m in metric_names
+                if means[("scratch", m)] != 0
+            )
+            print(f"- {name}: {ratios}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
