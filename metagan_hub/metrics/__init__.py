@@ -34,6 +34,11 @@ METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {}
 FEATURE_SPACES = ("pixels",)
 
 
+def _cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # exact differences rather than the matmul expansion, which loses precision for near-identical images
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
 def register_metric(name: str):
     """Decorator adding a metric `fn(fake_features, real_features) -> float` to [`METRICS`]."""
 
@@ -76,19 +81,19 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
 @register_metric("nn_real")
 def nearest_real_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
     """Mean distance from each generated sample to its nearest real image (lower = closer to the class)."""
-    return float(torch.cdist(fake, real).min(dim=1).values.mean())
+    return float(_cdist(fake, real).min(dim=1).values.mean())
 
 
 @register_metric("nn_fake")
 def nearest_fake_distance(fake: torch.Tensor, real: torch.Tensor) -> float:
     """Mean distance from each real image to its nearest generated sample (lower = the class is covered)."""
-    return float(torch.cdist(real, fake).min(dim=1).values.mean())
+    return float(_cdist(real, fake).min(dim=1).values.mean())
 
 
 @register_metric("diversity")
 def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
     """Mean pairwise distance between generated samples (near 0 = mode collapse)."""
-    dist = torch.cdist(fake, fake)
+    dist = _cdist(fake, fake)
     n = fake.shape[0]
     return float(dist.sum() / max(n * (n - 1), 1))
 
