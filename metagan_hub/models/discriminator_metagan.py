@@ -133,6 +133,9 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
         block_out_channels = check_architecture(sample_size, in_channels, "in_channels", block_out_channels)
         if act_fn not in ACT_FNS:
             raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
+        for name, flag in (("spectral_norm", spectral_norm), ("minibatch_std", minibatch_std)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
         if (
             isinstance(minibatch_std_group_size, bool)
             or not isinstance(minibatch_std_group_size, int)

@@ -27,11 +27,13 @@ def check_architecture(
     """
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size not in SAMPLE_SIZES:
         raise ValueError(f"`sample_size` must be one of {SAMPLE_SIZES} (a power of two), got {sample_size!r}.")
-    if isinstance(channels, bool) or channels not in (1, 3):
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels not in (1, 3):
         raise ValueError(f"`{channels_name}` must be 1 (grayscale) or 3 (RGB), got {channels!r}.")
     num_blocks = int(math.log2(sample_size)) - 2
     if block_out_channels is None:
         return default_block_out_channels(sample_size)
+    if isinstance(block_out_channels, str) or not hasattr(block_out_channels, "__iter__"):
+        raise ValueError(f"`block_out_channels` must be a sequence of positive integers, got {block_out_channels!r}.")
     block_out_channels = tuple(block_out_channels)
     if len(block_out_channels) != num_blocks:
         raise ValueError(

@@ -1,0 +1,202 @@
+"""Fast CPU tests of `MetaGANGenerator`: shapes, value range, batch independence, config checks, save/load."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from metagan_hub import MetaGANGenerator, MetaGANGeneratorOutput
+
+LATENT_DIM = 8
+# tiny widths per resolution: log2(sample_size) - 2 blocks
+TINY_BLOCKS = {16: (16, 8), 32: (8, 8, 8), 64: (8, 8, 4, 4), 128: (8, 4, 4, 4, 4)}
+NORM_TYPES = ("group", "pixel", "layer", "none")
+ACT_FNS = ("leaky_relu", "relu", "silu", "gelu")
+DTYPES = {None: torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def tiny_generator(sample_size: int = 16, out_channels: int = 1, **kwargs) -> MetaGANGenerator:
+    torch.manual_seed(0)
+    config = dict(latent_dim=LATENT_DIM, sample_size=sample_size, out_channels=out_channels)
+    config["block_out_channels"] = TINY_BLOCKS[sample_size]
+    config.update(kwargs)
+    return MetaGANGenerator(**config)
+
+
+def public_config(model) -> dict:
+    return {k: v for k, v in model.config.items() if not k.startswith("_")}
+
+
+def latents(n: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(n, LATENT_DIM, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+# ---------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+@pytest.mark.parametrize("sample_size", [16, 32, 64, 128])
+def test_forward_shape_and_range(sample_size, out_channels):
+    model = tiny_generator(sample_size, out_channels)
+    # large latents push activations into tanh saturation: the range must still hold
+    out = model(latents(3, scale=10.0))
+    assert isinstance(out, MetaGANGeneratorOutput)
+    sample = out.sample
+    assert sample.shape == (3, out_channels, sample_size, sample_size)
+    assert sample.dtype == torch.float32
+    assert torch.isfinite(sample).all()
+    assert sample.min() >= -1.0 and sample.max() <= 1.0
+    assert sample.std() > 0  # not a constant image
+
+
+@pytest.mark.parametrize("act_fn", ACT_FNS)
+def test_forward_each_activation(act_fn):
+    model = tiny_generator(act_fn=act_fn)
+    sample = model(latents(2)).sample
+    assert sample.shape == (2, 1, 16, 16)
+    assert sample.abs().max() <= 1.0
+
+
+def test_return_dict_false_gives_tuple():
+    model = tiny_generator()
+    z = latents(2)
+    out = model(z, return_dict=False)
+    assert type(out) is tuple and len(out) == 1
+    assert torch.equal(out[0], model(z).sample)
+
+
+def test_default_block_out_channels_halve_to_32():
+    model = MetaGANGenerator(latent_dim=LATENT_DIM, sample_size=32)
+    assert list(model.config.block_out_channels) == [128, 64, 32]
+    assert len(model.blocks) == 3
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_sample_does_not_depend_on_rest_of_batch(norm_type):
+    model = tiny_generator(norm_type=norm_type)
+    model.train()  # the stricter mode: BatchNorm would use batch statistics here
+    z = latents(4)
+    alone = model(z[:1]).sample  # batch size 1 works
+    assert alone.shape == (1, 1, 16, 16)
+    in_batch = model(z).sample[:1]
+    with_others = model(torch.cat([z[:1], latents(5, seed=1)])).sample[:1]
+    torch.testing.assert_close(in_batch, alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(with_others, alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_no_transposed_conv_or_batchnorm(norm_type):
+    model = tiny_generator(32, 3, norm_type=norm_type)
+    for name, module in model.named_modules():
+        assert not isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d), name
+        assert not isinstance(module, nn.modules.batchnorm._BatchNorm), name
+        assert not isinstance(module, nn.modules.instancenorm._InstanceNorm), name
+        # every weight matrix lives in a layer LoRA can target
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim >= 2:
+            assert isinstance(module, nn.Linear | nn.Conv2d), name
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """Make any layer construction fail loudly, so a check that runs after allocating is caught."""
+
+    def boom(self, *args, **kwargs):
+        raise AssertionError(f"{type(self).__name__} allocated before the config was checked")
+
+    for cls in (nn.Linear, nn.Conv2d, nn.GroupNorm):
+        monkeypatch.setattr(cls, "__init__", boom)
+
+
+BAD_CONFIGS = [
+    (dict(sample_size=37), "sample_size"),
+    (dict(sample_size=8), "sample_size"),
+    (dict(sample_size=256), "sample_size"),
+    (dict(sample_size=16.0), "sample_size"),
+    (dict(sample_size="16"), "sample_size"),
+    (dict(out_channels=0), "out_channels"),
+    (dict(out_channels=2), "out_channels"),
+    (dict(out_channels=1.0), "out_channels"),
+    (dict(out_channels=True), "out_channels"),
+    (dict(block_out_channels=(16, 8, 4)), "block_out_channels"),
+    (dict(block_out_channels=(16,)), "block_out_channels"),
+    (dict(block_out_channels=()), "block_out_channels"),
+    (dict(block_out_channels=(16, 0)), "block_out_channels"),
+    (dict(block_out_channels=(16, -8)), "block_out_channels"),
+    (dict(block_out_channels=(16.0, 8)), "block_out_channels"),
+    (dict(block_out_channels=(16, True)), "block_out_channels"),
+    (dict(block_out_channels=16), "block_out_channels"),
+    (dict(norm_type="batch"), "norm_type"),
+    (dict(norm_type="instance"), "norm_type"),
+    (dict(act_fn="tanh"), "act_fn"),
+    (dict(latent_dim=0), "latent_dim"),
+    (dict(latent_dim=-3), "latent_dim"),
+    (dict(latent_dim=8.0), "latent_dim"),
+    (dict(latent_dim=True), "latent_dim"),
+    (dict(norm_num_groups=0), "norm_num_groups"),
+    (dict(norm_num_groups=2.5), "norm_num_groups"),
+]
+
+
+@pytest.mark.parametrize(
+    "bad, argument", BAD_CONFIGS, ids=[f"{k}={v!r}" for (c, _) in BAD_CONFIGS for k, v in c.items()]
+)
+def test_bad_config_raises_before_allocating(no_allocation, bad, argument):
+    config = dict(latent_dim=LATENT_DIM, sample_size=16, out_channels=1, block_out_channels=(16, 8))
+    config.update(bad)
+    with pytest.raises(ValueError, match=argument):
+        MetaGANGenerator(**config)
+
+
+@pytest.mark.parametrize("shape", [(2, LATENT_DIM + 1), (LATENT_DIM,), (2, LATENT_DIM, 1), (2, 1, 4, 4)])
+def test_wrong_latent_shape_raises(shape):
+    model = tiny_generator()
+    with pytest.raises(ValueError, match="latents"):
+        model(torch.randn(shape))
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("variant", [None, "fp16", "bf16"])
+def test_save_load_round_trip(tmp_path, variant):
+    dtype = DTYPES[variant]
+    model = tiny_generator(32, 3, norm_type="layer", act_fn="silu")
+    model = nn.Module.to(model, dtype).eval()  # diffusers convention: cast, then save with the matching variant
+    model.save_pretrained(tmp_path, variant=variant)
+
+    weight_name = "diffusion_pytorch_model" + (f".{variant}" if variant else "") + ".safetensors"
+    assert sorted(os.listdir(tmp_path)) == sorted(["config.json", weight_name])
+    for root, _, files in os.walk(tmp_path):
+        assert not [f for f in files if f.endswith(PICKLE_SUFFIXES)], root
+    assert {t.dtype for t in load_file(tmp_path / weight_name).values()} == {dtype}
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
+    assert saved["_class_name"] == "MetaGANGenerator"
+    assert saved["norm_type"] == "layer" and saved["act_fn"] == "silu" and saved["out_channels"] == 3
+
+    loaded = MetaGANGenerator.from_pretrained(tmp_path, variant=variant, dtype=dtype)
+    assert isinstance(loaded, MetaGANGenerator)
+    assert loaded.dtype == dtype
+    assert public_config(loaded) == public_config(model)
+    original, reloaded = model.state_dict(), loaded.state_dict()
+    assert original.keys() == reloaded.keys()
+    for key in original:
+        assert reloaded[key].dtype == dtype, key
+        assert torch.equal(original[key], reloaded[key]), key
+    z = latents(4).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(model(z).sample, loaded(z).sample)
+
+
+def test_variant_file_is_not_found_without_variant(tmp_path):
+    tiny_generator().save_pretrained(tmp_path, variant="fp16")
+    with pytest.raises((OSError, EnvironmentError, ValueError)):
+        MetaGANGenerator.from_pretrained(tmp_path)
