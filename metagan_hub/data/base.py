@@ -34,6 +34,12 @@ def check_background(background: str) -> None:
         raise ValueError(f"`background` must be one of {BACKGROUNDS}, got {background!r}.")
 
 
+def default_split_sizes(num_classes: int) -> tuple[int, int, int]:
+    """Class counts `(train, val, test)` of [`ClassImageDataset.split_classes`] with its default 10% / 20% held out."""
+    num_val, num_test = max(1, round(0.1 * num_classes)), max(1, round(0.2 * num_classes))
+    return num_classes - num_val - num_test, num_val, num_test
+
+
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     """Map uint8 images to float32 in [-1, 1] (0 -> -1, 255 -> 1)."""
     return images.to(torch.float32).div_(127.5).sub_(1.0)
@@ -171,8 +177,9 @@ class ClassImageDataset(abc.ABC):
         n = self.num_classes
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
-        num_val = max(1, round(0.1 * n)) if num_val is None else num_val
-        num_test = max(1, round(0.2 * n)) if num_test is None else num_test
+        _, default_val, default_test = default_split_sizes(n)
+        num_val = default_val if num_val is None else num_val
+        num_test = default_test if num_test is None else num_test
         for name, value in (("num_val", num_val), ("num_test", num_test)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")

@@ -261,9 +261,12 @@ class FontGlyphDataset(ArrayClassDataset):
         supersample (`int`, defaults to 2): render at `resolution * supersample` and box-filter down.
         max_shared (`int`, defaults to 3): a bitmap that a face draws for more than this many characters is treated
             as a placeholder and dropped.
-        min_difference (`float`, defaults to 2.0): an image of a class whose mean absolute pixel difference (0-255
-            scale, at the output resolution) to an earlier image of the class is at most this value is a duplicate
-            and dropped; 0 drops only exact duplicates.
+        duplicate_face_threshold (`float`, defaults to 10.0): a face whose glyphs differ from those of an earlier
+            face by at most this median mean absolute pixel difference (0-255 scale, at the output resolution) is a
+            duplicate face (e.g. the same design installed twice, or its proportional-width variant) and is dropped
+            entirely; distinct styles differ by 20-60. Use -1 to keep every face.
+        min_difference (`float`, defaults to 0.0): then, within each class, an image whose mean absolute pixel
+            difference to an earlier image of the class is at most this value is dropped; 0 drops exact duplicates.
         include_kanjivg (`int`, defaults to 0): add this many kanjivg renders of each character (when kanjivg draws
             it) as extra "hands", after the font faces.
         kanjivg_seed (`int`, defaults to 0): seed of those kanjivg renders.
@@ -296,7 +299,8 @@ class FontGlyphDataset(ArrayClassDataset):
         glyph_scale: float = 0.85,
         supersample: int = 2,
         max_shared: int = 3,
-        min_difference: float = 2.0,
+        duplicate_face_threshold: float = 10.0,
+        min_difference: float = 0.0,
         include_kanjivg: int = 0,
         kanjivg_seed: int = 0,
         kanjivg_jitter: StrokeJitter | None = None,
@@ -320,6 +324,8 @@ class FontGlyphDataset(ArrayClassDataset):
             raise ValueError(f"`max_classes` must be None or a positive integer, got {max_classes!r}.")
         if isinstance(min_difference, bool) or not isinstance(min_difference, int | float) or not min_difference >= 0:
             raise ValueError(f"`min_difference` must be a non-negative number, got {min_difference!r}.")
+        if isinstance(duplicate_face_threshold, bool) or not isinstance(duplicate_face_threshold, int | float):
+            raise ValueError(f"`duplicate_face_threshold` must be a number, got {duplicate_face_threshold!r}.")
         if not isinstance(glyph_scale, int | float) or not 0.1 <= glyph_scale <= 1.5:
             raise ValueError(f"`glyph_scale` must be a number in [0.1, 1.5], got {glyph_scale!r}.")
         check_background(background)
@@ -351,6 +357,9 @@ class FontGlyphDataset(ArrayClassDataset):
         self.supersample = supersample
         self.max_shared = max_shared
         self.min_difference = float(min_difference)
+        self.duplicate_face_threshold = float(duplicate_face_threshold)
+        #: dropped duplicate face -> the earlier face it duplicates (filled when the images are built)
+        self.duplicate_faces: dict[str, str] = {}
         self.include_kanjivg = include_kanjivg
         self.kanjivg_seed = kanjivg_seed
         self.kanjivg_jitter = kanjivg_jitter if kanjivg_jitter is not None else StrokeJitter()
@@ -393,6 +402,7 @@ class FontGlyphDataset(ArrayClassDataset):
             "min_samples": self.min_samples,
             "max_shared": self.max_shared,
             "min_difference": self.min_difference,
+            "duplicate_face_threshold": self.duplicate_face_threshold,
             "background": self.background,
             "include_kanjivg": self.include_kanjivg,
         }
@@ -410,8 +420,9 @@ class FontGlyphDataset(ArrayClassDataset):
             cached = load_arrays(self.cache_path)
             if cached is not None and {"images", "offsets", "class_names", "sample_faces"} <= set(cached):
                 self._sample_faces = cached["sample_faces"]
-                if "filter_counts" in cached:
-                    self.filter_counts = json.loads(str(cached["filter_counts"]))
+                if "info" in cached:
+                    info = json.loads(str(cached["info"]))
+                    self.filter_counts, self.duplicate_faces = info["filter_counts"], info["duplicate_faces"]
                 logger.info("loaded %d font glyphs from %s", cached["images"].shape[0], self.cache_path)
                 return cached["images"], cached["offsets"].tolist(), cached["class_names"].tolist()
         images, offsets, names, sample_faces = self._render()
@@ -424,7 +435,9 @@ class FontGlyphDataset(ArrayClassDataset):
                     offsets=np.asarray(offsets, dtype=np.int64),
                     class_names=np.asarray(names, dtype=str),
                     sample_faces=sample_faces,
-                    filter_counts=np.asarray(json.dumps(self.filter_counts)),
+                    info=np.asarray(
+                        json.dumps({"filter_counts": self.filter_counts, "duplicate_faces": self.duplicate_faces})
+                    ),
                 )
             except OSError as err:
                 logger.warning("could not write the cache file %s: %s", self.cache_path, err)
@@ -463,6 +476,26 @@ class FontGlyphDataset(ArrayClassDataset):
                 self.num_workers,
             ).reshape(len(drawn), self.include_kanjivg, res, res)
             extra = {c: kvg[i] for i, (c, _) in enumerate(drawn)}
+
+        # duplicate faces: compare each face with every earlier kept face on (up to 256) characters both draw
+        self.duplicate_faces = {}
+        kept_faces: list[int] = []
+        probe = np.linspace(0, len(chars) - 1, min(len(chars), 256)).round().astype(int)
+        for j in range(len(self.faces)):
+            for k in kept_faces:
+                both = probe[usable[probe, j] & usable[probe, k]]
+                if len(both) == 0:
+                    continue
+                a, b = coverage[both, j].astype(np.int16), coverage[both, k].astype(np.int16)
+                if np.median(np.abs(a - b).mean(axis=(1, 2))) <= self.duplicate_face_threshold:
+                    self.duplicate_faces[str(self.faces[j])] = str(self.faces[k])
+                    counts["duplicate_face"] += int(usable[:, j].sum())
+                    usable[:, j] = False
+                    break
+            else:
+                kept_faces.append(j)
+        if self.duplicate_faces:
+            logger.info("dropped duplicate font faces: %s", self.duplicate_faces)
 
         kanjivg_id = len(self.faces)
         images, offsets, names, sample_faces = [], [0], [], []
