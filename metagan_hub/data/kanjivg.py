@@ -125,8 +125,8 @@ def kanjivg_characters(character_set: str = "kanji", kanji_dir: str | os.PathLik
 
     ```py
     >>> from metagan_hub.data.kanjivg import kanjivg_characters
-    >>> kanjivg_characters("kanji")[0]
-    '一'
+    >>> "永" in kanjivg_characters("kanji"), "あ" in kanjivg_characters("kana")
+    (True, True)
     ```
     """
     if character_set not in CHARACTER_SETS:
