@@ -1,0 +1,930 @@
+#!/usr/bin/env python
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Meta-train a Meta-GAN (Reptile, first-order MAML, or the pooled-pretraining baseline) over image classes.
+
+Examples:
+
+    # one process (CPU or one GPU)
+    accelerate launch scripts/train_metagan.py --dataset kanjivg --algorithm reptile --output_dir runs/meta
+
+    # two CPU processes (gloo); each process meta-trains on its own share of the tasks of every meta step
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
+        --mixed_precision no --dynamo_backend no scripts/train_metagan.py --dataset digits --output_dir runs/digits
+
+    # the FIGR recipe (Reptile + WGAN-GP, 10 inner SGD steps at 1e-3, outer Adam at 1e-4, 4 shots)
+    accelerate launch scripts/train_metagan.py --dataset kanjivg --preset figr --output_dir runs/figr
+
+The classes are split into train / validation / test classes (`--split_seed`, `--num_val_classes`,
+`--num_test_classes`); meta-training only sees the training classes. `--meta_batch_size` is the number of tasks per
+meta step over *all* processes, so the same command follows the same trajectory on 1 or N processes (up to float
+summation order). G and D are never wrapped in DDP: inner loops run locally, and only the outer update is averaged.
+
+Validation (`--validation_steps`, and once at the end) adapts the current meta-weights to the first
+`--num_validation_classes` *test* classes with `MetaGANPipeline.adapt` (`--validation_shots` images, the rest of the
+class held out), writes a sample grid to `<output_dir>/validation/`, and reports `heldout_distance`: a symmetric
+nearest-neighbour (Chamfer) distance in pixel space between the generated samples and the class's held-out real
+images -- the mean of (for each sample, the RMS pixel distance to its nearest held-out real image) and (for each
+held-out real image, the RMS distance to its nearest sample), images in [-1, 1]. Lower is better; the second term
+penalizes mode collapse. It is feature-free (no pretrained network exists offline), so compare it only between runs
+on the same data, resolution and validation settings.
+
+Checkpoints (`--checkpointing_steps`) are written with `accelerator.save_state` to `checkpoint-N.tmp` and renamed to
+`checkpoint-N` only once complete, so a kill during a save never leaves a broken latest checkpoint. The final
+pipeline is written to `--output_dir` with `MetaGANPipeline.save_pretrained` (model card included) and uploaded with
+`--push_to_hub` (checkpoints are never uploaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, broadcast, parse_flag_from_env, set_seed
+from diffusers.utils import make_image_grid
+from PIL import Image
+from tqdm.auto import tqdm
+
+import metagan_hub
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.training.augment import AUGMENT_POLICIES
+from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
+from metagan_hub.training.meta_learning import (
+    ALGORITHMS,
+    INNER_OPTIMIZERS,
+    OUTER_OPTIMIZERS,
+    MetaLearner,
+    MetaLearningConfig,
+)
+from metagan_hub.training.tasks import TaskSampler
+
+logger = get_logger(__name__, log_level="INFO")
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINING_STATE_NAME = "training_state.json"
+TASK_SAMPLER_NAME = "task_sampler.pt"
+SECRET_ARGS = ("hub_token",)
+
+# Values used when neither the command line nor a preset sets an option.
+DEFAULTS: dict[str, Any] = {
+    "algorithm": "reptile",
+    "loss": "nonsaturating",
+    "shots": 5,
+    "inner_steps": 10,
+    "inner_lr": 1e-3,
+    "inner_optimizer": "adam",
+    "outer_optimizer": "adam",
+    "meta_lr": 1e-4,
+    "r1_gamma": 0.1,
+    "gp_lambda": 10.0,
+    "wgan_drift": WGAN_DRIFT,
+    "augment": ",".join(AUGMENT_POLICIES),
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    # FIGR (Clouatre & Demers 2019): Reptile + WGAN-GP, inner 10 SGD steps at 1e-3, outer Adam at 1e-4, 4 shots.
+    "figr": {
+        **{k: v for k, v in MetaLearningConfig.figr().to_dict().items() if k in DEFAULTS},
+        "augment": "none",
+        "shots": 4,
+    },
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 128,64,32, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; options a `--preset` sets default to `None` and are resolved afterwards."""
+    parser = argparse.ArgumentParser(description="Meta-train a Meta-GAN over image classes.")
+    # data
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", type=str, default=None, choices=["kanjivg", "fonts", "digits"])
+    data.add_argument("--train_data_dir", type=str, default=None, help="An image folder with one subfolder per class.")
+    data.add_argument("--dataset_name", type=str, default=None, help="A Hugging Face datasets name or local path.")
+    data.add_argument("--dataset_split", type=str, default="train")
+    data.add_argument("--image_column", type=str, default="image")
+    data.add_argument("--label_column", type=str, default="label")
+    data.add_argument("--samples_per_class", type=int, default=20, help="kanjivg: rendered samples per class.")
+    data.add_argument("--max_classes", type=int, default=None, help="kanjivg / fonts: use at most this many classes.")
+    data.add_argument("--cache_dir", type=str, default=None, help="Cache folder of rendered / downloaded data.")
+    data.add_argument("--resolution", type=int, default=32)
+    data.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    data.add_argument("--split_seed", type=int, default=0, help="Seed of the train / validation / test class split.")
+    data.add_argument("--num_val_classes", type=int, default=None, help="Default: 10%% of the classes.")
+    data.add_argument("--num_test_classes", type=int, default=None, help="Default: 20%% of the classes.")
+    # model
+    model = parser.add_argument_group("model")
+    model.add_argument("--latent_dim", type=int, default=128)
+    model.add_argument(
+        "--block_out_channels",
+        type=_int_list,
+        default=None,
+        help="Generator block widths, e.g. 128,64,32 for 32x32 (the discriminator uses them reversed).",
+    )
+    # algorithm
+    algo = parser.add_argument_group("meta-learning")
+    algo.add_argument("--preset", type=str, default=None, choices=sorted(PRESETS), help="Explicit options win.")
+    algo.add_argument("--algorithm", type=str, default=None, choices=list(ALGORITHMS))
+    algo.add_argument("--loss", type=str, default=None, choices=list(LOSS_TYPES))
+    algo.add_argument("--shots", type=int, default=None, help="Support images per task (default 5).")
+    algo.add_argument("--queries", type=int, default=None, help="Query images per task (default: 0, fomaml: shots).")
+    algo.add_argument("--inner_steps", type=int, default=None)
+    algo.add_argument("--inner_lr", type=float, default=None)
+    algo.add_argument("--inner_optimizer", type=str, default=None, choices=list(INNER_OPTIMIZERS))
+    algo.add_argument("--inner_batch_size", type=int, default=8)
+    algo.add_argument("--outer_optimizer", type=str, default=None, choices=list(OUTER_OPTIMIZERS))
+    algo.add_argument("--meta_lr", type=float, default=None)
+    algo.add_argument(
+        "--meta_batch_size", type=int, default=4, help="Tasks per meta step over all processes (divisible by them)."
+    )
+    algo.add_argument("--max_meta_steps", type=int, default=1000)
+    algo.add_argument("--r1_gamma", type=float, default=None)
+    algo.add_argument("--gp_lambda", type=float, default=None)
+    algo.add_argument("--wgan_drift", type=float, default=None)
+    algo.add_argument("--augment", type=str, default=None, help="Comma-separated DiffAugment policies, or 'none'.")
+    algo.add_argument("--ema_decay", type=float, default=None, help="EMA of the generator's meta-weights.")
+    algo.add_argument("--max_nonfinite_steps", type=int, default=10)
+    # run
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "bf16", "fp16"],
+        help="Default: the `accelerate launch` setting. fp16 needs a GPU; use bf16 on CPU.",
+    )
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--output_dir", type=str, default="metagan-meta")
+    run.add_argument("--logging_dir", type=str, default="logs", help="Under --output_dir.")
+    run.add_argument("--report_to", type=str, default=None, choices=["tensorboard"])
+    run.add_argument("--logging_steps", type=int, default=10)
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument(
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
+        help='A checkpoint folder, or "latest" (the newest complete checkpoint in --output_dir; none: start fresh).',
+    )
+    # validation
+    val = parser.add_argument_group("validation")
+    val.add_argument("--validation_steps", type=int, default=0, help="Validate every N meta steps (0: only at end).")
+    val.add_argument("--num_validation_classes", type=int, default=4, help="Held-out test classes (0: no validation).")
+    val.add_argument("--validation_shots", type=int, default=5)
+    val.add_argument("--validation_adapt_steps", type=int, default=50)
+    val.add_argument("--validation_lr", type=float, default=2e-4)
+    val.add_argument("--validation_samples", type=int, default=32, help="Generated images per class for the distance.")
+    # hub
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", type=str, default=None)
+    hub.add_argument("--hub_token", type=str, default=None)
+    hub.add_argument("--hub_private_repo", action="store_true")
+
+    args = parser.parse_args(argv)
+    sources = [name for name in ("dataset", "train_data_dir", "dataset_name") if getattr(args, name) is not None]
+    if len(sources) != 1:
+        parser.error(f"give exactly one of --dataset, --train_data_dir or --dataset_name (got {sources or 'none'})")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. me/metagan-kanji-32)")
+    resolve_preset(args)
+    for name in (
+        "shots",
+        "inner_steps",
+        "inner_batch_size",
+        "meta_batch_size",
+        "max_meta_steps",
+        "max_nonfinite_steps",
+        "latent_dim",
+        "logging_steps",
+        "validation_shots",
+        "validation_adapt_steps",
+        "validation_samples",
+    ):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
+    if args.algorithm == "fomaml" and args.queries < 1:
+        parser.error("--algorithm fomaml needs --queries >= 1 (the meta-gradient is taken on the query images)")
+    if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be in (0, 1), got {args.ema_decay}")
+    return args
+
+
+def resolve_preset(args: argparse.Namespace) -> None:
+    """Fill options left unset on the command line: from `--preset` if given, else from `DEFAULTS`."""
+    preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    for name, default in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, preset.get(name, default))
+    if args.queries is None:
+        args.queries = args.shots if args.algorithm == "fomaml" else 0
+    augment = args.augment.strip().lower()
+    args.augment = "none" if augment in ("", "none") else ",".join(a.strip() for a in augment.split(","))
+
+
+# ---------------------------------------------------------------------------------------------------- setup
+
+
+def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearningConfig:
+    augment = () if args.augment == "none" else tuple(args.augment.split(","))
+    return MetaLearningConfig(
+        algorithm=args.algorithm,
+        loss=args.loss,
+        inner_steps=args.inner_steps,
+        inner_lr=args.inner_lr,
+        inner_optimizer=args.inner_optimizer,
+        meta_lr=args.meta_lr,
+        outer_optimizer=args.outer_optimizer,
+        inner_batch_size=args.inner_batch_size,
+        r1_gamma=args.r1_gamma,
+        gp_lambda=args.gp_lambda,
+        wgan_drift=args.wgan_drift,
+        augment=augment,
+        mixed_precision=mixed_precision,
+        max_nonfinite_steps=args.max_nonfinite_steps,
+    )
+
+
+def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str, Any]:
+    """Everything that determines the training trajectory; a checkpoint only resumes a run with the same values.
+    (Step budget, checkpointing, validation, logging and output options may change between runs; so may the number
+    of processes, since `--meta_batch_size` counts tasks over all processes.)"""
+    learning = {k: v for k, v in config.to_dict().items() if k != "max_nonfinite_steps"}
+    return {
+        "dataset": args.dataset,
+        "train_data_dir": args.train_data_dir,
+        "dataset_name": args.dataset_name,
+        "dataset_split": args.dataset_split,
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+        "samples_per_class": args.samples_per_class,
+        "max_classes": args.max_classes,
+        "resolution": args.resolution,
+        "channels": args.channels,
+        "split_seed": args.split_seed,
+        "num_val_classes": args.num_val_classes,
+        "num_test_classes": args.num_test_classes,
+        "latent_dim": args.latent_dim,
+        "block_out_channels": args.block_out_channels,
+        "shots": args.shots,
+        "queries": args.queries,
+        "meta_batch_size": args.meta_batch_size,
+        "seed": args.seed,
+        "ema_decay": args.ema_decay,
+        **learning,
+    }
+
+
+def build_dataset(args: argparse.Namespace):
+    """The full class-structured dataset named on the command line, and a one-line description of it."""
+    from metagan_hub.data import get_dataset
+
+    common = {"resolution": args.resolution, "channels": args.channels}
+    if args.dataset == "kanjivg":
+        kwargs = {"samples_per_class": args.samples_per_class, "max_classes": args.max_classes, "seed": args.seed}
+        if args.cache_dir is not None:
+            kwargs["cache_dir"] = args.cache_dir
+        dataset = get_dataset("kanjivg", **common, **kwargs)
+        return dataset, f"KanjiVG renders ({args.samples_per_class} per character)"
+    if args.dataset == "fonts":
+        return get_dataset("fonts", **common, max_classes=args.max_classes), "system-font glyph renders"
+    if args.dataset == "digits":
+        return get_dataset("digits", **common), "scikit-learn digits (8x8, upsampled)"
+    if args.train_data_dir is not None:
+        return get_dataset("imagefolder", root=args.train_data_dir, **common), f"image folder {args.train_data_dir}"
+    kwargs = {"split": args.dataset_split, "image_column": args.image_column, "label_column": args.label_column}
+    if args.cache_dir is not None:
+        kwargs["cache_dir"] = args.cache_dir
+    dataset = get_dataset("hf", dataset_name=args.dataset_name, **common, **kwargs)
+    return dataset, f"Hugging Face dataset {args.dataset_name} ({args.dataset_split} split)"
+
+
+def split_dataset(dataset, args: argparse.Namespace, world_size: int):
+    """Split the classes and check that the training classes can feed the meta-batches and validation."""
+    n = dataset.num_classes
+    try:
+        train, val, test = dataset.split_classes(args.split_seed, args.num_val_classes, args.num_test_classes)
+    except ValueError as err:
+        raise ValueError(
+            f"the dataset has {n} classes, too few for the class split (--num_val_classes {args.num_val_classes}, "
+            f"--num_test_classes {args.num_test_classes}): {err}"
+        ) from err
+    if train.num_classes < max(2, args.meta_batch_size):
+        raise ValueError(
+            f"the dataset has {n} classes, of which {train.num_classes} are for meta-training after holding out "
+            f"{val.num_classes} validation and {test.num_classes} test classes; a meta step needs at least "
+            f"--meta_batch_size {args.meta_batch_size} (and at least 2) training classes. Use more classes, a "
+            "smaller --meta_batch_size, or fewer --num_val_classes / --num_test_classes."
+        )
+    if args.meta_batch_size % world_size != 0:
+        raise ValueError(
+            f"--meta_batch_size {args.meta_batch_size} (tasks per meta step over all processes) must be divisible by "
+            f"the number of processes, {world_size}."
+        )
+    if args.num_validation_classes > 0:
+        for i in range(min(args.num_validation_classes, test.num_classes)):
+            count = test.num_images(i)
+            if count <= args.validation_shots:
+                raise ValueError(
+                    f"validation class {test.class_names[i]!r} has {count} image(s); --validation_shots "
+                    f"{args.validation_shots} must leave at least one held-out image. Lower --validation_shots or "
+                    "set --num_validation_classes 0."
+                )
+    return train, val, test
+
+
+def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
+    g_channels = tuple(args.block_out_channels) if args.block_out_channels else None
+    generator = MetaGANGenerator(
+        latent_dim=args.latent_dim,
+        sample_size=args.resolution,
+        out_channels=args.channels,
+        block_out_channels=g_channels,
+    )
+    d_channels = tuple(reversed(g_channels)) if g_channels else None
+    discriminator = MetaGANDiscriminator(
+        sample_size=args.resolution, in_channels=args.channels, block_out_channels=d_channels
+    )
+    return generator, discriminator
+
+
+def effective_mixed_precision(args: argparse.Namespace) -> str:
+    return args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") or "no"
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints `(step, path)` in `output_dir`, oldest first (`.tmp` folders are incomplete)."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name)
+        path = os.path.join(output_dir, name)
+        if match and os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> str | None:
+    """The checkpoint folder to resume from, or `None` to start fresh (`latest` with no checkpoint yet)."""
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(args.output_dir)
+        if not checkpoints:
+            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; starting a new run.")
+            return None
+        return checkpoints[-1][1]
+    path = args.resume_from_checkpoint
+    if not os.path.isdir(path) and os.path.isdir(os.path.join(args.output_dir, path)):
+        path = os.path.join(args.output_dir, path)  # e.g. --resume_from_checkpoint checkpoint-500
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r}: no such checkpoint folder (looked for it as "
+            f"given and inside --output_dir {args.output_dir!r}). Pass a checkpoint-N folder or 'latest'."
+        )
+    if not os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
+        raise ValueError(
+            f"--resume_from_checkpoint {path!r} is not a complete training checkpoint (it has no "
+            f"{TRAINING_STATE_NAME}); pass a checkpoint-N folder written by this script, or 'latest'."
+        )
+    return path
+
+
+def check_checkpoint_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Read the checkpoint's training state; raise if it was written by a run with another configuration."""
+    with open(os.path.join(path, TRAINING_STATE_NAME), encoding="utf-8") as f:
+        state = json.load(f)
+    saved = state.get("config", {})
+    differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    if differ:
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {config.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{path} is a checkpoint from another configuration: keys {differ} differ ({details}). Resume with the "
+            "original options, or start a new run in another --output_dir."
+        )
+    return state
+
+
+def all_finite(*modules: torch.nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(p).all()) for m in modules for p in m.state_dict().values() if p.is_floating_point()
+    )
+
+
+def check_ranks_identical(accelerator: Accelerator, *modules: torch.nn.Module) -> None:
+    """Raise if the meta-weights differ between processes (they must stay bit-identical)."""
+    if accelerator.num_processes == 1:
+        return
+    flat = torch.cat([p.detach().reshape(-1).double() for m in modules for p in m.parameters()])
+    probe = torch.stack([flat.sum(), (flat * torch.arange(1, flat.numel() + 1, dtype=flat.dtype)).sum()])
+    gathered = accelerator.gather(probe.to(accelerator.device)[None]).cpu()  # [world_size, 2]
+    if not bool((gathered == gathered[0]).all()):
+        raise RuntimeError(f"meta-weights differ between processes (checksums {gathered.tolist()}).")
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    step: int,
+    sampler: TaskSampler,
+    config: dict[str, Any],
+    models: tuple[torch.nn.Module, ...],
+) -> str:
+    """Write `checkpoint-{step}.tmp` with `accelerator.save_state` (hooks save the models with `save_pretrained`),
+    then rename it to `checkpoint-{step}` and prune old checkpoints."""
+    if not all_finite(*models):
+        raise RuntimeError(f"refusing to save checkpoint {step}: the meta-weights contain NaN/inf values.")
+    check_ranks_identical(accelerator, *models)
+    final = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)  # models (hook), learner / EMA states, and every process's RNG states
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        torch.save(sampler.state_dict(), os.path.join(tmp, TASK_SAMPLER_NAME))
+        state = {"step": step, "config": config, "num_processes": accelerator.num_processes}
+        state["metagan_hub_version"] = metagan_hub.__version__
+        with open(os.path.join(tmp, TRAINING_STATE_NAME), "w", encoding="utf-8") as f:  # written last
+            json.dump(state, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(final):  # e.g. a run restarted from scratch in the same output_dir
+            old = final + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        if args.checkpoints_total_limit is not None:
+            checkpoints = list_checkpoints(args.output_dir)
+            for _, path in checkpoints[: max(0, len(checkpoints) - args.checkpoints_total_limit)]:
+                logger.info(f"removing old checkpoint {path}")
+                shutil.rmtree(path, ignore_errors=True)
+        logger.info(f"saved {final}")
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def heldout_distance(samples: torch.Tensor, real: torch.Tensor) -> float:
+    """Symmetric nearest-neighbour RMS pixel distance (Chamfer) between `samples` and `real`, both `[N, C, H, W]` in
+    `[-1, 1]`: the mean of sample->nearest-real and real->nearest-sample distances."""
+    a = samples.reshape(samples.shape[0], -1).double()  # [S, D]
+    b = real.reshape(real.shape[0], -1).double()  # [R, D]
+    dist = torch.cdist(a, b) / math.sqrt(a.shape[1])  # [S, R] RMS distances
+    return float(0.5 * (dist.min(dim=1).values.mean() + dist.min(dim=0).values.mean()))
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """`[N, C, H, W]` in `[-1, 1]` to PIL images."""
+    array = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if array.shape[-1] == 1:
+        return [Image.fromarray(a[..., 0], mode="L") for a in array]
+    return [Image.fromarray(a, mode="RGB") for a in array]
+
+
+def validate(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    step: int,
+    generator_model: MetaGANGenerator,
+    discriminator_model: MetaGANDiscriminator,
+    test_classes,
+    mixed_precision: str,
+) -> dict[str, Any]:
+    """Adapt copies of the meta-weights to held-out test classes (main process only); grid PNG + distances."""
+    from metagan_hub.training.adaptation import NonFiniteLossError
+
+    pipe = MetaGANPipeline(
+        generator=copy.deepcopy(generator_model).eval(), discriminator=copy.deepcopy(discriminator_model).eval()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    k = args.validation_shots
+    num_classes = min(args.num_validation_classes, test_classes.num_classes)
+    per_class, unadapted, rows = {}, {}, []
+    start = time.perf_counter()
+    for c in range(num_classes):
+        name = test_classes.class_names[c]
+        images = test_classes.class_images(c)  # [N, C, H, W] in [-1, 1]
+        shots, held_out = images[:k], images[k:]
+        sample_gen = torch.Generator().manual_seed(args.seed + 1000 + c)
+        before = pipe(batch_size=args.validation_samples, generator=sample_gen, output_type="pt").images * 2 - 1
+        unadapted[name] = heldout_distance(before, held_out)
+        try:
+            adapted = pipe.adapt(
+                shots,
+                num_steps=args.validation_adapt_steps,
+                learning_rate=args.validation_lr,
+                mixed_precision=mixed_precision,
+                generator=torch.Generator().manual_seed(args.seed + c),
+                accelerator=accelerator,
+            )
+        except NonFiniteLossError as err:
+            logger.warning(f"validation: adapting to class {name!r} failed ({err})")
+            per_class[name] = float("nan")
+            continue
+        sample_gen = torch.Generator().manual_seed(args.seed + 1000 + c)
+        samples = adapted(batch_size=args.validation_samples, generator=sample_gen, output_type="pt").images * 2 - 1
+        per_class[name] = heldout_distance(samples, held_out)
+        rows.append(to_pil(shots) + to_pil(samples[: max(8, k)]))
+    result = {
+        "step": step,
+        "heldout_distance": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "heldout_distance_unadapted": float(np.mean(list(unadapted.values()))) if unadapted else float("nan"),
+        "per_class": per_class,
+        "per_class_unadapted": unadapted,
+        "split": "test",
+        "shots": k,
+        "adapt_steps": args.validation_adapt_steps,
+        "adapt_lr": args.validation_lr,
+        "samples_per_class": args.validation_samples,
+        "metric": "symmetric nearest-neighbour RMS pixel distance, samples vs. held-out real images (lower is better)",
+        "wall_time_s": round(time.perf_counter() - start, 2),
+    }
+    if rows:
+        cols = max(len(r) for r in rows)
+        blank = Image.new(rows[0][0].mode, rows[0][0].size, 0)
+        grid = make_image_grid([im for r in rows for im in r + [blank] * (cols - len(r))], rows=len(rows), cols=cols)
+        folder = os.path.join(args.output_dir, "validation")
+        os.makedirs(folder, exist_ok=True)
+        grid.save(os.path.join(folder, f"step-{step:06d}.png"))
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.writer.add_image("validation/grid", np.asarray(grid.convert("RGB")), step, dataformats="HWC")
+    with open(os.path.join(args.output_dir, "validation.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
+    logger.info(
+        f"validation at step {step}: heldout_distance {result['heldout_distance']:.4f} "
+        f"(unadapted {result['heldout_distance_unadapted']:.4f}) in {result['wall_time_s']} s"
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def public_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments without secrets, JSON-safe."""
+    return {k: v for k, v in vars(args).items() if k not in SECRET_ARGS}
+
+
+def public_command(argv: list[str]) -> str:
+    """The command line with secret values replaced."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+            continue
+        name = arg.split("=", 1)[0].lstrip("-")
+        if name in SECRET_ARGS:
+            if "=" in arg:
+                out.append(arg.split("=", 1)[0] + "=***")
+            else:
+                out.append(arg)
+                hide = True
+            continue
+        out.append(arg)
+    return shlex.join(out)
+
+
+class _TrainingState:
+    """Step counter checkpointed through `accelerator.register_for_checkpointing`."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def main(args: argparse.Namespace) -> MetaGANPipeline | None:
+    """Meta-train and save the pipeline; returns it on the main process (`None` elsewhere)."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+
+    # 0. precision and launch checks, before an Accelerator fixes the process-wide state
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # what Accelerator() will also use
+    mixed_precision = effective_mixed_precision(args)
+    if mixed_precision == "fp16" and state.device.type == "cpu":
+        raise ValueError(
+            "--mixed_precision fp16 is not supported on CPU: Accelerate silently ignores it there and would train in "
+            "fp32. Use --mixed_precision bf16 on CPU (about 1.7x faster on CPUs with AMX), or run on a GPU."
+        )
+    world_env = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_env > 1 and state.num_processes == 1:
+        raise RuntimeError(
+            f"launched as {world_env} processes (WORLD_SIZE={world_env}), but Accelerate runs each of them alone, so "
+            "they would train separately. On CPU set ACCELERATE_USE_CPU=true, e.g. `ACCELERATE_USE_CPU=true "
+            "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no "
+            "--dynamo_backend no scripts/train_metagan.py ...`."
+        )
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+    )
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, log_with=args.report_to, project_config=project_config
+    )
+    world_size, rank = accelerator.num_processes, accelerator.process_index
+    logger.info(accelerator.state, main_process_only=False)
+    if args.meta_batch_size % world_size != 0:
+        raise ValueError(
+            f"--meta_batch_size {args.meta_batch_size} (tasks per meta step over all processes) must be divisible by "
+            f"the number of processes, {world_size}."
+        )
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name in os.listdir(args.output_dir):  # incomplete saves of a killed run
+            if re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+\.(tmp|old)", name):
+                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+
+    # 1. data: split classes, check sizes, one task stream shared by all processes
+    with accelerator.main_process_first():
+        dataset, data_description = build_dataset(args)
+    train_classes, val_classes, test_classes = split_dataset(dataset, args, world_size)
+    sampler = TaskSampler(
+        train_classes, shots=args.shots, queries=args.queries, seed=args.seed, rank=rank, world_size=world_size
+    )
+    tasks_per_process = args.meta_batch_size // world_size
+    logger.info(
+        f"{dataset.num_classes} classes: {train_classes.num_classes} train, {val_classes.num_classes} validation, "
+        f"{test_classes.num_classes} test; {args.meta_batch_size} tasks per meta step "
+        f"({tasks_per_process} per process)"
+    )
+
+    # 2. models (identical on every process; never wrapped in DDP) and the meta-learner
+    config = learning_config(args, mixed_precision)
+    generator_model, discriminator_model = make_models(args)
+    generator_model.to(accelerator.device)
+    discriminator_model.to(accelerator.device)
+    if world_size > 1:
+        for p in [*generator_model.parameters(), *discriminator_model.parameters()]:
+            p.data.copy_(broadcast(p.data.clone(), from_process=0))
+    learner = MetaLearner(generator_model, discriminator_model, config, accelerator=accelerator, seed=args.seed)
+    ema = None
+    if args.ema_decay is not None:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(
+            generator_model.parameters(),
+            decay=args.ema_decay,
+            use_ema_warmup=False,
+            foreach=False,
+            model_cls=MetaGANGenerator,
+            model_config=generator_model.config,
+        )
+    training_state = _TrainingState()
+
+    def ema_generator() -> MetaGANGenerator:
+        if ema is None:
+            return generator_model
+        copy_g = copy.deepcopy(generator_model)
+        ema.copy_to(copy_g.parameters())
+        return copy_g
+
+    # 3. checkpoint hooks: the models as save_pretrained folders inside the checkpoint
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            generator_model.save_pretrained(os.path.join(output_dir, "generator"))
+            discriminator_model.save_pretrained(os.path.join(output_dir, "discriminator"))
+            if ema is not None:
+                ema_generator().save_pretrained(os.path.join(output_dir, "generator_ema"))
+
+    def load_model_hook(models, input_dir):
+        for model, sub in ((generator_model, "generator"), (discriminator_model, "discriminator")):
+            loaded = type(model).from_pretrained(os.path.join(input_dir, sub))
+            saved, current = (
+                {k: v for k, v in dict(c).items() if not k.startswith("_")} for c in (loaded.config, model.config)
+            )
+            if saved != current:
+                raise ValueError(f"{input_dir}/{sub} has another architecture: {saved}, expected {current}.")
+            model.load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    accelerator.register_for_checkpointing(learner)
+    accelerator.register_for_checkpointing(training_state)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    # 4. resume
+    trajectory = run_config(args, config)
+    checkpoint = resolve_checkpoint(args)
+    if checkpoint is not None:
+        check_checkpoint_config(checkpoint, trajectory)
+        logger.info(f"resuming from {checkpoint}")
+        accelerator.load_state(checkpoint)
+        sampler.load_state_dict(torch.load(os.path.join(checkpoint, TASK_SAMPLER_NAME), weights_only=False))
+        check_ranks_identical(accelerator, generator_model, discriminator_model)
+    first_step = training_state.step
+    if first_step >= args.max_meta_steps:
+        logger.warning(f"the checkpoint is at step {first_step} >= --max_meta_steps {args.max_meta_steps}")
+
+    if accelerator.is_main_process:
+        tracker_config = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in trajectory.items()}
+        accelerator.init_trackers("train_metagan", config=tracker_config)
+
+    # 5. meta-training
+    progress = tqdm(
+        total=args.max_meta_steps,
+        initial=first_step,
+        desc="meta steps",
+        disable=not accelerator.is_local_main_process,
+    )
+    validation: dict[str, Any] | None = None
+    skipped = 0
+    start = time.perf_counter()
+    for step in range(first_step, args.max_meta_steps):
+        tasks = sampler.sample_batch(tasks_per_process)
+        logs = learner.meta_step(tasks, step=step)  # raises NonFiniteMetaStepError after too many bad steps
+        if logs["nonfinite"]:
+            skipped += 1
+        elif ema is not None:
+            ema.step(generator_model.parameters())
+        training_state.step = global_step = step + 1
+        elapsed = time.perf_counter() - start
+        tasks_per_s = (global_step - first_step) * args.meta_batch_size / max(elapsed, 1e-9)
+        progress.update(1)
+        progress.set_postfix(d_loss=f"{logs.get('d_loss', float('nan')):.3f}", tasks_s=f"{tasks_per_s:.1f}")
+        if global_step % args.logging_steps == 0 or global_step == args.max_meta_steps:
+            accelerator.log({**logs, "tasks_per_s": tasks_per_s}, step=global_step)
+        if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+            save_checkpoint(
+                accelerator, args, global_step, sampler, trajectory, (generator_model, discriminator_model)
+            )
+        last = global_step == args.max_meta_steps
+        periodic = args.validation_steps and global_step % args.validation_steps == 0
+        if args.num_validation_classes > 0 and test_classes.num_classes > 0 and (periodic or last):
+            if accelerator.is_main_process:
+                validation = validate(
+                    accelerator,
+                    args,
+                    global_step,
+                    ema_generator(),
+                    discriminator_model,
+                    test_classes,
+                    mixed_precision,
+                )
+                accelerator.log(
+                    {
+                        "validation/heldout_distance": validation["heldout_distance"],
+                        "validation/heldout_distance_unadapted": validation["heldout_distance_unadapted"],
+                    },
+                    step=global_step,
+                )
+            accelerator.wait_for_everyone()
+    progress.close()
+    wall_time = time.perf_counter() - start
+    steps_run = args.max_meta_steps - first_step
+
+    # 6. final pipeline (EMA generator where used) with its model card
+    if not all_finite(generator_model, discriminator_model):
+        raise RuntimeError("the meta-weights contain NaN/inf values; nothing was saved.")
+    check_ranks_identical(accelerator, generator_model, discriminator_model)
+    accelerator.wait_for_everyone()
+    pipeline = None
+    if accelerator.is_main_process:
+        pipeline = MetaGANPipeline(
+            generator=copy.deepcopy(ema_generator()).eval(),
+            discriminator=copy.deepcopy(discriminator_model).eval(),
+            card_info=card_info(
+                args,
+                data_description,
+                dataset,
+                train_classes,
+                val_classes,
+                test_classes,
+                config,
+                validation,
+                {
+                    "meta_steps": args.max_meta_steps,
+                    "steps_this_run": steps_run,
+                    "skipped_nonfinite_steps": skipped,
+                    "num_processes": world_size,
+                    "wall_time_s": round(wall_time, 1),
+                    "tasks_per_s": round(steps_run * args.meta_batch_size / wall_time, 3) if steps_run else None,
+                    "mixed_precision": mixed_precision,
+                    "device": accelerator.device.type,
+                },
+            ),
+        )
+        pipeline.save_pretrained(args.output_dir, repo_id=args.hub_model_id)
+        logger.info(f"saved the meta-trained pipeline to {args.output_dir}")
+        if args.push_to_hub:
+            url = pipeline.push_to_hub(args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
+            logger.info(f"pushed to {url}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return pipeline
+
+
+def card_info(
+    args: argparse.Namespace,
+    data_description: str,
+    dataset,
+    train_classes,
+    val_classes,
+    test_classes,
+    config: MetaLearningConfig,
+    validation: dict[str, Any] | None,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """The model card record: training configuration, data (with licence notes) and validation numbers."""
+    algorithm_names = {"reptile": "Reptile", "fomaml": "first-order MAML", "pretrain": "pooled pretraining"}
+    res = f"{args.resolution}x{args.resolution}"
+    training = {
+        "algorithm": args.algorithm,
+        "preset": args.preset,
+        "loss": args.loss,
+        "shots": args.shots,
+        "queries": args.queries,
+        "inner_steps": args.inner_steps,
+        "inner_lr": args.inner_lr,
+        "inner_optimizer": args.inner_optimizer,
+        "inner_batch_size": args.inner_batch_size,
+        "outer_optimizer": args.outer_optimizer,
+        "meta_lr": args.meta_lr,
+        "meta_batch_size": args.meta_batch_size,
+        "r1_gamma": args.r1_gamma,
+        "gp_lambda": args.gp_lambda,
+        "wgan_drift": args.wgan_drift,
+        "augment": args.augment,
+        "ema_decay": args.ema_decay,
+        "seed": args.seed,
+        **run,
+        "data": data_description,
+        "classes (train / val / test)": f"{train_classes.num_classes} / {val_classes.num_classes} / "
+        f"{test_classes.num_classes} (split seed {args.split_seed})",
+    }
+    if validation is not None:
+        training["validation_heldout_distance"] = round(validation["heldout_distance"], 5)
+        training["validation_heldout_distance_unadapted"] = round(validation["heldout_distance_unadapted"], 5)
+        training["validation"] = (
+            f"{len(validation['per_class'])} test classes, {validation['shots']} shots, {validation['adapt_steps']} "
+            f"adaptation steps at lr {validation['adapt_lr']}, {validation['samples_per_class']} samples per class; "
+            f"{validation['metric']}"
+        )
+    training["command"] = "accelerate launch scripts/train_metagan.py " + public_command(sys.argv[1:])
+    notes = [
+        f"Meta-trained on the {train_classes.num_classes} training classes of {data_description} at {res} with "
+        f"{args.channels} channel(s); the {val_classes.num_classes} validation and {test_classes.num_classes} test "
+        f"classes were held out (never seen in meta-training).",
+    ]
+    license_note = getattr(dataset, "license_note", None)
+    if license_note:
+        notes.append(license_note)
+    return {
+        "title": args.hub_model_id.split("/")[-1] if args.hub_model_id else f"Meta-GAN meta-checkpoint ({res})",
+        "summary": (
+            f"A {res} Meta-GAN meta-trained with {algorithm_names[args.algorithm]} ({args.loss} loss) so that it "
+            f"adapts to a new class from about {args.shots} images with `pipe.adapt(images)`."
+        ),
+        "tags": ["meta-learning", args.algorithm],
+        "training": training,
+        "data_notes": "\n\n".join(notes),
+        "validation": validation,
+        "training_config": public_args(args),
+        "meta_learning_config": config.to_dict(),
+    }
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,416 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Tests of the meta-learning outer loops (`metagan_hub.training.meta_learning`).
+
+The reference computations below re-implement the inner loop with `gan_step` and the documented randomness protocol
+of [`MetaLearner`]: task `i` of meta step `s` draws everything from `learner.task_generator(s, i)`, first the seed of
+the DiffAugment generator, then per inner step the support indices, `z_d` and `z_g`.
+
+Run as a script under `torchrun` (see `test_two_processes_match_one_process`), this file is also the worker of the
+two-process test.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator
+from metagan_hub.training.gan_step import GANStepConfig, gan_step
+from metagan_hub.training.losses import discriminator_loss, generator_loss
+from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig, NonFiniteMetaStepError
+from metagan_hub.training.tasks import Task
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIZE, CHANNELS, LATENT = 16, 1, 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and the shared CPU cores are not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_models(seed: int = 0) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
+    torch.manual_seed(seed)
+    g = MetaGANGenerator(latent_dim=LATENT, sample_size=SIZE, out_channels=CHANNELS, block_out_channels=(16, 8))
+    d = MetaGANDiscriminator(sample_size=SIZE, in_channels=CHANNELS, block_out_channels=(8, 16))
+    return g, d
+
+
+def make_tasks(n: int, shots: int = 4, queries: int = 3, seed: int = 123) -> list[Task]:
+    gen = torch.Generator().manual_seed(seed)
+    tasks = []
+    for i in range(n):
+        images = torch.rand(shots + queries, CHANNELS, SIZE, SIZE, generator=gen) * 2 - 1  # [K+Q, C, H, W]
+        tasks.append(Task(class_index=i, support=images[:shots], query=images[shots:]))
+    return tasks
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def reference_inner_loop(
+    learner: MetaLearner, support: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Adapt deep copies of the meta-weights with plain `gan_step` calls and fresh SGD optimizers."""
+    cfg = learner.config
+    assert cfg.inner_optimizer == "sgd"
+    g = copy.deepcopy(learner.generator)
+    d = copy.deepcopy(learner.discriminator)
+    opt_g = torch.optim.SGD(g.parameters(), lr=cfg.inner_lr)
+    opt_d = torch.optim.SGD(d.parameters(), lr=cfg.inner_lr)
+    aug_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    step_config = GANStepConfig(
+        loss=cfg.loss,
+        r1_gamma=cfg.r1_gamma,
+        gp_lambda=cfg.gp_lambda,
+        wgan_drift=cfg.wgan_drift,
+        augment=learner.augment,
+    )
+    for _ in range(cfg.inner_steps):
+        idx = torch.randint(0, support.shape[0], (cfg.inner_batch_size,), generator=gen)
+        z_d = torch.randn(cfg.inner_batch_size, LATENT, generator=gen)
+        z_g = torch.randn(cfg.inner_batch_size, LATENT, generator=gen)
+        ok, _ = gan_step(g, d, opt_g, opt_d, support[idx], z_d, z_g, step_config, aug_gen)
+        assert ok
+    return g, d
+
+
+def config(**overrides) -> MetaLearningConfig:
+    values = dict(inner_steps=3, inner_lr=1.0, inner_optimizer="sgd", inner_batch_size=4, augment=())
+    values.update(overrides)
+    return MetaLearningConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------------- Reptile
+
+
+def test_reptile_sgd_outer_step_is_the_interpolation_toward_the_mean_adapted_weights():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="reptile", outer_optimizer="sgd", meta_lr=0.25), seed=7)
+    tasks = make_tasks(2)
+    meta_g, meta_d = params(g), params(d)
+    adapted = [reference_inner_loop(learner, t.support, learner.task_generator(5, i)) for i, t in enumerate(tasks)]
+
+    logs = learner.meta_step(tasks, step=5)
+
+    assert logs["nonfinite"] == 0.0
+    for model, meta, idx in ((g, meta_g, 0), (d, meta_d, 1)):
+        for p, p0, qa, qb in zip(model.parameters(), meta, adapted[0][idx].parameters(), adapted[1][idx].parameters()):
+            expected = p0 + 0.25 * ((qa.detach() + qb.detach()) / 2 - p0)  # meta + eps * (mean adapted - meta)
+            torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    # the inner loops really moved the weights, so the check above is not vacuous
+    assert max((a - b).abs().max().item() for a, b in zip(meta_g, params(adapted[0][0]))) > 1e-3
+
+
+def test_reptile_sgd_meta_lr_one_jumps_to_the_adapted_weights():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="reptile", outer_optimizer="sgd", meta_lr=1.0))
+    task = make_tasks(1)[0]
+    ref_g, ref_d = reference_inner_loop(learner, task.support, learner.task_generator(0, 0))
+    learner.meta_step([task], step=0)
+    for model, ref in ((g, ref_g), (d, ref_d)):
+        for p, q in zip(model.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-6)
+
+
+def test_reptile_adam_first_outer_step_moves_by_meta_lr_toward_the_adapted_weights():
+    g, d = make_models()
+    meta_lr = 1e-3
+    learner = MetaLearner(g, d, config(algorithm="reptile", meta_lr=meta_lr))
+    task = make_tasks(1)[0]
+    meta_g = params(g)
+    ref_g, _ = reference_inner_loop(learner, task.support, learner.task_generator(0, 0))
+    learner.meta_step([task], step=0)
+    for p, p0, q in zip(g.parameters(), meta_g, ref_g.parameters()):
+        delta = p0 - q.detach()  # the outer "gradient"
+        # Adam's bias-corrected first step is lr * g / (|g| + eps), i.e. about lr * sign(g)
+        expected = p0 - meta_lr * delta / (delta.abs() + 1e-8)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_inner_loop_never_modifies_meta_weights_before_the_outer_update():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="reptile"))
+    before = params(g) + params(d)
+    ok, _, g_upd, d_upd = learner._meta_update(make_tasks(2), step=0, task_offset=0)
+    assert ok
+    after = params(g) + params(d)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert any(u.abs().max() > 0 for u in g_upd + d_upd)
+
+
+# ---------------------------------------------------------------------------------------------------- FOMAML
+
+
+def reference_fomaml_gradients(learner: MetaLearner, task: Task, step: int, index: int):
+    """Adapt on the support set, then backpropagate the query losses into `.grad` of the adapted copies."""
+    cfg = learner.config
+    gen = learner.task_generator(step, index)
+    g, d = reference_inner_loop(learner, task.support, gen)
+    aug_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    z = torch.randn(task.query.shape[0], LATENT, generator=gen)
+
+    def d_fn(x):
+        return d(x).logits
+
+    fake = g(z).sample
+    d_loss, _ = discriminator_loss(
+        cfg.loss,
+        d_fn,
+        task.query,
+        fake.detach(),
+        r1_gamma=cfg.r1_gamma,
+        gp_lambda=cfg.gp_lambda,
+        wgan_drift=cfg.wgan_drift,
+        augment=learner.augment,
+        generator=aug_gen,
+    )
+    d.zero_grad()
+    d_loss.backward()
+    d_grads = [p.grad.clone() for p in d.parameters()]
+    g_loss, _ = generator_loss(cfg.loss, d_fn, fake, augment=learner.augment, generator=aug_gen)
+    g.zero_grad()
+    g_loss.backward()  # also fills d's .grad, which is ignored
+    g_grads = [p.grad.clone() for p in g.parameters()]
+    return g_grads, d_grads
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
+def test_fomaml_meta_gradient_equals_query_gradient_at_adapted_weights(loss):
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="fomaml", loss=loss, outer_optimizer="sgd", meta_lr=1.0))
+    tasks = make_tasks(2)
+    refs = [reference_fomaml_gradients(learner, t, step=3, index=i) for i, t in enumerate(tasks)]
+    meta_g, meta_d = params(g), params(d)
+
+    learner.meta_step(tasks, step=3)
+
+    # with SGD at lr 1 the outer step subtracts exactly the mean meta-gradient
+    for model, meta, idx in ((g, meta_g, 0), (d, meta_d, 1)):
+        for k, (p, p0) in enumerate(zip(model.parameters(), meta)):
+            expected_grad = (refs[0][idx][k] + refs[1][idx][k]) / 2
+            torch.testing.assert_close(p0 - p.detach(), expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fomaml_needs_query_images():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="fomaml"))
+    task = make_tasks(1)[0]
+    with pytest.raises(ValueError, match="queries"):
+        learner.meta_step([Task(class_index=0, support=task.support, query=task.support[:0])], step=0)
+
+
+# ---------------------------------------------------------------------------------------------------- pretrain
+
+
+def test_pretrain_trains_the_meta_weights_in_place():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="pretrain", inner_steps=2, meta_lr=1e-3))
+    before = params(g)
+    logs = learner.meta_step(make_tasks(3), step=0)
+    assert logs["nonfinite"] == 0.0 and {"d_loss", "g_loss"} <= set(logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(g)))
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("algorithm", ["reptile", "fomaml", "pretrain"])
+def test_non_finite_losses_skip_the_update_and_stop_after_a_bounded_number(algorithm, caplog):
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm=algorithm, inner_steps=1, max_nonfinite_steps=2))
+    bad = make_tasks(2)
+    bad[0] = Task(class_index=0, support=torch.full_like(bad[0].support, float("nan")), query=bad[0].query)
+    before = params(g) + params(d)
+
+    logs = learner.meta_step(bad, step=0)
+    assert logs["nonfinite"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, params(g) + params(d)))
+    assert "update skipped" in caplog.text
+    with pytest.raises(NonFiniteMetaStepError, match="2 meta steps in a row"):
+        learner.meta_step(bad, step=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, params(g) + params(d)))
+
+    # a good step resets the counter
+    learner.nonfinite_in_a_row = 1
+    assert learner.meta_step(make_tasks(2), step=2)["nonfinite"] == 0.0
+    assert learner.nonfinite_in_a_row == 0
+
+
+def test_task_shape_must_match_the_generator():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config())
+    wrong = Task(class_index=0, support=torch.zeros(4, 3, SIZE, SIZE), query=None)
+    with pytest.raises(ValueError, match=r"support.*\(K, 1, 16, 16\)"):
+        learner.meta_step([wrong], step=0)
+    with pytest.raises(ValueError, match="at least one task"):
+        learner.meta_step([], step=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"algorithm": "maml"}, "algorithm"),
+        ({"loss": "l2"}, "loss"),
+        ({"inner_optimizer": "rmsprop"}, "inner_optimizer"),
+        ({"outer_optimizer": "lamb"}, "outer_optimizer"),
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"meta_lr": float("nan")}, "meta_lr"),
+        ({"inner_lr": -1.0}, "inner_lr"),
+        ({"r1_gamma": -0.1}, "r1_gamma"),
+        ({"augment": ("rotate",)}, "rotate"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MetaLearningConfig(**kwargs)
+
+
+def test_fp16_on_cpu_is_refused_with_a_hint_to_use_bf16():
+    g, d = make_models()
+    with pytest.raises(ValueError, match="bf16"):
+        MetaLearner(g, d, config(mixed_precision="fp16"))
+
+
+def test_figr_preset():
+    cfg = MetaLearningConfig.figr()
+    assert (cfg.algorithm, cfg.loss, cfg.inner_steps, cfg.inner_lr, cfg.inner_optimizer, cfg.meta_lr) == (
+        "reptile",
+        "wgan-gp",
+        10,
+        1e-3,
+        "sgd",
+        1e-4,
+    )
+    assert cfg.outer_optimizer == "adam" and cfg.augment == ()
+    assert MetaLearningConfig.figr(inner_steps=5).inner_steps == 5
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+def test_state_dict_round_trip_continues_bit_for_bit():
+    tasks = make_tasks(2)
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="reptile", meta_lr=1e-3))
+    learner.meta_step(tasks, step=0)
+    state = copy.deepcopy(learner.state_dict())
+    g_state, d_state = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
+    learner.meta_step(tasks, step=1)
+
+    g2, d2 = make_models(seed=99)
+    g2.load_state_dict(g_state)
+    d2.load_state_dict(d_state)
+    resumed = MetaLearner(g2, d2, config(algorithm="reptile", meta_lr=1e-3))
+    resumed.load_state_dict(state)
+    resumed.meta_step(tasks, step=1)
+    assert all(torch.equal(a, b) for a, b in zip(params(g) + params(d), params(g2) + params(d2)))
+
+
+def test_load_state_dict_names_differing_keys():
+    g, d = make_models()
+    state = MetaLearner(g, d, config(algorithm="reptile")).state_dict()
+    other = MetaLearner(*make_models(), config(algorithm="reptile", inner_steps=5, loss="hinge"))
+    with pytest.raises(ValueError, match=r"keys \['inner_steps', 'loss'\] differ"):
+        other.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------------- 2 processes
+
+WORKER_STEPS = 2
+WORKER_TASKS_PER_RANK = 2
+# The 1- vs 2-process comparison uses SGD outer steps: the averaged update differs between the two runs only by float
+# summation order, and Adam's first steps (about lr * sign(update)) would amplify that rounding noise into
+# lr-sized differences on parameters whose true update is zero (e.g. convolution biases followed by GroupNorm).
+WORKER_CONFIGS = {
+    "reptile": dict(algorithm="reptile", outer_optimizer="sgd", meta_lr=0.5),
+    "fomaml": dict(algorithm="fomaml", outer_optimizer="sgd", meta_lr=0.1),
+    "pretrain": dict(algorithm="pretrain", meta_lr=1e-3, inner_steps=2),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(out_dir: str) -> None:
+    """Runs in each of the two processes: meta-train on this rank's share of the same global tasks."""
+    from accelerate import Accelerator
+
+    torch.set_num_threads(1)
+    accelerator = Accelerator()
+    assert accelerator.num_processes == 2, accelerator.distributed_type
+    rank = accelerator.process_index
+    n = WORKER_TASKS_PER_RANK
+    for name, kwargs in WORKER_CONFIGS.items():
+        g, d = make_models()
+        learner = MetaLearner(g, d, config(**kwargs), accelerator=accelerator, seed=3)
+        for step in range(WORKER_STEPS):
+            tasks = make_tasks(2 * n, seed=1000 + step)
+            learner.meta_step(tasks[rank * n : (rank + 1) * n], step=step)  # task_offset defaults to rank * n
+        torch.save({"g": g.state_dict(), "d": d.state_dict()}, os.path.join(out_dir, f"{name}-rank{rank}.pt"))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def test_two_processes_match_one_process(tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        __file__,
+        "--worker",
+        str(tmp_path),
+    ]
+    result = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    n = WORKER_TASKS_PER_RANK
+    for name, kwargs in WORKER_CONFIGS.items():
+        ranks = [torch.load(tmp_path / f"{name}-rank{r}.pt") for r in range(2)]
+        for part in ("g", "d"):  # meta-weights stay identical on every rank
+            for key, value in ranks[0][part].items():
+                assert torch.equal(value, ranks[1][part][key]), (name, part, key)
+        if name == "pretrain":
+            continue  # pooled batches differ by construction between 1 and 2 processes
+        g, d = make_models()
+        learner = MetaLearner(g, d, config(**kwargs), seed=3)
+        for step in range(WORKER_STEPS):
+            learner.meta_step(make_tasks(2 * n, seed=1000 + step), step=step, task_offset=0)
+        for part, model in (("g", g), ("d", d)):
+            for key, value in model.state_dict().items():
+                torch.testing.assert_close(
+                    ranks[0][part][key],
+                    value,
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=lambda m, at=f"{name} {part}.{key}": f"{at}: {m}",
+                )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2])
+    else:
+        raise SystemExit("usage: torchrun --nproc_per_node 2 test_meta_learning.py --worker OUT_DIR")

@@ -1,0 +1,302 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Tests of `scripts/train_metagan.py`: end to end under `accelerate launch` (two CPU processes), exact resume,
+checkpoint handling, the model card, Hub upload, and clear errors for bad input.
+
+Most tests call `main(parse_args([...]))` in-process with a tiny model on the digits data (16x16, a few meta steps);
+the Accelerate state is reset around each of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+from safetensors.torch import load_file
+
+from metagan_hub import MetaGANPipeline
+from metagan_hub.training.meta_learning import NonFiniteMetaStepError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "train_metagan.py"
+TINY = [
+    "--dataset", "digits", "--resolution", "16", "--latent_dim", "8", "--block_out_channels", "16,8",
+    "--num_val_classes", "1", "--num_test_classes", "2", "--meta_batch_size", "2", "--inner_steps", "2",
+    "--inner_batch_size", "4", "--num_validation_classes", "0", "--logging_steps", "1",
+]  # fmt: skip
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_metagan", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_metagan = _load_script()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each in-process run creates its own Accelerator; one thread suits the tiny models and shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
+def run(*extra: str):
+    return train_metagan.main(train_metagan.parse_args([*TINY, *extra]))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for sub in ("generator", "discriminator"):
+        for key, value in load_file(folder / sub / "diffusion_pytorch_model.safetensors").items():
+            out[f"{sub}.{key}"] = value
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+def test_accelerate_launch_two_processes_writes_a_loadable_pipeline_matching_one_process(tmp_path):
+    out = tmp_path / "two"
+    # SGD outer steps: Adam's ~lr * sign(update) first steps would amplify float summation-order noise
+    extra = ["--outer_optimizer", "sgd", "--meta_lr", "0.5", "--max_meta_steps", "3", "--checkpointing_steps", "2"]
+    validation = ["--num_validation_classes", "1", "--validation_adapt_steps", "2", "--validation_samples", "8"]
+    validation += ["--validation_shots", "3", "--hub_token", "hf_secret_value_123"]
+    cmd = [
+        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(SCRIPT), *TINY, *extra, *validation, "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    # a loadable pipeline that generates
+    pipe = MetaGANPipeline.from_pretrained(out)
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (2, 16, 16, 1) and np.isfinite(images).all()
+    assert pipe.discriminator is not None
+
+    # model card: training configuration, data, validation numbers; no secrets
+    training = pipe.card_info["training"]
+    assert training["algorithm"] == "reptile" and training["num_processes"] == 2 and training["meta_steps"] == 3
+    assert "validation_heldout_distance" in training and np.isfinite(training["validation_heldout_distance"])
+    assert "digits" in pipe.card_info["data_notes"]
+    card = (out / "README.md").read_text()
+    assert "validation_heldout_distance" in card and "hf_secret_value_123" not in card
+    assert "hf_secret_value_123" not in (out / "metagan_hub.json").read_text()
+    assert Image.open(out / "validation" / "step-000003.png").size[0] > 16
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    state = json.loads((out / "checkpoint-2" / "training_state.json").read_text())
+    assert state["step"] == 2 and state["num_processes"] == 2
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (out / "checkpoint-2").iterdir()}
+
+    # --meta_batch_size counts tasks over all processes: one process follows the same trajectory
+    one = tmp_path / "one"
+    run(*extra, "--output_dir", str(one))
+    w1, w2 = weights(one), weights(out)
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-5, atol=1e-6)
+
+
+def test_push_to_hub_needs_a_model_id():
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, "--push_to_hub"])
+
+
+def test_push_to_hub_uploads_pipeline_and_card(tmp_path, hub_server, hub_repo_id):
+    run(
+        "--max_meta_steps", "2", "--checkpointing_steps", "1", "--output_dir", str(tmp_path),
+        "--push_to_hub", "--hub_model_id", hub_repo_id,
+    )  # fmt: skip
+    files = hub_server.files(hub_repo_id)
+    assert {"model_index.json", "README.md", "generator/diffusion_pytorch_model.safetensors"} <= set(files)
+    assert "discriminator/diffusion_pytorch_model.safetensors" in files
+    assert not any("checkpoint" in path or path.endswith((".pkl", ".pt", ".bin")) for path in files)
+    assert (tmp_path / "checkpoint-2").is_dir()  # kept locally
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
+    common = ["--max_meta_steps", "4", "--ema_decay", "0.9", "--checkpointing_steps", "1"]
+    full = tmp_path / "full"
+    run(*common, "--checkpoints_total_limit", "2", "--output_dir", str(full))
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # pruned
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    (resumed / "checkpoint-4.tmp").mkdir()  # a save killed half-way: never picked as the latest
+    (resumed / "checkpoint-4.tmp" / "partial").write_text("x")
+    run(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+
+    assert not (resumed / "checkpoint-4.tmp").exists()
+    a, b = weights(full), weights(resumed)  # final pipelines (EMA generator)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = weights(full / "checkpoint-4"), weights(resumed / "checkpoint-4")  # raw meta-weights
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ema_a = load_file(full / "checkpoint-4" / "generator_ema" / "diffusion_pytorch_model.safetensors")
+    ema_b = load_file(resumed / "checkpoint-4" / "generator_ema" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_resume_latest_without_checkpoints_starts_fresh(tmp_path):
+    pipe = run("--max_meta_steps", "1", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    assert pipe is not None and (tmp_path / "model_index.json").is_file()
+
+
+def test_resume_from_a_missing_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        run("--max_meta_steps", "1", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7")
+    (tmp_path / "checkpoint-9").mkdir()
+    with pytest.raises(ValueError, match="not a complete training checkpoint"):
+        run("--max_meta_steps", "1", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-9")
+
+
+def test_resume_from_another_configuration_names_the_keys(tmp_path):
+    run("--max_meta_steps", "1", "--checkpointing_steps", "1", "--output_dir", str(tmp_path))
+    with pytest.raises(ValueError, match=r"another configuration: keys \['inner_steps', 'shots'\] differ"):
+        run(
+            "--max_meta_steps", "2", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest",
+            "--inner_steps", "3", "--shots", "4",
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+def test_fp16_on_cpu_is_refused_with_a_bf16_hint(tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        run("--mixed_precision", "fp16", "--output_dir", str(tmp_path))
+
+
+def test_too_few_training_classes_for_the_meta_batch(tmp_path):
+    with pytest.raises(ValueError, match=r"--meta_batch_size 6"):
+        run(
+            "--meta_batch_size",
+            "6",
+            "--num_val_classes",
+            "2",
+            "--num_test_classes",
+            "3",
+            "--output_dir",
+            str(tmp_path),
+        )
+
+
+def test_too_few_classes_for_the_split(tmp_path):
+    with pytest.raises(ValueError, match="too few for the class split"):
+        run("--num_val_classes", "5", "--num_test_classes", "5", "--output_dir", str(tmp_path))
+
+
+def test_shots_larger_than_a_class(tmp_path):
+    data = tmp_path / "data"
+    for c, count in (("a", 6), ("b", 6), ("c", 3), ("d", 6), ("e", 6)):
+        (data / c).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(data / c / f"{i}.png")
+    args = ["--train_data_dir", str(data), "--resolution", "16", "--latent_dim", "8", "--block_out_channels", "16,8"]
+    args += ["--num_val_classes", "0", "--num_test_classes", "1", "--split_seed", "3", "--meta_batch_size", "2"]
+    args += ["--num_validation_classes", "0", "--shots", "4", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match=r"class 'c'.* has 3 image\(s\), fewer than shots"):
+        train_metagan.main(train_metagan.parse_args(args))
+
+
+def test_non_finite_losses_stop_the_run_without_saving(tmp_path):
+    with pytest.raises(NonFiniteMetaStepError, match="in a row"):
+        run(
+            "--inner_optimizer", "sgd", "--inner_lr", "1e30", "--max_nonfinite_steps", "2", "--max_meta_steps", "5",
+            "--checkpointing_steps", "1", "--output_dir", str(tmp_path),
+        )  # fmt: skip
+    assert not (tmp_path / "model_index.json").exists()
+    # the skipped step left the meta-weights untouched: a checkpoint after it holds finite weights only
+    for checkpoint in tmp_path.glob("checkpoint-*"):
+        assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
+
+
+def test_validation_needs_held_out_images(tmp_path):
+    with pytest.raises(ValueError, match="--validation_shots"):
+        run("--num_validation_classes", "1", "--validation_shots", "500", "--output_dir", str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------- arguments
+
+
+def test_figr_preset_and_explicit_overrides():
+    args = train_metagan.parse_args(["--dataset", "digits", "--preset", "figr"])
+    assert (args.algorithm, args.loss, args.inner_steps, args.inner_lr, args.inner_optimizer) == (
+        "reptile",
+        "wgan-gp",
+        10,
+        1e-3,
+        "sgd",
+    )
+    assert (args.meta_lr, args.outer_optimizer, args.shots, args.augment, args.wgan_drift) == (
+        1e-4,
+        "adam",
+        4,
+        "none",
+        0,
+    )
+    args = train_metagan.parse_args(["--dataset", "digits", "--preset", "figr", "--inner_steps", "3", "--shots", "2"])
+    assert (args.inner_steps, args.shots, args.loss) == (3, 2, "wgan-gp")
+    default = train_metagan.parse_args(["--dataset", "digits"])
+    assert (default.algorithm, default.loss, default.shots, default.queries) == ("reptile", "nonsaturating", 5, 0)
+    assert train_metagan.parse_args(["--dataset", "digits", "--algorithm", "fomaml"]).queries == 5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--dataset", "digits", "--train_data_dir", "x"],
+        ["--dataset", "digits", "--algorithm", "fomaml", "--queries", "0"],
+        ["--dataset", "digits", "--shots", "0"],
+        ["--dataset", "digits", "--ema_decay", "1.5"],
+        ["--dataset", "mnist"],
+    ],
+)
+def test_bad_arguments_are_refused(argv, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args(argv)
+
+
+def test_hub_token_never_reaches_the_recorded_command():
+    command = train_metagan.public_command(["--hub_token", "abc", "--hub_token=def", "--seed", "1"])
+    assert "abc" not in command and "def" not in command and "--seed 1" in command
+
+
+def test_heldout_distance():
+    real = torch.zeros(3, 1, 4, 4)
+    assert train_metagan.heldout_distance(real.clone(), real) == 0.0
+    samples = torch.full((2, 1, 4, 4), 0.5)
+    assert train_metagan.heldout_distance(samples, real) == pytest.approx(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
