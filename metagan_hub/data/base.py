@@ -121,7 +121,7 @@ class ClassImageDataset(abc.ABC):
 
     def select_images_uint8(self, index: int, image_indices: torch.Tensor) -> torch.Tensor:
         """The images `image_indices` of class `index` as uint8 `[len(image_indices), C, H, W]`."""
-        return self.class_images_uint8(index)[image_indices]
+        return self.class_images_uint8(index)[torch.as_tensor(image_indices, dtype=torch.long)]
 
     def _check_index(self, index: int) -> int:
         n = self.num_classes
@@ -345,7 +345,8 @@ class ArrayClassDataset(ClassImageDataset):
     def select_images_uint8(self, index: int, image_indices: torch.Tensor) -> torch.Tensor:
         index = self._check_index(index)
         start = self.offsets[index]
-        images = self.storage[start : self.offsets[index + 1]][image_indices]  # advanced indexing copies
+        indices = torch.as_tensor(image_indices, dtype=torch.long)
+        images = self.storage[start : self.offsets[index + 1]].index_select(0, indices)  # a copy
         return convert_channels_uint8(images, self.channels)
 
     def num_images(self, index: int) -> int:

@@ -207,7 +207,10 @@ def _render_face(job: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
     path, index, chars, resolution, supersample, glyph_scale, max_shared = job
     canvas = resolution * supersample
     font = ImageFont.truetype(path, size=max(1, round(canvas * glyph_scale)), index=index)
-    notdef = _draw_centered(font, _NONCHARACTER, canvas)
+    try:
+        notdef = _draw_centered(font, _NONCHARACTER, canvas)
+    except (OSError, ValueError):
+        notdef = None
     out = np.zeros((len(chars), resolution, resolution), dtype=np.uint8)
     ok = np.zeros(len(chars), dtype=bool)
     hashes: list[bytes | None] = [None] * len(chars)
@@ -283,7 +286,7 @@ class FontGlyphDataset(ArrayClassDataset):
     >>> from metagan_hub.data import FontGlyphDataset
     >>> dataset = FontGlyphDataset(characters="永山川", resolution=32)  # needs Japanese fonts installed
     >>> dataset.class_names, dataset.num_images(0) >= 2
-    (['山', '川', '永'], True)
+    (['永', '山', '川'], True)
     ```
     """
 
