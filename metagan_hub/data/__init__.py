@@ -37,9 +37,15 @@ from .kanjivg import LICENSE_NOTE, KanjiVGDataset, kanjivg_characters
 DATASETS = ("kanjivg", "fonts", "digits", "imagefolder", "hf")
 
 
-def get_dataset(name: str, *, resolution: int = 32, channels: int = 1, **kwargs: Any) -> ClassImageDataset:
+def get_dataset(
+    name: str, *, resolution: int = 32, channels: int = 1, lazy: bool = False, **kwargs: Any
+) -> ClassImageDataset:
     """
-    Build a class-structured dataset by name.
+    Build a class-structured dataset by name, with its images ready in memory.
+
+    Rendered sources (`"kanjivg"`, `"fonts"`) render or load their cache here unless `lazy=True`, so that in a
+    multi-process run wrapping this call in `accelerator.main_process_first()` renders once and lets the other
+    processes read the cache.
 
     Args:
         name (`str`): one of
@@ -51,6 +57,7 @@ def get_dataset(name: str, *, resolution: int = 32, channels: int = 1, **kwargs:
               `image_column="image"`, `label_column="label"`).
         resolution (`int`, defaults to 32): image side length.
         channels (`int`, defaults to 1): 1 (gray) or 3 (RGB).
+        lazy (`bool`, defaults to `False`): leave rendered sources unrendered until their images are first read.
         **kwargs: passed to the source's constructor.
 
     Returns:
@@ -64,10 +71,10 @@ def get_dataset(name: str, *, resolution: int = 32, channels: int = 1, **kwargs:
     torch.Size([178, 3, 16, 16])
     ```
     """
-    if name == "kanjivg":
-        return KanjiVGDataset(resolution=resolution, channels=channels, **kwargs)
-    if name == "fonts":
-        return FontGlyphDataset(resolution=resolution, channels=channels, **kwargs)
+    if name in ("kanjivg", "fonts"):
+        source = KanjiVGDataset if name == "kanjivg" else FontGlyphDataset
+        dataset = source(resolution=resolution, channels=channels, **kwargs)
+        return dataset if lazy else dataset.load()
     if name == "digits":
         return DigitsDataset(resolution=resolution, channels=channels, **kwargs)
     if name == "imagefolder":

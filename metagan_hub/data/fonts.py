@@ -253,8 +253,8 @@ class FontGlyphDataset(ArrayClassDataset):
     Args:
         resolution (`int`, defaults to 32): image side length.
         channels (`int`, defaults to 1): 1 or 3 (gray repeated).
-        characters (`str` or `Sequence[str]`, *optional*): characters to draw (a string is split into characters);
-            defaults to the kanji of the `kanjivg` package.
+        characters (`str` or `Sequence[str]`, *optional*): characters to draw (a string is split into characters;
+            classes are in code-point order); defaults to the kanji of the `kanjivg` package.
         font_paths (`str`, `os.PathLike` or a sequence of them, *optional*): font files or folders (searched
             recursively); defaults to the fonts fontconfig lists for `lang`.
         lang (`str`, *optional*, defaults to `"ja"`): fontconfig language used to find system fonts.
@@ -286,7 +286,7 @@ class FontGlyphDataset(ArrayClassDataset):
     >>> from metagan_hub.data import FontGlyphDataset
     >>> dataset = FontGlyphDataset(characters="永山川", resolution=32)  # needs Japanese fonts installed
     >>> dataset.class_names, dataset.num_images(0) >= 2
-    (['永', '山', '川'], True)
+    (['山', '川', '永'], True)
     ```
     """
 
@@ -347,7 +347,10 @@ class FontGlyphDataset(ArrayClassDataset):
         if characters is None:
             chars = kanjivg_characters("kanji")
         else:
-            chars = list(dict.fromkeys(characters))
+            bad = [c for c in characters if not isinstance(c, str) or len(c) != 1]
+            if bad:
+                raise ValueError(f"`characters` must be single characters, got {bad[:5]!r}.")
+            chars = sorted(set(characters), key=ord)
             if not chars:
                 raise ValueError("`characters` is empty.")
         if max_classes is not None:

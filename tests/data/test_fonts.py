@@ -28,6 +28,20 @@ def test_missing_font_path_is_named(tmp_path):
         FontGlyphDataset(characters="A", font_paths=tmp_path / "fake.ttf")
 
 
+def test_no_fonts_installed_gives_install_hint(monkeypatch):
+    import metagan_hub.data.fonts as fonts_module
+
+    monkeypatch.setattr(fonts_module, "find_system_fonts", lambda lang="ja": [])
+    with pytest.raises(ValueError, match="no usable fonts found on this machine.*apt-get install"):
+        FontGlyphDataset(characters="A")
+
+
+@needs_any
+def test_characters_must_be_single_characters():
+    with pytest.raises(ValueError, match="single characters"):
+        FontGlyphDataset(characters=["ab", "c"], font_paths=(LATIN_ONLY or ALL_FONTS)[:1])
+
+
 def test_last_resort_fonts_are_skipped(tmp_path):
     (tmp_path / "LastResort-Regular.ttf").write_text("x")
     assert resolve_font_paths([tmp_path / "LastResort-Regular.ttf"]) == []

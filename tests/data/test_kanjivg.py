@@ -69,13 +69,15 @@ def test_characters_and_license():
 
 
 def test_lazy_class_list_and_shapes():
-    ds = get_dataset("kanjivg", resolution=16, channels=3, samples_per_class=3, characters="永一", use_cache=False)
+    ds = get_dataset("kanjivg", resolution=16, channels=3, samples_per_class=3, characters="永一", lazy=True)
     assert ds.class_names == ["一", "永"]  # code-point order
     assert ds.num_images(1) == 3 and ds._images is None  # nothing rendered yet
     x = ds.class_images(1)
     assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
     assert -1 <= x.min() < 0 and x.max() == 1  # ink and white paper
     assert KanjiVGDataset(character_set="kanji", max_classes=5).num_classes == 5
+    eager = get_dataset("kanjivg", resolution=16, samples_per_class=3, characters="永一")
+    assert eager._images is not None and eager.cache_path.is_file()
 
 
 def test_variation_varies():
