@@ -141,6 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Generator block widths, e.g. 128,64,32 for 32x32 (the discriminator uses them reversed).",
     )
+    model.add_argument(
+        "--init_from",
+        type=str,
+        default=None,
+        help="Start from the weights of a saved Meta-GAN pipeline (folder or Hub repo id) instead of a random "
+        "initialisation, e.g. meta-train with Reptile from a pretrain-baseline checkpoint. Its resolution and "
+        "channels must match --resolution / --channels; --latent_dim and --block_out_channels are then ignored.",
+    )
     # algorithm
     algo = parser.add_argument_group("meta-learning")
     algo.add_argument("--preset", type=str, default=None, choices=sorted(PRESETS), help="Explicit options win.")
@@ -291,6 +299,7 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         "num_test_classes": args.num_test_classes,
         "latent_dim": args.latent_dim,
         "block_out_channels": args.block_out_channels,
+        "init_from": getattr(args, "init_from", None),
         "shots": args.shots,
         "queries": args.queries,
         "meta_batch_size": args.meta_batch_size,
@@ -359,6 +368,17 @@ def split_dataset(dataset, args: argparse.Namespace, world_size: int):
 
 
 def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
+    if getattr(args, "init_from", None):
+        init = MetaGANPipeline.from_pretrained(args.init_from)
+        if init.discriminator is None:
+            raise ValueError(f"--init_from {args.init_from!r} has no discriminator; meta-training needs one.")
+        cfg = init.generator.config
+        if (cfg.sample_size, cfg.out_channels) != (args.resolution, args.channels):
+            raise ValueError(
+                f"--init_from {args.init_from!r} makes {cfg.out_channels}x{cfg.sample_size}x{cfg.sample_size} images "
+                f"but --resolution {args.resolution} / --channels {args.channels} were given."
+            )
+        return init.generator.float(), init.discriminator.float()
     g_channels = tuple(args.block_out_channels) if args.block_out_channels else None
     generator = MetaGANGenerator(
         latent_dim=args.latent_dim,
@@ -893,6 +913,7 @@ def card_info(
         "data": data_description,
         "classes (train / val / test)": f"{train_classes.num_classes} / {val_classes.num_classes} / "
         f"{test_classes.num_classes} (split seed {args.split_seed})",
+        "heldout_examples": list(test_classes.class_names[:8]),
     }
     if validation is not None:
         training["validation_heldout_distance"] = round(validation["heldout_distance"], 5)
