@@ -140,6 +140,18 @@ def test_push_to_hub_uploads_pipeline_and_card(tmp_path, hub_server, hub_repo_id
     assert (tmp_path / "checkpoint-2").is_dir()  # kept locally
 
 
+@pytest.mark.parametrize("options", [["--algorithm", "fomaml"], ["--algorithm", "pretrain"], ["--preset", "figr"]])
+def test_every_algorithm_trains_and_records_its_configuration(tmp_path, options):
+    pipe = run(*options, "--max_meta_steps", "2", "--inner_steps", "2", "--output_dir", str(tmp_path))
+    training = pipe.card_info["training"]
+    assert training["algorithm"] == pipe.card_info["meta_learning_config"]["algorithm"]
+    assert training["algorithm"] == ("reptile" if "figr" in options else options[1])
+    if "figr" in options:
+        assert (training["loss"], training["inner_optimizer"], training["shots"]) == ("wgan-gp", "sgd", 4)
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.generator.parameters(), reloaded.generator.parameters()))
+
+
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
