@@ -387,7 +387,7 @@ def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDisc
                 f"--init_from {args.init_from!r} makes {cfg.out_channels}x{cfg.sample_size}x{cfg.sample_size} images "
                 f"but --resolution {args.resolution} / --channels {args.channels} were given."
             )
-        return init.generator.float(), init.discriminator.float()
+        return init.generator.float().requires_grad_(True), init.discriminator.float().requires_grad_(True)
     g_channels = tuple(args.block_out_channels) if args.block_out_channels else None
     generator = MetaGANGenerator(
         latent_dim=args.latent_dim,

@@ -152,6 +152,15 @@ def test_every_algorithm_trains_and_records_its_configuration(tmp_path, options)
     assert all(torch.equal(a, b) for a, b in zip(pipe.generator.parameters(), reloaded.generator.parameters()))
 
 
+def test_init_from_a_saved_pipeline(tmp_path):
+    first = run("--max_meta_steps", "1", "--output_dir", str(tmp_path / "first"))
+    second = run("--max_meta_steps", "1", "--init_from", str(tmp_path / "first"), "--output_dir", str(tmp_path / "b"))
+    assert second.generator.config.block_out_channels == first.generator.config.block_out_channels
+    assert any(not torch.equal(a, b) for a, b in zip(first.generator.parameters(), second.generator.parameters()))
+    with pytest.raises(ValueError, match="--resolution 32"):
+        run("--resolution", "32", "--init_from", str(tmp_path / "first"), "--output_dir", str(tmp_path / "c"))
+
+
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
