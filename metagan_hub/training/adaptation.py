@@ -128,7 +128,16 @@ def adapt_pipeline(
             f"`freeze_discriminator_blocks` must be an integer between 0 and {num_d_blocks} (the discriminator's "
             f"number of blocks), got {freeze_discriminator_blocks!r}."
         )
-    augmenter = DiffAugment(augment) if augment else None  # validates policy names
+    if isinstance(augment, str):
+        augment = [a.strip() for a in augment.split(",") if a.strip()]
+    augment = list(augment) if augment else []
+    unknown = [a for a in augment if a not in AUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(
+            f"`augment` contains unknown augmentation {unknown[0]!r} (got {augment!r}); allowed names are "
+            f"{AUGMENT_POLICIES}, or None for no augmentation."
+        )
+    augmenter = DiffAugment(augment) if augment else None
     device = pipeline.generator.device
     if accelerator is not None:
         device = accelerator.device
@@ -246,7 +255,7 @@ def adapt_pipeline(
         "mixed_precision": mixed_precision,
         "loss": loss,
         "r1_gamma": r1_gamma,
-        "augment": list(augment) if augment else [],
+        "augment": augment,
         "freeze_discriminator_blocks": freeze_discriminator_blocks,
         "ema_decay": ema_decay,
         "lora_rank": lora_rank,

@@ -1,0 +1,207 @@
+"""LoRA adaptation (`adapt(lora_rank=r)`): only the adapter trains, it saves alone as a small safetensors file that
+reproduces the adapted images on a freshly loaded base (from a folder or the loopback Hub), and it can be fused or
+saved as a full pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.pipelines.pipeline_metagan import LORA_WEIGHT_NAME
+
+pytest.importorskip("peft")
+
+SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine spinning workers slow every step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
+    torch.manual_seed(seed)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def shots(n: int = 5, size: int = SIZE, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1  # [N, 1, S, S]
+
+
+def images(pipe: MetaGANPipeline, n: int = 8, seed: int = 1) -> torch.Tensor:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(batch_size=n, generator=torch.Generator().manual_seed(seed), output_type="pt").images
+
+
+def adapt_lora(pipe: MetaGANPipeline, rank: int = 2, num_steps: int = 3, **kwargs) -> MetaGANPipeline:
+    return pipe.adapt(
+        shots(), num_steps=num_steps, lora_rank=rank, generator=torch.Generator().manual_seed(0), **kwargs
+    )
+
+
+@pytest.fixture
+def base_dir(tmp_path):
+    """A tiny base pipeline saved to a folder (the "meta-checkpoint")."""
+    path = tmp_path / "base"
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+def load_base(path) -> MetaGANPipeline:
+    pipe = MetaGANPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_only_the_adapter_trains(base_dir):
+    base = load_base(base_dir)
+    meta_g = {k: v.clone() for k, v in base.generator.state_dict().items()}
+    meta_d = {k: v.clone() for k, v in base.discriminator.state_dict().items()}
+    adapted = adapt_lora(base, rank=2)
+    assert adapted.has_lora and not base.has_lora
+    assert not hasattr(base.generator, "peft_config")
+
+    lora_state = adapted.generator.state_dict()
+    lora_keys = [k for k in lora_state if "lora_" in k]
+    assert lora_keys and all(lora_state[k].shape[0] == 2 or lora_state[k].shape[1] == 2 for k in lora_keys)
+    # every meta-weight of the generator, wrapped as `base_layer` or not, is unchanged
+    base_weights = {k.replace(".base_layer.", "."): v for k, v in lora_state.items() if "lora_" not in k}
+    assert base_weights.keys() == meta_g.keys()
+    assert all(torch.equal(base_weights[k], meta_g[k]) for k in meta_g)
+    # the adapter did train (PEFT initializes lora_B to zero)
+    lora_b = [lora_state[k] for k in lora_keys if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)
+    assert not torch.equal(images(adapted), images(base))
+    # the discriminator is trained in full
+    assert all(not torch.equal(adapted.discriminator.state_dict()[k], meta_d[k]) for k in meta_d)
+    assert adapted.card_info["adaptation"]["lora_rank"] == 2
+
+
+def test_save_lora_weights_then_load_into_fresh_base_reproduces_images(base_dir, tmp_path):
+    base = load_base(base_dir)
+    adapted = adapt_lora(base, rank=2, ema_decay=0.9)
+    expected = images(adapted)
+
+    weight_path = adapted.save_lora_weights(tmp_path / "adapter")
+    assert os.path.basename(weight_path) == LORA_WEIGHT_NAME
+    assert sorted(os.listdir(tmp_path / "adapter")) == sorted([LORA_WEIGHT_NAME, "README.md", "metagan_hub.json"])
+    with safe_open(weight_path, "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys)
+
+    fresh = load_base(base_dir)
+    assert not torch.equal(images(fresh), expected)
+    returned = fresh.load_lora_weights(tmp_path / "adapter")
+    assert returned is fresh and fresh.has_lora
+    assert torch.equal(images(fresh), expected)
+    assert torch.equal(images(fresh, n=3, seed=5), images(adapted, n=3, seed=5))
+    assert fresh.card_info["adaptation"]["lora_rank"] == 2
+
+    with pytest.raises(ValueError, match="already has a LoRA adapter"):
+        fresh.load_lora_weights(tmp_path / "adapter")
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        base.save_lora_weights(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="no LoRA weight file"):
+        load_base(base_dir).load_lora_weights(base_dir)
+
+
+def test_adapter_card_points_at_hub_base(base_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    base = load_base(base_dir)
+    base.card_info["name_or_path"] = "org/base"
+    adapted = adapt_lora(base)
+    adapted.save_lora_weights(tmp_path / "adapter", repo_id="me/my-lora")
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert card.data.base_model == "org/base"
+    assert "lora" in card.data.tags
+    assert 'from_pretrained("org/base")' in card.text and 'load_lora_weights("me/my-lora")' in card.text
+    info = json.loads((tmp_path / "adapter" / "metagan_hub.json").read_text(encoding="utf-8"))
+    assert info["base_model"] == "org/base" and len(info["adaptation"]["losses"]) == 3
+
+
+def test_adapter_file_is_at_most_5_percent_of_the_full_model(tmp_path):
+    # a realistic default-size 32x32 model; one step is enough to have an adapter to save
+    torch.manual_seed(0)
+    pipe = MetaGANPipeline(generator=MetaGANGenerator(sample_size=32), discriminator=MetaGANDiscriminator())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "full")
+    full = sum(
+        os.path.getsize(tmp_path / "full" / part / "diffusion_pytorch_model.safetensors")
+        for part in ("generator", "discriminator")
+    )
+    adapted = pipe.adapt(
+        shots(size=32), num_steps=1, batch_size=4, lora_rank=4, generator=torch.Generator().manual_seed(0)
+    )
+    adapter = os.path.getsize(adapted.save_lora_weights(tmp_path / "adapter"))
+    assert full > 1_000_000  # a realistic model, not a toy
+    assert adapter <= 0.05 * full, (adapter, full)
+
+
+def test_fuse_lora_keeps_images_and_removes_adapter(base_dir, tmp_path):
+    adapted = adapt_lora(load_base(base_dir))
+    expected = images(adapted)
+    assert adapted.fuse_lora() is adapted
+    assert not adapted.has_lora
+    assert not any("lora_" in k or "base_layer" in k for k in adapted.generator.state_dict())
+    torch.testing.assert_close(images(adapted), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no LoRA adapter to fuse"):
+        adapted.fuse_lora()
+    adapted.save_pretrained(tmp_path / "fused")
+    torch.testing.assert_close(images(load_base(tmp_path / "fused")), expected, atol=1e-5, rtol=0)
+
+
+def test_save_pretrained_of_lora_pipeline_writes_plain_full_weights(base_dir, tmp_path):
+    adapted = adapt_lora(load_base(base_dir))
+    expected = images(adapted)
+    adapted.save_pretrained(tmp_path / "full")
+    # the live pipeline keeps its adapter; the saved one has merged weights and no `base_layer` / `lora_` keys
+    assert adapted.has_lora
+    with safe_open(tmp_path / "full" / "generator" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora_" in k or "base_layer" in k for k in keys)
+    reloaded = load_base(tmp_path / "full")
+    assert not reloaded.has_lora
+    torch.testing.assert_close(images(reloaded), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(images(adapted), expected, atol=0, rtol=0)
+
+
+def test_push_lora_only_to_hub_and_load_by_repo_id(base_dir, hub_server, hub_repo_id, hf_cache, tmp_path):
+    adapted = adapt_lora(load_base(base_dir))
+    expected = images(adapted)
+    adapted.push_to_hub(hub_repo_id, lora_only=True)
+    uploaded = hub_server.uploaded_paths(hub_repo_id) - {".gitattributes"}
+    assert uploaded == {LORA_WEIGHT_NAME, "README.md", "metagan_hub.json"}  # no generator/ or discriminator/
+    fresh = load_base(base_dir).load_lora_weights(hub_repo_id)
+    assert torch.equal(images(fresh), expected)
+
+
+def test_lora_without_peft_names_the_extra(monkeypatch):
+    import diffusers.pipelines.pipeline_loading_utils as loading_utils
+
+    pipe = tiny_pipeline()
+    # simulate an environment without PEFT: `import peft` fails and diffusers does not look for it
+    monkeypatch.setitem(sys.modules, "peft", None)
+    monkeypatch.setattr(loading_utils, "is_peft_available", lambda: False)
+    with pytest.raises(ImportError):
+        import peft  # noqa: F401
+    with pytest.raises(ImportError, match=r"metagan-hub\[lora\]"):
+        pipe.adapt(shots(), num_steps=1, lora_rank=2)
+    # without lora_rank adaptation still works
+    adapted = pipe.adapt(shots(), num_steps=1, generator=torch.Generator().manual_seed(0))
+    assert not adapted.has_lora

@@ -1,0 +1,152 @@
+"""`scripts/adapt_metagan.py` end to end, as a user runs it: a saved tiny pipeline plus a folder of 5 PNGs in, a
+loadable adapted pipeline (or LoRA adapter), a sample grid, a loss curve and the adaptation record out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "adapt_metagan.py"
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """A saved tiny pipeline and a folder of 5 PNG shots."""
+    root = tmp_path_factory.mktemp("adapt_script")
+    torch.manual_seed(0)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
+    )
+    pipe.save_pretrained(root / "base")
+    shots = root / "shots"
+    shots.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, size=(24, 20), dtype=np.uint8), mode="L").save(shots / f"shot_{i}.png")
+    return root / "base", shots
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("ACCELERATE_MIXED_PRECISION", None)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path):
+    base, shots = inputs
+    run_script(
+        "--pretrained_model_name_or_path", str(base),
+        "--train_data_dir", str(shots),
+        "--num_steps", "3",
+        "--output_dir", "out",
+        "--validation_images", "4",
+        "--resolution", str(SIZE),
+        cwd=tmp_path,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    adapted = MetaGANPipeline.from_pretrained(out)
+    adapted.set_progress_bar_config(disable=True)
+    assert adapted.discriminator is not None
+    base_pipe = MetaGANPipeline.from_pretrained(base)
+    base_g = base_pipe.generator.state_dict()
+    assert any(not torch.equal(v, base_g[k]) for k, v in adapted.generator.state_dict().items())
+
+    with Image.open(out / "samples.png") as grid:
+        assert grid.size == (2 * SIZE, 2 * SIZE)  # 4 images -> a 2x2 grid
+    with Image.open(out / "loss_curve.png") as curve:
+        assert curve.size[0] > 100 and curve.size[1] > 100
+
+    record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
+    assert record["shots"] == 5 and record["num_steps"] == 3 and len(record["losses"]) == 3 and record["seed"] == 0
+    assert record["base_model"] == str(base)
+    assert adapted.card_info["adaptation"]["losses"] == record["losses"]
+    assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
+    pytest.importorskip("peft")
+    base, shots = inputs
+    run_script(
+        "--pretrained_model_name_or_path", str(base),
+        "--train_data_dir", str(shots),
+        "--num_steps", "2",
+        "--lora_rank", "2",
+        "--output_dir", "lora_out",
+        "--validation_images", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    out = tmp_path / "lora_out"
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert not (out / "model_index.json").exists() and not (out / "generator").exists()
+    assert (out / "samples.png").is_file() and (out / "loss_curve.png").is_file()
+    record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
+    assert record["lora_rank"] == 2 and len(record["losses"]) == 2
+
+    pipe = MetaGANPipeline.from_pretrained(base)
+    pipe.set_progress_bar_config(disable=True)
+    before = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    pipe.load_lora_weights(out)
+    assert pipe.has_lora
+    after = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert not torch.equal(before, after)
+
+
+def load_script_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("adapt_metagan_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    script = load_script_module()
+    base, shots = inputs
+    args = script.parse_args(
+        [
+            "--pretrained_model_name_or_path", str(base),
+            "--train_data_dir", str(shots),
+            "--resolution", "32",
+            "--output_dir", str(tmp_path / "bad"),
+        ]
+    )  # fmt: skip
+    monkeypatch.setattr(MetaGANPipeline, "adapt", lambda *a, **k: pytest.fail("adapted despite a bad --resolution"))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        with pytest.raises(ValueError, match=r"--resolution 32.*sample_size 16"):
+            script.main(args)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_script_argument_errors():
+    script = load_script_module()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--pretrained_model_name_or_path", "x"])  # neither --train_data_dir nor --dataset_name
+    with pytest.raises(SystemExit):
+        script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--push_to_hub"])
+    with pytest.raises(SystemExit):
+        script.parse_args(
+            ["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--mixed_precision", "fp8"]
+        )

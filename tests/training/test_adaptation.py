@@ -1,0 +1,483 @@
+"""Few-shot adaptation (`MetaGANPipeline.adapt` / `adapt_pipeline`) on tiny models: the meta-weights stay untouched,
+precision is per call, training is deterministic and actually learns, EMA / FreezeD change what is trained, the
+adaptation record reaches the model card, and bad input fails early with a `ValueError` naming the argument."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import metagan_hub.training.adaptation as adaptation
+import metagan_hub.training.gan_step as gan_step_module
+from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.training.adaptation import NonFiniteLossError, adapt_pipeline
+
+SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP workers make every
+    step an order of magnitude slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Start and end with no process-wide `AcceleratorState`, so tests creating an `Accelerator` stay independent."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
+    torch.manual_seed(seed)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def square_shot() -> torch.Tensor:
+    """A white square on black, `[1, 1, 16, 16]` in [-1, 1]."""
+    shot = -torch.ones(1, 1, SIZE, SIZE)
+    shot[..., 4:12, 4:12] = 1.0
+    return shot
+
+
+def random_shots(n: int = 5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, SIZE, SIZE, generator=g) * 2 - 1  # [N, 1, 16, 16] in [-1, 1]
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def hashes(pipe: MetaGANPipeline) -> dict[str, str]:
+    """sha256 of every tensor (parameters and buffers) of the generator and the discriminator."""
+    out = {}
+    for name in ("generator", "discriminator"):
+        for key, t in getattr(pipe, name).state_dict().items():
+            out[f"{name}.{key}"] = hashlib.sha256(tensor_bytes(t)).hexdigest()
+    return out
+
+
+def state(pipe: MetaGANPipeline, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in getattr(pipe, name).state_dict().items()}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def samples(pipe: MetaGANPipeline, n: int = 64, seed: int = 1) -> torch.Tensor:
+    return pipe(batch_size=n, generator=seeded(seed), output_type="pt").images * 2 - 1  # [N, C, H, W] in [-1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------------- basics
+
+
+def test_meta_weights_untouched_and_new_pipeline_returned():
+    pipe = tiny_pipeline()
+    before = hashes(pipe)
+    grads_before = [p.grad for m in (pipe.generator, pipe.discriminator) for p in m.parameters()]
+    adapted = pipe.adapt(
+        random_shots(), num_steps=3, ema_decay=0.9, freeze_discriminator_blocks=1, generator=seeded(0)
+    )
+    assert hashes(pipe) == before
+    assert all(g is None for g in grads_before)
+    assert all(p.grad is None for m in (pipe.generator, pipe.discriminator) for p in m.parameters())
+    assert adapted is not pipe
+    assert adapted.generator is not pipe.generator and adapted.discriminator is not pipe.discriminator
+    # no parameter storage is shared with the meta-weights
+    base_ptrs = {p.data_ptr() for m in (pipe.generator, pipe.discriminator) for p in m.parameters()}
+    assert not base_ptrs & {p.data_ptr() for m in (adapted.generator, adapted.discriminator) for p in m.parameters()}
+    assert hashes(adapted) != before
+    assert "adaptation" not in pipe.card_info
+    assert not adapted.generator.training and not adapted.discriminator.training
+
+
+def test_adapted_pipeline_keeps_dtype_of_base():
+    pipe = tiny_pipeline()
+    pipe.to(dtype=torch.bfloat16)
+    adapted = pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
+    assert adapted.generator.dtype == torch.bfloat16 and adapted.discriminator.dtype == torch.bfloat16
+    assert pipe.generator.dtype == torch.bfloat16
+    assert torch.isfinite(samples(adapted, n=4)).all()
+
+
+def test_two_precisions_in_one_process_also_with_existing_accelerator(fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    pipe = tiny_pipeline()
+    shots = random_shots()
+    fp32 = pipe.adapt(shots, num_steps=3, mixed_precision="no", generator=seeded(0))
+    bf16 = pipe.adapt(shots, num_steps=3, mixed_precision="bf16", generator=seeded(0))
+    assert fp32.card_info["adaptation"]["mixed_precision"] == "no"
+    assert bf16.card_info["adaptation"]["mixed_precision"] == "bf16"
+    # autocast really ran: same seed, different arithmetic
+    assert not same_state(state(fp32, "generator"), state(bf16, "generator"))
+
+    accelerator = Accelerator(mixed_precision="no")  # e.g. created by a training script
+    again_bf16 = pipe.adapt(shots, num_steps=3, mixed_precision="bf16", generator=seeded(0), accelerator=accelerator)
+    again_fp32 = pipe.adapt(shots, num_steps=3, mixed_precision="no", generator=seeded(0), accelerator=accelerator)
+    # the accelerator's own precision does not leak into the call: results match the calls without it, bit for bit
+    for name in ("generator", "discriminator"):
+        assert same_state(state(again_bf16, name), state(bf16, name))
+        assert same_state(state(again_fp32, name), state(fp32, name))
+    for adapted in (fp32, bf16, again_bf16, again_fp32):
+        assert all(torch.isfinite(p).all() for p in adapted.generator.parameters())
+
+
+def test_adaptation_learns_an_easy_class():
+    # Every shot is the same white square: after a few dozen steps the samples must be much closer to it than the
+    # meta-weights' samples (a criterion that fails if adapt() trains nothing or trains the wrong way).
+    pipe = tiny_pipeline()
+    shot = square_shot()
+    base_distance = (samples(pipe) - shot).pow(2).mean().item()
+    adapted = pipe.adapt(shot.repeat(5, 1, 1, 1), num_steps=30, learning_rate=2e-3, augment=None, generator=seeded(0))
+    distance = (samples(adapted) - shot).pow(2).mean().item()
+    assert distance < 0.4 * base_distance, (distance, base_distance)
+    for name in ("generator", "discriminator"):
+        base, new = state(pipe, name), state(adapted, name)
+        assert all(not torch.equal(base[k], new[k]) for k in base if k.endswith("weight")), name
+    losses = adapted.card_info["adaptation"]["losses"]
+    assert len(losses) == 30 and all(math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"]) for row in losses)
+
+
+def test_same_seed_is_bit_identical_different_seed_differs():
+    pipe = tiny_pipeline()
+    shots = random_shots()
+    kwargs = dict(num_steps=3, ema_decay=0.5)  # default augment: its randomness must come from the seed too
+    a = pipe.adapt(shots, generator=seeded(123), **kwargs)
+    b = pipe.adapt(shots, generator=seeded(123), **kwargs)
+    c = pipe.adapt(shots, generator=seeded(124), **kwargs)
+    for name in ("generator", "discriminator"):
+        assert same_state(state(a, name), state(b, name))
+        assert not same_state(state(a, name), state(c, name))
+    assert torch.equal(samples(a, n=8), samples(b, n=8))
+    assert a.card_info["adaptation"]["seed"] == 123 and c.card_info["adaptation"]["seed"] == 124
+    # without a generator a seed is drawn and recorded, and it reproduces the run
+    d = pipe.adapt(shots, **kwargs)
+    seed = d.card_info["adaptation"]["seed"]
+    e = pipe.adapt(shots, generator=seeded(seed), **kwargs)
+    assert same_state(state(d, "generator"), state(e, "generator"))
+
+
+def test_image_sources_give_identical_adaptation(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = rng.integers(0, 256, size=(5, SIZE, SIZE), dtype=np.uint8)  # [N, H, W]
+    pil = [Image.fromarray(a, mode="L") for a in arrays]
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, image in enumerate(pil):
+        image.save(folder / f"{i}.png")
+    tensor = torch.from_numpy(arrays).float().div(127.5).sub(1)[:, None]  # [N, 1, H, W] in [-1, 1]
+    sources = {"pil": pil, "folder": folder, "str_folder": str(folder), "numpy": arrays[..., None], "tensor": tensor}
+    try:
+        import datasets
+
+        sources["dataset"] = datasets.Dataset.from_dict({"img": pil}, features=datasets.Features(img=datasets.Image()))
+    except ImportError:  # pragma: no cover - datasets is in the test extra
+        pass
+    pipe = tiny_pipeline()
+    results = {
+        name: pipe.adapt(src, num_steps=1, augment=None, generator=seeded(0), image_column="img")
+        for name, src in sources.items()
+    }
+    reference = state(results["tensor"], "discriminator")
+    for name, adapted in results.items():
+        assert adapted.card_info["adaptation"]["shots"] == 5, name
+        assert same_state(state(adapted, "discriminator"), reference), name
+
+
+# ------------------------------------------------------------------------------------------------------ EMA, FreezeD
+
+
+def test_ema_uses_diffusers_ema_model_and_returns_its_weights(monkeypatch):
+    import diffusers.training_utils
+
+    created = []
+
+    class SpyEMA(diffusers.training_utils.EMAModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.num_steps = 0
+            created.append(self)
+
+        def step(self, parameters):
+            super().step(parameters)
+            self.num_steps += 1
+
+    monkeypatch.setattr(diffusers.training_utils, "EMAModel", SpyEMA)
+    pipe = tiny_pipeline()
+    shots = random_shots()
+    plain = pipe.adapt(shots, num_steps=4, generator=seeded(0))
+    assert created == []
+    ema = pipe.adapt(shots, num_steps=4, ema_decay=0.9, generator=seeded(0))
+    assert len(created) == 1 and created[0].num_steps == 4 and created[0].decay == 0.9
+    # the returned generator holds the EMA (shadow) weights, which differ from the last iterate
+    ema_params = list(ema.generator.parameters())
+    assert len(ema_params) == len(created[0].shadow_params)
+    assert all(torch.equal(p, s) for p, s in zip(ema_params, created[0].shadow_params))
+    assert not same_state(state(plain, "generator"), state(ema, "generator"))
+    # EMA only changes what is returned, not the training itself: the discriminators are bit-identical
+    assert same_state(state(plain, "discriminator"), state(ema, "discriminator"))
+    assert ema.card_info["adaptation"]["ema_decay"] == 0.9 and plain.card_info["adaptation"]["ema_decay"] is None
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_freeze_discriminator_blocks(n):
+    pipe = tiny_pipeline()
+    assert pipe.discriminator.num_blocks == 2
+    adapted = pipe.adapt(random_shots(), num_steps=3, freeze_discriminator_blocks=n, generator=seeded(0))
+    base, new = state(pipe, "discriminator"), state(adapted, "discriminator")
+    frozen = ("conv_in.",) + tuple(f"blocks.{i}." for i in range(n))
+    frozen_keys = [k for k in base if k.startswith(frozen)]
+    trained_keys = [k for k in base if not k.startswith(frozen)]
+    assert frozen_keys and trained_keys
+    assert all(torch.equal(base[k], new[k]) for k in frozen_keys)
+    assert all(not torch.equal(base[k], new[k]) for k in trained_keys)
+    # the generator is never frozen
+    assert not same_state(state(pipe, "generator"), state(adapted, "generator"))
+    assert adapted.card_info["adaptation"]["freeze_discriminator_blocks"] == n
+
+
+def test_freeze_blocks_zero_trains_every_discriminator_layer():
+    pipe = tiny_pipeline()
+    adapted = pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
+    base, new = state(pipe, "discriminator"), state(adapted, "discriminator")
+    assert all(not torch.equal(base[k], new[k]) for k in base)
+
+
+# ------------------------------------------------------------------------------------------- record, card, callback
+
+
+def test_adaptation_record_and_model_card(tmp_path):
+    from huggingface_hub import ModelCard
+
+    pipe = tiny_pipeline()
+    pipe.card_info["name_or_path"] = "org/base"
+    adapted = pipe.adapt(
+        random_shots(6), num_steps=4, learning_rate=1e-3, batch_size=4, r1_gamma=0.5, generator=seeded(7)
+    )
+    record = adapted.card_info["adaptation"]
+    assert adapted.card_info["base_model"] == "org/base" and record["base_model"] == "org/base"
+    assert record["shots"] == 6 and record["num_steps"] == 4 and record["steps_run"] == 4 and record["seed"] == 7
+    assert record["wall_time_s"] > 0 and not record["stopped_early"]
+    assert record["learning_rate"] == 1e-3 and record["batch_size"] == 4 and record["r1_gamma"] == 0.5
+    assert record["loss"] == "nonsaturating" and record["mixed_precision"] == "no"
+    assert record["augment"] == ["translation", "cutout", "color"]
+    assert record["lora_rank"] is None and record["freeze_discriminator_blocks"] == 0
+    assert [row["step"] for row in record["losses"]] == [0, 1, 2, 3]
+    assert all(math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"]) for row in record["losses"])
+    assert record["final_g_loss"] == record["losses"][-1]["g_loss"]
+
+    adapted.save_pretrained(tmp_path / "adapted")
+    readme = (tmp_path / "adapted" / "README.md").read_text(encoding="utf-8")
+    front_matter = readme.split("---")[1]
+    assert "base_model: org/base" in front_matter
+    assert ModelCard.load(tmp_path / "adapted" / "README.md").data.base_model == "org/base"
+    assert "| shots | 6 |" in readme and "| num_steps | 4 |" in readme
+    saved = json.loads((tmp_path / "adapted" / "metagan_hub.json").read_text(encoding="utf-8"))
+    assert len(saved["adaptation"]["losses"]) == 4
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "adapted")
+    assert reloaded.card_info["adaptation"]["seed"] == 7
+
+    # augment given as a comma-separated string, or None, is recorded as a list of policy names
+    one = pipe.adapt(random_shots(), num_steps=1, augment="color, cutout", generator=seeded(0))
+    assert one.card_info["adaptation"]["augment"] == ["color", "cutout"]
+    none = pipe.adapt(random_shots(), num_steps=1, augment=None, generator=seeded(0))
+    assert none.card_info["adaptation"]["augment"] == []
+
+
+def test_local_base_path_is_not_written_as_hub_base_model(tmp_path):
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "base")
+    base = MetaGANPipeline.from_pretrained(tmp_path / "base")
+    base.set_progress_bar_config(disable=True)
+    adapted = base.adapt(random_shots(), num_steps=1, generator=seeded(0))
+    assert adapted.card_info["adaptation"]["base_model"] == str(tmp_path / "base")
+    adapted.save_pretrained(tmp_path / "adapted")
+    front_matter = (tmp_path / "adapted" / "README.md").read_text(encoding="utf-8").split("---")[1]
+    assert "base_model" not in front_matter
+
+
+def test_callback_observes_every_step_and_can_stop_early():
+    pipe = tiny_pipeline()
+    seen = []
+
+    def callback(step, logs):
+        seen.append((step, dict(logs)))
+        return True if step == 2 else None
+
+    adapted = pipe.adapt(random_shots(), num_steps=10, callback=callback, generator=seeded(0))
+    assert [s for s, _ in seen] == [0, 1, 2]
+    assert all({"d_loss", "g_loss"} <= logs.keys() and logs["step"] == s for s, logs in seen)
+    record = adapted.card_info["adaptation"]
+    assert record["stopped_early"] and record["steps_run"] == 3 and len(record["losses"]) == 3
+    assert record["num_steps"] == 10
+
+    # a callback returning something other than True (e.g. 1, "yes") does not stop
+    adapted = pipe.adapt(random_shots(), num_steps=3, callback=lambda step, logs: 1, generator=seeded(0))
+    assert adapted.card_info["adaptation"]["steps_run"] == 3
+
+
+# --------------------------------------------------------------------------------------------------------- bad input
+
+
+def _write_folder(tmp_path, name: str, files: dict[str, bytes | Image.Image]):
+    folder = tmp_path / name
+    folder.mkdir()
+    for fname, content in files.items():
+        if isinstance(content, Image.Image):
+            content.save(folder / fname)
+        else:
+            (folder / fname).write_bytes(content)
+    return folder
+
+
+def _good_image() -> Image.Image:
+    return Image.new("L", (SIZE, SIZE), 128)
+
+
+BAD_INPUTS = {
+    "no_images": (lambda tmp: {"images": []}, r"`images`.*empty"),
+    "empty_folder": (lambda tmp: {"images": _write_folder(tmp, "empty", {"notes.txt": b"x"})}, r"`images`.*no image"),
+    "unreadable_file": (
+        lambda tmp: {"images": _write_folder(tmp, "bad", {"a.png": _good_image(), "broken.png": b"not a png"})},
+        r"broken\.png",
+    ),
+    "one_pixel_image": (lambda tmp: {"images": [_good_image(), Image.new("L", (1, 1))]}, r"1x1"),
+    "unsupported_mode": (lambda tmp: {"images": [Image.new("F", (SIZE, SIZE))]}, r"mode 'F'"),
+    "nan_tensor": (
+        lambda tmp: {"images": random_shots().index_fill(0, torch.tensor([2]), math.nan)},
+        r"`images`.*NaN",
+    ),
+    "inf_tensor": (lambda tmp: {"images": random_shots().index_fill(0, torch.tensor([0]), math.inf)}, r"`images`"),
+    "out_of_range_tensor": (lambda tmp: {"images": random_shots() * 127.5 + 127.5}, r"`images`.*\[-1, 1\]"),
+    "num_steps_0": (lambda tmp: {"num_steps": 0}, r"`num_steps`"),
+    "learning_rate_0": (lambda tmp: {"learning_rate": 0}, r"`learning_rate`"),
+    "learning_rate_negative": (lambda tmp: {"learning_rate": -1.0}, r"`learning_rate`"),
+    "learning_rate_nan": (lambda tmp: {"learning_rate": math.nan}, r"`learning_rate`"),
+    "batch_size_0": (lambda tmp: {"batch_size": 0}, r"`batch_size`"),
+    "unknown_augment": (lambda tmp: {"augment": ("translation", "zoom")}, r"`augment`.*'zoom'"),
+    "freeze_beyond_depth": (lambda tmp: {"freeze_discriminator_blocks": 3}, r"`freeze_discriminator_blocks`.*2"),
+    "freeze_negative": (lambda tmp: {"freeze_discriminator_blocks": -1}, r"`freeze_discriminator_blocks`"),
+    "fp16_on_cpu": (lambda tmp: {"mixed_precision": "fp16"}, r"mixed_precision='fp16'.*CPU.*bf16"),
+    "unknown_precision": (lambda tmp: {"mixed_precision": "fp8"}, r"`mixed_precision`"),
+    "unknown_loss": (lambda tmp: {"loss": "lsgan"}, r"`loss`.*'lsgan'"),
+    "negative_r1": (lambda tmp: {"r1_gamma": -0.1}, r"`r1_gamma`"),
+    "ema_decay_one": (lambda tmp: {"ema_decay": 1.0}, r"`ema_decay`"),
+    "lora_rank_0": (lambda tmp: {"lora_rank": 0}, r"`lora_rank`"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_value_error_naming_it(case, tmp_path, monkeypatch):
+    make_kwargs, match = BAD_INPUTS[case]
+    # nothing may be trained before the check: a training step would fail this test
+    monkeypatch.setattr(adaptation, "gan_step", lambda *a, **k: pytest.fail("trained before rejecting bad input"))
+    kwargs = {"images": random_shots(), "num_steps": 2, **make_kwargs(tmp_path)}
+    images = kwargs.pop("images")
+    with pytest.raises(ValueError, match=match):
+        tiny_pipeline().adapt(images, **kwargs)
+
+
+def test_pipeline_without_discriminator_is_rejected():
+    pipe = MetaGANPipeline(generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)))
+    with pytest.raises(ValueError, match="discriminator"):
+        pipe.adapt(random_shots(), num_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------- non-finite losses
+
+
+def _nan_discriminator_loss(monkeypatch, nan_calls: int | None = None) -> list[int]:
+    """Make the discriminator loss NaN for the first `nan_calls` steps (all steps when None); returns a call log."""
+    original = gan_step_module.discriminator_loss
+    calls = []
+
+    def fake(*args, **kwargs):
+        loss, logs = original(*args, **kwargs)
+        calls.append(len(calls))
+        if nan_calls is None or len(calls) <= nan_calls:
+            loss = loss * math.nan
+            logs = {**logs, "d_loss": math.nan}
+        return loss, logs
+
+    monkeypatch.setattr(gan_step_module, "discriminator_loss", fake)
+    return calls
+
+
+def test_non_finite_steps_are_skipped_and_logged(monkeypatch, caplog):
+    pipe = tiny_pipeline()
+    calls = _nan_discriminator_loss(monkeypatch)  # every step
+    with caplog.at_level(logging.WARNING, logger=adaptation.__name__):
+        adapted = pipe.adapt(random_shots(), num_steps=4, generator=seeded(0))
+    assert len(calls) == 4
+    record = adapted.card_info["adaptation"]
+    assert record["skipped_nonfinite_steps"] == 4 and all(math.isnan(row["d_loss"]) for row in record["losses"])
+    assert sum("non-finite loss" in r.getMessage() for r in caplog.records) == 4
+    # skipped steps apply no update at all, to either network
+    for name in ("generator", "discriminator"):
+        assert same_state(state(adapted, name), state(pipe, name))
+
+
+def test_training_resumes_after_a_few_non_finite_steps(monkeypatch):
+    pipe = tiny_pipeline()
+    _nan_discriminator_loss(monkeypatch, nan_calls=2)
+    adapted = pipe.adapt(random_shots(), num_steps=4, generator=seeded(0))
+    record = adapted.card_info["adaptation"]
+    assert record["skipped_nonfinite_steps"] == 2 and record["steps_run"] == 4
+    assert math.isfinite(record["final_d_loss"])
+    assert not same_state(state(adapted, "generator"), state(pipe, "generator"))
+    assert all(torch.isfinite(t).all() for t in adapted.generator.state_dict().values())
+
+
+def test_too_many_non_finite_steps_in_a_row_raise(monkeypatch):
+    pipe = tiny_pipeline()
+    before = hashes(pipe)
+    calls = _nan_discriminator_loss(monkeypatch)
+    with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+        adapt_pipeline(pipe, random_shots(), num_steps=50, max_nonfinite_steps=3, generator=seeded(0))
+    assert len(calls) == 3
+    assert hashes(pipe) == before
+    assert all(torch.isfinite(t).all() for m in (pipe.generator, pipe.discriminator) for t in m.state_dict().values())
+    with pytest.raises(NonFiniteLossError, match="10 steps in a row"):  # the default bound of pipe.adapt()
+        pipe.adapt(random_shots(), num_steps=50, generator=seeded(0))
+    assert len(calls) == 13
+
+
+def test_non_finite_weights_are_never_returned(monkeypatch):
+    pipe = tiny_pipeline()
+    before = hashes(pipe)
+
+    def poisoning_step(generator_model, *args, **kwargs):
+        with torch.no_grad():
+            next(generator_model.parameters()).fill_(math.inf)
+        return True, {"d_loss": 0.0, "g_loss": 0.0}
+
+    monkeypatch.setattr(adaptation, "gan_step", poisoning_step)
+    with pytest.raises(NonFiniteLossError, match="non-finite weights"):
+        pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
+    assert hashes(pipe) == before
