@@ -78,14 +78,17 @@ def worker_throughput(args: argparse.Namespace) -> None:
     for step in range(args.meta_steps + 1):
         if step == 1:  # step 0 is the warm-up
             accelerator.wait_for_everyone()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
         tasks = _tasks(args.meta_batch_size, args, seed=step)
         learner.meta_step(tasks[rank * per_process : (rank + 1) * per_process], step=step)
+    cpu = torch.tensor([time.process_time() - cpu_start], dtype=torch.float64)
     accelerator.wait_for_everyone()
     elapsed = time.perf_counter() - start
+    cpu_total = float(accelerator.reduce(cpu, reduction="sum").item()) if world > 1 else float(cpu.item())
     if accelerator.is_main_process:
         with open(args.result_file, "w") as f:
-            json.dump({"seconds": elapsed, "tasks": args.meta_steps * args.meta_batch_size}, f)
+            tasks_done = args.meta_steps * args.meta_batch_size
+            json.dump({"seconds": elapsed, "tasks": tasks_done, "cpu_s_per_task": cpu_total / tasks_done}, f)
     accelerator.end_training()
 
 
@@ -196,14 +199,14 @@ def main(args: argparse.Namespace) -> None:
     )
     if args.only in (None, "throughput"):
         print(f"\n## throughput ({args.inner_steps} inner steps, {args.meta_steps} timed meta steps)\n")
-        print("| processes | threads each | tasks/s | seconds | vs. first row |")
-        print("|---|---|---|---|---|")
+        print("| processes | threads each | tasks/s | seconds | vs. first row | CPU s / task |")
+        print("|---|---|---|---|---|---|")
         rows = throughput(args)
         for row in rows:
             speedup = row["tasks_per_s"] / rows[0]["tasks_per_s"]
             print(
                 f"| {row['processes']} | {row['threads_each']} | {row['tasks_per_s']:.2f} | {row['seconds']:.1f} | "
-                f"{speedup:.2f}x |"
+                f"{speedup:.2f}x | {row['cpu_s_per_task']:.3f} |"
             )
     if args.only in (None, "memory"):
         print(f"\n## peak RSS vs inner_steps ({args.algorithm}, one process)\n")
