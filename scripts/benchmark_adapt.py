@@ -37,6 +37,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_utils import cpu_name  # noqa: E402
+
 NUM_SHOTS = 5
 SAMPLE_SIZE = 32
 LORA_RANK = 4
@@ -225,17 +228,6 @@ def summarize(runs: list[dict]) -> dict:
     out["load1"] = max(r["load1"] for r in runs)
     out["repeats"] = len(runs)
     return out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def render(args: argparse.Namespace, results: list[dict]) -> str:

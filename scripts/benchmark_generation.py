@@ -43,6 +43,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import metagan_hub
 from metagan_hub import MetaGANGenerator, MetaGANPipeline
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_utils import cpu_name  # noqa: E402
+
 # (block_out_channels, layers_per_block) of plain-conv UNets. Of those within ±30% of the generator's parameter count,
 # the one with the fewest FLOPs per denoising step is used: the choice most favourable to the diffusion baseline.
 UNET_CANDIDATES = (
@@ -120,15 +123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> str:
@@ -437,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"- torch {torch.__version__}, diffusers {diffusers.__version__}, metagan_hub {metagan_hub.__version__}")
     print(f"- Python {platform.python_version()} on {platform.system()} {platform.machine()}")
-    print(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, ISA: {torch.backends.cpu.get_cpu_capability()}")
+    print(f"- CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, ISA: {torch.backends.cpu.get_cpu_capability()}")
     print(f"- torch threads: {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op")
     print(
         f"- mode: {'quick' if args.quick else 'full'}; Meta-GAN batch {args.batch_size}, median of {args.repeats} "
