@@ -58,9 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--num_steps", type=int, default=200)
     parser.add_argument("--learning_rate", type=float, default=2e-4)
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=None, help="Default: adapt()'s default.")
     parser.add_argument("--loss", type=str, default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"])
     parser.add_argument("--r1_gamma", type=float, default=0.1)
+    parser.add_argument(
+        "--r1_interval", type=int, default=None, help="Lazy R1: penalty every N steps (default: adapt()'s default)."
+    )
     parser.add_argument(
         "--augment",
         type=str,
@@ -161,11 +164,14 @@ def main(args: argparse.Namespace) -> None:
         images = load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels)[: args.max_shots]
     augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
 
+    adapt_overrides = {
+        k: v for k, v in (("batch_size", args.batch_size), ("r1_interval", args.r1_interval)) if v is not None
+    }
     adapted = pipe.adapt(
         images,
+        **adapt_overrides,
         num_steps=args.num_steps,
         learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
         mixed_precision=args.mixed_precision,
         loss=args.loss,
         r1_gamma=args.r1_gamma,

@@ -40,7 +40,6 @@ import argparse
 import copy
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -60,6 +59,7 @@ from tqdm.auto import tqdm
 
 import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.metrics import heldout_distance
 from metagan_hub.training.augment import AUGMENT_POLICIES
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
 from metagan_hub.training.meta_learning import (
@@ -528,15 +528,6 @@ def save_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------------- validation
-
-
-def heldout_distance(samples: torch.Tensor, real: torch.Tensor) -> float:
-    """Symmetric nearest-neighbour RMS pixel distance (Chamfer) between `samples` and `real`, both `[N, C, H, W]` in
-    `[-1, 1]`: the mean of sample->nearest-real and real->nearest-sample distances."""
-    a = samples.detach().cpu().reshape(samples.shape[0], -1).double()  # [S, D]
-    b = real.detach().cpu().reshape(real.shape[0], -1).double()  # [R, D]
-    dist = torch.cdist(a, b) / math.sqrt(a.shape[1])  # [S, R] RMS distances
-    return float(0.5 * (dist.min(dim=1).values.mean() + dist.min(dim=0).values.mean()))
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -242,6 +242,7 @@ class MetaGANPipeline(DiffusionPipeline):
         mixed_precision: str = "no",
         loss: str = "nonsaturating",
         r1_gamma: float = 0.1,
+        r1_interval: int = 1,
         augment: Sequence[str] | None = ("translation", "cutout", "color"),
         freeze_discriminator_blocks: int = 0,
         ema_decay: float | None = None,
@@ -270,6 +271,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 so different calls in one process may use different precisions.
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
             r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
+            r1_interval (`int`, defaults to 1): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
+                only every `r1_interval` steps, which skips its double backward pass on the other steps.
             augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,
                 from `("translation", "cutout", "color")`; `None` or `()` for none.
             freeze_discriminator_blocks (`int`, defaults to 0): freeze the discriminator's input convolution and
@@ -313,6 +316,7 @@ class MetaGANPipeline(DiffusionPipeline):
             mixed_precision=mixed_precision,
             loss=loss,
             r1_gamma=r1_gamma,
+            r1_interval=r1_interval,
             augment=augment,
             freeze_discriminator_blocks=freeze_discriminator_blocks,
             ema_decay=ema_decay,

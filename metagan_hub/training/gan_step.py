@@ -53,14 +53,24 @@ def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler, reduce_grads)
 
 @dataclass
 class GANStepConfig:
-    """Loss and regularization options of a GAN step."""
+    """Loss and regularization options of a GAN step.
+
+    `r1_interval > 1` is lazy R1 regularization (Karras et al. 2020, StyleGAN2): the penalty, weighted by
+    `r1_gamma * r1_interval`, is computed only on steps whose index is a multiple of `r1_interval`, which saves its
+    double backward pass on the other steps while keeping the same average strength.
+    """
 
     loss: str = "nonsaturating"
     r1_gamma: float = 0.1
+    r1_interval: int = 1
     gp_lambda: float = 10.0
     wgan_drift: float = WGAN_DRIFT
     mixed_precision: str = "no"
     augment: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.r1_interval, bool) or not isinstance(self.r1_interval, int) or self.r1_interval < 1:
+            raise ValueError(f"`r1_interval` must be an integer >= 1, got {self.r1_interval!r}.")
 
 
 def gan_step(
@@ -75,6 +85,7 @@ def gan_step(
     aug_generator: torch.Generator | None = None,
     scaler: torch.amp.GradScaler | None = None,
     reduce_grads: Callable[[list[torch.Tensor]], None] | None = None,
+    step: int = 0,
 ) -> tuple[bool, dict[str, float]]:
     """
     Run one discriminator update on `real` vs. `G(z_d)` and one generator update on `G(z_g)`.
@@ -92,6 +103,8 @@ def gan_step(
         scaler (`torch.amp.GradScaler`, *optional*): loss scaler for fp16.
         reduce_grads (`Callable`, *optional*): called with each optimizer's parameters after `backward` and before
             `step` (e.g. to average gradients across processes for pooled pretraining).
+        step (`int`, defaults to 0): index of this step; with `config.r1_interval > 1` the R1 penalty is applied
+            (scaled by the interval) only when `step % r1_interval == 0`.
 
     Returns:
         `(ok, logs)`: whether both updates were applied, and the losses as floats.
@@ -112,7 +125,7 @@ def gan_step(
             d_fn,
             real,
             fake.float(),
-            r1_gamma=config.r1_gamma,
+            r1_gamma=config.r1_gamma * config.r1_interval if step % config.r1_interval == 0 else 0.0,
             gp_lambda=config.gp_lambda,
             wgan_drift=config.wgan_drift,
             augment=config.augment,

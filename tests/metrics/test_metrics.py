@@ -36,3 +36,17 @@ def test_features_and_errors():
         compute_metrics(torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 16, 16), metrics=("fid",))
     with pytest.raises(ValueError, match="at least 2"):
         METRICS["kid"](torch.zeros(1, 4), torch.zeros(3, 4))
+
+
+def test_heldout_distance_is_symmetric_chamfer_rms():
+    from metagan_hub.metrics import heldout_distance
+
+    real = torch.zeros(3, 1, 4, 4)
+    assert heldout_distance(real.clone(), real) == 0.0
+    assert heldout_distance(torch.full((2, 1, 4, 4), 0.5), real) == pytest.approx(0.5)
+    # samples {0, -1} vs real {0, 1}: sample->nearest real (0 + 1) / 2, real->nearest sample (0 + 1) / 2
+    real = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])
+    samples = torch.stack([torch.zeros(1, 4, 4), -torch.ones(1, 4, 4)])
+    assert heldout_distance(samples, real) == pytest.approx(0.5 * ((0 + 1) / 2 + (0 + 1) / 2))
+    with pytest.raises(ValueError, match="same C, H, W"):
+        heldout_distance(torch.zeros(2, 1, 4, 4), torch.zeros(2, 3, 4, 4))

@@ -387,6 +387,8 @@ BAD_INPUTS = {
     "unknown_precision": (lambda tmp: {"mixed_precision": "fp8"}, r"`mixed_precision`"),
     "unknown_loss": (lambda tmp: {"loss": "lsgan"}, r"`loss`.*'lsgan'"),
     "negative_r1": (lambda tmp: {"r1_gamma": -0.1}, r"`r1_gamma`"),
+    "r1_interval_0": (lambda tmp: {"r1_interval": 0}, r"`r1_interval`.*0"),
+    "r1_interval_float": (lambda tmp: {"r1_interval": 2.5}, r"`r1_interval`.*2\.5"),
     "ema_decay_one": (lambda tmp: {"ema_decay": 1.0}, r"`ema_decay`"),
     "lora_rank_0": (lambda tmp: {"lora_rank": 0}, r"`lora_rank`"),
 }
@@ -481,3 +483,41 @@ def test_non_finite_weights_are_never_returned(monkeypatch):
     with pytest.raises(NonFiniteLossError, match="non-finite weights"):
         pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
     assert hashes(pipe) == before
+
+
+@pytest.mark.parametrize("interval", [1, 3])
+def test_lazy_r1_runs_the_penalty_every_interval_steps_scaled_by_it(interval, monkeypatch):
+    seen: list[float] = []
+    original = gan_step_module.discriminator_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["r1_gamma"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gan_step_module, "discriminator_loss", spy)
+    adapted = tiny_pipeline().adapt(
+        random_shots(), num_steps=7, r1_gamma=0.2, r1_interval=interval, generator=seeded(0)
+    )
+    expected = [0.2 * interval if step % interval == 0 else 0.0 for step in range(7)]
+    assert seen == pytest.approx(expected)
+    assert adapted.card_info["adaptation"]["r1_interval"] == interval
+    r1_logged = [row["r1"] for row in adapted.card_info["adaptation"]["losses"]]
+    assert all(v == 0.0 for step, v in enumerate(r1_logged) if step % interval)
+    assert all(v > 0.0 for step, v in enumerate(r1_logged) if step % interval == 0)
+
+
+def test_adapted_weights_are_contiguous_and_in_the_base_dtype(tmp_path):
+    adapted = tiny_pipeline().adapt(random_shots(), num_steps=2, generator=seeded(0))
+    for model in (adapted.generator, adapted.discriminator):
+        for name, tensor in model.state_dict().items():
+            assert tensor.is_contiguous(), name
+            assert tensor.dtype == torch.float32, name
+    adapted.save_pretrained(tmp_path / "adapted")  # safetensors refuses non-contiguous tensors
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "adapted")
+    assert same_state(state(adapted, "generator"), state(reloaded, "generator"))
+
+
+@pytest.mark.parametrize("interval", [0, -2, 1.5, True])
+def test_gan_step_config_rejects_bad_r1_interval(interval):
+    with pytest.raises(ValueError, match="`r1_interval`"):
+        gan_step_module.GANStepConfig(r1_interval=interval)

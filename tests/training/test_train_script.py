@@ -312,12 +312,5 @@ def test_hub_token_never_reaches_the_recorded_command():
     assert "abc" not in command and "def" not in command and "--seed 1" in command
 
 
-def test_heldout_distance():
-    real = torch.zeros(3, 1, 4, 4)
-    assert train_metagan.heldout_distance(real.clone(), real) == 0.0
-    samples = torch.full((2, 1, 4, 4), 0.5)
-    assert train_metagan.heldout_distance(samples, real) == pytest.approx(0.5)
-
-
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
