@@ -33,7 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--contender",
         action="append",
-        required=True,
         help="NAME=PATH_OR_REPO of a checkpoint, or 'scratch'. Repeat for each contender.",
     )
     parser.add_argument("--dataset", default="kanjivg")
@@ -50,7 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_file", default="evaluation.jsonl")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        default=None,
+        metavar="JSONL",
+        help="Only print the summary of records written by earlier runs (contenders from several runs combined).",
+    )
+    args = parser.parse_args(argv)
+    if not args.contender and not args.summarize:
+        parser.error("give at least one --contender (or --summarize JSONL ...)")
+    return args
 
 
 def load_contender(spec: str, reference: MetaGANPipeline | None, seed: int) -> tuple[str, MetaGANPipeline]:
@@ -71,6 +80,9 @@ def load_contender(spec: str, reference: MetaGANPipeline | None, seed: int) -> t
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
+    if args.summarize:
+        print(summarize_files(args.summarize))
+        return
     contenders: list[tuple[str, MetaGANPipeline]] = []
     for spec in args.contender:
         reference = contenders[0][1] if contenders else None
@@ -134,14 +146,26 @@ def main(args: argparse.Namespace) -> None:
                     flush=True,
                 )
 
-    metric_names = list(next(iter(rows.values()))[0]["metrics"])
-    print(
-        f"\n{num_classes} held-out classes x {args.shots} shots, {args.num_steps} steps, "
-        f"{args.num_samples} samples vs {rows[contenders[0][0]][0]['num_real']} held-out renders per class, "
-        f"seed {args.seed}, feature space: pixels (16x16)\n"
-    )
-    print("| contender | " + " | ".join(metric_names) + " | adapt s |")
-    print("|---" * (len(metric_names) + 2) + "|")
+    print(summarize(rows))
+
+
+def summarize(rows: dict[str, list[dict]]) -> str:
+    """Markdown summary of per-class records: mean ± std per contender, paired differences to the first contender
+    (same classes, shots and seeds, so the class-to-class spread cancels), and ratios to `scratch` when present."""
+    names = list(rows)
+    common = set.intersection(*({r["class"] for r in records} for records in rows.values()))
+    rows = {name: [r for r in records if r["class"] in common] for name, records in rows.items()}
+    first = rows[names[0]]
+    metric_names = list(first[0]["metrics"])
+    lines = [
+        f"{len(first)} held-out classes x {first[0]['shots']} shots, {first[0]['num_steps']} steps, "
+        f"{first[0]['num_fake']} samples vs {first[0]['num_real']} held-out renders per class, "
+        f"seeds {min(r['seed'] for r in first)}-{max(r['seed'] for r in first)} (one per class), "
+        "heldout_distance in full-resolution pixels, other metrics in 16x16 pixel features",
+        "",
+        "| contender | " + " | ".join(metric_names) + " | adapt s |",
+        "|---" * (len(metric_names) + 2) + "|",
+    ]
     means = {}
     for name, records in rows.items():
         cells = []
@@ -151,16 +175,50 @@ def main(args: argparse.Namespace) -> None:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{means[(name, m)]:.4f} ± {spread:.4f}")
         seconds = statistics.mean(r["adapt_seconds"] for r in records)
-        print(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+    if len(names) > 1:
+        lines += ["", f"paired difference to {names[0]} (mean ± standard error over classes; classes where lower):"]
+        by_class = {r["class"]: r for r in first}
+        for name in names[1:]:
+            cells = []
+            for m in ("heldout_distance", "kid"):
+                if m not in metric_names:
+                    continue
+                diffs = [r["metrics"][m] - by_class[r["class"]]["metrics"][m] for r in rows[name]]
+                se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+                lower = sum(d < 0 for d in diffs)
+                cells.append(f"{m} {statistics.mean(diffs):+.4f} ± {se:.4f} ({lower}/{len(diffs)} lower)")
+            lines.append(f"- {name}: " + ", ".join(cells))
     if "scratch" in rows:
-        print("\nratio to scratch (lower is better for heldout_distance / kid / nn_real / nn_fake):")
+        lines += ["", "ratio to scratch (lower is better for heldout_distance / kid / nn_real / nn_fake):"]
         for name in rows:
             ratios = ", ".join(
                 f"{m} {means[(name, m)] / means[('scratch', m)]:.3f}"
                 for m in metric_names
                 if means[("scratch", m)] != 0
             )
-            print(f"- {name}: {ratios}")
+            lines.append(f"- {name}: {ratios}")
+    return "\n".join(lines)
+
+
+def summarize_files(paths: list[str]) -> str:
+    """Summarize records appended by earlier runs (contenders evaluated in separate runs with the same settings)."""
+    rows: dict[str, list[dict]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    records = rows.setdefault(record["contender"], [])
+                    if any(r["class"] == record["class"] for r in records):
+                        raise ValueError(
+                            f"{path}: contender {record['contender']!r} has class {record['class']!r} twice; give "
+                            "each evaluated checkpoint its own contender name (or results file)."
+                        )
+                    records.append(record)
+    if not rows:
+        raise ValueError(f"no records in {paths}.")
+    return summarize(rows)
 
 
 if __name__ == "__main__":
