@@ -70,8 +70,8 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
     Render the model card of a [`MetaGANPipeline`], or of a single Meta-GAN model, from `model_cards/pipeline.md`.
 
     The card's YAML metadata holds the licence, `library_name`, tags and, for adapted models, `base_model`. The body
-    has a usage snippet for `repo_id`, a table of components, and the adaptation / training records that
-    `pipeline.card_info` carries.
+    has a usage snippet for `repo_id`, a table of components, and the adaptation / training records and the
+    `evaluation` Markdown (e.g. a results table of `scripts/evaluate_metagan.py`) that `pipeline.card_info` carries.
 
     Args:
         pipeline (`MetaGANPipeline`, `MetaGANGenerator` or `MetaGANDiscriminator`): what to describe.
@@ -124,6 +124,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
         training_details=format_table(training) if isinstance(training, dict) else (training or ""),
         data_notes=info.get("data_notes", ""),
+        evaluation=info.get("evaluation", ""),
     )
     return card
 

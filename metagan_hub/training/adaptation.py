@@ -277,7 +277,11 @@ def adapt_pipeline(
         "final_g_loss": losses[-1].get("g_loss") if losses else None,
         "losses": losses,
     }
-    card_info = {k: v for k, v in pipeline.card_info.items() if k not in ("name_or_path", "adaptation", "training")}
+    card_info = {
+        k: v
+        for k, v in pipeline.card_info.items()
+        if k not in ("name_or_path", "adaptation", "training", "evaluation")
+    }
     card_info["base_model"] = record["base_model"]
     card_info["adaptation"] = record
     adapted = MetaGANPipeline(generator=gen, discriminator=disc, card_info=card_info)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.hub.model_card import render_pipeline_card
 
 LATENT_DIM = 8
 SIZE = 16
@@ -376,3 +377,12 @@ def test_card_info_round_trip(tmp_path):
     # and survives a second save / load
     loaded.save_pretrained(tmp_path / "again")
     assert {k: load(tmp_path / "again").card_info[k] for k in info} == info
+
+
+def test_model_card_evaluation_section(tmp_path):
+    pipe = make_pipe()
+    pipe.card_info = {"evaluation": "| contender | kid |\n|---|---|\n| this | 0.123 |"}
+    pipe.save_pretrained(tmp_path / "base")
+    readme = (tmp_path / "base" / "README.md").read_text()
+    assert "## Evaluation" in readme and "| this | 0.123 |" in readme
+    assert "## Evaluation" not in str(render_pipeline_card(make_pipe()))

@@ -521,3 +521,11 @@ def test_adapted_weights_are_contiguous_and_in_the_base_dtype(tmp_path):
 def test_gan_step_config_rejects_bad_r1_interval(interval):
     with pytest.raises(ValueError, match="`r1_interval`"):
         gan_step_module.GANStepConfig(r1_interval=interval)
+
+
+def test_adapted_pipeline_does_not_inherit_the_base_evaluation_or_training_record():
+    pipe = tiny_pipeline()
+    pipe.card_info = {"title": "base", "evaluation": "| x | 1 |", "training": {"algorithm": "reptile"}}
+    adapted = pipe.adapt(random_shots(), num_steps=1, generator=seeded(0))
+    assert "evaluation" not in adapted.card_info and "training" not in adapted.card_info
+    assert adapted.card_info["title"] == "base"
