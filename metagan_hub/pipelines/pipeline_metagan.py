@@ -339,6 +339,14 @@ class MetaGANPipeline(DiffusionPipeline):
         """Whether the generator carries a live (unfused) LoRA adapter."""
         return bool(getattr(self.generator, "peft_config", None))
 
+    def _write_card_info(self, save_directory: str | os.PathLike) -> None:
+        """Write `card_info` to `metagan_hub.json`, without the runtime-only `name_or_path` (where this pipeline was
+        loaded from: a local path there would leak into shared files and mean nothing elsewhere)."""
+        info = {k: v for k, v in self.card_info.items() if k != "name_or_path"}
+        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2, default=str)
+            f.write("\n")
+
     def save_lora_weights(
         self, save_directory: str | os.PathLike, weight_name: str = LORA_WEIGHT_NAME, repo_id: str | None = None
     ) -> str:
@@ -364,9 +372,7 @@ class MetaGANPipeline(DiffusionPipeline):
             self.card_info.get("base_model"), weight_name, repo_id, self.card_info.get("adaptation")
         )
         card.save(os.path.join(save_directory, "README.md"))
-        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
-            json.dump(self.card_info, f, indent=2, default=str)
-            f.write("\n")
+        self._write_card_info(save_directory)
         return os.path.join(save_directory, weight_name)
 
     def load_lora_weights(
@@ -474,9 +480,7 @@ class MetaGANPipeline(DiffusionPipeline):
                         f"# Re-export of the installed metagan_hub class (pip install metagan-hub).\n"
                         f"from {entry[0]} import {entry[1]}  # noqa: F401\n"
                     )
-        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
-            json.dump(self.card_info, f, indent=2, default=str)
-            f.write("\n")
+        self._write_card_info(save_directory)
         render_pipeline_card(self, repo_id).save(os.path.join(save_directory, "README.md"))
 
     def push_to_hub(

@@ -386,3 +386,13 @@ def test_model_card_evaluation_section(tmp_path):
     readme = (tmp_path / "base" / "README.md").read_text()
     assert "## Evaluation" in readme and "| this | 0.123 |" in readme
     assert "## Evaluation" not in str(render_pipeline_card(make_pipe()))
+
+
+def test_resaving_a_loaded_pipeline_does_not_record_where_it_was_loaded_from(tmp_path):
+    make_pipe().save_pretrained(tmp_path / "first")
+    loaded = MetaGANPipeline.from_pretrained(tmp_path / "first")
+    assert loaded.card_info["name_or_path"] == str(tmp_path / "first")  # known at runtime (adapt() uses it)
+    loaded.save_pretrained(tmp_path / "second")
+    with open(tmp_path / "second" / "metagan_hub.json") as f:
+        assert "name_or_path" not in json.load(f)
+    assert str(tmp_path) not in (tmp_path / "second" / "README.md").read_text()
