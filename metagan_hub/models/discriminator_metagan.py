@@ -66,7 +66,8 @@ class MinibatchStd(nn.Module):
         while n % g:
             g -= 1
         y = x.float().view(g, n // g, c, h, w)  # [G, M, C, H, W]
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [M, C, H, W]
+        # (biased variance written out: faster than Tensor.var through R1's double backward, same value)
+        std = ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt()  # [M, C, H, W]
         std = std.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)  # [M, 1, 1, 1]
         std = std.repeat(g, 1, h, w).to(x.dtype)  # [N, 1, H, W]
         return torch.cat([x, std], dim=1)
