@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import platform
@@ -337,55 +338,45 @@ def bench_diffusion(
     results = []
     paired_times: list[float] = []
 
-    # DDIM, 50 steps, measured in full
-    ddim = DDPMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
-    ddim.set_progress_bar_config(disable=True)
-    res = DiffResult("DDIM 50 steps", 50, batch)
-    try:
-        ddim(batch_size=batch, num_inference_steps=2, output_type="np")  # warm-up
-        times = []
-        for i in range(2 if args.quick else 3):
-            if paired_call is not None:
-                paired_times.append(paired_call())
-            start = time.perf_counter()
-            ddim(
-                batch_size=batch, num_inference_steps=50, output_type="np", generator=torch.Generator().manual_seed(i)
-            )
-            times.append(time.perf_counter() - start)
-        if paired_call is not None:
-            paired_times.append(paired_call())
-        res.images_per_s = batch / statistics.median(times)
-        res.per_step_s = statistics.median(times) / 50
-        res.note = f"measured: median of {len(times)} full 50-step runs"
-    except Exception as exc:
-        res.error = short_error(exc)
-    results.append(res)
+    def time_ddim(target_unet: UNet2DModel, option: str, runs: int, context, paired: bool) -> DiffResult:
+        """Time full 50-step DDIM runs (after a 2-step warm-up) inside `context`; with `paired`, one Meta-GAN batch
+        is timed before each run and after the last one."""
+        ddim = DDPMPipeline(unet=target_unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
+        ddim.set_progress_bar_config(disable=True)
+        res = DiffResult("DDIM 50 steps", 50, batch, option=option)
+        try:
+            with context:
+                ddim(batch_size=batch, num_inference_steps=2, output_type="np")  # warm-up
+                times = []
+                for i in range(runs):
+                    if paired:
+                        paired_times.append(paired_call())
+                    start = time.perf_counter()
+                    ddim(
+                        batch_size=batch,
+                        num_inference_steps=50,
+                        output_type="np",
+                        generator=torch.Generator().manual_seed(i),
+                    )
+                    times.append(time.perf_counter() - start)
+                if paired:
+                    paired_times.append(paired_call())
+            res.images_per_s = batch / statistics.median(times)
+            res.per_step_s = statistics.median(times) / 50
+            res.note = f"measured: median of {len(times)} full 50-step runs"
+        except Exception as exc:
+            res.error = short_error(exc)
+        return res
 
+    # DDIM, 50 steps, measured in full
+    results.append(
+        time_ddim(unet, "fp32 eager", 2 if args.quick else 3, contextlib.nullcontext(), paired_call is not None)
+    )
     # DDIM, 50 steps, with the fast options a diffusers user has without compiling: bf16 autocast + channels_last
     # (autocast rather than bf16 weights: DDPMPipeline's numpy conversion of the output does not take bf16)
     fast_unet = copy.deepcopy(unet).to(memory_format=torch.channels_last)
-    ddim_fast = DDPMPipeline(unet=fast_unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
-    ddim_fast.set_progress_bar_config(disable=True)
-    res = DiffResult("DDIM 50 steps", 50, batch, option="bf16 autocast channels_last")
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            ddim_fast(batch_size=batch, num_inference_steps=2, output_type="np")  # warm-up
-            times = []
-            for i in range(1 if args.quick else 2):
-                start = time.perf_counter()
-                ddim_fast(
-                    batch_size=batch,
-                    num_inference_steps=50,
-                    output_type="np",
-                    generator=torch.Generator().manual_seed(i),
-                )
-                times.append(time.perf_counter() - start)
-        res.images_per_s = batch / statistics.median(times)
-        res.per_step_s = statistics.median(times) / 50
-        res.note = f"measured: median of {len(times)} full 50-step runs"
-    except Exception as exc:
-        res.error = short_error(exc)
-    results.append(res)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+    results.append(time_ddim(fast_unet, "bf16 autocast channels_last", 1 if args.quick else 2, autocast, False))
 
     # DDPM, 1000 steps: run `ddpm_measured_steps` steps and extrapolate the per-step time
     k = min(args.ddpm_measured_steps, 1000)
