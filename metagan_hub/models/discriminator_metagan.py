@@ -54,23 +54,28 @@ class DownBlock(nn.Module):
 class MinibatchStd(nn.Module):
     """Appends one feature map holding the mean (over features) of the per-feature standard deviation across groups
     of `group_size` samples (ProGAN). Helps the discriminator see mode collapse. Batches that `group_size` does not
-    divide use the largest divisor of the batch size that is ≤ `group_size`, so any batch size works."""
+    divide use the largest divisor of the batch size that is ≤ `group_size`, so any batch size works.
+
+    With `num_batches > 1` the input is that many equal batches stacked along the first dimension, and groups never
+    cross from one to the next: the result equals running each batch on its own."""
 
     def __init__(self, group_size: int = 4):
         super().__init__()
         self.group_size = group_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+    def forward(self, x: torch.Tensor, num_batches: int = 1) -> torch.Tensor:
+        total, c, h, w = x.shape
+        n = total // num_batches
         g = min(self.group_size, n)
         while n % g:
             g -= 1
-        y = x.float().view(g, n // g, c, h, w)  # [G, M, C, H, W]
+        m = n // g
+        y = x.float().view(num_batches, g, m, c, h, w)  # [B, G, M, C, H, W]
         # (biased variance written out: faster than Tensor.var through R1's double backward, same value)
-        std = ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt()  # [M, C, H, W]
-        std = std.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)  # [M, 1, 1, 1]
-        std = std.repeat(g, 1, h, w).to(x.dtype)  # [N, 1, H, W]
-        return torch.cat([x, std], dim=1)
+        std = ((y - y.mean(dim=1, keepdim=True)).square().mean(dim=1) + 1e-8).sqrt()  # [B, M, C, H, W]
+        std = std.mean(dim=(2, 3, 4))  # [B, M]
+        std = std.view(num_batches, 1, m, 1, 1, 1).expand(num_batches, g, m, 1, h, w)  # [B, G, M, 1, H, W]
+        return torch.cat([x, std.reshape(total, 1, h, w).to(x.dtype)], dim=1)
 
 
 class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
@@ -184,13 +189,19 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             for block in self.blocks[:n]:
                 block.requires_grad_(False)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> MetaGANDiscriminatorOutput | tuple:
+    def forward(
+        self, sample: torch.Tensor, return_dict: bool = True, num_batches: int = 1
+    ) -> MetaGANDiscriminatorOutput | tuple:
         r"""
         Args:
             sample (`torch.Tensor` of shape `(batch_size, in_channels, sample_size, sample_size)`):
                 Images in `[-1, 1]`.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Whether to return a [`MetaGANDiscriminatorOutput`] instead of a plain tuple.
+            num_batches (`int`, *optional*, defaults to 1):
+                How many equal batches `sample` stacks along its first dimension. Minibatch-std groups stay inside
+                each of them, so `D(torch.cat([real, fake]), num_batches=2)` gives the logits of `D(real)` followed
+                by those of `D(fake)` in a single, faster call.
 
         Returns:
             [`MetaGANDiscriminatorOutput`] or `tuple`: logits of shape `(batch_size,)`.
@@ -200,6 +211,13 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"`sample` must have shape (batch_size, {', '.join(map(str, expected))}), got {tuple(sample.shape)}."
             )
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
+        if sample.shape[0] % num_batches:
+            raise ValueError(
+                f"`num_batches`={num_batches} must divide the batch size of `sample` ({sample.shape[0]}): the input "
+                "is that many equal batches stacked."
+            )
         # 1. features
         x = self.act(self.conv_in(sample.to(self.conv_in.weight.dtype)))  # [N, C0, S, S]
         # 2. downsample to 4x4
@@ -207,7 +225,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             x = block(x)
         # 3. head
         if self.mbstd is not None:
-            x = self.mbstd(x)  # [N, C + 1, 4, 4]
+            x = self.mbstd(x, num_batches)  # [N, C + 1, 4, 4]
         x = self.act(self.conv_out(x))
         logits = self.fc(x.flatten(1)).squeeze(1)  # [N]
         if not return_dict:

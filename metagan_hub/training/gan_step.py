@@ -58,6 +58,10 @@ class GANStepConfig:
     `r1_interval > 1` is lazy R1 regularization (Karras et al. 2020, StyleGAN2): the penalty, weighted by
     `r1_gamma * r1_interval`, is computed only on steps whose index is a multiple of `r1_interval`, which saves its
     double backward pass on the other steps while keeping the same average strength.
+
+    `joint_discriminator_forward` scores real and fake images in one discriminator call on steps without R1 (see
+    [`~metagan_hub.training.losses.discriminator_loss`]); it needs a discriminator whose `forward` takes
+    `num_batches`, as [`~metagan_hub.MetaGANDiscriminator`] does.
     """
 
     loss: str = "nonsaturating"
@@ -67,6 +71,7 @@ class GANStepConfig:
     wgan_drift: float = WGAN_DRIFT
     mixed_precision: str = "no"
     augment: torch.nn.Module | None = None
+    joint_discriminator_forward: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.r1_interval, bool) or not isinstance(self.r1_interval, int) or self.r1_interval < 1:
@@ -112,8 +117,10 @@ def gan_step(
     device = real.device
     disc = discriminator_model
 
-    def d_fn(x: torch.Tensor) -> torch.Tensor:
-        return disc(x).logits
+    def d_fn(x: torch.Tensor, num_batches: int = 1) -> torch.Tensor:
+        if num_batches == 1:
+            return disc(x).logits
+        return disc(x, num_batches=num_batches).logits
 
     # 1. discriminator update
     opt_d.zero_grad(set_to_none=True)
@@ -130,6 +137,7 @@ def gan_step(
             wgan_drift=config.wgan_drift,
             augment=config.augment,
             generator=aug_generator,
+            joint_forward=config.joint_discriminator_forward,
         )
     d_ok = bool(torch.isfinite(d_loss))
     if d_ok:

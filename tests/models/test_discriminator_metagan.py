@@ -106,6 +106,24 @@ def test_minibatch_std_accepts_any_batch_size(batch_size):
     assert logits.shape == (batch_size,) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("batch_size, group_size", [(4, 4), (3, 4), (2, 4), (8, 4), (5, 2), (1, 4)])
+def test_num_batches_scores_stacked_batches_as_separate_calls(batch_size, group_size):
+    model = tiny_discriminator(minibatch_std=True, minibatch_std_group_size=group_size).double()
+    a, b = images(batch_size).double(), images(batch_size, seed=1).double()
+    separate = torch.cat([model(a).logits, model(b).logits])
+    torch.testing.assert_close(model(torch.cat([a, b]), num_batches=2).logits, separate, rtol=0, atol=1e-12)
+    # without num_batches the minibatch-std groups mix the two batches (when a group spans them)
+    if batch_size % group_size == 0 and batch_size > 1:
+        assert not torch.allclose(model(torch.cat([a, b])).logits, separate, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("num_batches", [0, -1, 3, 2.0, True])
+def test_bad_num_batches_raises(num_batches):
+    model = tiny_discriminator()
+    with pytest.raises(ValueError, match="num_batches"):
+        model(images(4), num_batches=num_batches)
+
+
 def test_spectral_norm_on_and_off():
     off = tiny_discriminator(spectral_norm=False)
     assert not any(parametrize.is_parametrized(m) for m in off.modules())

@@ -237,3 +237,42 @@ def test_penalties_under_no_grad_report_values():
     assert not loss.requires_grad and not gp_loss.requires_grad
     torch.testing.assert_close(loss, ref.detach())
     assert logs == ref_logs and gp_logs["gp"] > 0
+
+
+class GroupedD(torch.nn.Module):
+    """A discriminator whose score depends on the batch (like minibatch-std) and that takes `num_batches`."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.8))
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor, num_batches: int = 1) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        y = x.flatten(1).view(num_batches, -1, x[0].numel())  # [B, N, D]
+        return (self.w * y.mean(dim=2) + y.std(dim=(1, 2), keepdim=True).squeeze(2)).flatten()  # [B * N]
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_joint_forward_matches_two_calls_in_one_call(loss_type):
+    real, fake = _images(4, seed=1), _images(4, seed=2)
+    kwargs = dict(augment=DiffAugment(), r1_gamma=0.0)
+    two = GroupedD()
+    ref, ref_logs = discriminator_loss(loss_type, two, real, fake, generator=_gen(), **kwargs)
+    one = GroupedD()
+    loss, logs = discriminator_loss(loss_type, one, real, fake, generator=_gen(), joint_forward=True, **kwargs)
+    torch.testing.assert_close(loss, ref)
+    assert logs == pytest.approx(ref_logs)
+    assert two.calls[:2] == [4, 4] and one.calls[0] == 8  # (wgan-gp adds one call on the interpolates)
+    ref.backward()
+    loss.backward()
+    torch.testing.assert_close(one.w.grad, two.w.grad)
+
+
+def test_joint_forward_falls_back_to_two_calls_for_r1_and_unequal_batches():
+    d = GroupedD()
+    discriminator_loss("nonsaturating", d, _images(4), _images(4, seed=1), r1_gamma=1.0, joint_forward=True)
+    assert d.calls == [4, 4]
+    d = GroupedD()
+    discriminator_loss("nonsaturating", d, _images(4), _images(2, seed=1), joint_forward=True)
+    assert d.calls == [4, 2]
