@@ -101,6 +101,40 @@ def test_no_transposed_conv_or_batchnorm(norm_type):
             assert isinstance(module, nn.Linear | nn.Conv2d), name
 
 
+@pytest.mark.parametrize("sample_size, out_channels", [(16, 1), (32, 3)])
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_fused_upsampling_gives_the_same_images_and_gradients(sample_size, out_channels, norm_type):
+    torch.manual_seed(0)
+    model = tiny_generator(sample_size, out_channels, norm_type=norm_type).double()
+    z = latents(5).double()
+    plain = model(z).sample
+    plain_grads = torch.autograd.grad(plain.square().sum(), list(model.parameters()))
+    assert not model.fused_upsampling
+    model.enable_fused_upsampling()
+    assert model.fused_upsampling and all(block.fused_upsampling for block in model.blocks)
+    fused = model(z).sample
+    fused_grads = torch.autograd.grad(fused.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    model.enable_fused_upsampling(False)
+    assert not model.fused_upsampling
+
+
+def test_fused_upsampling_runs_a_transposed_convolution(monkeypatch):
+    calls = []
+    original = torch.nn.functional.conv_transpose2d
+    monkeypatch.setattr(torch.nn.functional, "conv_transpose2d", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model = tiny_generator(16)
+    model(latents(2))
+    assert calls == []
+    model.enable_fused_upsampling()
+    model(latents(2))
+    assert len(calls) == len(model.blocks)
+    with pytest.raises(ValueError, match="enabled"):
+        model.enable_fused_upsampling("yes")
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -166,6 +166,15 @@ def test_fuse_lora_keeps_images_and_removes_adapter(base_dir, tmp_path):
     torch.testing.assert_close(images(load_base(tmp_path / "fused")), expected, atol=1e-5, rtol=0)
 
 
+def test_fast_generation_keeps_lora_images(base_dir):
+    """Fused upsampling cannot fold a LoRA delta into its kernel: adapted convolutions take the plain path."""
+    adapted = adapt_lora(load_base(base_dir))
+    expected = images(adapted)
+    adapted.enable_fast_generation()
+    assert adapted.generator.fused_upsampling
+    torch.testing.assert_close(images(adapted), expected, atol=1e-5, rtol=0)
+
+
 def test_save_pretrained_of_lora_pipeline_writes_plain_full_weights(base_dir, tmp_path):
     adapted = adapt_lora(load_base(base_dir))
     expected = images(adapted)

@@ -180,11 +180,13 @@ def test_check_inputs_errors_name_the_argument(pipe, kwargs, argument):
         pipe(**kwargs)
 
 
-def test_enable_fast_generation_channels_last_same_images():
+@pytest.mark.parametrize("fused_upsampling", [False, True])
+def test_enable_fast_generation_same_images(fused_upsampling):
     pipe = make_pipe(3)
     before = generate(pipe, batch_size=5)
-    pipe.enable_fast_generation(channels_last=True)
+    pipe.enable_fast_generation(channels_last=True, fused_upsampling=fused_upsampling)
     assert pipe.generator.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.generator.fused_upsampling is fused_upsampling
     torch.testing.assert_close(generate(pipe, batch_size=5), before, rtol=0, atol=1e-5)
 
 
