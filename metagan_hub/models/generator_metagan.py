@@ -74,11 +74,17 @@ def upsample_conv_fused(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)  # [N, C_out, 2H, 2W]
 
 
+# With `fused_upsampling=None` ("auto"), CPU inference batches of at least this many images take the fused path: on
+# a 2-core CPU the transposed convolution was 1.1-1.4x faster from 64 images on, even at 16 and slower below.
+FUSED_UPSAMPLING_MIN_BATCH = 32
+
+
 class UpBlock(nn.Module):
     """Nearest-neighbour ×2 upsampling followed by two 3×3 convolutions, each with normalization and activation.
 
-    With `fused_upsampling` set (see [`MetaGANGenerator.enable_fused_upsampling`]) the upsampling and the first
-    convolution run as one transposed convolution, unless that convolution carries a LoRA adapter.
+    `fused_upsampling` (see [`MetaGANGenerator.enable_fused_upsampling`]): `True` runs the upsampling and the first
+    convolution as one transposed convolution, unless that convolution carries a LoRA adapter; `None` (auto) does so
+    only for CPU inference (autograd off) on batches of at least `FUSED_UPSAMPLING_MIN_BATCH` images.
     """
 
     def __init__(self, in_channels: int, out_channels: int, norm_type: str, norm_num_groups: int, act_fn: str):
@@ -88,10 +94,13 @@ class UpBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.norm2 = make_norm(norm_type, out_channels, norm_num_groups)
         self.act = make_activation(act_fn)
-        self.fused_upsampling = False
+        self.fused_upsampling: bool | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_upsampling and type(self.conv1) is nn.Conv2d:
+        fused = self.fused_upsampling
+        if fused is None:
+            fused = x.shape[0] >= FUSED_UPSAMPLING_MIN_BATCH and x.device.type == "cpu" and not torch.is_grad_enabled()
+        if fused and type(self.conv1) is nn.Conv2d:
             x = upsample_conv_fused(x, self.conv1)  # [N, C_out, 2H, 2W]
         else:
             x = self.conv1(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # [N, C_out, 2H, 2W]
@@ -114,6 +123,10 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
     moves between tasks, and its train-mode output for a sample depends on the rest of the batch, which breaks
     batch-size-1 sampling and chunked generation. The default `"group"` (GroupNorm) normalizes each sample on its
     own and keeps learnable per-channel scales and shifts, which are cheap, effective parameters to adapt.
+
+    CPU inference (autograd off, as in the pipeline's `__call__`) runs its feature maps in `channels_last` and, for
+    batches of 32 or more, fuses each upsampling with the following convolution ([`enable_fused_upsampling`]); the
+    returned images are contiguous and equal the plain path's up to floating-point rounding. Training is unaffected.
 
     Args:
         latent_dim (`int`, *optional*, defaults to 128):
@@ -188,17 +201,20 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         # 3. output convolution
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
 
-    def enable_fused_upsampling(self, enabled: bool = True) -> None:
+    def enable_fused_upsampling(self, enabled: bool | None = True) -> None:
         r"""
         Run each block's nearest ×2 upsampling and first 3×3 convolution as one stride-2 transposed convolution with
         the equivalent 4×4 kernel (built from the same weights on every call, so training and saving are unaffected).
         It does 16/36 of those convolutions' multiply-adds and never materialises the upsampled feature maps; outputs
-        equal the unfused ones up to floating-point rounding. It pays off for large inference batches (see
+        equal the unfused ones up to floating-point rounding. It pays off for large batches (see
         `scripts/benchmark_generation.py`); for the small batches of few-shot training the plain path is faster on
-        CPU, so it is off by default. Convolutions carrying a LoRA adapter always take the plain path.
+        CPU. Convolutions carrying a LoRA adapter always take the plain path.
 
         Args:
-            enabled (`bool`, *optional*, defaults to `True`): switch the fused path on or off.
+            enabled (`bool` or `None`, *optional*, defaults to `True`):
+                `True` always fuses, `False` never does, `None` (the default of a new model) fuses only for CPU
+                inference (autograd off, as in the pipeline's `__call__`) on batches of at least
+                `FUSED_UPSAMPLING_MIN_BATCH` (32) images.
 
         Example:
 
@@ -214,15 +230,15 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         True
         ```
         """
-        if not isinstance(enabled, bool):
-            raise ValueError(f"`enabled` must be a bool, got {enabled!r}.")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ValueError(f"`enabled` must be True, False or None (auto), got {enabled!r}.")
         for block in self.blocks:
             block.fused_upsampling = enabled
 
     @property
-    def fused_upsampling(self) -> bool:
-        """Whether [`enable_fused_upsampling`] is on."""
-        return all(block.fused_upsampling for block in self.blocks)
+    def fused_upsampling(self) -> bool | None:
+        """The [`enable_fused_upsampling`] setting: `True`, `False` or `None` (auto)."""
+        return self.blocks[0].fused_upsampling
 
     def forward(self, latents: torch.Tensor, return_dict: bool = True) -> MetaGANGeneratorOutput | tuple:
         r"""
@@ -244,11 +260,17 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         x = self.proj(latents.to(self.proj.weight.dtype))
         x = x.view(latents.shape[0], -1, 4, 4)  # [N, C0, 4, 4]
         x = self.act(self.proj_norm(x))
+        cpu_inference = x.device.type == "cpu" and not torch.is_grad_enabled()
+        if cpu_inference:
+            # oneDNN convolutions run ~1.2-1.8x faster in channels_last on CPU; the output is made contiguous again
+            x = x.contiguous(memory_format=torch.channels_last)
         # 2. upsample
         for block in self.blocks:
             x = block(x)  # [N, C_i, 2H, 2W]
         # 3. to image
         sample = torch.tanh(self.conv_out(x))  # [N, out_channels, sample_size, sample_size]
+        if cpu_inference:
+            sample = sample.contiguous()
         if not return_dict:
             return (sample,)
         return MetaGANGeneratorOutput(sample=sample)

@@ -216,15 +216,19 @@ class MetaGANPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
     def enable_fast_generation(
-        self, channels_last: bool = True, fused_upsampling: bool = True, compile: bool = False, **compile_kwargs
+        self,
+        channels_last: bool = True,
+        fused_upsampling: bool | None = True,
+        compile: bool = False,
+        **compile_kwargs,
     ) -> None:
         """
-        Switch on faster generator inference: `channels_last` memory format, fused upsampling (each block's nearest
+        Switch on faster generator inference: `channels_last` weights, fused upsampling (each block's nearest
         upsampling and first convolution as one transposed convolution, see
-        [`MetaGANGenerator.enable_fused_upsampling`]; it pays off from batches of a few dozen images) and,
-        optionally, `torch.compile` of the generator's forward (the first call then compiles for a while). Images
-        equal the plain path's up to floating-point rounding. See the README's generation benchmark for what each
-        option gives on CPU.
+        [`MetaGANGenerator.enable_fused_upsampling`]; `True` fuses at every batch size and on every device, `None`
+        only for CPU batches of 32 or more, which is what a new pipeline does) and, optionally, `torch.compile` of
+        the generator's forward (the first call then compiles for a while). Images equal the plain path's up to
+        floating-point rounding. See the README's generation benchmark for what each option gives on CPU.
 
         Example:
 

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from metagan_hub import MetaGANGenerator, MetaGANGeneratorOutput
+from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
 
 LATENT_DIM = 8
 # tiny widths per resolution: log2(sample_size) - 2 blocks
@@ -109,16 +110,16 @@ def test_fused_upsampling_gives_the_same_images_and_gradients(sample_size, out_c
     z = latents(5).double()
     plain = model(z).sample
     plain_grads = torch.autograd.grad(plain.square().sum(), list(model.parameters()))
-    assert not model.fused_upsampling
+    assert model.fused_upsampling is None  # auto: with autograd on, the plain path
     model.enable_fused_upsampling()
-    assert model.fused_upsampling and all(block.fused_upsampling for block in model.blocks)
+    assert model.fused_upsampling is True and all(block.fused_upsampling for block in model.blocks)
     fused = model(z).sample
     fused_grads = torch.autograd.grad(fused.square().sum(), list(model.parameters()))
     torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
     for a, b in zip(fused_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     model.enable_fused_upsampling(False)
-    assert not model.fused_upsampling
+    assert model.fused_upsampling is False
 
 
 def test_fused_upsampling_runs_a_transposed_convolution(monkeypatch):
@@ -126,13 +127,35 @@ def test_fused_upsampling_runs_a_transposed_convolution(monkeypatch):
     original = torch.nn.functional.conv_transpose2d
     monkeypatch.setattr(torch.nn.functional, "conv_transpose2d", lambda *a, **k: calls.append(1) or original(*a, **k))
     model = tiny_generator(16)
-    model(latents(2))
+    n = FUSED_UPSAMPLING_MIN_BATCH
+    model(latents(n))  # auto, autograd on: plain
+    with torch.no_grad():
+        model(latents(n - 1))  # auto, too small a batch: plain
     assert calls == []
+    with torch.no_grad():
+        model(latents(n))  # auto, CPU inference of a large batch: fused
+    assert len(calls) == len(model.blocks)
+    model.enable_fused_upsampling(False)
+    with torch.no_grad():
+        model(latents(n))
+    assert len(calls) == len(model.blocks)
     model.enable_fused_upsampling()
     model(latents(2))
-    assert len(calls) == len(model.blocks)
+    assert len(calls) == 2 * len(model.blocks)
     with pytest.raises(ValueError, match="enabled"):
         model.enable_fused_upsampling("yes")
+
+
+def test_cpu_inference_path_gives_the_same_contiguous_images():
+    """Autograd off: channels_last feature maps and auto-fused upsampling; the images match the training path."""
+    torch.manual_seed(0)
+    model = tiny_generator(16, 3).double()
+    z = latents(FUSED_UPSAMPLING_MIN_BATCH + 3).double()
+    with torch.no_grad():
+        fast = model(z).sample
+    plain = model(z).sample.detach()
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- bad input

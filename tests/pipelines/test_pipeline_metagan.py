@@ -180,7 +180,7 @@ def test_check_inputs_errors_name_the_argument(pipe, kwargs, argument):
         pipe(**kwargs)
 
 
-@pytest.mark.parametrize("fused_upsampling", [False, True])
+@pytest.mark.parametrize("fused_upsampling", [False, True, None])
 def test_enable_fast_generation_same_images(fused_upsampling):
     pipe = make_pipe(3)
     before = generate(pipe, batch_size=5)
