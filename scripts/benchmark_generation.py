@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import inspect
 import os
 import platform
 import statistics
@@ -50,6 +51,9 @@ from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_utils import cpu_name  # noqa: E402
+
+# images per generator forward when the pipeline is called without `chunk_size`
+DEFAULT_CHUNK_SIZE = inspect.signature(MetaGANPipeline.__call__).parameters["chunk_size"].default
 
 # (block_out_channels, layers_per_block) of plain-conv UNets. Of those within ±30% of the generator's parameter count,
 # the one with the fewest FLOPs per denoising step is used: the choice most favourable to the diffusion baseline.
@@ -252,8 +256,8 @@ def bench_metagan_option(
     sample_size: int, out_channels: int, option: tuple, batch_size: int, repeats: int, warmup: int
 ) -> GenResult:
     label, dtype, channels_last, fused, compile_ = option
-    # the auto default fuses the pipeline's chunks (64 images, or the whole batch if smaller) of >= 32 images on CPU
-    auto_fuses = min(batch_size, 64) >= FUSED_UPSAMPLING_MIN_BATCH and not torch.cuda.is_available()
+    # the auto default fuses the pipeline's (CPU) chunks of >= FUSED_UPSAMPLING_MIN_BATCH images
+    auto_fuses = min(batch_size, DEFAULT_CHUNK_SIZE) >= FUSED_UPSAMPLING_MIN_BATCH
     result = GenResult(sample_size, label, dtype, fused=bool(fused) or (fused is None and auto_fuses))
     try:
         pipe = make_metagan_pipeline(sample_size, out_channels)

@@ -79,6 +79,11 @@ def upsample_conv_fused(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 FUSED_UPSAMPLING_MIN_BATCH = 32
 
 
+def is_cpu_inference(x: torch.Tensor) -> bool:
+    """Whether `x` is on the CPU with autograd off: when the generator takes its inference-only fast paths."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
 class UpBlock(nn.Module):
     """Nearest-neighbour ×2 upsampling followed by two 3×3 convolutions, each with normalization and activation.
 
@@ -99,7 +104,7 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self.fused_upsampling
         if fused is None:
-            fused = x.shape[0] >= FUSED_UPSAMPLING_MIN_BATCH and x.device.type == "cpu" and not torch.is_grad_enabled()
+            fused = x.shape[0] >= FUSED_UPSAMPLING_MIN_BATCH and is_cpu_inference(x)
         if fused and type(self.conv1) is nn.Conv2d:
             x = upsample_conv_fused(x, self.conv1)  # [N, C_out, 2H, 2W]
         else:
@@ -260,7 +265,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         x = self.proj(latents.to(self.proj.weight.dtype))
         x = x.view(latents.shape[0], -1, 4, 4)  # [N, C0, 4, 4]
         x = self.act(self.proj_norm(x))
-        cpu_inference = x.device.type == "cpu" and not torch.is_grad_enabled()
+        cpu_inference = is_cpu_inference(x)
         if cpu_inference:
             # oneDNN convolutions run ~1.2-1.8x faster in channels_last on CPU; the output is made contiguous again
             x = x.contiguous(memory_format=torch.channels_last)
