@@ -144,7 +144,14 @@ def throughput(args: argparse.Namespace) -> list[dict]:
             cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__]
             cmd += ["--worker", "throughput", "--result_file", result_file, "--threads", str(threads)]
             cmd += ["--inner_steps", str(args.inner_steps), "--meta_steps", str(args.meta_steps), *_common(args)]
-            env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": str(threads)}
+            # CUDA hidden: Accelerate's barrier names each rank's GPU even for gloo on CPU, so rank r would touch
+            # GPU r on a GPU machine (and fail where it has fewer GPUs than processes)
+            env = {
+                **os.environ,
+                "ACCELERATE_USE_CPU": "true",
+                "OMP_NUM_THREADS": str(threads),
+                "CUDA_VISIBLE_DEVICES": "",
+            }
             out = _run(cmd, env, result_file)
         rows.append({"processes": n, "threads_each": threads, "tasks_per_s": out["tasks"] / out["seconds"], **out})
     return rows

@@ -166,6 +166,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--meta_batch_size", type=int, default=4, help="Tasks per meta step over all processes (divisible by them)."
     )
     algo.add_argument("--max_meta_steps", type=int, default=1000)
+    algo.add_argument(
+        "--max_train_minutes",
+        type=float,
+        default=None,
+        help="Also stop after the meta step that passes this wall time (this run, all ranks stop at the same step); "
+        "the pipeline is saved as usual. For runs on a time budget; a resumed run gets the full budget again.",
+    )
     algo.add_argument("--r1_gamma", type=float, default=None)
     algo.add_argument("--gp_lambda", type=float, default=None)
     algo.add_argument("--wgan_drift", type=float, default=None)
@@ -241,6 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.max_train_minutes is not None and not args.max_train_minutes > 0:
+        parser.error(f"--max_train_minutes must be > 0, got {args.max_train_minutes}")
     if args.torch_threads is not None and args.torch_threads < 1:
         parser.error(f"--torch_threads must be >= 1, got {args.torch_threads}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
@@ -402,6 +411,19 @@ def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDisc
     return generator, discriminator
 
 
+def check_cpu_processes_on_gpu_machine(state: PartialState) -> None:
+    """Several CPU (gloo) processes on a machine with fewer GPUs than processes fail at the first barrier with an
+    obscure CUDA error: Accelerate's `wait_for_everyone` passes each rank's index as its device, and PyTorch then
+    uses GPU `rank` for a gloo barrier. Say what to do instead."""
+    if state.num_processes > 1 and state.device.type == "cpu" and torch.cuda.is_available():
+        if torch.cuda.device_count() < state.num_processes:
+            raise RuntimeError(
+                f"{state.num_processes} CPU processes (ACCELERATE_USE_CPU) on a machine with "
+                f"{torch.cuda.device_count()} GPU(s): Accelerate's barriers would use GPU <rank> and fail. Hide the "
+                "GPUs from CPU runs with `CUDA_VISIBLE_DEVICES= ACCELERATE_USE_CPU=true accelerate launch ...`."
+            )
+
+
 def effective_mixed_precision(args: argparse.Namespace) -> str:
     return args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") or "no"
 
@@ -461,6 +483,16 @@ def check_checkpoint_config(path: str, config: dict[str, Any]) -> dict[str, Any]
             "original options, or start a new run in another --output_dir."
         )
     return state
+
+
+def time_budget_spent(accelerator: Accelerator, max_train_minutes: float | None, elapsed_s: float) -> bool:
+    """Whether `--max_train_minutes` has run out; rank 0's clock decides so that every rank stops at the same step."""
+    if max_train_minutes is None:
+        return False
+    flag = torch.tensor([float(elapsed_s >= 60.0 * max_train_minutes)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = broadcast(flag, from_process=0)
+    return bool(flag.item())
 
 
 def all_finite(*modules: torch.nn.Module) -> bool:
@@ -676,6 +708,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
             "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no "
             "--dynamo_backend no scripts/train_metagan.py ...`."
         )
+    check_cpu_processes_on_gpu_machine(state)
     project_config = ProjectConfiguration(
         project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
     )
@@ -812,7 +845,8 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
             save_checkpoint(
                 accelerator, args, global_step, sampler, trajectory, (generator_model, discriminator_model)
             )
-        last = global_step == args.max_meta_steps
+        out_of_time = time_budget_spent(accelerator, args.max_train_minutes, elapsed)
+        last = global_step == args.max_meta_steps or out_of_time
         periodic = args.validation_steps and global_step % args.validation_steps == 0
         if args.num_validation_classes > 0 and test_classes.num_classes > 0 and (periodic or last):
             if accelerator.is_main_process:
@@ -833,9 +867,17 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                     step=global_step,
                 )
             accelerator.wait_for_everyone()
+        if out_of_time and global_step < args.max_meta_steps:
+            logger.info(f"--max_train_minutes {args.max_train_minutes} reached after meta step {global_step}")
+            if args.checkpointing_steps and global_step % args.checkpointing_steps != 0:
+                save_checkpoint(
+                    accelerator, args, global_step, sampler, trajectory, (generator_model, discriminator_model)
+                )
+            break
     progress.close()
     wall_time = time.perf_counter() - start
-    steps_run = args.max_meta_steps - first_step
+    final_step = training_state.step
+    steps_run = final_step - first_step
 
     # 6. final pipeline (EMA generator where used) with its model card
     if not all_finite(generator_model, discriminator_model):
@@ -857,7 +899,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                 config,
                 validation,
                 {
-                    "meta_steps": args.max_meta_steps,
+                    "meta_steps": final_step,
                     "steps_this_run": steps_run,
                     "skipped_nonfinite_steps": skipped,
                     "num_processes": world_size,

@@ -161,6 +161,24 @@ def test_init_from_a_saved_pipeline(tmp_path):
         run("--resolution", "32", "--init_from", str(tmp_path / "first"), "--output_dir", str(tmp_path / "c"))
 
 
+def test_max_train_minutes_stops_early_saves_and_resumes(tmp_path):
+    # a budget spent after the first step: the run stops there, checkpoints it and saves the pipeline as usual
+    pipe = run("--max_meta_steps", "5", "--checkpointing_steps", "3", "--max_train_minutes", "1e-9",
+               "--output_dir", str(tmp_path))  # fmt: skip
+    assert pipe.card_info["training"]["meta_steps"] == 1 and pipe.card_info["training"]["steps_this_run"] == 1
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert (tmp_path / "model_index.json").is_file()
+    resumed = run("--max_meta_steps", "2", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    assert resumed.card_info["training"]["meta_steps"] == 2 and resumed.card_info["training"]["steps_this_run"] == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_train_minutes_must_be_positive(value, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, "--max_train_minutes", value])
+    assert "--max_train_minutes must be > 0" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -209,6 +227,23 @@ def test_resume_from_another_configuration_names_the_keys(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("num_gpus", "refused"), [(0, False), (1, True), (2, False)])
+def test_cpu_processes_on_a_gpu_machine_need_hidden_gpus(monkeypatch, num_gpus, refused):
+    class State:  # what PartialState reports for 2 gloo CPU processes
+        num_processes = 2
+        device = torch.device("cpu")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: num_gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: num_gpus)
+    if refused:
+        with pytest.raises(RuntimeError, match="CUDA_VISIBLE_DEVICES= ACCELERATE_USE_CPU=true"):
+            train_metagan.check_cpu_processes_on_gpu_machine(State())
+    else:
+        train_metagan.check_cpu_processes_on_gpu_machine(State())
+    State.num_processes = 1  # one process never reaches a multi-process barrier
+    train_metagan.check_cpu_processes_on_gpu_machine(State())
 
 
 def test_fp16_on_cpu_is_refused_with_a_bf16_hint(tmp_path):
