@@ -179,6 +179,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     algo.add_argument("--augment", type=str, default=None, help="Comma-separated DiffAugment policies, or 'none'.")
     algo.add_argument("--ema_decay", type=float, default=None, help="EMA of the generator's meta-weights.")
     algo.add_argument("--max_nonfinite_steps", type=int, default=10)
+    algo.add_argument(
+        "--mode_seeking_weight",
+        type=float,
+        default=0.0,
+        help="Weight of the MSGAN mode-seeking regularizer in every generator loss (inner steps and the FOMAML query "
+        "loss); 0: off. Counters the sample-diversity loss of meta-learning on a few shots.",
+    )
     # run
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -245,6 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.mode_seeking_weight < float("inf"):
+        parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
     for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -293,6 +302,7 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         augment=augment,
         mixed_precision=mixed_precision,
         max_nonfinite_steps=args.max_nonfinite_steps,
+        mode_seeking_weight=args.mode_seeking_weight,
     )
 
 
@@ -301,6 +311,8 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
     (Step budget, checkpointing, validation, logging and output options may change between runs; so may the number
     of processes, since `--meta_batch_size` counts tasks over all processes.)"""
     learning = {k: v for k, v in config.to_dict().items() if k != "max_nonfinite_steps"}
+    if not learning.get("mode_seeking_weight"):
+        learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
     return {
         "dataset": args.dataset,
         "train_data_dir": args.train_data_dir,
@@ -951,6 +963,7 @@ def card_info(
         "gp_lambda": args.gp_lambda,
         "wgan_drift": args.wgan_drift,
         "augment": args.augment,
+        "mode_seeking_weight": args.mode_seeking_weight,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,

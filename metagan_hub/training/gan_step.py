@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import WGAN_DRIFT, discriminator_loss, generator_loss
+from .losses import WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
@@ -59,6 +59,10 @@ class GANStepConfig:
     `r1_gamma * r1_interval`, is computed only on steps whose index is a multiple of `r1_interval`, which saves its
     double backward pass on the other steps while keeping the same average strength.
 
+    `mode_seeking_weight > 0` adds the mode-seeking regularizer of MSGAN
+    ([`~metagan_hub.training.losses.mode_seeking_loss`]) with this weight to the generator loss, against mode
+    collapse.
+
     `joint_discriminator_forward` scores real and fake images in one discriminator call on steps without R1 (see
     [`~metagan_hub.training.losses.discriminator_loss`]); it needs a discriminator whose `forward` takes
     `num_batches`, as [`~metagan_hub.MetaGANDiscriminator`] does.
@@ -72,8 +76,12 @@ class GANStepConfig:
     mixed_precision: str = "no"
     augment: torch.nn.Module | None = None
     joint_discriminator_forward: bool = True
+    mode_seeking_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        w = self.mode_seeking_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
+            raise ValueError(f"`mode_seeking_weight` must be a non-negative finite number, got {w!r}.")
         if isinstance(self.r1_interval, bool) or not isinstance(self.r1_interval, int) or self.r1_interval < 1:
             raise ValueError(f"`r1_interval` must be an integer >= 1, got {self.r1_interval!r}.")
 
@@ -154,6 +162,10 @@ def gan_step(
             g_loss, g_logs = generator_loss(
                 config.loss, d_fn, fake.float(), augment=config.augment, generator=aug_generator
             )
+            if config.mode_seeking_weight > 0:
+                ms_loss, ms_logs = mode_seeking_loss(fake, z_g)
+                g_loss = g_loss + config.mode_seeking_weight * ms_loss
+                g_logs = {**g_logs, **ms_logs}
     finally:
         for p in trainable:
             p.requires_grad_(True)

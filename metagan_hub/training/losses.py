@@ -269,3 +269,54 @@ def generator_loss(
     else:
         loss = -d_fake.mean()
     return loss, {"g_loss": loss.item()}
+
+
+def mode_seeking_loss(
+    fake: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5
+) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""
+    Mode-seeking regularizer of MSGAN (Mao et al., CVPR 2019), added to a generator loss against mode collapse.
+
+    The batch is split into pairs (sample `i` with sample `i + N // 2`; an odd last sample is left out) and the
+    loss is `1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps)`: it falls as images from different latents move apart
+    relative to the latents, so a generator that maps every latent to the same few images pays for it. Weighted
+    by `mode_seeking_weight` in [`~metagan_hub.training.gan_step.GANStepConfig`] and
+    [`~metagan_hub.training.meta_learning.MetaLearningConfig`].
+
+    Args:
+        fake (`torch.Tensor` of shape `(N, C, H, W)`):
+            Generated images, attached to the generator's graph; `N >= 2`.
+        latents (`torch.Tensor` of shape `(N, latent_dim)`):
+            The latents they were generated from.
+        eps (`float`, defaults to 1e-5):
+            Keeps the loss finite when a pair's images are identical.
+
+    Returns:
+        `(loss, logs)`: the scalar float32 loss and `{"ms_loss": float}`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.losses import mode_seeking_loss
+
+    >>> z = torch.randn(4, 8)
+    >>> same = torch.zeros(4, 1, 8, 8)
+    >>> apart = torch.stack([torch.full((1, 8, 8), float(v)) for v in (-1, -0.5, 0.5, 1)])
+    >>> mode_seeking_loss(same, z)[0] > mode_seeking_loss(apart, z)[0]
+    tensor(True)
+    ```
+    """
+    n = fake.shape[0]
+    if n < 2 or latents.shape[0] != n:
+        raise ValueError(
+            f"mode_seeking_loss needs at least 2 images and one latent per image, got {n} images and "
+            f"{latents.shape[0]} latents."
+        )
+    half = n // 2
+    fake = fake.float()
+    latents = latents.float()
+    image_distance = (fake[:half] - fake[half : 2 * half]).abs().mean()
+    latent_distance = (latents[:half] - latents[half : 2 * half]).abs().mean()
+    loss = 1.0 / (image_distance / latent_distance + eps)
+    return loss, {"ms_loss": loss.item()}

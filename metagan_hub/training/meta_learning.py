@@ -21,7 +21,7 @@ import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step
-from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
+from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -56,6 +56,10 @@ class MetaLearningConfig:
         augment (`tuple[str]`): DiffAugment policies, or `()` for none.
         mixed_precision (`str`): `"no"`, `"bf16"`, or `"fp16"` (GPU only).
         max_nonfinite_steps (`int`): meta steps in a row with non-finite losses before stopping with an error.
+        mode_seeking_weight (`float`): weight of the MSGAN mode-seeking regularizer
+            ([`~metagan_hub.training.losses.mode_seeking_loss`]) in every generator loss: the inner steps and, for
+            `"fomaml"`, the query loss (0: off). Counters the loss of sample diversity that meta-learning on a few
+            shots per task tends to cause.
     """
 
     algorithm: str = "reptile"
@@ -72,6 +76,7 @@ class MetaLearningConfig:
     augment: tuple[str, ...] = field(default_factory=lambda: tuple(AUGMENT_POLICIES))
     mixed_precision: str = "no"
     max_nonfinite_steps: int = 10
+    mode_seeking_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -90,7 +95,7 @@ class MetaLearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-        for name in ("r1_gamma", "gp_lambda"):
+        for name in ("r1_gamma", "gp_lambda", "mode_seeking_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
@@ -197,6 +202,7 @@ class MetaLearner:
             wgan_drift=config.wgan_drift,
             mixed_precision=config.mixed_precision,
             augment=self.augment,
+            mode_seeking_weight=config.mode_seeking_weight,
         )
         self.nonfinite_in_a_row = 0
         # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
@@ -280,6 +286,8 @@ class MetaLearner:
         d_grads = torch.autograd.grad(d_loss, d_params, allow_unused=True)
         with autocast_context(self.device, cfg.mixed_precision):
             g_loss, _ = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
+            if cfg.mode_seeking_weight > 0 and n >= 2:
+                g_loss = g_loss + cfg.mode_seeking_weight * mode_seeking_loss(fake, z)[0]
         if not torch.isfinite(g_loss):
             return False, [], []
         g_grads = torch.autograd.grad(g_loss, g_params, allow_unused=True)
@@ -501,6 +509,10 @@ class MetaLearner:
             with autocast_context(self.device, cfg.mixed_precision):
                 fake = g_model(z_g).sample
                 g_loss, g_logs = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
+                if cfg.mode_seeking_weight > 0:
+                    ms_loss, ms_logs = mode_seeking_loss(fake, z_g)
+                    g_loss = g_loss + cfg.mode_seeking_weight * ms_loss
+                    g_logs = {**g_logs, **ms_logs}
         finally:
             for p in trainable:
                 p.requires_grad_(True)

@@ -40,3 +40,29 @@ def test_joint_discriminator_forward_trains_like_separate_calls(loss):
         list(g_sep.parameters()) + list(d_sep.parameters()), list(g_joint.parameters()) + list(d_joint.parameters())
     ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_mode_seeking_weight_adds_the_regularizer_to_the_generator_update_only():
+    def one_step(weight: float):
+        g, d = _models()
+        opt_g = torch.optim.SGD(g.parameters(), lr=0.1)
+        opt_d = torch.optim.SGD(d.parameters(), lr=0.1)
+        data = torch.Generator().manual_seed(1)
+        real = torch.rand(4, 1, 16, 16, generator=data, dtype=torch.float64) * 2 - 1
+        z_d, z_g = torch.randn(2, 4, 8, generator=data, dtype=torch.float64)
+        ok, logs = gan_step(g, d, opt_g, opt_d, real, z_d, z_g, GANStepConfig(mode_seeking_weight=weight))
+        assert ok
+        return g, d, logs
+
+    g0, d0, logs0 = one_step(0.0)
+    g1, d1, logs1 = one_step(0.5)
+    assert "ms_loss" not in logs0 and logs1["ms_loss"] > 0
+    assert logs0["g_loss"] == logs1["g_loss"]  # the adversarial part is reported on its own
+    assert all(torch.equal(a, b) for a, b in zip(d0.parameters(), d1.parameters()))  # D updates first
+    assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), True])
+def test_mode_seeking_weight_must_be_non_negative(weight):
+    with pytest.raises(ValueError, match="mode_seeking_weight"):
+        GANStepConfig(mode_seeking_weight=weight)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from metagan_hub.training.augment import DiffAugment
-from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
+from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -276,3 +276,34 @@ def test_joint_forward_falls_back_to_two_calls_for_r1_and_unequal_batches():
     d = GroupedD()
     discriminator_loss("nonsaturating", d, _images(4), _images(2, seed=1), joint_forward=True)
     assert d.calls == [4, 2]
+
+
+# ---------------------------------------------------------------------------------------------------- mode seeking
+
+
+def test_mode_seeking_loss_is_the_inverse_distance_ratio_of_paired_halves():
+    fake = torch.tensor([0.0, 1.0, 0.5, -1.0, 9.0]).view(5, 1, 1, 1)  # pairs (0, 2) and (1, 3); the 5th is left out
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [1.0, 3.0], [7.0, 7.0]])
+    loss, logs = mode_seeking_loss(fake, z)
+    image_distance = (0.5 + 2.0) / 2
+    latent_distance = (2.0 + 0.0 + 0.0 + 2.0) / 4
+    expected = 1.0 / (image_distance / latent_distance + 1e-5)
+    assert loss.item() == pytest.approx(expected) and logs["ms_loss"] == pytest.approx(expected)
+
+
+def test_mode_seeking_gradient_pushes_paired_images_apart():
+    fake = (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.1).requires_grad_(True)
+    z = torch.randn(6, 8, generator=torch.Generator().manual_seed(1))
+    before = (fake[:3] - fake[3:]).abs().mean().item()
+    loss, _ = mode_seeking_loss(fake, z)
+    loss.backward()
+    with torch.no_grad():
+        moved = fake - 0.01 * fake.grad
+    assert (moved[:3] - moved[3:]).abs().mean().item() > before
+
+
+def test_mode_seeking_loss_needs_pairs():
+    with pytest.raises(ValueError, match="at least 2 images"):
+        mode_seeking_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8))
+    with pytest.raises(ValueError, match="one latent per image"):
+        mode_seeking_loss(torch.zeros(4, 1, 4, 4), torch.zeros(3, 8))

@@ -77,6 +77,7 @@ def reference_inner_loop(
         gp_lambda=cfg.gp_lambda,
         wgan_drift=cfg.wgan_drift,
         augment=learner.augment,
+        mode_seeking_weight=cfg.mode_seeking_weight,
     )
     for _ in range(cfg.inner_steps):
         idx = torch.randint(0, support.shape[0], (cfg.inner_batch_size,), generator=gen)
@@ -181,16 +182,20 @@ def reference_fomaml_gradients(learner: MetaLearner, task: Task, step: int, inde
     d_loss.backward()
     d_grads = [p.grad.clone() for p in d.parameters()]
     g_loss, _ = generator_loss(cfg.loss, d_fn, fake, augment=learner.augment, generator=aug_gen)
+    if cfg.mode_seeking_weight:  # MSGAN's ratio written out for the first pair (3 queries: one pair, one left out)
+        ratio = (fake[0] - fake[1]).abs().mean() / (z[0] - z[1]).abs().mean()
+        g_loss = g_loss + cfg.mode_seeking_weight / (ratio + 1e-5)
     g.zero_grad()
     g_loss.backward()  # also fills d's .grad, which is ignored
     g_grads = [p.grad.clone() for p in g.parameters()]
     return g_grads, d_grads
 
 
-@pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
-def test_fomaml_meta_gradient_equals_query_gradient_at_adapted_weights(loss):
+@pytest.mark.parametrize(("loss", "mode_seeking"), [("nonsaturating", 0.0), ("wgan-gp", 0.0), ("nonsaturating", 0.05)])
+def test_fomaml_meta_gradient_equals_query_gradient_at_adapted_weights(loss, mode_seeking):
     g, d = make_models()
-    learner = MetaLearner(g, d, config(algorithm="fomaml", loss=loss, outer_optimizer="sgd", meta_lr=1.0))
+    cfg = config(algorithm="fomaml", loss=loss, outer_optimizer="sgd", meta_lr=1.0, mode_seeking_weight=mode_seeking)
+    learner = MetaLearner(g, d, cfg)
     tasks = make_tasks(2)
     refs = [reference_fomaml_gradients(learner, t, step=3, index=i) for i, t in enumerate(tasks)]
     meta_g, meta_d = params(g), params(d)
@@ -222,6 +227,25 @@ def test_pretrain_trains_the_meta_weights_in_place():
     logs = learner.meta_step(make_tasks(3), step=0)
     assert logs["nonfinite"] == 0.0 and {"d_loss", "g_loss"} <= set(logs)
     assert any(not torch.equal(a, b) for a, b in zip(before, params(g)))
+
+
+@pytest.mark.parametrize("algorithm", ["reptile", "fomaml", "pretrain"])
+def test_mode_seeking_weight_changes_only_what_the_generator_loss_touches(algorithm):
+    """Pretrain's first D update comes before any G update, so only G differs; the meta-learners' inner loops feed
+    G's change into D as well. Weight 0 is the plain loss, bit for bit."""
+    results = {}
+    for weight in (0.0, 0.0, 1.0):
+        g, d = make_models()
+        cfg = config(algorithm=algorithm, inner_steps=1, meta_lr=1e-3, inner_lr=0.1, mode_seeking_weight=weight)
+        logs = MetaLearner(g, d, cfg).meta_step(make_tasks(2), step=0)
+        assert logs["nonfinite"] == 0.0
+        results.setdefault(weight, []).append((params(g), params(d)))
+    (g0, d0), (g0_again, d0_again) = results[0.0]
+    (g1, d1) = results[1.0][0]
+    assert all(torch.equal(a, b) for a, b in zip(g0 + d0, g0_again + d0_again))
+    assert any(not torch.equal(a, b) for a, b in zip(g0, g1))
+    if algorithm == "pretrain":
+        assert all(torch.equal(a, b) for a, b in zip(d0, d1))
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -270,6 +294,8 @@ def test_task_shape_must_match_the_generator():
         ({"meta_lr": float("nan")}, "meta_lr"),
         ({"inner_lr": -1.0}, "inner_lr"),
         ({"r1_gamma": -0.1}, "r1_gamma"),
+        ({"mode_seeking_weight": -1.0}, "mode_seeking_weight"),
+        ({"mode_seeking_weight": float("inf")}, "mode_seeking_weight"),
         ({"augment": ("rotate",)}, "rotate"),
     ],
 )

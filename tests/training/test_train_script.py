@@ -161,6 +161,15 @@ def test_init_from_a_saved_pipeline(tmp_path):
         run("--resolution", "32", "--init_from", str(tmp_path / "first"), "--output_dir", str(tmp_path / "c"))
 
 
+def test_mode_seeking_weight_reaches_the_learner_and_the_card(tmp_path):
+    pipe = run("--algorithm", "fomaml", "--max_meta_steps", "1", "--mode_seeking_weight", "0.2",
+               "--output_dir", str(tmp_path))  # fmt: skip
+    assert pipe.card_info["training"]["mode_seeking_weight"] == 0.2
+    assert pipe.card_info["meta_learning_config"]["mode_seeking_weight"] == 0.2
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, "--mode_seeking_weight", "-1"])
+
+
 def test_max_train_minutes_stops_early_saves_and_resumes(tmp_path):
     # a budget spent after the first step: the run stops there, checkpoints it and saves the pipeline as usual
     pipe = run("--max_meta_steps", "5", "--checkpointing_steps", "3", "--max_train_minutes", "1e-9",
