@@ -81,3 +81,27 @@ def test_end_to_end_on_digits(tmp_path, capsys):
 def test_no_contender_is_an_error():
     with pytest.raises(SystemExit):
         evaluate_metagan.parse_args([])
+
+
+def test_first_class_evaluates_further_classes_with_their_own_seeds(tmp_path):
+    torch.manual_seed(0)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
+    )
+    pipe.save_pretrained(tmp_path / "tiny")
+    common = ["--contender", f"tiny={tmp_path / 'tiny'}", "--dataset", "digits", "--num_val", "1", "--num_test", "3",
+              "--num_steps", "1", "--num_samples", "4"]  # fmt: skip
+    whole, tail = tmp_path / "whole.jsonl", tmp_path / "tail.jsonl"
+    evaluate_metagan.main(evaluate_metagan.parse_args([*common, "--num_classes", "3", "--results_file", str(whole)]))
+    evaluate_metagan.main(
+        evaluate_metagan.parse_args([*common, "--first_class", "1", "--num_classes", "5", "--results_file", str(tail)])
+    )
+    whole_rows = [json.loads(line) for line in whole.read_text(encoding="utf-8").splitlines()]
+    tail_rows = [json.loads(line) for line in tail.read_text(encoding="utf-8").splitlines()]
+    assert [r["seed"] for r in tail_rows] == [1, 2]  # clipped to the 3 test classes
+    assert [(r["class"], r["metrics"]) for r in tail_rows] == [(r["class"], r["metrics"]) for r in whole_rows[1:]]
+    with pytest.raises(ValueError, match="--first_class 3"):
+        evaluate_metagan.main(evaluate_metagan.parse_args([*common, "--first_class", "3"]))
+    with pytest.raises(SystemExit):
+        evaluate_metagan.parse_args([*common, "--first_class", "-1"])
