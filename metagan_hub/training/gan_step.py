@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
+from .losses import WGAN_DRIFT, discriminator_loss, generator_loss
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
@@ -160,12 +160,14 @@ def gan_step(
         with autocast_context(device, config.mixed_precision):
             fake = generator_model(z_g).sample
             g_loss, g_logs = generator_loss(
-                config.loss, d_fn, fake.float(), augment=config.augment, generator=aug_generator
+                config.loss,
+                d_fn,
+                fake.float(),
+                augment=config.augment,
+                generator=aug_generator,
+                latents=z_g,
+                mode_seeking_weight=config.mode_seeking_weight,
             )
-            if config.mode_seeking_weight > 0:
-                ms_loss, ms_logs = mode_seeking_loss(fake, z_g)
-                g_loss = g_loss + config.mode_seeking_weight * ms_loss
-                g_logs = {**g_logs, **ms_logs}
     finally:
         for p in trainable:
             p.requires_grad_(True)

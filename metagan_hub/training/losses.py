@@ -224,12 +224,17 @@ def generator_loss(
     *,
     augment: Callable | None = None,
     generator: torch.Generator | None = None,
+    latents: torch.Tensor | None = None,
+    mode_seeking_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     r"""
     Generator loss for one batch of generated images (gradients flow into `fake`).
 
     - `"nonsaturating"`: `mean(softplus(-D(fake)))`.
     - `"hinge"` and `"wgan-gp"`: `-mean(D(fake))`.
+
+    With `mode_seeking_weight > 0`, `mode_seeking_weight * mode_seeking_loss(fake, latents)` is added (see
+    [`mode_seeking_loss`]).
 
     Args:
         loss_type (`str`):
@@ -244,9 +249,14 @@ def generator_loss(
             discriminator step).
         generator (`torch.Generator`, *optional*):
             Randomness of the augmentation; must live on `fake.device`.
+        latents (`torch.Tensor` of shape `(N, latent_dim)`, *optional*):
+            The latents `fake` was generated from; needed when `mode_seeking_weight > 0`.
+        mode_seeking_weight (`float`, *optional*, defaults to 0):
+            Weight of the mode-seeking regularizer (0: off).
 
     Returns:
-        `(loss, logs)`: the scalar float32 loss and `{"g_loss": float}`.
+        `(loss, logs)`: the scalar float32 loss and `{"g_loss": float}` (the adversarial part), plus `"ms_loss"`
+        (the unweighted regularizer) when it is on.
 
     Example:
 
@@ -268,7 +278,14 @@ def generator_loss(
         loss = F.softplus(-d_fake).mean()
     else:
         loss = -d_fake.mean()
-    return loss, {"g_loss": loss.item()}
+    logs = {"g_loss": loss.item()}
+    if mode_seeking_weight > 0:
+        if latents is None:
+            raise ValueError("generator_loss: `mode_seeking_weight` > 0 needs the `latents` of `fake`.")
+        ms_loss, ms_logs = mode_seeking_loss(fake, latents)
+        loss = loss + mode_seeking_weight * ms_loss
+        logs.update(ms_logs)
+    return loss, logs
 
 
 def mode_seeking_loss(

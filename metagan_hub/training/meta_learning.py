@@ -21,7 +21,7 @@ import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step
-from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
+from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -285,9 +285,15 @@ class MetaLearner:
             return False, [], []
         d_grads = torch.autograd.grad(d_loss, d_params, allow_unused=True)
         with autocast_context(self.device, cfg.mixed_precision):
-            g_loss, _ = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
-            if cfg.mode_seeking_weight > 0 and n >= 2:
-                g_loss = g_loss + cfg.mode_seeking_weight * mode_seeking_loss(fake, z)[0]
+            g_loss, _ = generator_loss(
+                cfg.loss,
+                d_fn,
+                fake.float(),
+                augment=self.augment,
+                generator=aug_gen,
+                latents=z,
+                mode_seeking_weight=cfg.mode_seeking_weight if n >= 2 else 0.0,  # a single query image has no pair
+            )
         if not torch.isfinite(g_loss):
             return False, [], []
         g_grads = torch.autograd.grad(g_loss, g_params, allow_unused=True)
@@ -508,11 +514,15 @@ class MetaLearner:
         try:
             with autocast_context(self.device, cfg.mixed_precision):
                 fake = g_model(z_g).sample
-                g_loss, g_logs = generator_loss(cfg.loss, d_fn, fake.float(), augment=self.augment, generator=aug_gen)
-                if cfg.mode_seeking_weight > 0:
-                    ms_loss, ms_logs = mode_seeking_loss(fake, z_g)
-                    g_loss = g_loss + cfg.mode_seeking_weight * ms_loss
-                    g_logs = {**g_logs, **ms_logs}
+                g_loss, g_logs = generator_loss(
+                    cfg.loss,
+                    d_fn,
+                    fake.float(),
+                    augment=self.augment,
+                    generator=aug_gen,
+                    latents=z_g,
+                    mode_seeking_weight=cfg.mode_seeking_weight,
+                )
         finally:
             for p in trainable:
                 p.requires_grad_(True)

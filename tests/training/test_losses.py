@@ -307,3 +307,16 @@ def test_mode_seeking_loss_needs_pairs():
         mode_seeking_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8))
     with pytest.raises(ValueError, match="one latent per image"):
         mode_seeking_loss(torch.zeros(4, 1, 4, 4), torch.zeros(3, 8))
+
+
+def test_generator_loss_adds_the_weighted_mode_seeking_term():
+    d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1), torch.nn.Flatten(0))
+    fake = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    plain, plain_logs = generator_loss("nonsaturating", d, fake)
+    both, logs = generator_loss("nonsaturating", d, fake, latents=z, mode_seeking_weight=0.5)
+    ms, _ = mode_seeking_loss(fake, z)
+    torch.testing.assert_close(both, plain + 0.5 * ms)
+    assert logs["g_loss"] == plain_logs["g_loss"] and logs["ms_loss"] == pytest.approx(ms.item())
+    with pytest.raises(ValueError, match="needs the `latents`"):
+        generator_loss("nonsaturating", d, fake, mode_seeking_weight=0.5)
