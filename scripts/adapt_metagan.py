@@ -70,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="translation,cutout,color",
         help="Comma-separated DiffAugment policies, or 'none'.",
     )
-    parser.add_argument("--freeze_discriminator_blocks", type=int, default=0)
+    parser.add_argument(
+        "--freeze_discriminator_blocks",
+        type=int,
+        default=None,
+        help="FreezeD: lowest discriminator blocks kept frozen, 0 for none (default: adapt()'s default).",
+    )
     parser.add_argument("--ema_decay", type=float, default=None)
     parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
     parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "bf16", "fp16"])
@@ -165,7 +170,13 @@ def main(args: argparse.Namespace) -> None:
     augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
 
     adapt_overrides = {
-        k: v for k, v in (("batch_size", args.batch_size), ("r1_interval", args.r1_interval)) if v is not None
+        k: v
+        for k, v in (
+            ("batch_size", args.batch_size),
+            ("r1_interval", args.r1_interval),
+            ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
+        )
+        if v is not None
     }
     adapted = pipe.adapt(
         images,
@@ -176,7 +187,6 @@ def main(args: argparse.Namespace) -> None:
         loss=args.loss,
         r1_gamma=args.r1_gamma,
         augment=augment,
-        freeze_discriminator_blocks=args.freeze_discriminator_blocks,
         ema_decay=args.ema_decay,
         lora_rank=args.lora_rank,
         generator=torch.Generator().manual_seed(args.seed),

@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16"])
     parser.add_argument("--batch_size", type=int, default=None, help="adapt() batch size (default: adapt()'s).")
     parser.add_argument("--r1_interval", type=int, default=None, help="adapt() lazy-R1 interval (default: adapt()'s).")
+    parser.add_argument(
+        "--freeze_discriminator_blocks",
+        type=int,
+        default=None,
+        help="adapt() FreezeD: lowest discriminator blocks kept frozen (default: adapt()'s).",
+    )
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_file", default="evaluation.jsonl")
@@ -116,7 +122,11 @@ def main(args: argparse.Namespace) -> None:
                 start = time.perf_counter()
                 options = {
                     k: v
-                    for k, v in (("batch_size", args.batch_size), ("r1_interval", args.r1_interval))
+                    for k, v in (
+                        ("batch_size", args.batch_size),
+                        ("r1_interval", args.r1_interval),
+                        ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
+                    )
                     if v is not None
                 }
                 adapted = pipe.adapt(
@@ -146,6 +156,7 @@ def main(args: argparse.Namespace) -> None:
                     "shots": args.shots,
                     "num_steps": args.num_steps,
                     "seed": args.seed + c,
+                    "adapt_options": options,
                     "adapt_seconds": round(seconds, 2),
                     **result,
                 }

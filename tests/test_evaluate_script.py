@@ -105,3 +105,33 @@ def test_first_class_evaluates_further_classes_with_their_own_seeds(tmp_path):
         evaluate_metagan.main(evaluate_metagan.parse_args([*common, "--first_class", "3"]))
     with pytest.raises(SystemExit):
         evaluate_metagan.parse_args([*common, "--first_class", "-1"])
+
+
+def test_adapt_options_reach_adapt_and_are_recorded(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
+    )
+    pipe.save_pretrained(tmp_path / "tiny")
+    seen = []
+    original = MetaGANPipeline.adapt
+
+    def spy(self, images, **kwargs):
+        seen.append(kwargs)
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(MetaGANPipeline, "adapt", spy)
+    results = tmp_path / "results.jsonl"
+    args = evaluate_metagan.parse_args(
+        [
+            "--contender", f"tiny={tmp_path / 'tiny'}", "--dataset", "digits", "--num_val", "1", "--num_test", "1",
+            "--num_classes", "1", "--num_steps", "1", "--num_samples", "4", "--freeze_discriminator_blocks", "1",
+            "--r1_interval", "2", "--results_file", str(results),
+        ]
+    )  # fmt: skip
+    evaluate_metagan.main(args)
+    assert seen[0]["freeze_discriminator_blocks"] == 1 and seen[0]["r1_interval"] == 2
+    assert "batch_size" not in seen[0]  # unset options keep adapt()'s defaults
+    (line,) = results.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["adapt_options"] == {"r1_interval": 2, "freeze_discriminator_blocks": 1}

@@ -255,7 +255,7 @@ class MetaGANPipeline(DiffusionPipeline):
         r1_gamma: float = 0.1,
         r1_interval: int = 4,
         augment: Sequence[str] | None = ("translation", "cutout", "color"),
-        freeze_discriminator_blocks: int = 0,
+        freeze_discriminator_blocks: int = 1,
         ema_decay: float | None = None,
         lora_rank: int | None = None,
         generator: torch.Generator | None = None,
@@ -286,15 +286,16 @@ class MetaGANPipeline(DiffusionPipeline):
             batch_size (`int`, defaults to 4): real images per step, drawn with replacement from the shots.
             mixed_precision (`str`, defaults to `"no"`): `"no"`, `"bf16"` (CPU or GPU) or `"fp16"` (GPU only;
                 a `ValueError` on CPU, where Accelerate would silently ignore it). Applied with autocast per call,
-                so different calls in one process may use different precisions.
+                so different calls in one process may use different precisions. With `"bf16"` the steps run on bf16
+                copies of the networks while Adam updates float32 master weights, which are what is returned.
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
             r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
             r1_interval (`int`, defaults to 4): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
                 only every `r1_interval` steps, which skips its double backward pass on the other steps.
             augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,
                 from `("translation", "cutout", "color")`; `None` or `()` for none.
-            freeze_discriminator_blocks (`int`, defaults to 0): freeze the discriminator's input convolution and
-                its lowest N blocks (FreezeD).
+            freeze_discriminator_blocks (`int`, defaults to 1): freeze the discriminator's input convolution and
+                its lowest N blocks (FreezeD); 0 trains the whole discriminator.
             ema_decay (`float`, *optional*): keep an exponential moving average of the generator weights
                 (`diffusers.training_utils.EMAModel`) and return the EMA generator.
             lora_rank (`int`, *optional*): train only a LoRA adapter of this rank on the generator (needs the

@@ -51,6 +51,80 @@ def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler, reduce_grads)
         opt.step()
 
 
+class MasterWeightsOptimizer:
+    """
+    Trains a reduced-precision *compute copy* of a model while an optimizer keeps updating the float32 *master*
+    weights, so that autocast finds its weights already in bf16 and no longer casts every weight on every call.
+
+    Pass it to [`gan_step`] in place of the optimizer and the compute copy in place of the model. `zero_grad` clears
+    the compute copy's gradients; `step` copies them into the master parameters' `.grad` (in float32), steps the
+    wrapped optimizer there, and writes the updated master weights back into the compute copy (rounded to its
+    dtype). The master model therefore always holds the full-precision result, and parameters without a gradient
+    (frozen ones) are never rounded. Not for use with a `GradScaler` or with `reduce_grads`.
+
+    Args:
+        pairs (`list[tuple[torch.nn.Parameter, torch.nn.Parameter]]`):
+            `(compute parameter, master parameter)` pairs, e.g. from [`compute_copy_pairs`].
+        optimizer (`torch.optim.Optimizer`):
+            An optimizer over the master parameters.
+
+    Example:
+
+    ```py
+    >>> import copy
+    >>> import torch
+    >>> from metagan_hub.training.gan_step import MasterWeightsOptimizer, compute_copy_pairs
+
+    >>> master = torch.nn.Linear(4, 2)
+    >>> compute = copy.deepcopy(master).to(torch.bfloat16)
+    >>> opt = MasterWeightsOptimizer(compute_copy_pairs(compute, master), torch.optim.SGD(master.parameters(), lr=0.1))
+    >>> compute(torch.ones(1, 4, dtype=torch.bfloat16)).float().sum().backward()
+    >>> opt.step()
+    >>> torch.equal(compute.weight, master.weight.to(torch.bfloat16))
+    True
+    ```
+    """
+
+    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.nn.Parameter]], optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.compute = [c for c, _ in pairs]
+        self.master = [m for _, m in pairs]
+        for m in self.master:
+            m.grad = torch.zeros_like(m)  # reused every step
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for c in self.compute:
+            if set_to_none:
+                c.grad = None
+            elif c.grad is not None:
+                c.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if all(c.grad is not None and m.grad is not None for c, m in zip(self.compute, self.master)):
+            torch._foreach_copy_([m.grad for m in self.master], [c.grad for c in self.compute])
+        else:  # a parameter without a gradient is skipped by the optimizer, as it would be without this wrapper
+            for c, m in zip(self.compute, self.master):
+                if c.grad is None:
+                    m.grad = None
+                elif m.grad is None:
+                    m.grad = c.grad.to(m.dtype)
+                else:
+                    m.grad.copy_(c.grad)
+        self.optimizer.step()
+        torch._foreach_copy_(self.compute, self.master)
+
+
+def compute_copy_pairs(
+    compute: torch.nn.Module, master: torch.nn.Module
+) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+    """`(compute, master)` parameter pairs of two copies of one model, for the parameters that require gradients."""
+    c_params, m_params = dict(compute.named_parameters()), dict(master.named_parameters())
+    if c_params.keys() != m_params.keys():
+        raise ValueError("`compute` and `master` must be copies of the same model (their parameter names differ).")
+    return [(c_params[name], m) for name, m in m_params.items() if m.requires_grad]
+
+
 @dataclass
 class GANStepConfig:
     """Loss and regularization options of a GAN step.

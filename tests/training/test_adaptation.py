@@ -159,7 +159,10 @@ def test_adaptation_learns_an_easy_class():
     assert distance < 0.4 * base_distance, (distance, base_distance)
     for name in ("generator", "discriminator"):
         base, new = state(pipe, name), state(adapted, name)
-        assert all(not torch.equal(base[k], new[k]) for k in base if k.endswith("weight")), name
+        trained = [k for k in base if k.endswith("weight") and not k.startswith(("conv_in.", "blocks.0."))]
+        if name == "generator":  # the default FreezeD keeps only the discriminator's lowest layers
+            trained = [k for k in base if k.endswith("weight")]
+        assert all(not torch.equal(base[k], new[k]) for k in trained), name
     losses = adapted.card_info["adaptation"]["losses"]
     assert len(losses) == 30 and all(math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"]) for row in losses)
 
@@ -264,9 +267,17 @@ def test_freeze_discriminator_blocks(n):
 
 def test_freeze_blocks_zero_trains_every_discriminator_layer():
     pipe = tiny_pipeline()
-    adapted = pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
+    adapted = pipe.adapt(random_shots(), num_steps=2, freeze_discriminator_blocks=0, generator=seeded(0))
     base, new = state(pipe, "discriminator"), state(adapted, "discriminator")
     assert all(not torch.equal(base[k], new[k]) for k in base)
+
+
+def test_default_freezes_the_input_convolution_and_the_lowest_discriminator_block():
+    pipe = tiny_pipeline()
+    adapted = pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
+    base, new = state(pipe, "discriminator"), state(adapted, "discriminator")
+    assert adapted.card_info["adaptation"]["freeze_discriminator_blocks"] == 1
+    assert all(torch.equal(base[k], new[k]) == k.startswith(("conv_in.", "blocks.0.")) for k in base)
 
 
 # ------------------------------------------------------------------------------------------- record, card, callback
@@ -287,7 +298,7 @@ def test_adaptation_record_and_model_card(tmp_path):
     assert record["learning_rate"] == 1e-3 and record["batch_size"] == 4 and record["r1_gamma"] == 0.5
     assert record["loss"] == "nonsaturating" and record["mixed_precision"] == "no"
     assert record["augment"] == ["translation", "cutout", "color"]
-    assert record["lora_rank"] is None and record["freeze_discriminator_blocks"] == 0
+    assert record["lora_rank"] is None and record["freeze_discriminator_blocks"] == 1
     assert [row["step"] for row in record["losses"]] == [0, 1, 2, 3]
     assert all(math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"]) for row in record["losses"])
     assert record["final_g_loss"] == record["losses"][-1]["g_loss"]
@@ -529,3 +540,28 @@ def test_adapted_pipeline_does_not_inherit_the_base_evaluation_or_training_recor
     adapted = pipe.adapt(random_shots(), num_steps=1, generator=seeded(0))
     assert "evaluation" not in adapted.card_info and "training" not in adapted.card_info
     assert adapted.card_info["title"] == "base"
+
+
+def test_bf16_trains_a_bf16_compute_copy_and_returns_the_float32_master_weights(monkeypatch):
+    seen = []
+    original = adaptation.gan_step
+
+    def spy(generator_model, discriminator_model, opt_g, opt_d, *args, **kwargs):
+        seen.append((generator_model.dtype, discriminator_model.dtype, type(opt_g).__name__))
+        return original(generator_model, discriminator_model, opt_g, opt_d, *args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "gan_step", spy)
+    pipe = tiny_pipeline()
+    base = state(pipe, "discriminator")
+    adapted = pipe.adapt(
+        random_shots(), num_steps=3, mixed_precision="bf16", freeze_discriminator_blocks=1, generator=seeded(0)
+    )
+    assert seen == [(torch.bfloat16, torch.bfloat16, "MasterWeightsOptimizer")] * 3
+    new = state(adapted, "discriminator")
+    # frozen layers are returned bit-identical (never rounded to bf16), trained ones keep float32 precision
+    frozen = [k for k in base if k.startswith(("conv_in.", "blocks.0."))]
+    assert frozen and all(torch.equal(base[k], new[k]) for k in frozen)
+    gen = state(adapted, "generator")
+    assert all(v.dtype == torch.float32 for v in gen.values())
+    assert any(not torch.equal(v, v.to(torch.bfloat16).float()) for v in gen.values())
+    assert same_state(state(pipe, "discriminator"), base)

@@ -66,3 +66,65 @@ def test_mode_seeking_weight_adds_the_regularizer_to_the_generator_update_only()
 def test_mode_seeking_weight_must_be_non_negative(weight):
     with pytest.raises(ValueError, match="mode_seeking_weight"):
         GANStepConfig(mode_seeking_weight=weight)
+
+
+def test_master_weights_optimizer_steps_float32_masters_and_refreshes_the_compute_copy():
+    import copy
+
+    from metagan_hub.training.gan_step import MasterWeightsOptimizer, compute_copy_pairs
+
+    torch.manual_seed(0)
+    master = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
+    master[0].requires_grad_(False)  # frozen: never stepped, never rounded
+    frozen_before = master[0].weight.detach().clone()
+    compute = copy.deepcopy(master).to(torch.bfloat16)
+    reference = copy.deepcopy(master)  # float32 training with the same bf16 gradients
+    opt = MasterWeightsOptimizer(
+        compute_copy_pairs(compute, master), torch.optim.Adam(master[1].parameters(), lr=0.1, betas=(0.0, 0.99))
+    )
+    ref_opt = torch.optim.Adam(reference[1].parameters(), lr=0.1, betas=(0.0, 0.99))
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        opt.zero_grad()
+        compute(x.to(torch.bfloat16)).float().square().mean().backward()
+        grads = [p.grad.float() for p in compute[1].parameters()]
+        assert all(p.grad is None for p in compute[0].parameters())
+        opt.step()
+        for p, g in zip(reference[1].parameters(), grads):
+            p.grad = g
+        ref_opt.step()
+    # the masters got exactly the float32 update from the compute copy's gradients ...
+    for p, q in zip(master[1].parameters(), reference[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # ... keep full precision, and the compute copy holds them rounded
+    assert any(not torch.equal(p, p.to(torch.bfloat16).float()) for p in master[1].parameters())
+    for c, m in zip(compute[1].parameters(), master[1].parameters()):
+        assert c.dtype == torch.bfloat16 and torch.equal(c, m.to(torch.bfloat16))
+    assert torch.equal(master[0].weight, frozen_before)
+
+
+def test_compute_copy_pairs_needs_two_copies_of_one_model():
+    from metagan_hub.training.gan_step import compute_copy_pairs
+
+    with pytest.raises(ValueError, match="copies of the same model"):
+        compute_copy_pairs(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_master_weights_optimizer_skips_parameters_without_gradient_like_the_optimizer_would():
+    import copy
+
+    from metagan_hub.training.gan_step import MasterWeightsOptimizer, compute_copy_pairs
+
+    torch.manual_seed(0)
+    master = torch.nn.ModuleDict({"used": torch.nn.Linear(2, 1), "unused": torch.nn.Linear(2, 1)})
+    compute = copy.deepcopy(master).to(torch.bfloat16)
+    opt = MasterWeightsOptimizer(compute_copy_pairs(compute, master), torch.optim.Adam(master.parameters(), lr=0.1))
+    for step in range(2):
+        opt.zero_grad()
+        modules = ["used", "unused"] if step == 0 else ["used"]
+        sum(compute[k](torch.ones(1, 2, dtype=torch.bfloat16)).float().sum() for k in modules).backward()
+        unused_before = [p.detach().clone() for p in master["unused"].parameters()]
+        opt.step()
+    # step 1: Adam's momentum from step 0 would move "unused" if it got a zero gradient instead of none
+    assert all(torch.equal(p, q) for p, q in zip(master["unused"].parameters(), unused_before))
+    assert all(p.grad is None for p in master["unused"].parameters())
