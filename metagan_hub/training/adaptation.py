@@ -227,7 +227,9 @@ def adapt_pipeline(
             z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
             z_g = torch.randn(batch_size, latent_dim, generator=generator).to(device)
 
-            ok, logs = gan_step(gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step)
+            ok, logs = gan_step(
+                gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step
+            )
             if ok and ema is not None:
                 ema.step(g_params)
 
