@@ -3,9 +3,11 @@
 """Adaptation benchmark: wall time and peak memory of few-shot `MetaGANPipeline.adapt()` on this machine.
 
 Adapts a default-size 32×32 Meta-GAN (default `MetaGANGenerator(sample_size=32)` + `MetaGANDiscriminator()`) to 5
-shots for 200 steps with `adapt()`'s defaults (batch size 4, lazy R1 every 4 steps), in four configurations: fp32 and
-bf16 (autocast), full fine-tuning and a rank-4 LoRA adapter on the generator (fp16 configurations are added on CUDA).
-Two more rows, `fp32-b8r1` and `bf16-b8r1`, use the earlier defaults (batch size 8, R1 every step) for comparison.
+shots for 200 steps with `adapt()`'s defaults (batch size 4, lazy R1 every 4 steps, FreezeD of the input convolution
+and lowest discriminator block), in four configurations: fp32 and bf16, full fine-tuning and a rank-4 LoRA adapter on
+the generator (fp16 configurations are added on CUDA). For comparison, `fp32-f0` / `bf16-f0` train the whole
+discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the first
+defaults (batch size 8, R1 every step, no FreezeD).
 
 Each configuration runs in a **fresh subprocess**, so every measurement includes what a user pays on a first call
 (lazy imports, allocator warm-up) and its peak resident memory is that process's alone: the parent reads the child's
@@ -56,8 +58,10 @@ CONFIGS = {
     "bf16-full": ("bf16", None, {}),
     "fp32-lora": ("no", LORA_RANK, {}),
     "bf16-lora": ("bf16", LORA_RANK, {}),
-    "fp32-b8r1": ("no", None, {"batch_size": 8, "r1_interval": 1}),
-    "bf16-b8r1": ("bf16", None, {"batch_size": 8, "r1_interval": 1}),
+    "fp32-f0": ("no", None, {"freeze_discriminator_blocks": 0}),
+    "bf16-f0": ("bf16", None, {"freeze_discriminator_blocks": 0}),
+    "fp32-b8r1": ("no", None, {"batch_size": 8, "r1_interval": 1, "freeze_discriminator_blocks": 0}),
+    "bf16-b8r1": ("bf16", None, {"batch_size": 8, "r1_interval": 1, "freeze_discriminator_blocks": 0}),
 }
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 
@@ -176,6 +180,7 @@ def child(args: argparse.Namespace) -> None:
         "steps": record["steps_run"],
         "batch_size": record["batch_size"],
         "r1_interval": record["r1_interval"],
+        "freeze_discriminator_blocks": record["freeze_discriminator_blocks"],
         "shots": record["shots"],
         "final_d_loss": record["final_d_loss"],
         "final_g_loss": record["final_g_loss"],
@@ -246,18 +251,19 @@ def render(args: argparse.Namespace, results: list[dict]) -> str:
         f"{first['discriminator_params'] / 1e6:.2f} M parameters, LoRA rank {LORA_RANK}.",
         f"Device: {first['device_name'] or cpu_name()} ({os.cpu_count()} CPUs visible); torch {first['torch']} with "
         f"{first['threads']} intra-op threads; diffusers {first['diffusers']}; Python {platform.python_version()}.",
-        f"Each configuration ran in a fresh process ({results[0]['repeats']} time(s), median time, max RSS); "
+        f"Each configuration ran in a fresh process ({results[0]['repeats']} time(s), in interleaved rounds; median "
+        "time, max RSS); "
         f"1-min load average at start: {loads}.",
         "",
-        "| configuration | batch | R1 every | adapt() s | adapt() CPU s | ms/step | time vs fp32-full "
+        "| configuration | batch | R1 every | FreezeD | adapt() s | adapt() CPU s | ms/step | time vs fp32-full "
         "| peak RSS (MiB) | RSS vs fp32-full | file (KiB) | file vs full G+D |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ms_step = 1000 * r["loop_s"] / max(r["steps"], 1)
         file_ratio = f"{r['file_bytes'] / full_bytes:.1%}" if full_bytes else "n/a"
         lines.append(
-            f"| {r['config']} | {r['batch_size']} | {r['r1_interval']} "
+            f"| {r['config']} | {r['batch_size']} | {r['r1_interval']} | {r['freeze_discriminator_blocks']} "
             f"| {r['adapt_s']:.2f} | {r['adapt_cpu_s']:.2f} | {ms_step:.1f} "
             f"| {r['adapt_s'] / ref['adapt_s']:.2f}x "
             f"| {r['peak_rss_bytes'] / mib:.0f} | {r['peak_rss_bytes'] / ref['peak_rss_bytes']:.2f}x "
@@ -297,17 +303,19 @@ def main(args: argparse.Namespace) -> None:
     if args._child is not None:
         child(args)
         return
-    results = []
-    for config in args.config_names:
-        runs = [run_child(args, config) for _ in range(args.repeats)]
-        results.append(summarize(runs))
-        r = results[-1]
-        print(
-            f"{config}: adapt() {r['adapt_s']:.2f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB, "
-            f"load1 {r['load1']:.2f}",
-            file=sys.stderr,
-            flush=True,
-        )
+    # interleaved rounds (every configuration once per round), so that slow drifts of a noisy machine hit all alike
+    runs: dict[str, list[dict]] = {config: [] for config in args.config_names}
+    for round_index in range(args.repeats):
+        for config in args.config_names:
+            r = run_child(args, config)
+            runs[config].append(r)
+            print(
+                f"round {round_index + 1}/{args.repeats} {config}: adapt() {r['adapt_s']:.2f} s, peak RSS "
+                f"{r['peak_rss_bytes'] / 2**20:.0f} MiB, load1 {r['load1']:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    results = [summarize(runs[config]) for config in args.config_names]
     print(render(args, results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -248,7 +248,8 @@ def adapt_pipeline(
             logs = {"step": step, **logs}
             losses.append(logs)
             if main_process:
-                bar.set_postfix(d_loss=f"{logs['d_loss']:.3f}", g_loss=f"{logs['g_loss']:.3f}")
+                # refresh=False: the bar redraws at its own rate (in update), not on every step
+                bar.set_postfix(d_loss=f"{logs['d_loss']:.3f}", g_loss=f"{logs['g_loss']:.3f}", refresh=False)
                 bar.update(1)
             if callback is not None and callback(step, logs) is True:
                 stopped_early = True
