@@ -215,3 +215,18 @@ def test_lora_without_peft_names_the_extra(monkeypatch):
     # without lora_rank adaptation still works
     adapted = pipe.adapt(shots(), num_steps=1, generator=torch.Generator().manual_seed(0))
     assert not adapted.has_lora
+
+
+def test_bf16_lora_trains_only_the_adapter_in_float32_and_reloads_exactly(base_dir, tmp_path):
+    base = load_base(base_dir)
+    meta_g = {k: v.clone() for k, v in base.generator.state_dict().items()}
+    adapted = adapt_lora(base, rank=2, mixed_precision="bf16")
+    state = adapted.generator.state_dict()
+    # the base weights are untouched (never rounded to bf16), the adapter trained and comes back as float32
+    base_weights = {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
+    assert all(torch.equal(base_weights[k], meta_g[k]) for k in meta_g)
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and all(t.dtype == torch.float32 and t.abs().sum() > 0 for t in lora_b)
+    adapted.save_lora_weights(tmp_path / "adapter")
+    fresh = load_base(base_dir).load_lora_weights(tmp_path / "adapter")
+    assert torch.equal(images(fresh), images(adapted))
