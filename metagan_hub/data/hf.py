@@ -73,8 +73,10 @@ class HFImageDataset(ArrayClassDataset):
 
     ```py
     >>> from metagan_hub.data import HFImageDataset
-    >>> dataset = HFImageDataset("my_images/", image_column="image", label_column="label", resolution=32)
-    >>> dataset.num_classes
+    >>> dataset = HFImageDataset(
+    ...     "my_images/", image_column="image", label_column="label", resolution=32
+    ... )  # doctest: +SKIP
+    >>> dataset.num_classes  # doctest: +SKIP
     2
     ```
     """
