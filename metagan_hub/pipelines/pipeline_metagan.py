@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+class _EmptyKeepInFp32Warning(logging.Filter):
+    """Drops diffusers' "modules that should be kept in float32: []" warning, which `ModelMixin.to(dtype=None)` (as
+    called by `save_lora_adapter`) logs even when there are no such modules and no dtype change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
 OUTPUT_TYPES = ("pil", "np", "pt")
 VARIANTS = ("fp16", "bf16")
 CARD_INFO_NAME = "metagan_hub.json"
@@ -383,7 +392,13 @@ class MetaGANPipeline(DiffusionPipeline):
         from ..hub.model_card import render_lora_card
 
         os.makedirs(save_directory, exist_ok=True)
-        self.generator.save_lora_adapter(save_directory, weight_name=weight_name, safe_serialization=True)
+        modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
+        quiet = _EmptyKeepInFp32Warning()
+        modeling_logger.addFilter(quiet)
+        try:
+            self.generator.save_lora_adapter(save_directory, weight_name=weight_name, safe_serialization=True)
+        finally:
+            modeling_logger.removeFilter(quiet)
         card = render_lora_card(
             self.card_info.get("base_model"), weight_name, repo_id, self.card_info.get("adaptation")
         )

@@ -230,3 +230,28 @@ def test_bf16_lora_trains_only_the_adapter_in_float32_and_reloads_exactly(base_d
     adapted.save_lora_weights(tmp_path / "adapter")
     fresh = load_base(base_dir).load_lora_weights(tmp_path / "adapter")
     assert torch.equal(images(fresh), images(adapted))
+
+
+def test_save_lora_weights_does_not_log_diffusers_empty_keep_in_fp32_warning(base_dir, tmp_path):
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(level=logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
+    collect = Collect()
+    modeling_logger.addHandler(collect)
+    try:
+        adapted = adapt_lora(load_base(base_dir), rank=2)
+        adapted.save_lora_weights(tmp_path / "adapter")
+        assert not any("should be kept in float32" in m for m in collect.messages)
+        # the filter is removed again: the same logger's other warnings still come through
+        modeling_logger.warning("another warning")
+        assert collect.messages[-1] == "another warning"
+    finally:
+        modeling_logger.removeHandler(collect)
