@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -160,6 +160,37 @@ class GANStepConfig:
             raise ValueError(f"`r1_interval` must be an integer >= 1, got {self.r1_interval!r}.")
 
 
+def generator_step_loss(
+    generator_model: torch.nn.Module,
+    d_fn: Callable[[torch.Tensor], torch.Tensor],
+    d_params: Iterable[torch.nn.Parameter],
+    z_g: torch.Tensor,
+    config: GANStepConfig,
+    aug_generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The generator update's loss: `G(z_g)` scored by `d_fn` under `config`'s precision, augmentation, loss and
+    mode-seeking weight, with the discriminator parameters `d_params` frozen meanwhile so that only the generator gets
+    gradients (their `requires_grad` flags are restored afterwards). Returns `(g_loss, logs)`."""
+    trainable = [p for p in d_params if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        with autocast_context(z_g.device, config.mixed_precision):
+            fake = generator_model(z_g).sample
+            return generator_loss(
+                config.loss,
+                d_fn,
+                fake.float(),
+                augment=config.augment,
+                generator=aug_generator,
+                latents=z_g,
+                mode_seeking_weight=config.mode_seeking_weight,
+            )
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def gan_step(
     generator_model: torch.nn.Module,
     discriminator_model: torch.nn.Module,
@@ -227,24 +258,7 @@ def gan_step(
 
     # 2. generator update (the discriminator gets no gradient here)
     opt_g.zero_grad(set_to_none=True)
-    trainable = [p for p in disc.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        with autocast_context(device, config.mixed_precision):
-            fake = generator_model(z_g).sample
-            g_loss, g_logs = generator_loss(
-                config.loss,
-                d_fn,
-                fake.float(),
-                augment=config.augment,
-                generator=aug_generator,
-                latents=z_g,
-                mode_seeking_weight=config.mode_seeking_weight,
-            )
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
+    g_loss, g_logs = generator_step_loss(generator_model, d_fn, disc.parameters(), z_g, config, aug_generator)
     g_ok = bool(torch.isfinite(g_loss))
     if g_ok and d_ok:
         _apply(g_loss, opt_g, scaler, reduce_grads)

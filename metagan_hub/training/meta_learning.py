@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
-from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step
+from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step, generator_step_loss
 from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
 
 if TYPE_CHECKING:
@@ -508,24 +508,7 @@ class MetaLearner:
         d_ok = self._apply_agreed(d_loss, bool(torch.isfinite(d_loss)), self.d_params, self.opt_d)
 
         # 2. generator update (the discriminator gets no gradient here)
-        trainable = [p for p in self.d_params if p.requires_grad]
-        for p in trainable:
-            p.requires_grad_(False)
-        try:
-            with autocast_context(self.device, cfg.mixed_precision):
-                fake = g_model(z_g).sample
-                g_loss, g_logs = generator_loss(
-                    cfg.loss,
-                    d_fn,
-                    fake.float(),
-                    augment=self.augment,
-                    generator=aug_gen,
-                    latents=z_g,
-                    mode_seeking_weight=cfg.mode_seeking_weight,
-                )
-        finally:
-            for p in trainable:
-                p.requires_grad_(True)
+        g_loss, g_logs = generator_step_loss(g_model, d_fn, self.d_params, z_g, self.step_config, aug_gen)
         g_ok = self._apply_agreed(g_loss, d_ok and bool(torch.isfinite(g_loss)), self.g_params, self.opt_g)
         return d_ok and g_ok, {**d_logs, **g_logs}
 
