@@ -32,6 +32,15 @@ def record(contender: str, cls: str, distance: float, kid: float, seed: int = 0)
     }
 
 
+def save_tiny_pipeline(path: Path) -> None:
+    """A freshly initialised 16x16 pipeline (seed 0) saved to `path`, the contender of the end-to-end tests."""
+    torch.manual_seed(0)
+    MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
+        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
+    ).save_pretrained(path)
+
+
 def test_summary_reports_paired_differences_and_ratios_to_scratch():
     rows = {
         "a": [record("a", "x", 0.5, 0.2, 0), record("a", "y", 0.7, 0.4, 1)],
@@ -54,12 +63,7 @@ def test_summarize_files_refuses_a_class_recorded_twice(tmp_path):
 
 
 def test_end_to_end_on_digits(tmp_path, capsys):
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-    pipe.save_pretrained(tmp_path / "tiny")
+    save_tiny_pipeline(tmp_path / "tiny")
     results = tmp_path / "results.jsonl"
     args = evaluate_metagan.parse_args(
         [
@@ -84,12 +88,7 @@ def test_no_contender_is_an_error():
 
 
 def test_first_class_evaluates_further_classes_with_their_own_seeds(tmp_path):
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-    pipe.save_pretrained(tmp_path / "tiny")
+    save_tiny_pipeline(tmp_path / "tiny")
     common = ["--contender", f"tiny={tmp_path / 'tiny'}", "--dataset", "digits", "--num_val", "1", "--num_test", "3",
               "--num_steps", "1", "--num_samples", "4"]  # fmt: skip
     whole, tail = tmp_path / "whole.jsonl", tmp_path / "tail.jsonl"
@@ -108,12 +107,7 @@ def test_first_class_evaluates_further_classes_with_their_own_seeds(tmp_path):
 
 
 def test_adapt_options_reach_adapt_and_are_recorded(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-    pipe.save_pretrained(tmp_path / "tiny")
+    save_tiny_pipeline(tmp_path / "tiny")
     seen = []
     original = MetaGANPipeline.adapt
 
