@@ -271,6 +271,8 @@ class MetaGANPipeline(DiffusionPipeline):
         callback: Callable[[int, dict[str, float]], bool | None] | None = None,
         accelerator: Accelerator | None = None,
         image_column: str = "image",
+        snapshot_steps: Sequence[int] | None = None,
+        snapshot_callback: Callable[[int, torch.nn.Module], None] | None = None,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -319,6 +321,11 @@ class MetaGANPipeline(DiffusionPipeline):
             accelerator (`accelerate.Accelerator`, *optional*): an existing accelerator (e.g. of a training script)
                 whose device is used and whose main process alone shows the progress bar.
             image_column (`str`, defaults to `"image"`): the image column when `images` is a `datasets.Dataset`.
+            snapshot_steps (`Sequence[int]`, *optional*): after these numbers of completed steps (0 = the starting
+                weights), call `snapshot_callback(steps_done, generator)` with an independent eval-mode copy of the
+                generator as `adapt()` would return it at that point: adaptation curves from one run. The time spent
+                in snapshots is not counted in the recorded wall time.
+            snapshot_callback (`Callable`, *optional*): see `snapshot_steps`.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -356,6 +363,8 @@ class MetaGANPipeline(DiffusionPipeline):
             callback=callback,
             accelerator=accelerator,
             image_column=image_column,
+            snapshot_steps=snapshot_steps,
+            snapshot_callback=snapshot_callback,
         )
 
     # ------------------------------------------------------------------ LoRA

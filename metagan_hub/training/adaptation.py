@@ -53,6 +53,42 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
+def _check_snapshots(
+    snapshot_steps: Sequence[int] | None, snapshot_callback: Callable | None, num_steps: int
+) -> frozenset[int]:
+    if snapshot_steps is None:
+        if snapshot_callback is not None:
+            raise ValueError("`snapshot_callback` was given without `snapshot_steps`; pass the steps to snapshot at.")
+        return frozenset()
+    steps = list(snapshot_steps)
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= num_steps]
+    if bad:
+        raise ValueError(
+            f"`snapshot_steps` must hold integers between 0 and num_steps={num_steps}, got {bad[0]!r} in {steps!r}."
+        )
+    if snapshot_callback is None or not callable(snapshot_callback):
+        raise TypeError(
+            "`snapshot_steps` needs a callable `snapshot_callback(steps_done, generator)`, got "
+            f"{type(snapshot_callback).__name__}."
+        )
+    return frozenset(steps)
+
+
+def _generator_snapshot(compute: torch.nn.Module, master: torch.nn.Module, ema: Any) -> torch.nn.Module:
+    """An independent eval-mode copy of the generator being adapted (float32 master weights, EMA weights when EMA is
+    on, buffers from the compute copy), in the default memory layout."""
+    snap = copy.deepcopy(master)
+    if compute is not master:
+        with torch.no_grad():
+            for b_c, b_s in zip(compute.buffers(), snap.buffers()):
+                b_s.copy_(b_c)
+    if ema is not None:
+        ema.copy_to([p for p in snap.parameters() if p.requires_grad])
+    snap.eval().requires_grad_(False)
+    torch.nn.Module.to(snap, memory_format=torch.contiguous_format)
+    return snap
+
+
 def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, adapter_name: str = "default") -> None:
     """Attach a PEFT LoRA adapter of `rank` to every `Linear`/`Conv2d` of a Meta-GAN generator (and nothing else
     trains afterwards)."""
@@ -92,6 +128,8 @@ def adapt_pipeline(
     image_column: str = "image",
     betas: tuple[float, float] = (0.0, 0.99),
     max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
+    snapshot_steps: Sequence[int] | None = None,
+    snapshot_callback: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -120,6 +158,7 @@ def adapt_pipeline(
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
+    snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
         isinstance(freeze_discriminator_blocks, bool)
@@ -218,6 +257,18 @@ def adapt_pipeline(
     start = time.perf_counter()
     main_process = accelerator is None or accelerator.is_local_main_process
     progress = pipeline.progress_bar(total=num_steps) if main_process else contextlib.nullcontext()
+    snapshot_seconds = 0.0
+
+    def take_snapshot(steps_done: int) -> None:
+        # an eval-mode copy of the generator as adapt() would return it after `steps_done` steps (EMA applied)
+        nonlocal snapshot_seconds
+        t0 = time.perf_counter()
+        snap = _generator_snapshot(gen_c, gen, ema)
+        snapshot_seconds += time.perf_counter() - t0
+        snapshot_callback(steps_done, snap)
+
+    if 0 in snapshot_at:
+        take_snapshot(0)
 
     # 3. GAN steps on the shots
     with progress as bar:
@@ -251,6 +302,8 @@ def adapt_pipeline(
                 # refresh=False: the bar redraws at its own rate (in update), not on every step
                 bar.set_postfix(d_loss=f"{logs['d_loss']:.3f}", g_loss=f"{logs['g_loss']:.3f}", refresh=False)
                 bar.update(1)
+            if step + 1 in snapshot_at:
+                take_snapshot(step + 1)
             if callback is not None and callback(step, logs) is True:
                 stopped_early = True
                 break
@@ -267,7 +320,7 @@ def adapt_pipeline(
         raise NonFiniteLossError("adapt() produced non-finite weights; nothing was returned. Lower `learning_rate`.")
     gen.eval().requires_grad_(False)
     disc.eval().requires_grad_(False)
-    wall_time = time.perf_counter() - start
+    wall_time = time.perf_counter() - start - snapshot_seconds  # snapshots are the caller's work, not adaptation
     dtype = pipeline.generator.dtype
     for model in (gen, disc):  # back to the default layout (safetensors saves contiguous tensors only)
         torch.nn.Module.to(model, dtype=dtype, memory_format=torch.contiguous_format)
@@ -292,6 +345,7 @@ def adapt_pipeline(
         "seed": seed,
         "device": str(device),
         "wall_time_s": round(wall_time, 3),
+        **({"snapshot_steps": sorted(snapshot_at)} if snapshot_at else {}),
         "final_d_loss": losses[-1].get("d_loss") if losses else None,
         "final_g_loss": losses[-1].get("g_loss") if losses else None,
         "losses": losses,

@@ -337,3 +337,83 @@ def mode_seeking_loss(
     latent_distance = (latents[:half] - latents[half : 2 * half]).abs().mean()
     loss = 1.0 / (image_distance / latent_distance + eps)
     return loss, {"ms_loss": loss.item()}
+
+
+def _offdiagonal_cosine(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cosine similarity of each sample of `x` `[N, ...]` to every other one, divided by `temperature`: `[N, N - 1]`."""
+    n = x.shape[0]
+    x = F.normalize(x.float().reshape(n, -1), dim=1)  # [N, D]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return (x @ x.T)[off_diagonal].reshape(n, n - 1) / temperature
+
+
+def pairwise_similarity_consistency_loss(
+    source_features: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
+    adapted_features: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    r"""
+    Relative-distance consistency between a frozen source model and the model being adapted, the term of
+    cross-domain correspondence (CDC, Ojha et al., CVPR 2021) and of DomainStudio (Zhu et al., 2024).
+
+    For a batch of `N` samples made from the *same* inputs by both models, each sample `i` gets a distribution over
+    the other samples, `softmax_j≠i(cos(f_i, f_j) / temperature)`, in the source model's features (`p_i`) and in the
+    adapted model's (`q_i`). The loss is the mean over samples (and over layers, when lists are given) of
+    `KL(p_i || q_i)`: zero when the adapted model keeps the source's similarity structure, positive when samples that
+    were different in the source collapse together. Gradients reach only `adapted_features`; the source side is
+    detached.
+
+    Args:
+        source_features (`torch.Tensor` `[N, ...]` or a list of them):
+            Features of the frozen source model (images, intermediate activations or denoised predictions), one
+            tensor per layer.
+        adapted_features (`torch.Tensor` `[N, ...]` or a list of them):
+            The adapted model's features for the same inputs, with the same shapes as `source_features`.
+        temperature (`float`, defaults to 1.0):
+            Softmax temperature of the similarity distributions; positive and finite.
+
+    Returns:
+        `torch.Tensor`: the scalar float32 loss.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.losses import pairwise_similarity_consistency_loss
+
+    >>> source = torch.randn(8, 16)
+    >>> float(pairwise_similarity_consistency_loss(source, source.clone()))
+    0.0
+    >>> bool(pairwise_similarity_consistency_loss(source, source[:1].expand(8, 16) + 0.1 * source) > 0)
+    True
+    ```
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < float("inf"):
+        raise ValueError(f"`temperature` must be a positive finite number, got {temperature!r}.")
+    if isinstance(source_features, torch.Tensor):
+        source_features = [source_features]
+    if isinstance(adapted_features, torch.Tensor):
+        adapted_features = [adapted_features]
+    source_features, adapted_features = list(source_features), list(adapted_features)
+    if len(source_features) != len(adapted_features) or not source_features:
+        raise ValueError(
+            f"`source_features` and `adapted_features` must hold the same number (>= 1) of feature tensors, got "
+            f"{len(source_features)} and {len(adapted_features)}."
+        )
+    total = None
+    for src, ada in zip(source_features, adapted_features):
+        if src.shape != ada.shape:
+            raise ValueError(
+                f"source and adapted features must have the same shape, got {tuple(src.shape)} and {tuple(ada.shape)}."
+            )
+        n = src.shape[0]
+        if n < 3:
+            raise ValueError(
+                f"a pairwise similarity term needs a batch of at least 3 samples (each sample is compared with at "
+                f"least 2 others), got {n}."
+            )
+        log_p = F.log_softmax(_offdiagonal_cosine(src.detach(), temperature), dim=1)  # [N, N - 1]
+        log_q = F.log_softmax(_offdiagonal_cosine(ada, temperature), dim=1)
+        layer_loss = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)  # KL(p || q)
+        total = layer_loss if total is None else total + layer_loss
+    return total / len(source_features)

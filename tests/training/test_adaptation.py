@@ -565,3 +565,45 @@ def test_bf16_trains_a_bf16_compute_copy_and_returns_the_float32_master_weights(
     assert all(v.dtype == torch.float32 for v in gen.values())
     assert any(not torch.equal(v, v.to(torch.bfloat16).float()) for v in gen.values())
     assert same_state(state(pipe, "discriminator"), base)
+
+
+def test_snapshots_match_the_returned_generator_and_do_not_change_training():
+    """Snapshots at 0 and after the last step equal the start and the returned weights; taking them changes nothing."""
+    pipe = tiny_pipeline()
+    shots = square_shot().repeat(3, 1, 1, 1)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(steps_done: int, gen: torch.nn.Module) -> None:
+        assert not gen.training and not any(p.requires_grad for p in gen.parameters())
+        seen[steps_done] = {k: v.clone() for k, v in gen.state_dict().items()}
+
+    kwargs = dict(num_steps=4, generator=None)
+    with_snaps = pipe.adapt(
+        shots,
+        **{**kwargs, "generator": torch.Generator().manual_seed(0)},
+        snapshot_steps=[0, 2, 4],
+        snapshot_callback=keep,
+    )
+    plain = pipe.adapt(shots, **{**kwargs, "generator": torch.Generator().manual_seed(0)})
+    assert sorted(seen) == [0, 2, 4]
+    for k, v in pipe.generator.state_dict().items():
+        assert torch.equal(seen[0][k], v)  # bitwise: a copy of the same tensors, no computation in between
+    for k, v in with_snaps.generator.state_dict().items():
+        assert torch.equal(seen[4][k], v)
+        assert torch.equal(plain.generator.state_dict()[k], v)  # same object's computation repeated: promised exact
+    assert not all(torch.equal(seen[2][k], seen[4][k]) for k in seen[2])
+    assert with_snaps.card_info["adaptation"]["snapshot_steps"] == [0, 2, 4]
+
+
+@pytest.mark.parametrize(
+    ("steps", "callback", "error", "match"),
+    [
+        ([0, 5], lambda s, g: None, ValueError, "snapshot_steps"),
+        ([-1], lambda s, g: None, ValueError, "snapshot_steps"),
+        ([1], None, TypeError, "snapshot_callback"),
+        (None, lambda s, g: None, ValueError, "snapshot_callback"),
+    ],
+)
+def test_snapshot_arguments_are_checked(steps, callback, error, match):
+    with pytest.raises(error, match=match):
+        tiny_pipeline().adapt(square_shot(), num_steps=4, snapshot_steps=steps, snapshot_callback=callback)

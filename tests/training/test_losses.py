@@ -320,3 +320,37 @@ def test_generator_loss_adds_the_weighted_mode_seeking_term():
     assert logs["g_loss"] == plain_logs["g_loss"] and logs["ms_loss"] == pytest.approx(ms.item())
     with pytest.raises(ValueError, match="needs the `latents`"):
         generator_loss("nonsaturating", d, fake, mode_seeking_weight=0.5)
+
+
+def test_pairwise_similarity_consistency_loss_zero_when_equal_positive_after_collapse_and_source_detached():
+    from metagan_hub.training.losses import pairwise_similarity_consistency_loss
+
+    torch.manual_seed(0)
+    source = [torch.randn(6, 4, 3, 3), torch.randn(6, 10)]
+    assert float(pairwise_similarity_consistency_loss(source, [s.clone() for s in source])) == pytest.approx(
+        0, abs=1e-7
+    )
+    src = torch.randn(6, 10, requires_grad=True)
+    adapted = torch.randn(6, 10, requires_grad=True)
+    loss = pairwise_similarity_consistency_loss(src, 0.05 * adapted + src[:1].detach())  # samples collapse together
+    assert loss > 0
+    loss.backward()
+    assert src.grad is None  # the source side is detached
+    assert adapted.grad is not None and adapted.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("src", "ada", "kwargs", "match"),
+    [
+        (torch.randn(2, 4), torch.randn(2, 4), {}, "at least 3"),
+        (torch.randn(4, 4), torch.randn(4, 5), {}, "same shape"),
+        ([torch.randn(4, 4)], [], {}, "same number"),
+        (torch.randn(4, 4), torch.randn(4, 4), {"temperature": 0.0}, "temperature"),
+        (torch.randn(4, 4), torch.randn(4, 4), {"temperature": float("nan")}, "temperature"),
+    ],
+)
+def test_pairwise_similarity_consistency_loss_bad_input(src, ada, kwargs, match):
+    from metagan_hub.training.losses import pairwise_similarity_consistency_loss
+
+    with pytest.raises(ValueError, match=match):
+        pairwise_similarity_consistency_loss(src, ada, **kwargs)
