@@ -340,7 +340,7 @@ def mode_seeking_loss(
 
 
 def _offdiagonal_cosine(x: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cosine similarity of each sample of `x` `[N, ...]` to every other one, divided by `temperature`: `[N, N - 1]`."""
+    """Cosine similarity of each sample of `x` `[N, ...]` to every other one, over `temperature`: `[N, N - 1]`."""
     n = x.shape[0]
     x = F.normalize(x.float().reshape(n, -1), dim=1)  # [N, D]
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
