@@ -29,6 +29,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from metagan_hub.metrics.fewshot import (  # noqa: F401  (public re-exports)
+    CLASSIFIER_GAIN_METHODS,
+    FEWSHOT_METRICS,
+    classifier_gain,
+    copy_rate,
+    copy_threshold,
+    density_coverage,
+    evaluate_class,
+    frechet_distance,
+    kid,
+    precision_recall,
+    recognisability,
+    relative_diversity,
+)
+
 logger = logging.getLogger(__name__)
 
 METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {}
