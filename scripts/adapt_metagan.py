@@ -77,6 +77,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="FreezeD: lowest discriminator blocks kept frozen, 0 for none (default: adapt()'s default).",
     )
     parser.add_argument("--ema_decay", type=float, default=None)
+    parser.add_argument(
+        "--diversity_loss",
+        type=str,
+        default=None,
+        choices=["cdc", "dcl"],
+        help="Diversity-preserving term (adapt()'s diversity_loss): cdc (cross-domain correspondence) or dcl (dual "
+        "contrastive learning); default: none.",
+    )
+    parser.add_argument(
+        "--diversity_weight", type=float, default=None, help="Weight of the diversity term (default: the method's)."
+    )
+    parser.add_argument(
+        "--diversity_batch_size",
+        type=int,
+        default=None,
+        help="Latents per generator update while a diversity term is on (>= 3; default: --batch_size).",
+    )
+    parser.add_argument(
+        "--cdc_anchor_interval",
+        type=int,
+        default=None,
+        help="With --diversity_loss cdc: anchor-region steps every N steps, 0 for none (default: the paper's 4).",
+    )
     parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
     parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--seed", type=int, default=0)
@@ -175,6 +198,10 @@ def main(args: argparse.Namespace) -> None:
             ("batch_size", args.batch_size),
             ("r1_interval", args.r1_interval),
             ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
+            ("diversity_loss", args.diversity_loss),
+            ("diversity_weight", args.diversity_weight),
+            ("diversity_batch_size", args.diversity_batch_size),
+            ("cdc_anchor_interval", args.cdc_anchor_interval),
         )
         if v is not None
     }

@@ -27,9 +27,14 @@ class MetaGANDiscriminatorOutput(BaseOutput):
     Args:
         logits (`torch.Tensor` of shape `(batch_size,)`):
             Unnormalized realness scores (higher means "more real").
+        features (`tuple[torch.Tensor]`, *optional*):
+            With `forward(..., return_features=True)`: the output of each down block, from the image side to 4×4
+            (`[batch_size, C_i, H_i, W_i]`), e.g. for a patch-level head or a feature-space contrastive term;
+            `None` otherwise.
     """
 
     logits: torch.Tensor
+    features: tuple[torch.Tensor, ...] | None = None
 
 
 def _maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
@@ -190,7 +195,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 block.requires_grad_(False)
 
     def forward(
-        self, sample: torch.Tensor, return_dict: bool = True, num_batches: int = 1
+        self, sample: torch.Tensor, return_dict: bool = True, num_batches: int = 1, return_features: bool = False
     ) -> MetaGANDiscriminatorOutput | tuple:
         r"""
         Args:
@@ -202,9 +207,12 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 How many equal batches `sample` stacks along its first dimension. Minibatch-std groups stay inside
                 each of them, so `D(torch.cat([real, fake]), num_batches=2)` gives the logits of `D(real)` followed
                 by those of `D(fake)` in a single, faster call.
+            return_features (`bool`, *optional*, defaults to `False`):
+                Also return each down block's output (`features`); the logits are the same either way.
 
         Returns:
-            [`MetaGANDiscriminatorOutput`] or `tuple`: logits of shape `(batch_size,)`.
+            [`MetaGANDiscriminatorOutput`] or `tuple`: logits of shape `(batch_size,)` (and, with
+            `return_features`, the block outputs; the tuple is then `(logits, features)`).
         """
         expected = (self.config.in_channels, self.config.sample_size, self.config.sample_size)
         if sample.ndim != 4 or tuple(sample.shape[1:]) != expected:
@@ -221,13 +229,18 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
         # 1. features
         x = self.act(self.conv_in(sample.to(self.conv_in.weight.dtype)))  # [N, C0, S, S]
         # 2. downsample to 4x4
+        features = [] if return_features else None
         for block in self.blocks:
             x = block(x)
+            if features is not None:
+                features.append(x)
         # 3. head
         if self.mbstd is not None:
             x = self.mbstd(x, num_batches)  # [N, C + 1, 4, 4]
         x = self.act(self.conv_out(x))
         logits = self.fc(x.flatten(1)).squeeze(1)  # [N]
+        if features is not None:
+            features = tuple(features)
         if not return_dict:
-            return (logits,)
-        return MetaGANDiscriminatorOutput(logits=logits)
+            return (logits,) if features is None else (logits, features)
+        return MetaGANDiscriminatorOutput(logits=logits, features=features)

@@ -31,9 +31,14 @@ class MetaGANGeneratorOutput(BaseOutput):
     Args:
         sample (`torch.Tensor` of shape `(batch_size, out_channels, sample_size, sample_size)`):
             Generated images in `[-1, 1]`.
+        features (`tuple[torch.Tensor]`, *optional*):
+            With `forward(..., return_features=True)`: the output of each upsampling block, from 8×8 to
+            `sample_size` (`[batch_size, C_i, H_i, W_i]`), e.g. for the cross-domain consistency terms of
+            diversity-preserving adaptation; `None` otherwise.
     """
 
     sample: torch.Tensor
+    features: tuple[torch.Tensor, ...] | None = None
 
 
 class PixelNorm(nn.Module):
@@ -245,17 +250,22 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         """The [`enable_fused_upsampling`] setting: `True`, `False` or `None` (auto)."""
         return self.blocks[0].fused_upsampling
 
-    def forward(self, latents: torch.Tensor, return_dict: bool = True) -> MetaGANGeneratorOutput | tuple:
+    def forward(
+        self, latents: torch.Tensor, return_dict: bool = True, return_features: bool = False
+    ) -> MetaGANGeneratorOutput | tuple:
         r"""
         Args:
             latents (`torch.Tensor` of shape `(batch_size, latent_dim)`):
                 Latent vectors, usually drawn from a standard normal distribution.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Whether to return a [`MetaGANGeneratorOutput`] instead of a plain tuple.
+            return_features (`bool`, *optional*, defaults to `False`):
+                Also return each upsampling block's output (`features`); the images are the same either way.
 
         Returns:
             [`MetaGANGeneratorOutput`] or `tuple`: images in `[-1, 1]` of shape
-            `(batch_size, out_channels, sample_size, sample_size)`.
+            `(batch_size, out_channels, sample_size, sample_size)` (and, with `return_features`, the block outputs;
+            the tuple is then `(sample, features)`).
         """
         if latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
             raise ValueError(
@@ -270,12 +280,17 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
             # oneDNN convolutions run ~1.2-1.8x faster in channels_last on CPU; the output is made contiguous again
             x = x.contiguous(memory_format=torch.channels_last)
         # 2. upsample
+        features = [] if return_features else None
         for block in self.blocks:
             x = block(x)  # [N, C_i, 2H, 2W]
+            if features is not None:
+                features.append(x)
         # 3. to image
         sample = torch.tanh(self.conv_out(x))  # [N, out_channels, sample_size, sample_size]
         if cpu_inference:
             sample = sample.contiguous()
+        if features is not None:
+            features = tuple(features)
         if not return_dict:
-            return (sample,)
-        return MetaGANGeneratorOutput(sample=sample)
+            return (sample,) if features is None else (sample, features)
+        return MetaGANGeneratorOutput(sample=sample, features=features)

@@ -273,6 +273,10 @@ class MetaGANPipeline(DiffusionPipeline):
         image_column: str = "image",
         snapshot_steps: Sequence[int] | None = None,
         snapshot_callback: Callable[[int, torch.nn.Module], None] | None = None,
+        diversity_loss: str | None = None,
+        diversity_weight: float | None = None,
+        diversity_batch_size: int | None = None,
+        cdc_anchor_interval: int | None = None,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -326,6 +330,23 @@ class MetaGANPipeline(DiffusionPipeline):
                 generator as `adapt()` would return it at that point: adaptation curves from one run. The time spent
                 in snapshots is not counted in the recorded wall time.
             snapshot_callback (`Callable`, *optional*): see `snapshot_steps`.
+            diversity_loss (`str`, *optional*, defaults to `None`): a diversity-preserving term that keeps the
+                variation of the starting generator while the copy learns the shots (see
+                `metagan_hub/training/diversity.py`): `"cdc"` (cross-domain correspondence, Ojha et al. 2021: the
+                pairwise similarity structure of a batch at every generator block must stay the starting
+                generator's, plus anchor regions with a patch-level discriminator) or `"dcl"` (dual contrastive
+                learning, Zhao et al. 2022: each adapted sample must stay closest to the starting generator's sample
+                of the same latent, in generator and discriminator features). `None` (default, today's behaviour)
+                adds nothing. The starting generator is kept once per call (no copy when it already is float32 on
+                the training device; with `lora_rank` it is the base model without the adapter) and is not modified.
+            diversity_weight (`float`, *optional*): weight of the term; `None` = the method's default (`"cdc"`:
+                1000 / (N - 1) for a generator batch of N, the paper's 1000 on its per-entry mean; `"dcl"`: 1.0 for
+                each of its two terms).
+            diversity_batch_size (`int`, *optional*): latents per generator update while a term is on (the pairwise
+                terms need >= 3); `None` = `batch_size`.
+            cdc_anchor_interval (`int`, *optional*): with `"cdc"`, every this many steps the latents are drawn near
+                one anchor latent per shot and judged by the image-level discriminator, the other steps anywhere and
+                judged per patch by a new patch-level head; `None` = the paper's 4, `0` = no anchor regions.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -365,6 +386,10 @@ class MetaGANPipeline(DiffusionPipeline):
             image_column=image_column,
             snapshot_steps=snapshot_steps,
             snapshot_callback=snapshot_callback,
+            diversity_loss=diversity_loss,
+            diversity_weight=diversity_weight,
+            diversity_batch_size=diversity_batch_size,
+            cdc_anchor_interval=cdc_anchor_interval,
         )
 
     # ------------------------------------------------------------------ LoRA

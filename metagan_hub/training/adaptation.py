@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
+from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, check_mixed_precision, compute_copy_pairs, gan_step
 from .losses import LOSS_TYPES
 
@@ -130,6 +131,10 @@ def adapt_pipeline(
     max_nonfinite_steps: int = DEFAULT_MAX_NONFINITE_STEPS,
     snapshot_steps: Sequence[int] | None = None,
     snapshot_callback: Callable[[int, torch.nn.Module], None] | None = None,
+    diversity_loss: str | None = None,
+    diversity_weight: float | None = None,
+    diversity_batch_size: int | None = None,
+    cdc_anchor_interval: int | None = None,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -159,6 +164,9 @@ def adapt_pipeline(
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
     snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
+    diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
+        diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size
+    )
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
         isinstance(freeze_discriminator_blocks, bool)
@@ -216,24 +224,28 @@ def adapt_pipeline(
         torch.nn.Module.to(model, memory_format=torch.channels_last).train()
     gen.requires_grad_(True)
     disc.freeze_blocks(freeze_discriminator_blocks)
+    # CDC anchor regions: a patch-level head on the discriminator, trained with it (disc_t: the model D steps train)
+    disc_t = PatchDiscriminator(disc, generator=generator).to(device=device) if cdc_anchor_interval else disc
+    if disc_t is not disc:
+        torch.nn.Module.to(disc_t.patch_head, memory_format=torch.channels_last)
     if lora_rank is not None:
         gen.requires_grad_(False)
         add_lora(gen, lora_rank)  # only the adapter's lora_A / lora_B train
     g_params = [p for p in gen.parameters() if p.requires_grad]
-    d_params = [p for p in disc.parameters() if p.requires_grad]
+    d_params = [p for p in disc_t.parameters() if p.requires_grad]
     # the fused (single-kernel) Adam is ~5-10% faster per adaptation step on CPU than the default foreach one
     fused = device.type in ("cpu", "cuda")
     opt_g = torch.optim.Adam(g_params, lr=learning_rate, betas=betas, fused=fused)
     opt_d = torch.optim.Adam(d_params, lr=learning_rate, betas=betas, fused=fused)
-    gen_c, disc_c = gen, disc  # the copies the GAN steps run
+    gen_c, disc_c = gen, disc_t  # the copies the GAN steps run
     if mixed_precision == "bf16":
         # bf16 compute copies run the steps; gen / disc keep the float32 master weights (see MasterWeightsOptimizer).
         # Autocast then finds every weight already in bf16 instead of casting it on every call (~4% faster on CPU).
-        gen_c, disc_c = copy.deepcopy(gen), copy.deepcopy(disc)
+        gen_c, disc_c = copy.deepcopy(gen), copy.deepcopy(disc_t)
         for model in (gen_c, disc_c):
             torch.nn.Module.to(model, dtype=torch.bfloat16)
         opt_g = MasterWeightsOptimizer(compute_copy_pairs(gen_c, gen), opt_g)
-        opt_d = MasterWeightsOptimizer(compute_copy_pairs(disc_c, disc), opt_d)
+        opt_d = MasterWeightsOptimizer(compute_copy_pairs(disc_c, disc_t), opt_d)
     scaler = torch.amp.GradScaler(device.type) if mixed_precision == "fp16" else None
     ema = None
     if ema_decay is not None:
@@ -241,15 +253,28 @@ def adapt_pipeline(
 
         ema = EMAModel(g_params, decay=ema_decay, use_ema_warmup=False, foreach=False)
 
+    latent_dim = g_cfg.latent_dim
+    regularizer = None
+    anchors = None
+    if diversity_loss is not None:
+        # the frozen starting generator, kept once for the whole call: the pipeline's own generator (never modified;
+        # with LoRA it has no adapter: the adapter goes onto the copy), or one float32 copy on the training device
+        source = pipeline.generator
+        if source.dtype != torch.float32 or source.device != device:
+            source = copy.deepcopy(source)
+            torch.nn.Module.to(source, device=device, dtype=torch.float32)
+        regularizer = DiversityRegularizer(diversity_loss, source, diversity_weight)
+        if cdc_anchor_interval:
+            anchors = torch.randn(num_shots, latent_dim, generator=generator)  # one anchor latent per shot
     step_config = GANStepConfig(
         loss=loss,
         r1_gamma=float(r1_gamma),
         r1_interval=r1_interval,
         mixed_precision=mixed_precision,
         augment=augmenter,
+        generator_regularizer=None if regularizer is None else regularizer.generator_term,
+        discriminator_regularizer=regularizer.discriminator_term if diversity_loss == "dcl" else None,
     )
-
-    latent_dim = g_cfg.latent_dim
     losses: list[dict[str, float]] = []
     nonfinite_in_a_row = 0
     skipped = 0
@@ -275,8 +300,16 @@ def adapt_pipeline(
         for step in range(num_steps):
             idx = torch.randint(0, num_shots, (batch_size,), generator=generator)
             real = shots[idx.to(device)]  # [B, C, H, W]
-            z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-            z_g = torch.randn(batch_size, latent_dim, generator=generator).to(device)
+            if anchors is not None and step % cdc_anchor_interval == 0:
+                # CDC anchor region: latents near the anchors, image-level discriminator
+                disc_c.patch_level = False
+                z_d = sample_anchor_latents(anchors, batch_size, generator).to(device)
+                z_g = sample_anchor_latents(anchors, g_batch_size, generator).to(device)
+            else:
+                if anchors is not None:
+                    disc_c.patch_level = True  # anywhere else: patch-level discriminator
+                z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
+                z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
 
             ok, logs = gan_step(
                 gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step
@@ -309,7 +342,7 @@ def adapt_pipeline(
                 break
 
     # 4. finish: EMA weights into the generator, never NaN weights out
-    for compute, master in ((gen_c, gen), (disc_c, disc)):
+    for compute, master in ((gen_c, gen), (disc_c, disc_t)):
         if compute is not master:  # e.g. spectral-norm power-iteration vectors, updated by the compute copy
             with torch.no_grad():
                 for b_c, b_m in zip(compute.buffers(), master.buffers()):
@@ -342,6 +375,10 @@ def adapt_pipeline(
         "freeze_discriminator_blocks": freeze_discriminator_blocks,
         "ema_decay": ema_decay,
         "lora_rank": lora_rank,
+        "diversity_loss": diversity_loss,
+        "diversity_weight": diversity_weight,
+        "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
+        "cdc_anchor_interval": cdc_anchor_interval,
         "seed": seed,
         "device": str(device),
         "wall_time_s": round(wall_time, 3),

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,6 +140,12 @@ class GANStepConfig:
     `joint_discriminator_forward` scores real and fake images in one discriminator call on steps without R1 (see
     [`~metagan_hub.training.losses.discriminator_loss`]); it needs a discriminator whose `forward` takes
     `num_batches`, as [`~metagan_hub.MetaGANDiscriminator`] does.
+
+    `generator_regularizer(latents, features) -> (loss, logs)`, when set, is added to the generator loss; the
+    generator then runs with `return_features=True` and `features` are its block outputs (e.g.
+    [`~metagan_hub.training.diversity.DiversityRegularizer.generator_term`]).
+    `discriminator_regularizer(discriminator, real, fake, latents) -> (loss, logs)`, when set, is added to the
+    discriminator loss (`fake` are the images of `latents`, without gradient to the generator).
     """
 
     loss: str = "nonsaturating"
@@ -151,6 +157,8 @@ class GANStepConfig:
     augment: torch.nn.Module | None = None
     joint_discriminator_forward: bool = True
     mode_seeking_weight: float = 0.0
+    generator_regularizer: Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, dict]] | None = None
+    discriminator_regularizer: Callable[..., tuple[torch.Tensor, dict]] | None = None
 
     def __post_init__(self) -> None:
         w = self.mode_seeking_weight
@@ -176,8 +184,12 @@ def generator_step_loss(
         p.requires_grad_(False)
     try:
         with autocast_context(z_g.device, config.mixed_precision):
-            fake = generator_model(z_g).sample
-            return generator_loss(
+            if config.generator_regularizer is None:
+                fake = generator_model(z_g).sample
+            else:
+                out = generator_model(z_g, return_features=True)
+                fake = out.sample
+            loss, logs = generator_loss(
                 config.loss,
                 d_fn,
                 fake.float(),
@@ -186,6 +198,11 @@ def generator_step_loss(
                 latents=z_g,
                 mode_seeking_weight=config.mode_seeking_weight,
             )
+            if config.generator_regularizer is not None:
+                reg_loss, reg_logs = config.generator_regularizer(z_g, out.features)
+                loss = loss + reg_loss
+                logs.update(reg_logs)
+            return loss, logs
     finally:
         for p in trainable:
             p.requires_grad_(True)
@@ -252,6 +269,10 @@ def gan_step(
             generator=aug_generator,
             joint_forward=config.joint_discriminator_forward,
         )
+        if config.discriminator_regularizer is not None:
+            reg_loss, reg_logs = config.discriminator_regularizer(discriminator_model, real, fake.float(), z_d)
+            d_loss = d_loss + reg_loss
+            d_logs.update(reg_logs)
     d_ok = bool(torch.isfinite(d_loss))
     if d_ok:
         _apply(d_loss, opt_d, scaler, reduce_grads)

@@ -38,13 +38,16 @@ def _check_loss_type(loss_type: str) -> None:
 
 
 def _logits(discriminator: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Run the discriminator and return float32 logits of shape `[N]`."""
+    """Run the discriminator and return float32 logits of shape `[N]`, or `[N, h * w]` for a patch-level (PatchGAN)
+    discriminator that returns a map of logits `[N, 1, h, w]` (the losses then average over images and patches)."""
     out = discriminator(x)
     n = x.shape[0]
+    if out.ndim == 4 and out.shape[0] == n and out.shape[1] == 1:
+        return out.flatten(1).float()  # [N, h * w]
     if out.numel() != n or out.shape[0] != n:
         raise ValueError(
-            f"`discriminator` must return one logit per image (shape [{n}]) for a batch of shape {tuple(x.shape)}, "
-            f"got shape {tuple(out.shape)}."
+            f"`discriminator` must return one logit per image (shape [{n}]) or a patch map (shape [{n}, 1, h, w]) "
+            f"for a batch of shape {tuple(x.shape)}, got shape {tuple(out.shape)}."
         )
     return out.reshape(n).float()  # [N]
 

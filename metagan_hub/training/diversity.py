@@ -1,0 +1,347 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""
+Diversity-preserving few-shot adaptation: terms that keep what the *starting* generator knew about variation while the
+adapted copy learns the shots.
+
+Two methods from the few-shot GAN adaptation literature are available to [`MetaGANPipeline.adapt`]
+(`diversity_loss=`):
+
+- `"cdc"` — cross-domain correspondence (Ojha et al., CVPR 2021, "Few-shot Image Generation via Cross-domain
+  Correspondence"). For a batch of latents, every sample's softmax over its cosine similarities to the other samples,
+  taken at each upsampling block of the generator, must stay what the frozen starting generator gives
+  ([`~metagan_hub.training.losses.pairwise_similarity_consistency_loss`]). Plus the paper's *anchor regions*: every
+  `cdc_anchor_interval`-th step draws its latents close to a small set of anchor latents (one per shot) and uses the
+  usual image-level discriminator; the other steps draw latents anywhere and are judged by a patch-level
+  discriminator ([`PatchDiscriminator`]: a small new head scoring each position of an intermediate feature map of the
+  discriminator), so that only the anchor regions are pushed towards whole shots and the rest of latent space only
+  has to look right patch by patch.
+- `"dcl"` — dual contrastive learning (Zhao et al., CVPR 2022, "A Closer Look at Few-shot Image Generation").
+  Chosen as the second method because (1) its reported results improve on CDC in the paper's own 10-shot benchmark
+  (e.g. FFHQ → Sunglasses FID 37.66, the figure listed for DCL on public leaderboards, below CDC's), and the authors'
+  analysis says the better methods are those that *slow the loss of diversity* during adaptation — exactly the
+  problem of our Reptile checkpoint; (2) it needs nothing but the frozen source generator that CDC already keeps and
+  the discriminator's own block outputs: no GAN inversion (RSSA's latent compression), no per-kernel importance
+  probing over the source task (AdAM), which assume large StyleGAN generators and cost a second training phase. The
+  generator side is an InfoNCE term ([`contrastive_correspondence_loss`]): at each upsampling block, the adapted
+  generator's features of latent `i` must be closer (cosine) to the source generator's features of the same latent
+  than to the source's features of the other latents of the batch — a lower bound on the mutual information between
+  source and adapted samples. The discriminator side is a second InfoNCE term on the discriminator's block outputs:
+  an adapted sample `G_t(z_i)` is pulled towards the source sample `G_s(z_i)` and pushed away from the real shots, so
+  that the discriminator keeps telling generated images from copies of the shots.
+
+All of them use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once
+per `adapt()` call (the pipeline's own generator when it already has the training dtype and device, else one copy).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.discriminator_metagan import MetaGANDiscriminator, MetaGANDiscriminatorOutput
+from ..models.layers import make_activation
+from .losses import pairwise_similarity_consistency_loss
+
+logger = logging.getLogger(__name__)
+
+DIVERSITY_LOSSES = ("cdc", "dcl")
+
+# CDC's weight lambda = 1000 multiplies a KL divergence *averaged over the N x (N - 1) similarity entries*;
+# `pairwise_similarity_consistency_loss` averages over the N samples only (KL summed over each row), so the same
+# strength is 1000 / (N - 1) here (333 for the default batch of 4).
+CDC_PAPER_WEIGHT = 1000.0
+# CDC draws anchor-region latents (image-level discriminator) every 4th iteration, with noise std 0.05 around them.
+CDC_ANCHOR_INTERVAL = 4
+CDC_ANCHOR_STD = 0.05
+# DCL: one weight for its generator-side and discriminator-side InfoNCE terms, and the usual InfoNCE temperature.
+DCL_WEIGHT = 1.0
+DCL_TEMPERATURE = 0.07
+
+
+def default_diversity_weight(diversity_loss: str, batch_size: int) -> float:
+    """The weight `adapt()` uses for `diversity_loss` when `diversity_weight=None` (see the module docstring)."""
+    if diversity_loss == "cdc":
+        return CDC_PAPER_WEIGHT / (batch_size - 1)
+    if diversity_loss == "dcl":
+        return DCL_WEIGHT
+    raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
+
+
+def check_diversity_options(
+    diversity_loss: Any, diversity_weight: Any, diversity_batch_size: Any, cdc_anchor_interval: Any, batch_size: int
+) -> tuple[str | None, float | None, int, int | None]:
+    """Validate the diversity options of `adapt()` and resolve their defaults.
+
+    Returns `(diversity_loss, weight, generator_batch_size, anchor_interval)`: the weight and anchor interval are
+    `None` when no diversity term is on, and the generator batch size is `batch_size` then."""
+    if diversity_loss is not None and diversity_loss not in DIVERSITY_LOSSES:
+        raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
+    if diversity_weight is not None and (
+        isinstance(diversity_weight, bool)
+        or not isinstance(diversity_weight, int | float)
+        or not math.isfinite(diversity_weight)
+        or diversity_weight < 0
+    ):
+        raise ValueError(f"`diversity_weight` must be a non-negative finite number or None, got {diversity_weight!r}.")
+    if diversity_batch_size is not None and (
+        isinstance(diversity_batch_size, bool) or not isinstance(diversity_batch_size, int) or diversity_batch_size < 1
+    ):
+        raise ValueError(f"`diversity_batch_size` must be a positive integer or None, got {diversity_batch_size!r}.")
+    if cdc_anchor_interval is not None and (
+        isinstance(cdc_anchor_interval, bool) or not isinstance(cdc_anchor_interval, int) or cdc_anchor_interval < 0
+    ):
+        raise ValueError(
+            f"`cdc_anchor_interval` must be None (the paper's {CDC_ANCHOR_INTERVAL}), 0 (no anchor regions) or a "
+            f"positive integer, got {cdc_anchor_interval!r}."
+        )
+    if diversity_loss is None:
+        for name, value in (
+            ("diversity_weight", diversity_weight),
+            ("diversity_batch_size", diversity_batch_size),
+            ("cdc_anchor_interval", cdc_anchor_interval),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"`{name}`={value!r} was given without `diversity_loss`; pick one of {DIVERSITY_LOSSES}."
+                )
+        return None, None, batch_size, None
+    if cdc_anchor_interval is not None and diversity_loss != "cdc":
+        raise ValueError(
+            f"`cdc_anchor_interval` belongs to diversity_loss='cdc', got it with diversity_loss={diversity_loss!r}."
+        )
+    g_batch = batch_size if diversity_batch_size is None else diversity_batch_size
+    if g_batch < 3:
+        name = "batch_size" if diversity_batch_size is None else "diversity_batch_size"
+        raise ValueError(
+            f"diversity_loss={diversity_loss!r} compares each generated sample with at least 2 others: the generator "
+            f"batch (`{name}`, or `diversity_batch_size` when set) must be >= 3, got {g_batch}."
+        )
+    weight = default_diversity_weight(diversity_loss, g_batch) if diversity_weight is None else float(diversity_weight)
+    anchors = None
+    if diversity_loss == "cdc":
+        anchors = CDC_ANCHOR_INTERVAL if cdc_anchor_interval is None else cdc_anchor_interval
+    return diversity_loss, weight, g_batch, anchors
+
+
+def _as_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [features] if isinstance(features, torch.Tensor) else list(features)
+
+
+def contrastive_correspondence_loss(
+    anchor_features: torch.Tensor | Sequence[torch.Tensor],
+    positive_features: torch.Tensor | Sequence[torch.Tensor],
+    negative_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    temperature: float = DCL_TEMPERATURE,
+) -> torch.Tensor:
+    r"""
+    InfoNCE term of dual contrastive learning (DCL, Zhao et al., CVPR 2022), averaged over layers.
+
+    Each anchor `a_i` (features of sample `i`, flattened) must be more similar (cosine, over `temperature`) to its
+    positive `p_i` than to the negatives: `-log(exp(s(a_i, p_i)) / (exp(s(a_i, p_i)) + sum_j exp(s(a_i, n_j))))`,
+    averaged over `i`. Without `negative_features`, the negatives of `a_i` are the *other* positives `p_j`, `j != i`
+    (DCL's generator side: adapted features of latent `i` vs. source features of all latents of the batch). With
+    them, every anchor is contrasted with all `negative_features` (DCL's discriminator side: negatives are the real
+    shots). Minimizing it maximizes a lower bound on the mutual information between anchors and positives; when all
+    anchors collapse to one point (mode collapse) and negatives are the other positives, it is at least `log N`.
+
+    Args:
+        anchor_features (`torch.Tensor` `[N, ...]` or a list of them, one per layer):
+            Features that receive gradients (e.g. the adapted generator's).
+        positive_features (`torch.Tensor` `[N, ...]` or a list of them):
+            Features of the same samples from the reference (e.g. the frozen source generator), same shapes.
+        negative_features (`torch.Tensor` `[M, ...]` or a list of them, *optional*):
+            Explicit negatives, shared by all anchors.
+        temperature (`float`, defaults to 0.07): positive and finite.
+
+    Returns:
+        `torch.Tensor`: the scalar float32 loss.
+
+    Example:
+
+    ```py
+    >>> import math
+    >>> import torch
+    >>> from metagan_hub.training.diversity import contrastive_correspondence_loss
+
+    >>> source = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    >>> collapsed = source[:1].expand(8, 32)
+    >>> float(contrastive_correspondence_loss(source, source)) < 0.1 < math.log(8) - 0.5
+    True
+    >>> float(contrastive_correspondence_loss(collapsed, source)) >= math.log(8) - 1e-4
+    True
+    ```
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise ValueError(f"`temperature` must be a positive finite number, got {temperature!r}.")
+    anchors, positives = _as_list(anchor_features), _as_list(positive_features)
+    negatives = None if negative_features is None else _as_list(negative_features)
+    if not anchors or len(anchors) != len(positives) or (negatives is not None and len(negatives) != len(anchors)):
+        raise ValueError(
+            f"anchor, positive (and negative) features must hold the same number (>= 1) of layers, got "
+            f"{len(anchors)}, {len(positives)}" + ("" if negatives is None else f" and {len(negatives)}") + "."
+        )
+    total = anchors[0].new_zeros((), dtype=torch.float32)
+    for layer, (a, p) in enumerate(zip(anchors, positives)):
+        if a.shape != p.shape:
+            raise ValueError(
+                f"anchor and positive features must have the same shape, got {tuple(a.shape)} and {tuple(p.shape)}."
+            )
+        n = a.shape[0]
+        a = F.normalize(a.float().reshape(n, -1), dim=1)  # [N, D]
+        p = F.normalize(p.float().reshape(n, -1), dim=1)  # [N, D]
+        if negatives is None:
+            if n < 2:
+                raise ValueError(f"without explicit negatives a contrastive term needs >= 2 samples, got {n}.")
+            logits = a @ p.T / temperature  # [N, N]: the diagonal holds the positives
+        else:
+            neg = negatives[layer]
+            neg = F.normalize(neg.float().reshape(neg.shape[0], -1), dim=1)  # [M, D]
+            if neg.shape[1] != a.shape[1]:
+                raise ValueError(f"negative features have {neg.shape[1]} values per sample, anchors {a.shape[1]}.")
+            pos = (a * p).sum(dim=1, keepdim=True)  # [N, 1]
+            logits = torch.cat([pos, a @ neg.T], dim=1) / temperature  # [N, 1 + M]: column 0 holds the positives
+        target = (
+            torch.arange(n, device=a.device)
+            if negatives is None
+            else torch.zeros(n, dtype=torch.long, device=a.device)
+        )
+        total = total + F.cross_entropy(logits, target)
+    return total / len(anchors)
+
+
+class PatchDiscriminator(nn.Module):
+    """
+    A [`MetaGANDiscriminator`] with an extra patch-level head, for CDC's anchor regions (Ojha et al., CVPR 2021).
+
+    The head (3×3 convolution, activation, 1×1 convolution to one channel) reads the output of down block
+    `feature_block` of the wrapped discriminator — the default, the second-to-last block, sees 8×8 positions with an
+    18-pixel receptive field on a 32×32 image — and gives one logit per position, a map `[N, 1, H_b, W_b]`. The
+    blocks above `feature_block` and the image-level head are skipped on patch-level calls. With `patch_level =
+    False` the wrapper is the plain image-level discriminator. The head is new (randomly initialized) and lives only
+    during adaptation; the discriminator a pipeline returns is the wrapped one.
+
+    Args:
+        discriminator (`MetaGANDiscriminator`): the discriminator to share the lower blocks with.
+        feature_block (`int`, *optional*): index of the down block whose output the head reads; defaults to
+            `num_blocks - 2` (at least 0).
+        generator (`torch.Generator`, *optional*): randomness of the head's initialization (PyTorch's default
+            convolution initialization), so that adaptation stays reproducible from its seed.
+    """
+
+    def __init__(
+        self,
+        discriminator: MetaGANDiscriminator,
+        feature_block: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        num_blocks = discriminator.num_blocks
+        if feature_block is None:
+            feature_block = max(num_blocks - 2, 0)
+        if (
+            isinstance(feature_block, bool)
+            or not isinstance(feature_block, int)
+            or not 0 <= feature_block < num_blocks
+        ):
+            raise ValueError(f"`feature_block` must be an integer in [0, {num_blocks}), got {feature_block!r}.")
+        self.discriminator = discriminator
+        self.feature_block = feature_block
+        channels = list(discriminator.config.block_out_channels[1:]) + [discriminator.config.block_out_channels[-1]]
+        c = channels[feature_block]
+        self.patch_head = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1), make_activation(discriminator.config.act_fn), nn.Conv2d(c, 1, 1)
+        )
+        self.patch_level = False
+        for conv in (self.patch_head[0], self.patch_head[2]):  # nn.Conv2d.reset_parameters, drawn from `generator`
+            nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(conv.weight[0].numel())
+            nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
+
+    def forward(
+        self, sample: torch.Tensor, return_dict: bool = True, num_batches: int = 1, return_features: bool = False
+    ) -> MetaGANDiscriminatorOutput | tuple:
+        if not self.patch_level:
+            return self.discriminator(
+                sample, return_dict=return_dict, num_batches=num_batches, return_features=return_features
+            )
+        d = self.discriminator
+        x = d.act(d.conv_in(sample.to(d.conv_in.weight.dtype)))  # [N, C0, S, S]
+        for block in d.blocks[: self.feature_block + 1]:
+            x = block(x)  # [N, C_b, H_b, W_b]
+        logits = self.patch_head(x)  # [N, 1, H_b, W_b]: one logit per position (a PatchGAN map)
+        if not return_dict:
+            return (logits,)
+        return MetaGANDiscriminatorOutput(logits=logits)
+
+
+class DiversityRegularizer:
+    """
+    The diversity term of one `adapt()` call: holds the frozen source generator (never copied per step) and adds the
+    chosen method's loss to the generator update (and, for DCL, to the discriminator update). Used through
+    [`~metagan_hub.training.gan_step.GANStepConfig`] (`generator_regularizer` / `discriminator_regularizer`).
+
+    Args:
+        method (`str`): `"cdc"` or `"dcl"`.
+        source_generator (`torch.nn.Module`): the frozen starting generator; only run under `torch.no_grad()`.
+        weight (`float`): weight of the term(s) in the generator (and discriminator) loss.
+        temperature (`float`, *optional*): softmax temperature (CDC: 1.0, DCL: 0.07 by default).
+    """
+
+    def __init__(
+        self, method: str, source_generator: nn.Module, weight: float, temperature: float | None = None
+    ) -> None:
+        if method not in DIVERSITY_LOSSES:
+            raise ValueError(f"`method` must be one of {DIVERSITY_LOSSES}, got {method!r}.")
+        self.method = method
+        self.source = source_generator
+        self.weight = float(weight)
+        self.temperature = (1.0 if method == "cdc" else DCL_TEMPERATURE) if temperature is None else temperature
+
+    @torch.no_grad()
+    def source_output(self, latents: torch.Tensor):
+        return self.source(latents, return_features=True)
+
+    def generator_term(self, latents: torch.Tensor, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """`weight *` the generator-side loss for the adapted generator's block `features` of `latents`."""
+        source = self.source_output(latents).features
+        if self.method == "cdc":
+            loss = pairwise_similarity_consistency_loss(source, features, temperature=self.temperature)
+        else:
+            loss = contrastive_correspondence_loss(features, source, temperature=self.temperature)
+        return self.weight * loss, {f"{self.method}_g": loss.item()}
+
+    def discriminator_term(
+        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, latents: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
+        """DCL's discriminator side: `weight *` InfoNCE over the discriminator's block outputs, anchors `D(fake)`,
+        positives `D(G_source(latents))` (same latents as `fake`), negatives `D(real)`."""
+        source_images = self.source_output(latents).sample.to(fake.dtype)
+        n, m = fake.shape[0], real.shape[0]
+        x = torch.cat([fake.detach(), source_images, real.to(fake.dtype)])  # [2N + M, C, H, W]
+        if real.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = discriminator(x, return_features=True).features
+        anchors = [f[:n] for f in features]
+        positives = [f[n : 2 * n] for f in features]
+        negatives = [f[2 * n : 2 * n + m] for f in features]
+        loss = contrastive_correspondence_loss(anchors, positives, negatives, temperature=self.temperature)
+        return self.weight * loss, {"dcl_d": loss.item()}
+
+
+def sample_anchor_latents(
+    anchors: torch.Tensor, batch_size: int, generator: torch.Generator, std: float = CDC_ANCHOR_STD
+) -> torch.Tensor:
+    """`batch_size` latents near the anchor latents `[K, latent_dim]` (CDC's anchor regions): distinct anchors while
+    `batch_size <= K`, each plus Gaussian noise of standard deviation `std`. Drawn on the CPU from `generator`."""
+    k = anchors.shape[0]
+    if batch_size <= k:
+        idx = torch.randperm(k, generator=generator)[:batch_size]
+    else:
+        idx = torch.randint(0, k, (batch_size,), generator=generator)
+    return anchors[idx] + std * torch.randn(batch_size, anchors.shape[1], generator=generator)
