@@ -1,0 +1,1751 @@
+#!/usr/bin/env python
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""The few-shot benchmark: every recipe a user could pick, on the same classes, shots and seeds, judged in the feature
+space of each evaluation domain's classifier.
+
+Contenders (`--contender`, repeat):
+
+- `NAME=PATH`: a Meta-GAN checkpoint folder or Hub repo id (the bundled meta-checkpoint, the pooled-pretrain
+  baseline, FOMAML, the FIGR recipe, ...), adapted with `MetaGANPipeline.adapt()`;
+- `scratch`: fresh weights with the first checkpoint contender's configuration (seeded), adapted the same way;
+- `ddpm-full`, `ddpm-lora`, `ddpm-domainstudio`: the diffusion rival (`--rival`, a `DDPMPipeline` folder) fine-tuned
+  on the shots with that recipe of `metagan_hub.baselines.diffusion` and sampled with DDIM.
+
+For every contender x evaluation domain x class (`--classes a:b` of the domain's evaluation classes) and K shots
+(`--shots`; `--extra_shots` on the first `--extra_classes` classes for the first two checkpoint contenders):
+
+- one GAN adaptation run with snapshots at `--snapshot_steps` (adaptation curves come from the same run), the
+  `--num_steps` snapshot being `adapt()`'s default budget (the main table);
+- one diffusion fine-tuning run with snapshots at the meta-GAN's measured default `adapt()` time x
+  `--rival_time_multiples` (converted once into fine-tuning steps by a calibration that is saved in the output folder
+  and reused, so reruns see the same budgets), sampled with `--rival_default_ddim_steps` DDIM steps and, at
+  `--rival_sweep_multiples`, with every `--rival_ddim_steps`;
+- `--num_samples` samples per snapshot -> evaluation-classifier features and logits ->
+  `metagan_hub.metrics.evaluate_class` (recognisability, precision / recall, density / coverage, KID, FD, relative
+  diversity, copy rate), pixel metrics (`metagan_hub.metrics.compute_metrics`) as a secondary space, adaptation
+  seconds and sampling seconds per 1,000 images;
+- the real images' own rows (contender `real`): recognisability of the real held-out images (the classifier's
+  ceiling) and the other metrics of one half of them against the other half (copy rate of real images included).
+
+Classifier gain (DAGAN protocol) is computed per contender and domain over the classes; paired differences to the
+first contender (mean ± standard error over classes, "better in k of n classes") and, with `--noise_floor`, the
+same first contender re-run with a rounding-only change (another thread count) to show how much the metrics move
+for no reason, beside the gap between the first two contenders.
+
+Writes into `--output_dir`: `results.jsonl` (one record per contender, domain, class, K and snapshot; appended and
+flushed per unit of work, so `--resume` loses nothing and skips completed units), `units/*.safetensors` (features
+and a few samples per unit, for the classifier gain and the grids), `calibration.json`, `results.md` (tables) and
+`figures/*.png`.
+
+Example:
+
+    python scripts/benchmark_fewshot.py --quick --output_dir runs/bench-quick      # a few minutes on 2 cores
+    python scripts/benchmark_fewshot.py --contender bundled=checkpoints/metagan-kanji-32 \\
+        --contender pretrain=runs/baselines/pretrain-kanji-32 --contender scratch \\
+        --contender ddpm-full --rival runs/ddpm-rival --domains kanji,digits --classes 0:30 \\
+        --output_dir runs/bench-fewshot --resume --noise_floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_utils import cpu_name  # noqa: E402
+
+logger = logging.getLogger("benchmark_fewshot")
+
+DIFFUSION_PREFIX = "ddpm-"
+REAL = "real"
+RESULTS_FILE = "results.jsonl"
+CONFIG_FILE = "run_config.json"
+CALIBRATION_FILE = "calibration.json"
+FORMAT_VERSION = 1
+
+# metric -> which way is better ("up", "down", or "one": closest to 1)
+DIRECTION = {
+    "recognisability": "up",
+    "precision": "up",
+    "recall": "up",
+    "density": "up",
+    "coverage": "up",
+    "kid": "down",
+    "fd": "down",
+    "relative_diversity": "one",
+    "copy_rate": "down",
+    "gain": "up",
+}
+TABLE_METRICS = (
+    "recognisability",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "kid",
+    "fd",
+    "relative_diversity",
+    "copy_rate",
+)
+PAIRED_METRICS = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
+FIGURE_METRICS = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
+KID_SCALE = 1000.0  # KID is printed x 1000
+
+FULL_DEFAULTS: dict[str, Any] = {
+    "domains": None,  # all evaluation domains
+    "classes": "0:30",
+    "shots": 5,
+    "extra_shots": "1,10",
+    "extra_classes": 10,
+    "snapshot_steps": "0,25,50,100,200,400",
+    "num_steps": 200,
+    "num_samples": 200,
+    "rival_time_multiples": "1,3,10",
+    "rival_ddim_steps": "10,25,50",
+    "rival_default_ddim_steps": 25,
+    "rival_sweep_multiples": "3",
+    "calibration_steps": 20,
+    "speed_images": 1000,
+}
+QUICK_DEFAULTS: dict[str, Any] = {
+    "domains": "digits",
+    "classes": "0:3",
+    "shots": 5,
+    "extra_shots": "1",
+    "extra_classes": 1,
+    "snapshot_steps": "0,2,4",
+    "num_steps": 2,
+    "num_samples": 24,
+    "rival_time_multiples": "1,3",
+    "rival_ddim_steps": "2,4",
+    "rival_default_ddim_steps": 2,
+    "rival_sweep_multiples": "3",
+    "calibration_steps": 2,
+    "speed_images": 64,
+}
+QUICK_RESOLUTION = 16
+DEFAULT_RIVAL = "runs/ddpm-rival"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# arguments
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip() != ""]
+    except ValueError:
+        raise ValueError(f"`{name}` must be comma-separated integers, got {text!r}.") from None
+    return values
+
+
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip() != ""]
+    except ValueError:
+        raise ValueError(f"`{name}` must be comma-separated numbers, got {text!r}.") from None
+    return values
+
+
+def parse_class_range(text: str) -> tuple[int, int | None]:
+    """`"a:b"` -> (a, b) (b exclusive, may be empty = to the end); `"a"` -> (a, a + 1)."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            start, stop = int(a or 0), (int(b) if b.strip() else None)
+        else:
+            start = int(text)
+            stop = start + 1
+    except ValueError:
+        raise ValueError(f"`--classes` must look like 'a:b' (e.g. '0:30'), got {text!r}.") from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise ValueError(f"`--classes` must be 'a:b' with 0 <= a < b, got {text!r}.")
+    return start, stop
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--contender",
+        action="append",
+        default=None,
+        help="NAME=PATH of a Meta-GAN checkpoint, 'scratch', or a diffusion recipe (ddpm-full, ddpm-lora, "
+        "ddpm-domainstudio). Repeat for each contender; the first is the reference of the paired differences.",
+    )
+    parser.add_argument(
+        "--rival",
+        default=None,
+        help=f"The diffusion rival's DDPMPipeline folder (default {DEFAULT_RIVAL}; with --quick a tiny one).",
+    )
+    parser.add_argument("--contenders", default=None, help="Only run these contender names (comma-separated).")
+    parser.add_argument("--domains", default=None, help="Evaluation domains, comma-separated (default: all).")
+    parser.add_argument("--classes", default=None, help="Shard of each domain's evaluation classes, 'a:b'.")
+    parser.add_argument("--shots", type=int, default=None, help="K of the main table (default 5).")
+    parser.add_argument("--extra_shots", default=None, help="Further K values, e.g. '1,10' ('' for none).")
+    parser.add_argument("--extra_classes", type=int, default=None, help="Classes that get the extra K values.")
+    parser.add_argument("--snapshot_steps", default=None, help="GAN adaptation snapshots, e.g. '0,25,50,100,200,400'.")
+    parser.add_argument("--num_steps", type=int, default=None, help="adapt() budget of the main table (200).")
+    parser.add_argument("--learning_rate", type=float, default=None, help="adapt() learning rate (its default).")
+    parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16"], help="adapt() precision.")
+    parser.add_argument("--rival_time_multiples", default=None, help="Diffusion budgets x the GAN's adapt() time.")
+    parser.add_argument("--rival_ddim_steps", default=None, help="DDIM step counts of the sampling sweep.")
+    parser.add_argument("--rival_default_ddim_steps", type=int, default=None, help="DDIM steps at every snapshot.")
+    parser.add_argument("--rival_sweep_multiples", default=None, help="Time multiples that get the DDIM sweep.")
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        help="Reuse this calibration.json (the GAN's adapt() seconds and the rival's seconds per step) instead of "
+        "measuring; the output folder's own calibration is reused automatically.",
+    )
+    parser.add_argument("--calibration_steps", type=int, default=None, help="Diffusion steps timed per recipe.")
+    parser.add_argument("--num_samples", type=int, default=None, help="Samples per snapshot (default 200).")
+    parser.add_argument("--metrics", default=None, help="Feature metrics, comma-separated (default: all).")
+    parser.add_argument(
+        "--kid_subset_size", type=int, default=None, help="KID subset size (default: the smaller set)."
+    )
+    parser.add_argument("--kid_subsets", type=int, default=100, help="KID subsets.")
+    parser.add_argument("--k", type=int, default=3, help="Neighbourhood size of precision / recall.")
+    parser.add_argument("--no_pixel_metrics", action="store_true", help="Skip the secondary pixel-space metrics.")
+    parser.add_argument("--resolution", type=int, default=None, help="Domain resolution (default: the models').")
+    parser.add_argument("--channels", type=int, default=None, help="Domain channels (default: the models').")
+    parser.add_argument(
+        "--resize",
+        action="store_true",
+        help="Resize shots and samples between a contender's image size / channels and the domain's (otherwise a "
+        "mismatch is an error).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Base seed of shots, adaptation, samples and metrics.")
+    parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's default).")
+    parser.add_argument(
+        "--noise_floor",
+        action="store_true",
+        help="Re-run the first contender with a rounding-only change (another thread count) on the same classes.",
+    )
+    parser.add_argument("--noise_floor_threads", type=int, default=None, help="Thread count of the noise-floor rerun.")
+    parser.add_argument("--speed_images", type=int, default=None, help="Images generated to time a GAN's sampling.")
+    parser.add_argument("--grid_samples", type=int, default=8, help="Samples per contender in the sample grids.")
+    parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
+    parser.add_argument("--output_dir", default="runs/bench-fewshot")
+    parser.add_argument("--resume", action="store_true", help="Continue in an output folder, skipping done units.")
+    parser.add_argument("--summarize_only", action="store_true", help="Only rebuild tables and figures.")
+    parser.add_argument("--no_figures", action="store_true", help="Skip the PNG figures.")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Smoke run on tiny models built in the output folder (a tiny GAN, scratch and the three diffusion "
+        "recipes on a tiny UNet), digits at 16x16 with a quickly trained classifier: a few minutes on 2 cores.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        finalize_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill defaults (full or `--quick`) and check every option; raises `ValueError` naming the option."""
+    defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.quick and args.resolution is None:
+        args.resolution = QUICK_RESOLUTION
+    if not args.contender and not args.quick and not args.summarize_only:
+        raise ValueError("give at least one --contender (NAME=PATH, 'scratch', or a ddpm-* recipe), or --quick.")
+    args.snapshot_steps = sorted(set(_int_list(args.snapshot_steps, "--snapshot_steps")))
+    if not args.snapshot_steps or args.snapshot_steps[0] < 0:
+        raise ValueError(f"`--snapshot_steps` must be non-negative integers, got {args.snapshot_steps}.")
+    if args.num_steps not in args.snapshot_steps:
+        raise ValueError(
+            f"`--num_steps` {args.num_steps} (the main table's budget) must be one of --snapshot_steps "
+            f"{args.snapshot_steps}."
+        )
+    if max(args.snapshot_steps) < 1:
+        raise ValueError("`--snapshot_steps` needs at least one positive step count.")
+    for name in ("shots", "num_samples", "extra_classes", "rival_default_ddim_steps", "calibration_steps"):
+        value = getattr(args, name)
+        if value < (0 if name == "extra_classes" else 1):
+            raise ValueError(f"`--{name}` must be positive, got {value}.")
+    args.extra_shots = [k for k in _int_list(args.extra_shots, "--extra_shots") if k != args.shots]
+    if any(k < 1 for k in args.extra_shots):
+        raise ValueError(f"`--extra_shots` must be positive integers, got {args.extra_shots}.")
+    args.rival_time_multiples = sorted(set(_float_list(args.rival_time_multiples, "--rival_time_multiples")))
+    if not args.rival_time_multiples or any(not (m > 0 and math.isfinite(m)) for m in args.rival_time_multiples):
+        raise ValueError(f"`--rival_time_multiples` must be positive numbers, got {args.rival_time_multiples}.")
+    args.rival_ddim_steps = sorted(set(_int_list(args.rival_ddim_steps, "--rival_ddim_steps")))
+    if any(s < 1 for s in args.rival_ddim_steps):
+        raise ValueError(f"`--rival_ddim_steps` must be positive integers, got {args.rival_ddim_steps}.")
+    args.rival_sweep_multiples = sorted(set(_float_list(args.rival_sweep_multiples, "--rival_sweep_multiples")))
+    missing = [m for m in args.rival_sweep_multiples if m not in args.rival_time_multiples]
+    if missing:
+        raise ValueError(
+            f"`--rival_sweep_multiples` {missing} must be among --rival_time_multiples {args.rival_time_multiples}."
+        )
+    args.class_range = parse_class_range(args.classes)
+    for spec in args.contender or []:
+        parse_contender(spec)
+    if args.domains is not None:
+        from metagan_hub.metrics.domains import EVALUATION_DOMAINS
+
+        names = [d.strip() for d in args.domains.split(",") if d.strip()]
+        unknown = [d for d in names if d not in EVALUATION_DOMAINS]
+        if unknown or not names:
+            raise ValueError(f"`--domains`: unknown domain(s) {unknown}; allowed: {', '.join(EVALUATION_DOMAINS)}.")
+    from metagan_hub.metrics import FEWSHOT_METRICS
+
+    if args.metrics is None:
+        args.metric_names = list(FEWSHOT_METRICS)
+    else:
+        args.metric_names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        unknown = [m for m in args.metric_names if m not in FEWSHOT_METRICS]
+        if unknown or not args.metric_names:
+            raise ValueError(f"`--metrics`: unknown metric(s) {unknown}; allowed: {', '.join(FEWSHOT_METRICS)}.")
+    if args.kid_subset_size is not None:
+        if args.kid_subset_size < 2:
+            raise ValueError(f"`--kid_subset_size` must be at least 2, got {args.kid_subset_size}.")
+        if args.kid_subset_size > args.num_samples:
+            raise ValueError(
+                f"too few samples for the KID subset size: `--kid_subset_size` {args.kid_subset_size} > "
+                f"`--num_samples` {args.num_samples}; lower the subset size or draw more samples."
+            )
+    if args.kid_subsets < 1 or args.k < 1 or args.grid_samples < 1 or args.speed_images < 1:
+        raise ValueError("`--kid_subsets`, `--k`, `--grid_samples` and `--speed_images` must be positive.")
+    if args.num_threads is not None and args.num_threads < 1:
+        raise ValueError(f"`--num_threads` must be positive, got {args.num_threads}.")
+    if args.resume and args.summarize_only:
+        raise ValueError("`--resume` and `--summarize_only` exclude each other.")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# contenders
+
+
+@dataclass
+class Contender:
+    """One recipe in the benchmark: a GAN checkpoint (`kind="gan"`) or a diffusion recipe (`kind="diffusion"`)."""
+
+    name: str
+    kind: str  # "gan" | "diffusion"
+    spec: str  # what the user typed (recorded and part of the resume key)
+    path: str | None = None
+    recipe: str | None = None
+    pipeline: Any = None
+    sample_size: int = 0
+    channels: int = 0
+
+
+def allowed_contenders() -> str:
+    from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
+
+    recipes = ", ".join(DIFFUSION_PREFIX + r for r in DIFFUSION_RECIPES)
+    return f"NAME=PATH (a Meta-GAN checkpoint folder or Hub repo id), 'scratch', or a diffusion recipe ({recipes})"
+
+
+def parse_contender(spec: str) -> Contender:
+    """Parse one `--contender` value (nothing is loaded yet); raises `ValueError` listing what is allowed."""
+    from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
+
+    spec = spec.strip()
+    if spec == "scratch":
+        return Contender(name="scratch", kind="gan", spec=spec)
+    if spec.startswith(DIFFUSION_PREFIX) and "=" not in spec:
+        recipe = spec[len(DIFFUSION_PREFIX) :]
+        if recipe not in DIFFUSION_RECIPES:
+            raise ValueError(f"unknown contender {spec!r}; allowed: {allowed_contenders()}.")
+        return Contender(name=spec, kind="diffusion", spec=spec, recipe=recipe)
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        name, path = name.strip(), path.strip()
+        if not name or not path or name in ("scratch", REAL) or name.startswith(DIFFUSION_PREFIX):
+            raise ValueError(
+                f"bad contender {spec!r}: NAME must be non-empty, not 'scratch' / 'real' / 'ddpm-*', and PATH given; "
+                f"allowed: {allowed_contenders()}."
+            )
+        return Contender(name=name, kind="gan", spec=spec, path=path)
+    raise ValueError(f"unknown contender {spec!r}; allowed: {allowed_contenders()}.")
+
+
+def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Contender]:
+    """Parse and load every contender; checks names, the rival's folder and that image sizes fit."""
+    from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+
+    contenders = [parse_contender(s) for s in specs]
+    names = [c.name for c in contenders]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"contender names must be unique, got {duplicates} more than once.")
+    reference = None
+    for c in contenders:
+        if c.kind == "gan" and c.path is not None:
+            c.pipeline = MetaGANPipeline.from_pretrained(c.path)
+            if c.pipeline.discriminator is None:
+                raise ValueError(f"contender {c.name!r}: {c.path} has no discriminator, so it cannot be adapted.")
+            reference = reference or c.pipeline
+    for c in contenders:
+        if c.name == "scratch":
+            if reference is None:
+                raise ValueError("'scratch' needs a checkpoint contender (NAME=PATH) whose configuration it copies.")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                c.pipeline = MetaGANPipeline(
+                    generator=MetaGANGenerator(**reference.generator.config),
+                    discriminator=MetaGANDiscriminator(**reference.discriminator.config),
+                )
+            c.path = f"fresh weights, seed {args.seed}, configuration of the first checkpoint contender"
+        if c.kind == "gan":
+            c.pipeline.set_progress_bar_config(disable=True)
+            cfg = c.pipeline.generator.config
+            c.sample_size, c.channels = int(cfg.sample_size), int(cfg.out_channels)
+        else:
+            c.path = args.rival
+            config_path = Path(args.rival) / "unet" / "config.json"
+            if not config_path.is_file():
+                raise ValueError(
+                    f"contender {c.name!r} needs the diffusion rival: `--rival` {args.rival!r} is not a DDPMPipeline "
+                    "folder (no unet/config.json)."
+                )
+            unet_cfg = json.loads(config_path.read_text(encoding="utf-8"))
+            size = unet_cfg.get("sample_size")
+            c.sample_size = int(size[0] if isinstance(size, list | tuple) else size)
+            c.channels = int(unet_cfg.get("in_channels", 1))
+    return contenders
+
+
+def check_sizes(contenders: Sequence[Contender], resolution: int, channels: int, resize: bool) -> None:
+    """Every contender must make images of the domain's size and channels, unless `--resize` was given."""
+    for c in contenders:
+        if (c.sample_size, c.channels) != (resolution, channels) and not resize:
+            raise ValueError(
+                f"contender {c.name!r} makes {c.channels}x{c.sample_size}x{c.sample_size} images but the domain "
+                f"images are {channels}x{resolution}x{resolution}; pass --resize to resize shots and samples, or "
+                f"--resolution {c.sample_size} --channels {c.channels}."
+            )
+
+
+def fit_images(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Resize `[N, C, H, W]` images in [-1, 1] to `size` and convert their channels (1 <-> 3)."""
+    x = images.float()
+    if x.shape[1] != channels:
+        if channels == 1:
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+            x = (x * weights).sum(1, keepdim=True)
+        else:
+            x = x.repeat(1, channels, 1, 1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# quick mode: tiny models and a quickly trained classifier
+
+
+def build_quick_models(output_dir: Path, seed: int) -> dict[str, str]:
+    """A tiny 16x16 Meta-GAN and a tiny 16x16 DDPMPipeline saved under `output_dir/quick_models` (once)."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+
+    root = output_dir / "quick_models"
+    gan_path, rival_path = root / "tiny-gan", root / "tiny-ddpm"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        if not (gan_path / "model_index.json").is_file():
+            MetaGANPipeline(
+                generator=MetaGANGenerator(latent_dim=16, sample_size=QUICK_RESOLUTION, block_out_channels=(32, 16)),
+                discriminator=MetaGANDiscriminator(sample_size=QUICK_RESOLUTION, block_out_channels=(16, 32)),
+            ).save_pretrained(gan_path)
+        if not (rival_path / "model_index.json").is_file():
+            unet = UNet2DModel(
+                sample_size=QUICK_RESOLUTION,
+                in_channels=1,
+                out_channels=1,
+                layers_per_block=1,
+                block_out_channels=(16, 32),
+                down_block_types=("DownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=8,
+            )
+            DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(rival_path)
+    return {"gan": str(gan_path), "rival": str(rival_path)}
+
+
+def quick_classifier(domain: Any, output_dir: Path, seed: int) -> Any:
+    """A small evaluation classifier of `domain` trained in seconds (two epochs), saved in the output folder."""
+    from metagan_hub.metrics.classifiers import (
+        ClassifierRecipe,
+        load_evaluation_classifier,
+        save_classifier,
+        train_evaluation_classifier,
+    )
+
+    folder = output_dir / "quick_models" / f"classifier-{domain.name}-{domain.resolution}px"
+    if (folder / "config.json").is_file():
+        return load_evaluation_classifier(domain, path=folder)
+    recipe = ClassifierRecipe(num_epochs=2, batch_size=64, block_out_channels=(16, 32))
+    clf = train_evaluation_classifier(domain, recipe=recipe, seed=seed)
+    save_classifier(clf, folder)
+    return clf
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# results store: JSON lines + unit artifacts, resumable
+
+
+def unit_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+class ResultStore:
+    """Appends the records of a unit of work at once (flushed and fsynced); a unit counts as done when all of its
+    records are in the file. Half-written units of an interrupted run are dropped when the store is opened."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.path = output_dir / RESULTS_FILE
+        self.units_dir = output_dir / "units"
+        self.units_dir.mkdir(parents=True, exist_ok=True)
+        self.records: list[dict[str, Any]] = []
+        if self.path.is_file():
+            self._load()
+
+    def _load(self) -> None:
+        text = self.path.read_text(encoding="utf-8")
+        records, bad = [], 0
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+        counts: dict[str, int] = defaultdict(int)
+        for r in records:
+            counts[r["unit_key"]] += 1
+        complete = [r for r in records if counts[r["unit_key"]] == r["unit_records"]]
+        if bad or len(complete) != len(records) or (text and not text.endswith("\n")):
+            logger.warning(
+                "%s: dropping %d unreadable lines and %d records of unfinished units (an interrupted run)",
+                self.path,
+                bad,
+                len(records) - len(complete),
+            )
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in complete), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self.records = complete
+
+    def done(self, key: str) -> bool:
+        return any(r["unit_key"] == key for r in self.records)
+
+    def artifact_path(self, key: str) -> Path:
+        return self.units_dir / f"{key}.safetensors"
+
+    def add_unit(self, key: str, records: list[dict[str, Any]], tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        if tensors:
+            tmp = self.units_dir / f".{key}.tmp"
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            os.replace(tmp, self.artifact_path(key))
+        lines = []
+        for r in records:
+            r["unit_key"], r["unit_records"] = key, len(records)
+            lines.append(json.dumps(r, ensure_ascii=False) + "\n")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.extend(records)
+
+    def artifact(self, key: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        path = self.artifact_path(key)
+        return load_file(str(path)) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measurement
+
+
+def environment(num_threads: int) -> dict[str, Any]:
+    import diffusers
+    import numpy
+
+    import metagan_hub
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_name(),
+        "num_threads": num_threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "numpy": numpy.__version__,
+        "metagan_hub": metagan_hub.__version__,
+    }
+
+
+@dataclass
+class DomainContext:
+    """An evaluation domain with its classifier and the per-class data every contender shares."""
+
+    name: str
+    domain: Any
+    classifier: Any
+    ceiling: float | None
+    class_indices: list[int]
+    _cache: dict[tuple, Any] = field(default_factory=dict)
+
+    def shots(self, c: int, k: int, seed: int) -> torch.Tensor:
+        key = ("shots", c, k, seed)
+        if key not in self._cache:
+            self._cache[key] = self.domain.shots(c, k, seed).float()
+        return self._cache[key]
+
+    def real(self, c: int) -> torch.Tensor:
+        key = ("real", c)
+        if key not in self._cache:
+            self._cache[key] = self.domain.real(c).float()
+        return self._cache[key]
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, features) of images at the domain's size."""
+        return self.classifier.embed(images)
+
+
+def shot_seed(args: argparse.Namespace, c: int) -> int:
+    # EvaluationDomain.shots draws per class (seed 0: the first k images of the class's shot pool)
+    return args.seed
+
+
+def adapt_seed(args: argparse.Namespace, c: int, k: int) -> int:
+    return args.seed + 1000 * k + c
+
+
+def sample_seed(args: argparse.Namespace) -> int:
+    return args.seed
+
+
+def feature_metrics(
+    ctx: DomainContext,
+    c: int,
+    fake: torch.Tensor,
+    real_feats: torch.Tensor,
+    shot_feats: torch.Tensor,
+    args: argparse.Namespace,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Metrics of samples `fake` `[N, C, H, W]` (domain size) of class `c`; returns (metrics, fake features)."""
+    from metagan_hub.metrics import evaluate_class
+
+    logits, feats = ctx.embed(fake)
+    metrics = evaluate_class(
+        feats,
+        real_feats,
+        shot_feats,
+        fake_logits=logits,
+        target=ctx.domain.classifier_label(c),
+        metrics=args.metric_names,
+        kid_subset_size=args.kid_subset_size,
+        kid_subsets=args.kid_subsets,
+        seed=args.seed,
+        k=args.k,
+    )
+    return metrics, feats
+
+
+def pixel_metrics(fake: torch.Tensor, real: torch.Tensor, args: argparse.Namespace) -> dict[str, float] | None:
+    if args.no_pixel_metrics:
+        return None
+    from metagan_hub.metrics import compute_metrics, heldout_distance
+
+    result = compute_metrics(fake, real)["metrics"]
+    return {"heldout_distance": heldout_distance(fake, real), **result}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def base_record(
+    contender: Contender | None, ctx: DomainContext, c: int, k: int, variant: str, run: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "contender": contender.name if contender else REAL,
+        "kind": contender.kind if contender else REAL,
+        "spec": contender.spec if contender else REAL,
+        "path": contender.path if contender else None,
+        "domain": ctx.name,
+        "class_index": c,
+        "class": ctx.domain.classes[c],
+        "shots": k,
+        "variant": variant,
+        **run,
+    }
+
+
+def check_class_size(ctx: DomainContext, c: int, args: argparse.Namespace) -> None:
+    num_real = ctx.real(c).shape[0]
+    needed = max(args.k, 5) + 1
+    if num_real < needed:
+        raise ValueError(
+            f"domain {ctx.name!r} class {ctx.domain.classes[c]!r} has only {num_real} real held-out images; the "
+            f"metrics need at least {needed}."
+        )
+    if args.kid_subset_size is not None and args.kid_subset_size > num_real:
+        raise ValueError(
+            f"too few samples for the KID subset size: domain {ctx.name!r} class {ctx.domain.classes[c]!r} has "
+            f"{num_real} real held-out images but `--kid_subset_size` is {args.kid_subset_size}."
+        )
+
+
+def run_real_unit(ctx: DomainContext, c: int, k: int, args: argparse.Namespace, run: dict) -> tuple[list, dict]:
+    """The real images' own rows: recognisability of all real held-out images (the classifier's ceiling on this
+    class) and every other metric of one half of them (as if they were samples) against the other half."""
+    from metagan_hub.metrics import evaluate_class, recognisability
+
+    real, shots = ctx.real(c), ctx.shots(c, k, shot_seed(args, c))
+    real_logits, real_feats = ctx.embed(real)
+    _, shot_feats = ctx.embed(shots)
+    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(args.seed + c))
+    half_a, half_b = order[: real.shape[0] // 2], order[real.shape[0] // 2 :]
+    kid_size = args.kid_subset_size
+    if kid_size is not None and kid_size > min(len(half_a), len(half_b)):
+        kid_size = None
+    density_k = min(5, len(half_b) - 1)  # small real sets (font faces): fewer neighbours
+    metrics = evaluate_class(
+        real_feats[half_a],
+        real_feats[half_b],
+        shot_feats,
+        fake_logits=real_logits[half_a],
+        target=ctx.domain.classifier_label(c),
+        metrics=args.metric_names,
+        kid_subset_size=kid_size,
+        kid_subsets=args.kid_subsets,
+        seed=args.seed,
+        k=min(args.k, len(half_a) - 1, len(half_b) - 1),
+        density_k=density_k,
+    )
+    if "recognisability" in metrics:
+        metrics["recognisability"] = recognisability(real_logits, ctx.domain.classifier_label(c))
+    record = base_record(None, ctx, c, k, "default", run)
+    record.update(
+        {
+            "snapshot": {"label": "real"},
+            "default_budget": True,
+            "num_samples": int(real.shape[0]),
+            "num_real": int(real.shape[0]),
+            "real_split": f"metrics other than recognisability: {len(half_a)} vs {len(half_b)} real images"
+            + (f", density / coverage with k={density_k}" if density_k != 5 else ""),
+            "seeds": {"shots": shot_seed(args, c), "split": args.seed + c, "metrics": args.seed},
+            "metrics": metrics,
+            "pixel_metrics": pixel_metrics(real[half_a], real[half_b], args),
+        }
+    )
+    tensors = {
+        "shot_features": shot_feats,
+        "real_features": real_feats,
+        "shots": to_uint8(shots),
+    }
+    return [record], tensors
+
+
+def run_gan_unit(
+    contender: Contender,
+    ctx: DomainContext,
+    c: int,
+    k: int,
+    variant: str,
+    args: argparse.Namespace,
+    run: dict,
+) -> tuple[list, dict]:
+    """Adapt a GAN contender once to the K shots of class `c`, evaluating the snapshots of that one run."""
+    from metagan_hub import MetaGANPipeline
+
+    res, ch = ctx.domain.resolution, ctx.domain.channels
+    shots = ctx.shots(c, k, shot_seed(args, c))
+    real = ctx.real(c)
+    _, real_feats = ctx.embed(real)
+    _, shot_feats = ctx.embed(shots)
+    model_shots = shots
+    if (contender.sample_size, contender.channels) != (res, ch):
+        model_shots = fit_images(shots, contender.sample_size, contender.channels)
+
+    snapshots: dict[int, tuple[torch.nn.Module, float]] = {}
+    paused = 0.0
+    start = time.perf_counter()
+
+    def keep(steps_done: int, gen: torch.nn.Module) -> None:
+        nonlocal paused
+        t = time.perf_counter()
+        snapshots[steps_done] = (gen, t - start - paused)
+        paused += time.perf_counter() - t
+
+    options = {"mixed_precision": args.mixed_precision}
+    if args.learning_rate is not None:
+        options["learning_rate"] = args.learning_rate
+    torch.manual_seed(adapt_seed(args, c, k))
+    adapted = contender.pipeline.adapt(
+        model_shots,
+        num_steps=max(args.snapshot_steps),
+        generator=torch.Generator().manual_seed(adapt_seed(args, c, k)),
+        snapshot_steps=args.snapshot_steps,
+        snapshot_callback=keep,
+        **options,
+    )
+    adapt_record = adapted.card_info.get("adaptation", {})
+    del adapted
+
+    latent_dim = contender.pipeline.generator.config.latent_dim
+    latents = torch.randn(args.num_samples, latent_dim, generator=torch.Generator().manual_seed(sample_seed(args)))
+    records, tensors = [], {}
+    for steps in args.snapshot_steps:
+        gen, seconds = snapshots[steps]
+        pipe = MetaGANPipeline(generator=gen, discriminator=None)
+        pipe.set_progress_bar_config(disable=True)
+        fake = pipe(batch_size=args.num_samples, latents=latents, output_type="pt").images * 2 - 1  # [N, C, H, W]
+        if (contender.sample_size, contender.channels) != (res, ch):
+            fake = fit_images(fake, res, ch)
+        metrics, feats = feature_metrics(ctx, c, fake, real_feats, shot_feats, args)
+        default = steps == args.num_steps
+        record = base_record(contender, ctx, c, k, variant, run)
+        record.update(
+            {
+                "snapshot": {"label": f"{steps} steps", "steps": steps, "seconds": round(seconds, 3)},
+                "default_budget": default,
+                "num_samples": args.num_samples,
+                "num_real": int(real.shape[0]),
+                "seeds": {
+                    "shots": shot_seed(args, c),
+                    "adapt": adapt_seed(args, c, k),
+                    "samples": sample_seed(args),
+                    "metrics": args.seed,
+                },
+                "adapt_options": {**options, "num_steps": max(args.snapshot_steps)},
+                "adapt_seconds": round(seconds, 3),
+                "metrics": metrics,
+                "pixel_metrics": pixel_metrics(fake, real, args),
+            }
+        )
+        if default:
+            record["adapt_wall_time_s_reported"] = adapt_record.get("wall_time_s")
+            # sampling speed: a warm-up call, then `speed_images` images timed
+            speed_latents = torch.randn(args.speed_images, latent_dim, generator=torch.Generator().manual_seed(1))
+            pipe(batch_size=min(64, args.speed_images), latents=speed_latents[:64], output_type="pt")
+            t0 = time.perf_counter()
+            pipe(batch_size=args.speed_images, latents=speed_latents, output_type="pt")
+            record["sample_seconds_per_1000"] = round((time.perf_counter() - t0) * 1000 / args.speed_images, 4)
+            tensors["fake_features"] = feats
+        tensors[f"grid_{steps}"] = to_uint8(fake[: args.grid_samples])
+        records.append(record)
+    return records, tensors
+
+
+def calibrate(contenders: Sequence[Contender], ctxs: Sequence[DomainContext], args: argparse.Namespace) -> dict:
+    """Measure the first GAN contender's default adapt() time and each diffusion recipe's seconds per fine-tuning
+    step, back to back on the same shots, and turn the time multiples into fine-tuning steps."""
+    from metagan_hub.baselines.diffusion import adapt_diffusion
+
+    gan = next((c for c in contenders if c.kind == "gan"), None)
+    ctx = ctxs[0]
+    c0 = ctx.class_indices[0]
+    shots = ctx.shots(c0, args.shots, shot_seed(args, c0))
+    result: dict[str, Any] = {"domain": ctx.name, "class": ctx.domain.classes[c0], "shots": args.shots}
+    if gan is None:
+        raise ValueError(
+            "the diffusion contenders' budgets are multiples of a Meta-GAN's adapt() time: add a checkpoint "
+            "contender (NAME=PATH), or pass --calibration with a calibration.json from an earlier run."
+        )
+    gan_shots = fit_images(shots, gan.sample_size, gan.channels)
+    gan.pipeline.adapt(gan_shots, num_steps=2, generator=torch.Generator().manual_seed(0))  # warm-up
+    options = {"mixed_precision": args.mixed_precision}
+    if args.learning_rate is not None:
+        options["learning_rate"] = args.learning_rate
+    t0 = time.perf_counter()
+    adapted = gan.pipeline.adapt(
+        gan_shots, num_steps=args.num_steps, generator=torch.Generator().manual_seed(args.seed), **options
+    )
+    result["gan"] = {
+        "contender": gan.name,
+        "num_steps": args.num_steps,
+        "adapt_seconds": round(time.perf_counter() - t0, 3),
+        "loop_seconds": adapted.card_info.get("adaptation", {}).get("wall_time_s"),
+    }
+    result["rival_seconds_per_step"] = {}
+    for c in contenders:
+        if c.kind != "diffusion" or c.recipe in result["rival_seconds_per_step"]:
+            continue
+        rival_shots = fit_images(shots, c.sample_size, c.channels)
+        adapt_diffusion(args.rival, rival_shots, recipe=c.recipe, num_steps=2, generator=torch.Generator())
+        t0 = time.perf_counter()
+        adapt_diffusion(
+            args.rival,
+            rival_shots,
+            recipe=c.recipe,
+            num_steps=args.calibration_steps,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        result["rival_seconds_per_step"][c.recipe] = round((time.perf_counter() - t0) / args.calibration_steps, 5)
+    result["environment"] = environment(torch.get_num_threads())
+    result["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return result
+
+
+def rival_steps(calibration: dict, recipe: str, multiples: Sequence[float]) -> dict[float, int]:
+    """Fine-tuning steps of `recipe` that take `multiple` x the GAN's default adapt() time (at least 1)."""
+    per_step = calibration["rival_seconds_per_step"].get(recipe)
+    if per_step is None:
+        raise ValueError(f"the calibration has no timing for recipe {recipe!r}; delete calibration.json to remeasure.")
+    gan_seconds = calibration["gan"]["adapt_seconds"]
+    return {m: max(1, round(m * gan_seconds / per_step)) for m in multiples}
+
+
+def run_diffusion_unit(
+    contender: Contender,
+    ctx: DomainContext,
+    c: int,
+    k: int,
+    args: argparse.Namespace,
+    run: dict,
+    budget_steps: dict[float, int],
+) -> tuple[list, dict]:
+    """Fine-tune the rival once with a recipe on the K shots of class `c`, evaluating its snapshots at the time
+    budgets (DDIM sampling, timed)."""
+    from metagan_hub.baselines.diffusion import adapt_diffusion, sample_diffusion
+
+    res, ch = ctx.domain.resolution, ctx.domain.channels
+    shots = ctx.shots(c, k, shot_seed(args, c))
+    real = ctx.real(c)
+    _, real_feats = ctx.embed(real)
+    _, shot_feats = ctx.embed(shots)
+    model_shots = shots
+    if (contender.sample_size, contender.channels) != (res, ch):
+        model_shots = fit_images(shots, contender.sample_size, contender.channels)
+
+    step_list = sorted(set(budget_steps.values()))
+    snapshots: dict[int, tuple[Any, float]] = {}
+    paused = 0.0
+    start = time.perf_counter()
+
+    def keep(steps_done: int, model: Any) -> None:
+        nonlocal paused
+        t = time.perf_counter()
+        snapshots[steps_done] = (copy.deepcopy(model), t - start - paused)
+        paused += time.perf_counter() - t
+
+    torch.manual_seed(adapt_seed(args, c, k))
+    adapt_diffusion(
+        args.rival,
+        model_shots,
+        recipe=contender.recipe,
+        num_steps=max(step_list),
+        generator=torch.Generator().manual_seed(adapt_seed(args, c, k)),
+        snapshot_steps=step_list,
+        snapshot_callback=keep,
+    )
+    records, tensors = [], {}
+    for multiple, steps in sorted(budget_steps.items()):
+        model, seconds = snapshots[steps]
+        ddim_list = args.rival_ddim_steps if multiple in args.rival_sweep_multiples else []
+        for ddim in sorted(set([args.rival_default_ddim_steps, *ddim_list])):
+            t0 = time.perf_counter()
+            fake = sample_diffusion(
+                model,
+                args.num_samples,
+                num_inference_steps=ddim,
+                generator=torch.Generator().manual_seed(sample_seed(args)),
+            ).float()
+            sample_seconds = time.perf_counter() - t0
+            if (contender.sample_size, contender.channels) != (res, ch):
+                fake = fit_images(fake, res, ch)
+            metrics, feats = feature_metrics(ctx, c, fake, real_feats, shot_feats, args)
+            default = multiple == args.rival_time_multiples[0] and ddim == args.rival_default_ddim_steps
+            record = base_record(contender, ctx, c, k, "default", run)
+            record.update(
+                {
+                    "snapshot": {
+                        "label": f"{multiple:g}x time, DDIM {ddim}",
+                        "multiple": multiple,
+                        "steps": steps,
+                        "seconds": round(seconds, 3),
+                        "ddim_steps": ddim,
+                    },
+                    "default_budget": default,
+                    "default_ddim": ddim == args.rival_default_ddim_steps,
+                    "num_samples": args.num_samples,
+                    "num_real": int(real.shape[0]),
+                    "seeds": {
+                        "shots": shot_seed(args, c),
+                        "adapt": adapt_seed(args, c, k),
+                        "samples": sample_seed(args),
+                        "metrics": args.seed,
+                    },
+                    "adapt_options": {"recipe": contender.recipe, "num_steps": max(step_list)},
+                    "adapt_seconds": round(seconds, 3),
+                    "sample_seconds_per_1000": round(sample_seconds * 1000 / args.num_samples, 4),
+                    "metrics": metrics,
+                    "pixel_metrics": pixel_metrics(fake, real, args),
+                }
+            )
+            if ddim == args.rival_default_ddim_steps:
+                tensors[f"grid_{multiple:g}x"] = to_uint8(fake[: args.grid_samples])
+                if default:
+                    tensors["fake_features"] = feats
+            records.append(record)
+    return records, tensors
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass
+class Unit:
+    kind: str  # "real" | "gan" | "diffusion"
+    contender: Contender | None
+    ctx: DomainContext
+    class_index: int
+    shots: int
+    variant: str = "default"
+    threads: int | None = None
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        name = self.contender.name if self.contender else REAL
+        extra = "" if self.variant == "default" else f" [{self.variant}]"
+        return f"{name}{extra} {self.ctx.name}/{self.ctx.domain.classes[self.class_index]} K={self.shots}"
+
+
+def measurement_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every record of an output folder must share (so all of its records are comparable)."""
+    return {
+        "format": FORMAT_VERSION,
+        "seed": args.seed,
+        "snapshot_steps": args.snapshot_steps,
+        "num_steps": args.num_steps,
+        "learning_rate": args.learning_rate,
+        "mixed_precision": args.mixed_precision,
+        "num_samples": args.num_samples,
+        "metrics": args.metric_names,
+        "kid_subset_size": args.kid_subset_size,
+        "kid_subsets": args.kid_subsets,
+        "k": args.k,
+        "pixel_metrics": not args.no_pixel_metrics,
+        "resize": args.resize,
+        "rival_time_multiples": args.rival_time_multiples,
+        "rival_ddim_steps": args.rival_ddim_steps,
+        "rival_default_ddim_steps": args.rival_default_ddim_steps,
+        "rival_sweep_multiples": args.rival_sweep_multiples,
+        "quick": args.quick,
+    }
+
+
+def plan_units(
+    contenders: Sequence[Contender], ctxs: Sequence[DomainContext], args: argparse.Namespace, calibration: dict | None
+) -> list[Unit]:
+    gans = [c for c in contenders if c.kind == "gan"]
+    extra_contenders = {c.name for c in gans[:2]}
+    noise_threads = None
+    if args.noise_floor and gans:
+        current = torch.get_num_threads()
+        noise_threads = args.noise_floor_threads or (1 if current != 1 else 2)
+    units: list[Unit] = []
+    for ctx in ctxs:
+        for c in ctx.class_indices:
+            ks = [args.shots] + (args.extra_shots if c < args.extra_classes else [])
+            for k in ks:
+                units.append(Unit(REAL, None, ctx, c, k))
+                for cont in contenders:
+                    if k != args.shots and cont.name not in extra_contenders:
+                        continue
+                    units.append(Unit(cont.kind, cont, ctx, c, k))
+            if noise_threads is not None:
+                units.append(Unit("gan", gans[0], ctx, c, args.shots, f"threads={noise_threads}", noise_threads))
+    for u in units:
+        fields: dict[str, Any] = {
+            "kind": u.kind,
+            "spec": u.contender.spec if u.contender else REAL,
+            "domain": u.ctx.name,
+            "resolution": u.ctx.domain.resolution,
+            "channels": u.ctx.domain.channels,
+            "class_index": u.class_index,
+            "class": u.ctx.domain.classes[u.class_index],
+            "shots": u.shots,
+            "seed": args.seed,
+            "variant": u.variant,
+            "options": measurement_config(args),
+        }
+        if u.kind == "diffusion":
+            fields["rival"] = os.path.abspath(args.rival)
+            fields["budget_steps"] = rival_steps(calibration, u.contender.recipe, args.rival_time_multiples)
+        u.key = unit_key(fields)
+    return units
+
+
+def run_unit(unit: Unit, args: argparse.Namespace, calibration: dict | None) -> tuple[list, dict]:
+    run = {"environment": environment(torch.get_num_threads())}
+    check_class_size(unit.ctx, unit.class_index, args)
+    if unit.kind == REAL:
+        return run_real_unit(unit.ctx, unit.class_index, unit.shots, args, run)
+    if unit.kind == "gan":
+        old = torch.get_num_threads()
+        if unit.threads is not None:
+            torch.set_num_threads(unit.threads)
+            run["environment"]["num_threads"] = unit.threads
+        try:
+            return run_gan_unit(unit.contender, unit.ctx, unit.class_index, unit.shots, unit.variant, args, run)
+        finally:
+            torch.set_num_threads(old)
+    budget = rival_steps(calibration, unit.contender.recipe, args.rival_time_multiples)
+    run["calibration"] = {"gan_adapt_seconds": calibration["gan"]["adapt_seconds"], "budget_steps": budget}
+    return run_diffusion_unit(unit.contender, unit.ctx, unit.class_index, unit.shots, args, run, budget)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# summary: tables
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _se(values: Sequence[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if metric == "kid":
+        return f"{value * KID_SCALE:.1f}"
+    if metric == "fd":
+        return f"{value:.3g}"
+    if metric.endswith("seconds") or metric.endswith("per_1000"):
+        return f"{value:.3g}"
+    return f"{value:.3f}"
+
+
+def _better(metric: str, diff: float, a: float, b: float) -> bool | None:
+    direction = DIRECTION.get(metric)
+    if direction == "up":
+        return diff > 0
+    if direction == "down":
+        return diff < 0
+    if direction == "one":
+        return abs(a - 1) < abs(b - 1)
+    return None
+
+
+def row_label(record: dict[str, Any]) -> str:
+    if record["kind"] == "diffusion":
+        return f"{record['contender']} ({record['snapshot']['multiple']:g}x time)"
+    return record["contender"]
+
+
+def default_rows(records: Sequence[dict], domain: str, k: int, variant: str = "default") -> dict[str, dict]:
+    """label -> {class_index: record} at the default budget (diffusion: every time multiple, default DDIM)."""
+    rows: dict[str, dict[int, dict]] = {}
+    for r in records:
+        if r["domain"] != domain or r["shots"] != k or r["variant"] != variant:
+            continue
+        if r["kind"] == "gan" and not r["default_budget"]:
+            continue
+        if r["kind"] == "diffusion" and not r.get("default_ddim"):
+            continue
+        rows.setdefault(row_label(r), {})[r["class_index"]] = r
+    return rows
+
+
+def contender_order(records: Sequence[dict]) -> list[str]:
+    order: list[str] = []
+    for r in records:
+        if r["kind"] != REAL and r["contender"] not in order and r["variant"] == "default":
+            order.append(r["contender"])
+    return order
+
+
+def gains(store: ResultStore, records: Sequence[dict], domain: str, k: int) -> dict[str, dict[str, float]]:
+    """Classifier gain per row label over the classes that every row and the real rows have."""
+    from metagan_hub.metrics import classifier_gain
+
+    rows = default_rows(records, domain, k)
+    real = rows.pop(REAL, {})
+    out = {}
+    for label, by_class in rows.items():
+        classes = sorted(set(by_class) & set(real))
+        if len(classes) < 2:
+            continue
+        shot_f, gen_f, real_f = [], [], []
+        for c in classes:
+            ra, ga = store.artifact(real[c]["unit_key"]), store.artifact(by_class[c]["unit_key"])
+            if "fake_features" not in ga or "shot_features" not in ra:
+                break
+            if by_class[c]["kind"] == "diffusion" and not by_class[c]["default_budget"]:
+                break  # the stored features belong to the default budget only
+            shot_f.append(ra["shot_features"])
+            gen_f.append(ga["fake_features"])
+            real_f.append(ra["real_features"])
+        else:
+            out[label] = {**classifier_gain(shot_f, gen_f, real_f), "num_classes": len(classes)}
+    return out
+
+
+def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.Namespace) -> tuple[str, dict]:
+    """Markdown: per domain and K, the main table, the paired differences and the noise floor; plus a JSON summary."""
+    lines: list[str] = []
+    summary: dict[str, Any] = {}
+    if not records:
+        return "(no results yet)\n", summary
+    env = records[0]["environment"]
+    sampled = next((r for r in records if r["kind"] != REAL), records[0])
+    lines += [
+        f"CPU capability {env['cpu_capability']} ({env['cpu']}), torch {env['torch']}, diffusers {env['diffusers']}, "
+        f"{env['num_threads']} threads; {sampled['num_samples']} samples per snapshot and class, seed {args.seed}; "
+        "features and logits of each domain's evaluation classifier.",
+        "",
+    ]
+    order = contender_order(records)
+    domains = list(dict.fromkeys(r["domain"] for r in records))
+    for domain in domains:
+        ks = sorted({r["shots"] for r in records if r["domain"] == domain})
+        for k in ks:
+            rows = default_rows(records, domain, k)
+            if set(rows) <= {REAL}:
+                continue
+            labels = sorted(
+                (lb for lb in rows if lb != REAL),
+                key=lambda lb: (order.index(lb.split(" (")[0]) if lb.split(" (")[0] in order else 99, lb),
+            )
+            common = set.intersection(*(set(rows[lb]) for lb in labels))
+            if REAL in rows:
+                common &= set(rows[REAL])
+            common = sorted(common)
+            if not common:
+                continue
+            metric_names = [m for m in TABLE_METRICS if m in rows[labels[0]][common[0]]["metrics"]]
+            gain = gains(store, records, domain, k)
+            ex = rows[labels[0]][common[0]]
+            budget = f"adapt() {args.num_steps} steps" if ex["kind"] == "gan" else "default budget"
+            lines += [
+                f"### {domain}, K = {k}: {len(common)} classes ({budget}; diffusion at multiples of the GAN's adapt() "
+                f"time, DDIM {args.rival_default_ddim_steps})",
+                "",
+                "| contender | "
+                + " | ".join("KID×1e3" if m == "kid" else m for m in metric_names)
+                + " | gain | adapt s | s / 1k img |",
+                "|---" * (len(metric_names) + 4) + "|",
+            ]
+            table: dict[str, Any] = {}
+            for label in labels + ([REAL] if REAL in rows else []):
+                recs = [rows[label][c] for c in common]
+                means = {m: _mean([r["metrics"][m] for r in recs if m in r["metrics"]]) for m in metric_names}
+                g = gain.get(label, {}).get("gain") if label != REAL else None
+                adapt_s = _mean([r["adapt_seconds"] for r in recs if "adapt_seconds" in r]) if label != REAL else None
+                speeds = [r["sample_seconds_per_1000"] for r in recs if "sample_seconds_per_1000" in r]
+                speed = _mean(speeds) if speeds else None
+                name = "real images (ceiling)" if label == REAL else label
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(_fmt(m, means[m]) for m in metric_names)
+                    + f" | {_fmt('gain', g)} | {_fmt('seconds', adapt_s)} | {_fmt('seconds', speed)} |"
+                )
+                table[label] = {"metrics": means, "gain": gain.get(label), "adapt_seconds": adapt_s, "speed": speed}
+            ceiling = {r["class_index"]: r for r in rows.get(REAL, {}).values()}
+            lines.append("")
+            if ceiling:
+                acc = _mean([ceiling[c]["metrics"].get("recognisability", float("nan")) for c in common])
+                lines.append(
+                    f"Real images: recognisability = the classifier's accuracy on the classes' real held-out images "
+                    f"({acc:.3f}); their other metrics compare one half of them with the other half."
+                )
+                lines.append("")
+            paired = paired_differences(rows, labels, common)
+            if paired:
+                lines += [
+                    f"Paired differences to {labels[0]} (same classes, shots and seeds; mean ± standard error over "
+                    f"{len(common)} classes, better in k of n classes):",
+                    "",
+                    "| contender − " + labels[0] + " | " + " | ".join(m for m in paired["metrics"]) + " |",
+                    "|---" * (len(paired["metrics"]) + 1) + "|",
+                ]
+                for label, cells in paired["rows"].items():
+                    lines.append(f"| {label} | " + " | ".join(cells[m]["text"] for m in paired["metrics"]) + " |")
+                lines.append("")
+            summary[f"{domain}/K={k}"] = {"classes": common, "table": table, "paired": paired}
+    noise = noise_floor(records, args)
+    if noise:
+        lines += noise["lines"]
+        summary["noise_floor"] = {k: v for k, v in noise.items() if k != "lines"}
+    return "\n".join(lines) + "\n", summary
+
+
+def paired_differences(rows: dict[str, dict], labels: Sequence[str], classes: Sequence[int]) -> dict:
+    if len(labels) < 2:
+        return {}
+    ref = rows[labels[0]]
+    metric_names = [m for m in PAIRED_METRICS if m in ref[classes[0]]["metrics"]]
+    out: dict[str, Any] = {"reference": labels[0], "metrics": metric_names, "rows": {}}
+    for label in labels[1:]:
+        cells = {}
+        for m in metric_names:
+            a = [rows[label][c]["metrics"][m] for c in classes]
+            b = [ref[c]["metrics"][m] for c in classes]
+            diffs = [x - y for x, y in zip(a, b)]
+            better = [_better(m, d, x, y) for d, x, y in zip(diffs, a, b)]
+            n_better = sum(1 for v in better if v)
+            mean, se = _mean(diffs), _se(diffs)
+            scale = KID_SCALE if m == "kid" else 1.0
+            text = f"{mean * scale:+.3f} ± {se * scale:.3f} ({n_better}/{len(diffs)})"
+            if m == "kid":
+                text = f"{mean * scale:+.1f} ± {se * scale:.1f} ({n_better}/{len(diffs)})"
+            cells[m] = {"mean": mean, "se": se, "better": n_better, "n": len(diffs), "text": text}
+        out["rows"][label] = cells
+    return out
+
+
+def noise_floor(records: Sequence[dict], args: argparse.Namespace) -> dict:
+    """How much the first contender moves under a rounding-only change, beside the first two contenders' gap."""
+    variants = sorted({r["variant"] for r in records if r["variant"] != "default"})
+    if not variants:
+        return {}
+    order = [c for c in contender_order(records) if not c.startswith(DIFFUSION_PREFIX)]
+    gap_name = f"{order[0]} − {order[1]}" if len(order) > 1 else "gap"
+    lines = [
+        "### Noise floor",
+        "",
+        f"The first contender re-run with only a rounding change (another thread count; K={args.shots}, "
+        f"{args.num_steps} steps): how far each metric moved per class, beside the {gap_name} gap on the same "
+        "classes.",
+        "",
+        f"| domain | re-run | classes | metric | mean abs. change | mean change ± SE | {gap_name} | change ÷ gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    out: dict[str, Any] = {"variants": {}}
+    for variant in variants:
+        for domain in dict.fromkeys(r["domain"] for r in records):
+            base = default_rows(records, domain, args.shots)
+            changed = default_rows(records, domain, args.shots, variant)
+            for label, by_class in changed.items():
+                classes = sorted(set(by_class) & set(base.get(label, {})))
+                if not classes:
+                    continue
+                threads = base[label][classes[0]]["environment"]["num_threads"]
+                row = {}
+                for m in ("recognisability", "recall", "precision", "coverage", "kid"):
+                    if m not in by_class[classes[0]]["metrics"]:
+                        continue
+                    moved = [by_class[c]["metrics"][m] - base[label][c]["metrics"][m] for c in classes]
+                    gap = None
+                    if len(order) > 1 and order[1] in base and order[0] in base:
+                        both = sorted(set(base[order[0]]) & set(base[order[1]]) & set(classes))
+                        if both:
+                            gap = _mean(
+                                [base[order[0]][c]["metrics"][m] - base[order[1]][c]["metrics"][m] for c in both]
+                            )
+                    mean_abs = _mean([abs(v) for v in moved])
+                    ratio = mean_abs / abs(gap) if gap else None
+                    row[m] = {
+                        "mean_abs_change": mean_abs,
+                        "mean_change": _mean(moved),
+                        "se": _se(moved),
+                        "gap": gap,
+                        "ratio": ratio,
+                    }
+                    scale = KID_SCALE if m == "kid" else 1.0
+                    lines.append(
+                        f"| {domain} | {label}, {variant} vs {threads} | {len(classes)} | {m} | "
+                        f"{mean_abs * scale:.3f} | {_mean(moved) * scale:+.3f} ± {_se(moved) * scale:.3f} | "
+                        f"{'–' if gap is None else f'{gap * scale:+.3f}'} | "
+                        f"{'–' if ratio is None else f'{ratio:.2f}'} |"
+                    )
+                out["variants"][f"{domain}/{variant}"] = {"contender": label, "classes": len(classes), "metrics": row}
+    lines.append("")
+    out["lines"] = lines
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# summary: figures
+
+
+def _curves(records: Sequence[dict], domain: str, k: int, metric: str, x_of: Callable[[dict], float | None]):
+    """label -> sorted [(x, mean metric over the classes every point has)]."""
+    points: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["domain"] != domain or r["shots"] != k or r["variant"] != "default" or r["kind"] == REAL:
+            continue
+        if metric not in r["metrics"]:
+            continue
+        if r["kind"] == "diffusion" and not r.get("default_ddim"):
+            continue
+        x = x_of(r)
+        if x is None:
+            continue
+        points[r["contender"]][r["snapshot"].get("steps") if r["kind"] == "gan" else r["snapshot"]["multiple"]].append(
+            (x, r["metrics"][metric])
+        )
+    curves = {}
+    for label, by_point in points.items():
+        curve = []
+        for _, values in by_point.items():
+            curve.append((_mean([v[0] for v in values]), _mean([v[1] for v in values])))
+        curves[label] = sorted(curve)
+    return curves
+
+
+def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Namespace, out_dir: Path) -> list[Path]:
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'metagan-hub[bench]'): no figures")
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    domains = list(dict.fromkeys(r["domain"] for r in records))
+    k = args.shots
+    metric_names = [m for m in FIGURE_METRICS if any(m in r["metrics"] for r in records)]
+    real_means = {}
+    for domain in domains:
+        real_recs = [r for r in records if r["domain"] == domain and r["kind"] == REAL and r["shots"] == k]
+        real_means[domain] = {
+            m: _mean([r["metrics"][m] for r in real_recs if m in r["metrics"]]) for m in metric_names
+        }
+
+    def scale(m: str, v: float) -> float:
+        return v * KID_SCALE if m == "kid" else v
+
+    def grid_of_axes(n: int):
+        cols = min(4, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+        for ax in axes.flat[n:]:
+            ax.axis("off")
+        return fig, list(axes.flat[:n])
+
+    for domain in domains:
+        # 1. metric vs adaptation steps (GAN contenders, snapshots of one run)
+        fig, axes = grid_of_axes(len(metric_names))
+        for ax, m in zip(axes, metric_names):
+            curves = _curves(
+                [r for r in records if r["kind"] == "gan"], domain, k, m, lambda r: r["snapshot"].get("steps")
+            )
+            for label, curve in curves.items():
+                ax.plot([p[0] for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
+            if not math.isnan(real_means[domain].get(m, float("nan"))):
+                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
+            ax.set_xlabel("adaptation steps")
+            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
+            ax.set_xscale("symlog", linthresh=25)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{domain}, K={k}: metrics vs adaptation steps (mean over classes)")
+        fig.tight_layout()
+        paths.append(out_dir / f"{domain}_metrics_vs_steps.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
+        # 2. metric vs adaptation seconds (every contender, the rival included)
+        fig, axes = grid_of_axes(len(metric_names))
+        for ax, m in zip(axes, metric_names):
+            for label, curve in _curves(records, domain, k, m, lambda r: r.get("adapt_seconds")).items():
+                ax.plot([max(p[0], 1e-2) for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("adaptation seconds")
+            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{domain}, K={k}: metrics vs adaptation wall time")
+        fig.tight_layout()
+        paths.append(out_dir / f"{domain}_metrics_vs_adapt_seconds.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
+        # 3. metric vs sampling seconds per 1,000 images (GAN: default budget; rival: the DDIM sweep)
+        fig, axes = grid_of_axes(len(metric_names))
+        for ax, m in zip(axes, metric_names):
+            pts: dict[str, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
+            for r in records:
+                if r["domain"] != domain or r["shots"] != k or r["variant"] != "default" or m not in r["metrics"]:
+                    continue
+                if "sample_seconds_per_1000" not in r:
+                    continue
+                if r["kind"] == "diffusion":
+                    if r["snapshot"]["multiple"] not in args.rival_sweep_multiples:
+                        continue
+                    key = r["snapshot"]["ddim_steps"]
+                    label = f"{r['contender']} ({r['snapshot']['multiple']:g}x time)"
+                else:
+                    key, label = 0, r["contender"]
+                pts[label][key].append((r["sample_seconds_per_1000"], r["metrics"][m]))
+            for label, by_key in pts.items():
+                curve = sorted((_mean([v[0] for v in vs]), _mean([v[1] for v in vs])) for vs in by_key.values())
+                ax.plot([p[0] for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("sampling seconds per 1,000 images")
+            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{domain}, K={k}: metrics vs sampling cost")
+        fig.tight_layout()
+        paths.append(out_dir / f"{domain}_metrics_vs_sampling_cost.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
+        # 4. precision-recall scatter at the default budget (per class faint, mean bold)
+        if "precision" in metric_names and "recall" in metric_names:
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+            rows = default_rows(records, domain, k)
+            for i, (label, by_class) in enumerate(rows.items()):
+                p = [r["metrics"]["precision"] for r in by_class.values()]
+                rc = [r["metrics"]["recall"] for r in by_class.values()]
+                color = f"C{i}"
+                name = "real images (half vs half)" if label == REAL else label
+                ax.scatter(rc, p, s=10, alpha=0.3, color=color)
+                ax.scatter([_mean(rc)], [_mean(p)], s=80, color=color, edgecolor="black", label=name)
+            ax.set_xlabel("recall (diversity)")
+            ax.set_ylabel("precision (fidelity)")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=7)
+            ax.set_title(f"{domain}, K={k}: precision vs recall")
+            fig.tight_layout()
+            paths.append(out_dir / f"{domain}_precision_recall.png")
+            fig.savefig(paths[-1], dpi=90)
+            plt.close(fig)
+
+        # 5. sample grids: shots on top, then every contender at the default budget, for the same class
+        classes = sorted({r["class_index"] for r in records if r["domain"] == domain and r["kind"] == REAL})
+        for c in classes[:2]:
+            real_rec = next(
+                (
+                    r
+                    for r in records
+                    if r["domain"] == domain and r["kind"] == REAL and r["class_index"] == c and r["shots"] == k
+                ),
+                None,
+            )
+            if real_rec is None:
+                continue
+            rows_img: list[tuple[str, torch.Tensor]] = [("shots", store.artifact(real_rec["unit_key"])["shots"])]
+            seen = set()
+            for r in records:
+                if r["domain"] != domain or r["class_index"] != c or r["shots"] != k or r["variant"] != "default":
+                    continue
+                if r["kind"] == REAL or r["unit_key"] in seen:
+                    continue
+                seen.add(r["unit_key"])
+                art = store.artifact(r["unit_key"])
+                if r["kind"] == "gan":
+                    rows_img.append((f"{r['contender']} ({args.num_steps} steps)", art[f"grid_{args.num_steps}"]))
+                else:
+                    for m in args.rival_time_multiples:
+                        if f"grid_{m:g}x" in art:
+                            rows_img.append((f"{r['contender']} ({m:g}x time)", art[f"grid_{m:g}x"]))
+            cols = max(x.shape[0] for _, x in rows_img)
+            fig, axes = plt.subplots(
+                len(rows_img), cols, figsize=(0.9 * cols + 2.2, 0.95 * len(rows_img)), squeeze=False
+            )
+            for i, (label, imgs) in enumerate(rows_img):
+                for j in range(cols):
+                    ax = axes[i][j]
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    for s in ax.spines.values():
+                        s.set_visible(False)
+                    if j < imgs.shape[0]:
+                        img = imgs[j].permute(1, 2, 0).numpy()
+                        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+                axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            fig.suptitle(f"{domain}: class {real_rec['class']!r}, K={k}", fontsize=9)
+            fig.tight_layout()
+            paths.append(out_dir / f"{domain}_samples_class{c}.png")
+            fig.savefig(paths[-1], dpi=90)
+            plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# main
+
+
+def load_domains(args: argparse.Namespace, contenders: Sequence[Contender]) -> list[DomainContext]:
+    from metagan_hub.metrics.domains import EVALUATION_DOMAINS, get_evaluation_domain
+
+    names = [d.strip() for d in (args.domains or ",".join(EVALUATION_DOMAINS)).split(",") if d.strip()]
+    unknown = [d for d in names if d not in EVALUATION_DOMAINS]
+    if unknown or not names:
+        raise ValueError(f"`--domains`: unknown domain(s) {unknown}; allowed: {', '.join(EVALUATION_DOMAINS)}.")
+    resolution = args.resolution or (contenders[0].sample_size if contenders else 32)
+    channels = args.channels or (contenders[0].channels if contenders else 1)
+    check_sizes(contenders, resolution, channels, args.resize)
+    ctxs = []
+    for name in names:
+        domain = get_evaluation_domain(name, resolution=resolution, channels=channels, cache_dir=args.cache_dir)
+        start, stop = args.class_range
+        stop = domain.num_classes if stop is None else min(stop, domain.num_classes)
+        if start >= stop:
+            raise ValueError(f"`--classes` {args.classes}: domain {name!r} has only {domain.num_classes} classes.")
+        if args.quick:
+            domain.classifier = quick_classifier(domain, Path(args.output_dir), args.seed)
+        classifier = domain.classifier.eval()
+        ceiling = domain.real_accuracy
+        ctxs.append(DomainContext(name, domain, classifier, ceiling, list(range(start, stop))))
+        logger.info(
+            "domain %s: %d classes (%d-%d of %d), classifier ceiling %s",
+            name,
+            stop - start,
+            start,
+            stop - 1,
+            domain.num_classes,
+            ceiling,
+        )
+    return ctxs
+
+
+def open_output(args: argparse.Namespace) -> ResultStore:
+    out = Path(args.output_dir)
+    config = measurement_config(args)
+    config_path = out / CONFIG_FILE
+    if config_path.is_file():
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        if not args.resume and not args.summarize_only:
+            raise ValueError(
+                f"`--output_dir` {out} already holds a benchmark run; pass --resume to continue it (completed units "
+                "are skipped) or choose a new --output_dir."
+            )
+        if saved != config and not args.summarize_only:
+            diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            raise ValueError(
+                f"`--output_dir` {out} was made with other measurement options ({', '.join(diff)}); its records would "
+                "not be comparable. Use the same options or a new --output_dir."
+            )
+    elif args.summarize_only:
+        raise ValueError(f"`--output_dir` {out} holds no benchmark run to summarize.")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return ResultStore(out)
+
+
+def write_summary(store: ResultStore, args: argparse.Namespace) -> str:
+    records = store.records
+    text, summary = summary_tables(store, records, args)
+    out = Path(args.output_dir)
+    figures = [] if args.no_figures else make_figures(store, records, args, out / "figures")
+    md = ["# Few-shot benchmark", "", text]
+    if figures:
+        md += ["Figures:", ""] + [f"- figures/{p.name}" for p in figures] + [""]
+    (out / "results.md").write_text("\n".join(md), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return text
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    start = time.perf_counter()
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    env = environment(torch.get_num_threads())
+    print(
+        f"benchmark_fewshot: CPU capability {env['cpu_capability']} ({env['cpu']}), {env['num_threads']} threads, "
+        f"torch {env['torch']}, diffusers {env['diffusers']}, metagan_hub {env['metagan_hub']}",
+        flush=True,
+    )
+    store = open_output(args)
+    if args.summarize_only:
+        text = write_summary(store, args)
+        print(text)
+        return {"records": len(store.records), "ran": 0, "skipped": 0}
+
+    specs = list(args.contender or [])
+    if args.quick:
+        paths = build_quick_models(Path(args.output_dir), args.seed)
+        if not specs:
+            from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
+
+            specs = [f"tiny={paths['gan']}", "scratch"] + [DIFFUSION_PREFIX + r for r in DIFFUSION_RECIPES]
+        if args.rival is None:
+            args.rival = paths["rival"]
+    if args.rival is None:
+        args.rival = DEFAULT_RIVAL
+    contenders = load_contenders(specs, args)
+    if args.contenders:
+        keep = [n.strip() for n in args.contenders.split(",") if n.strip()]
+        unknown = [n for n in keep if n not in {c.name for c in contenders}]
+        if unknown:
+            raise ValueError(f"`--contenders` {unknown} are not among the contenders {[c.name for c in contenders]}.")
+        # the first GAN contender stays loaded for scratch / calibration, but only the chosen ones run
+        run_names = set(keep)
+    else:
+        run_names = {c.name for c in contenders}
+    ctxs = load_domains(args, contenders)
+
+    calibration = None
+    if any(c.kind == "diffusion" and c.name in run_names for c in contenders):
+        cal_path = Path(args.output_dir) / CALIBRATION_FILE
+        source = Path(args.calibration) if args.calibration else cal_path
+        if source.is_file():
+            calibration = json.loads(source.read_text(encoding="utf-8"))
+            logger.info("using the calibration in %s", source)
+        else:
+            logger.info("calibrating: the GAN's default adapt() time and the rival's seconds per fine-tuning step")
+            calibration = calibrate(contenders, ctxs, args)
+        if not cal_path.is_file():
+            cal_path.write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")
+        for c in contenders:
+            if c.kind == "diffusion":
+                print(
+                    f"{c.name}: budgets {rival_steps(calibration, c.recipe, args.rival_time_multiples)} fine-tuning "
+                    f"steps for {args.rival_time_multiples} x the GAN's {calibration['gan']['adapt_seconds']:.2f} s",
+                    flush=True,
+                )
+
+    units = plan_units([c for c in contenders if c.name in run_names], ctxs, args, calibration)
+    todo = [u for u in units if not store.done(u.key)]
+    skipped = len(units) - len(todo)
+    print(f"{len(units)} units of work, {skipped} already done, {len(todo)} to run", flush=True)
+    for unit in tqdm(todo, desc="benchmark", unit="unit"):
+        t0 = time.perf_counter()
+        records, tensors = run_unit(unit, args, calibration)
+        for r in records:
+            r["unit_seconds"] = round(time.perf_counter() - t0, 2)
+        store.add_unit(unit.key, records, tensors)
+        head = next((r for r in records if r.get("default_budget")), records[-1])
+        logger.info(
+            "%s: %s",
+            unit.label,
+            ", ".join(f"{m}={_fmt(m, v)}" for m, v in head["metrics"].items() if m in DIRECTION),
+        )
+    text = write_summary(store, args)
+    print(text)
+    wall = time.perf_counter() - start
+    print(f"total wall time {wall:.1f} s ({len(todo)} units run, {skipped} skipped)", flush=True)
+    return {"records": len(store.records), "ran": len(todo), "skipped": skipped, "wall_seconds": wall}
+
+
+if __name__ == "__main__":
+    main(parse_args())
