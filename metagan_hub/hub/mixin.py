@@ -7,11 +7,52 @@ import os
 import tempfile
 
 from .model_card import render_pipeline_card
+from .safety import check_finite_weights, strip_local_config_keys
 from .upload import upload_folder_to_hub
 
 
 class MetaGANModelHubMixin:
-    """Gives a Meta-GAN `ModelMixin` a `push_to_hub` that writes safetensors and a metagan_hub model card."""
+    """Gives a Meta-GAN `ModelMixin` a `save_pretrained` that refuses non-finite weights and never records where the
+    model was loaded from, and a `push_to_hub` that writes safetensors and a metagan_hub model card."""
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        save_function=None,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        max_shard_size: int | str = "10GB",
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> None:
+        """
+        diffusers' `ModelMixin.save_pretrained`, except that weights holding NaN or infinite values are refused
+        ([`~metagan_hub.hub.safety.NonFiniteWeightsError`], nothing written), the config never records the local
+        folder the model was loaded from (`_name_or_path`), and `push_to_hub=True` goes through [`push_to_hub`].
+        `variant` only labels the weight file (`diffusion_pytorch_model.<variant>.safetensors`): cast first.
+        """
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(os.fspath(save_directory)))
+            keep = ("commit_message", "private", "token", "create_pr", "timeout")
+            self.push_to_hub(
+                repo_id,
+                save_directory=save_directory,
+                variant=variant,
+                **{k: v for k, v in kwargs.items() if k in keep},
+            )
+            return
+        check_finite_weights({type(self).__name__: self}, action="save")
+        super().save_pretrained(
+            save_directory,
+            is_main_process=is_main_process,
+            save_function=save_function,
+            safe_serialization=safe_serialization,
+            variant=variant,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
+        strip_local_config_keys(save_directory, recursive=False)
 
     def push_to_hub(
         self,
@@ -23,6 +64,7 @@ class MetaGANModelHubMixin:
         create_pr: bool = False,
         variant: str | None = None,
         save_directory: str | os.PathLike | None = None,
+        timeout: float | None = None,
         **kwargs,
     ) -> str:
         """
@@ -37,6 +79,8 @@ class MetaGANModelHubMixin:
             variant (`str`, *optional*): `"fp16"` or `"bf16"` to write `diffusion_pytorch_model.<variant>.safetensors`.
             save_directory (`str`, *optional*): where to write the files first; kept after the push (a temporary
                 folder is used and removed when not given).
+            timeout (`float`, *optional*): the longest wait in seconds for each Hub request (default: the
+                `METAGAN_HUB_TIMEOUT` environment variable, else 60 s).
 
         Returns:
             `str`: the URL of the commit (or pull request).
@@ -60,4 +104,5 @@ class MetaGANModelHubMixin:
                 private=private,
                 commit_message=commit_message or f"Upload {type(self).__name__} with metagan_hub",
                 create_pr=create_pr,
+                timeout=timeout,
             )

@@ -5,13 +5,78 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib import resources
 from typing import Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
+from .safety import public_card_info
+
 logger = logging.getLogger(__name__)
+
+CARD_INFO_NAME = "metagan_hub.json"
+# Expected JSON types of the known top-level keys of `metagan_hub.json` (other keys are kept as they are).
+CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
+    "base_model": (str, type(None)),
+    "base_model_local_name": (str, type(None)),
+    "title": (str, type(None)),
+    "summary": (str,),
+    "license": (str,),
+    "tags": (list,),
+    "data_notes": (str,),
+    "evaluation": (str,),
+    "adaptation": (dict,),
+    "training": (dict, str),
+}
+
+
+def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """
+    Read the card metadata `metagan_hub.json` of a saved folder; `None` when the folder has none. The file must be a
+    JSON object whose known keys have the expected types (`CARD_INFO_SCHEMA`); anything else raises a `ValueError`
+    naming the file and the expected shape.
+
+    Example:
+
+    ```py
+    >>> import json, tempfile
+    >>> from metagan_hub.hub.model_card import read_card_info
+
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(f"{folder}/metagan_hub.json", "w") as f:
+    ...     json.dump({"base_model": "org/metagan-kanji-32"}, f)
+    >>> read_card_info(folder)
+    {'base_model': 'org/metagan-kanji-32'}
+    ```
+    """
+    path = os.path.join(os.fspath(folder), CARD_INFO_NAME)
+    if not os.path.isfile(path):
+        return None
+    shape = (
+        'a JSON object such as {"base_model": "org/name", "adaptation": {...}, "tags": ["..."]} '
+        "(known keys and types: "
+        + ", ".join(f"{k}: " + "/".join(t.__name__ for t in v) for k, v in CARD_INFO_SCHEMA.items())
+        + ")"
+    )
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); expected {shape}.") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} holds a JSON {type(info).__name__}, expected {shape}.")
+    for key, types in CARD_INFO_SCHEMA.items():
+        if key in info and not isinstance(info[key], types):
+            raise ValueError(
+                f"{path}: `{key}` is a {type(info[key]).__name__}, expected {'/'.join(t.__name__ for t in types)}. "
+                f"The file must be {shape}."
+            )
+    if "tags" in info and not all(isinstance(t, str) for t in info["tags"]):
+        raise ValueError(f"{path}: `tags` must be a list of strings, got {info['tags']!r}.")
+    return info
+
 
 BASE_TAGS = ["gan", "meta-learning", "few-shot", "metagan_hub", "diffusers", "unconditional-image-generation"]
 
@@ -89,7 +154,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
     True
     ```
     """
-    info = dict(getattr(pipeline, "card_info", None) or {})
+    info = public_card_info(getattr(pipeline, "card_info", None) or {})  # never a local path in a card
     base_model = info.get("base_model")
     is_model = isinstance(pipeline, torch.nn.Module)
     modules = (
@@ -145,6 +210,8 @@ def render_lora_card(
     'org/metagan-kanji-32'
     ```
     """
+    base_model = public_card_info({"base_model": base_model}).get("base_model")
+    adaptation = public_card_info(adaptation) if adaptation else adaptation
     return ModelCard.from_template(
         _card_data(base_model, ["lora"], "apache-2.0"),
         template_str=_template_text("lora.md"),

@@ -14,7 +14,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub.mixin import MetaGANModelHubMixin
-from .layers import ACT_FNS, check_architecture, make_activation
+from .layers import ACT_FNS, check_architecture, check_parameter_budget, compute_dtype, make_activation
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,11 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             or minibatch_std_group_size < 1
         ):
             raise ValueError(f"`minibatch_std_group_size` must be a positive int, got {minibatch_std_group_size!r}.")
+        check_parameter_budget(
+            "MetaGANDiscriminator",
+            self.estimate_num_parameters(in_channels, block_out_channels, minibatch_std),
+            f"block_out_channels={list(block_out_channels)}",
+        )
         self.register_to_config(block_out_channels=list(block_out_channels))
 
         # 1. image to features
@@ -170,6 +175,15 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
         self.mbstd = MinibatchStd(minibatch_std_group_size) if minibatch_std else None
         self.conv_out = _maybe_spectral_norm(nn.Conv2d(c + int(minibatch_std), c, 3, padding=1), spectral_norm)
         self.fc = _maybe_spectral_norm(nn.Linear(c * 4 * 4, 1), spectral_norm)
+
+    @staticmethod
+    def estimate_num_parameters(in_channels: int, block_out_channels: tuple[int, ...], minibatch_std: bool) -> int:
+        """The parameter count of a discriminator with this configuration, computed without building it."""
+        c = list(block_out_channels)
+        total = in_channels * c[0] * 9 + c[0]
+        for c_in, c_out in zip(c, c[1:] + [c[-1]]):
+            total += c_in * c_in * 9 + c_in + c_in * c_out * 9 + c_out
+        return total + (c[-1] + int(minibatch_std)) * c[-1] * 9 + c[-1] + c[-1] * 16 + 1
 
     @property
     def num_blocks(self) -> int:
@@ -227,7 +241,8 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 "is that many equal batches stacked."
             )
         # 1. features
-        x = self.act(self.conv_in(sample.to(self.conv_in.weight.dtype)))  # [N, C0, S, S]
+        # (cast to the compute dtype, never to a float8 storage dtype of layerwise casting)
+        x = self.act(self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
         # 2. downsample to 4x4
         features = [] if return_features else None
         for block in self.blocks:

@@ -16,7 +16,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub.mixin import MetaGANModelHubMixin
-from .layers import ACT_FNS, check_architecture, make_activation
+from .layers import ACT_FNS, check_architecture, check_parameter_budget, compute_dtype, make_activation
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class UpBlock(nn.Module):
         fused = self.fused_upsampling
         if fused is None:
             fused = x.shape[0] >= FUSED_UPSAMPLING_MIN_BATCH and is_cpu_inference(x)
-        if fused and type(self.conv1) is nn.Conv2d:
+        # (not with diffusers' layerwise casting: its hook casts the stored weight only inside `conv1.forward`)
+        if fused and type(self.conv1) is nn.Conv2d and not hasattr(self.conv1, "_diffusers_hook"):
             x = upsample_conv_fused(x, self.conv1)  # [N, C_out, 2H, 2W]
         else:
             x = self.conv1(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # [N, C_out, 2H, 2W]
@@ -193,6 +194,11 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
             raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
         if isinstance(norm_num_groups, bool) or not isinstance(norm_num_groups, int) or norm_num_groups < 1:
             raise ValueError(f"`norm_num_groups` must be a positive integer, got {norm_num_groups!r}.")
+        check_parameter_budget(
+            "MetaGANGenerator",
+            self.estimate_num_parameters(latent_dim, out_channels, block_out_channels),
+            f"latent_dim={latent_dim}, block_out_channels={list(block_out_channels)}",
+        )
         self.register_to_config(block_out_channels=list(block_out_channels))
 
         # 1. latent projection to a 4x4 map
@@ -210,6 +216,16 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
 
         # 3. output convolution
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
+
+    @staticmethod
+    def estimate_num_parameters(latent_dim: int, out_channels: int, block_out_channels: tuple[int, ...]) -> int:
+        """The parameter count of a generator with this configuration, computed without building it (the norm
+        layers are counted with their largest possible size)."""
+        c0 = block_out_channels[0]
+        total = latent_dim * c0 * 16 + c0 * 16 + 2 * c0  # proj + proj_norm
+        for c_in, c_out in zip([c0] + list(block_out_channels[:-1]), block_out_channels):
+            total += c_in * c_out * 9 + c_out + c_out * c_out * 9 + c_out + 4 * c_out
+        return total + block_out_channels[-1] * out_channels * 9 + out_channels
 
     def enable_fused_upsampling(self, enabled: bool | None = True) -> None:
         r"""
@@ -272,7 +288,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
                 f"`latents` must have shape (batch_size, {self.config.latent_dim}), got {tuple(latents.shape)}."
             )
         # 1. project
-        x = self.proj(latents.to(self.proj.weight.dtype))
+        x = self.proj(latents.to(compute_dtype(self.proj)))  # the compute dtype, not a float8 storage dtype
         x = x.view(latents.shape[0], -1, 4, 4)  # [N, C0, 4, 4]
         x = self.act(self.proj_norm(x))
         cpu_inference = is_cpu_inference(x)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACT_FNS = ("leaky_relu", "relu", "silu", "gelu")
@@ -55,3 +57,62 @@ def make_activation(act_fn: str) -> nn.Module:
     if act_fn == "gelu":
         return nn.GELU()
     raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
+
+
+def physical_memory_bytes() -> int | None:
+    """Total physical memory of this machine in bytes, or `None` where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def available_memory_bytes(device: torch.device | str | None = None) -> int | None:
+    """Memory that a new allocation can use on `device`: free GPU memory for CUDA devices, else the machine's
+    available RAM (`MemAvailable`, falling back to total physical memory); `None` where unknown."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return physical_memory_bytes()
+
+
+def format_bytes(num: float) -> str:
+    """`1536` -> `'1.5 KiB'`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(num) < 1024 or unit == "PiB":
+            return f"{num:.1f} {unit}" if unit != "B" else f"{int(num)} B"
+        num /= 1024
+    return f"{num:.1f} PiB"  # pragma: no cover
+
+
+def check_parameter_budget(model_name: str, num_params: int, arguments: str) -> None:
+    """Refuse, before anything is allocated, a configuration whose float32 weights would not fit in this machine's
+    physical memory. `arguments` names the config values that set the size (shown in the message)."""
+    total = physical_memory_bytes()
+    needed = num_params * 4
+    if total is not None and needed > total:
+        raise ValueError(
+            f"This {model_name} configuration ({arguments}) has about {num_params:,} parameters, "
+            f"{format_bytes(needed)} in float32, more than this machine's {format_bytes(total)} of memory. Nothing "
+            "was allocated; choose smaller values."
+        )
+
+
+def compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype `layer` computes in: the compute dtype of diffusers' layerwise casting when it is enabled (the
+    stored weights may then be float8), else the dtype of its weight."""
+    for module in layer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            hook = registry.get_hook("layerwise_casting")
+            if hook is not None:
+                return hook.compute_dtype
+    return layer.weight.dtype

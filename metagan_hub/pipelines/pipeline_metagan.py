@@ -11,14 +11,20 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils.deprecation_utils import _resolve_dtype
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..hub.model_card import render_pipeline_card
+from .. import __version__
+from ..hub.model_card import read_card_info, render_pipeline_card
+from ..hub.network import bounded_hub_requests, resolve_timeout
+from ..hub.safety import check_finite_weights, public_card_info, strip_local_config_keys, write_json_strict
 from ..hub.upload import upload_folder_to_hub
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
+from ..models.layers import available_memory_bytes, format_bytes
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -41,11 +47,49 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 # Written beside model_index.json so that plain `DiffusionPipeline.from_pretrained(x, trust_remote_code=True)` works:
 # model_index.json names `[REEXPORT_MODULE, "MetaGANPipeline"]`, and this file only re-exports the installed class.
 REEXPORT_MODULE = "pipeline_metagan"
-REEXPORT_SOURCE = """\
-# Loads the Meta-GAN pipeline class from the installed `metagan_hub` package (pip install metagan-hub).
-# This lets `diffusers.DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load this folder.
-from metagan_hub.pipelines.pipeline_metagan import MetaGANPipeline  # noqa: F401
-"""
+
+
+def _version_range() -> tuple[str, str]:
+    """The metagan-hub versions that can load what this version saves: this one up to the next major release (module
+    paths recorded in `model_index.json` never move within a major version)."""
+    major = int(__version__.split(".")[0]) if __version__.split(".")[0].isdigit() else 0
+    return __version__, f"{major + 1}.0"
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:3])
+
+
+def reexport_source(module: str, names: str) -> str:
+    """The source of a re-export file written into saved folders: it imports `names` from the installed `module`
+    and, when metagan-hub is missing or too old, raises an `ImportError` that says exactly what to install."""
+    low, high = _version_range()
+    requirement = f"metagan-hub>={low},<{high}"
+    return f'''# Loads {names} from the installed metagan_hub package ({requirement}).
+# This lets `diffusers.DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` load this folder; it runs no
+# other code. Saved with metagan-hub {__version__}.
+_REQUIREMENT = "{requirement}"
+try:
+    import metagan_hub as _metagan_hub
+except ImportError as _err:
+    if _err.name is not None and _err.name.split(".")[0] != "metagan_hub":
+        raise
+    raise ImportError(
+        "This checkpoint is a metagan_hub Meta-GAN and needs the metagan-hub package, which is not installed. "
+        f"Install it with: pip install \'{{_REQUIREMENT}}\' (it pulls diffusers, torch and huggingface_hub), "
+        "then load again, e.g. with metagan_hub.MetaGANPipeline.from_pretrained(...)."
+    ) from None
+_found = tuple(int(p) if p.isdigit() else 0 for p in _metagan_hub.__version__.split(".")[:3])
+if _found < {_numbers(low)!r} or _found[:2] >= {_numbers(high)!r}:
+    raise ImportError(
+        f"This checkpoint needs {{_REQUIREMENT}}, but metagan-hub {{_metagan_hub.__version__}} is installed: "
+        f"pip install \'{{_REQUIREMENT}}\'."
+    )
+from {module} import {names}  # noqa: E402,F401
+'''
+
+
+REEXPORT_SOURCE = reexport_source("metagan_hub.pipelines.pipeline_metagan", "MetaGANPipeline")
 
 EXAMPLE_DOC_STRING = """
     Example:
@@ -58,8 +102,10 @@ EXAMPLE_DOC_STRING = """
     >>> images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images
     >>> images[0].size
     (32, 32)
-    >>> pipe.save_pretrained("my-metagan")  # model_index.json, generator/, discriminator/, README.md
-    >>> pipe = MetaGANPipeline.from_pretrained("my-metagan")
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()  # or a folder of your own, e.g. "my-metagan"
+    >>> pipe.save_pretrained(folder)  # model_index.json, generator/, discriminator/, README.md
+    >>> pipe = MetaGANPipeline.from_pretrained(folder)
     ```
 """
 
@@ -199,30 +245,87 @@ class MetaGANPipeline(DiffusionPipeline):
         Returns:
             [`~diffusers.ImagePipelineOutput`] or `tuple`: the generated images (first element of the tuple).
         """
-        # 1. check inputs
+        # 1. check inputs, and that the result fits in memory before anything is allocated
         self.check_inputs(batch_size, generator, latents, output_type, chunk_size)
         device = self._execution_device
+        self.check_memory(batch_size, chunk_size, output_type, device)
 
         # 2. latents for the whole batch, so chunking does not change the result
         latents = self.prepare_latents(batch_size, generator, latents, device)  # [N, latent_dim]
 
-        # 3. generate chunk by chunk
+        # 3. generate chunk by chunk into one preallocated result: peak memory = result + one chunk
         dtype = self.generator.dtype
-        chunks = []
+        c, s = self.generator.config.out_channels, self.generator.config.sample_size
+        if output_type == "pt":
+            images = torch.empty((batch_size, c, s, s), dtype=torch.float32, device=device)  # [N, C, H, W]
+        elif output_type == "np":
+            images = np.empty((batch_size, s, s, c), dtype=np.float32)  # [N, H, W, C]
+        else:
+            images = []
         for start in self.progress_bar(range(0, batch_size, chunk_size)):
             sample = self.generator(latents[start : start + chunk_size].to(dtype)).sample  # [n, C, H, W] in [-1, 1]
-            chunks.append((sample.float() / 2 + 0.5).clamp(0, 1))
-        images = torch.cat(chunks)  # [N, C, H, W] in [0, 1]
-
-        # 4. convert
-        if output_type != "pt":
-            images = images.cpu().permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
+            sample = (sample.float() / 2 + 0.5).clamp(0, 1)
+            if output_type == "pt":
+                images[start : start + len(sample)] = sample
+            elif output_type == "np":
+                images[start : start + len(sample)] = sample.cpu().permute(0, 2, 3, 1).numpy()  # [n, H, W, C]
+            else:
+                images.extend(self.numpy_to_pil(sample.cpu().permute(0, 2, 3, 1).numpy()))
+            del sample
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def estimate_memory(self, batch_size: int, chunk_size: int = 64, output_type: str = "pil") -> int:
+        """
+        Estimated peak memory in bytes of `pipe(batch_size=..., chunk_size=..., output_type=...)`: the latents, the
+        result (float32 for `"np"` / `"pt"`, 8-bit images plus per-image overhead for `"pil"`) and the activations of
+        one chunk (each block's feature maps, a few live at a time).
+
+        Example:
+
+        ```py
+        >>> from metagan_hub import MetaGANGenerator, MetaGANPipeline
+
+        >>> pipe = MetaGANPipeline(generator=MetaGANGenerator(sample_size=32))
+        >>> pipe.estimate_memory(1000, output_type="np") > 1000 * 32 * 32 * 4
+        True
+        ```
+        """
+        config = self.generator.config
+        c, s = config.out_channels, config.sample_size
+        per_image = {"np": 4 * c * s * s, "pt": 4 * c * s * s, "pil": c * s * s + 800}[output_type]
+        chunk = min(batch_size, chunk_size)
+        itemsize = torch.finfo(self.generator.dtype).bits // 8
+        widths = list(config.block_out_channels)
+        activations = widths[0] * 16  # the 4x4 map
+        for i, width in enumerate(widths):
+            activations += 3 * width * (8 * 2**i) ** 2  # upsampled input, conv1 and conv2 outputs of block i
+        activations = chunk * (activations * max(itemsize, 4) * 2 + 4 * c * s * s * 3)
+        return batch_size * (config.latent_dim * 4 + per_image) + activations
+
+    def check_memory(
+        self, batch_size: int, chunk_size: int, output_type: str, device: torch.device | str | None = None
+    ) -> None:
+        """Raise a `ValueError` naming `batch_size` (or `chunk_size`), the estimate and the available memory when a
+        call would need more memory than `device` has free (see [`estimate_memory`]); nothing is allocated."""
+        device = torch.device(device) if device is not None else self._execution_device
+        # the result lives on `device` for "pt", in RAM otherwise (the chunks are small next to it)
+        where = device if output_type == "pt" else torch.device("cpu")
+        available = available_memory_bytes(where)
+        if available is None:
+            return
+        needed = self.estimate_memory(batch_size, chunk_size, output_type)
+        if needed > available:
+            raise ValueError(
+                f"`batch_size`={batch_size} would need about "
+                f"{format_bytes(needed)} for {batch_size:,} {output_type!r} images of "
+                f"{self.generator.config.out_channels}x{self.generator.config.sample_size}x"
+                f"{self.generator.config.sample_size}, but only {format_bytes(available)} is available on "
+                f"{where}. Generate in several calls with a smaller `batch_size` (e.g. with explicit `latents` "
+                "slices of one seeded draw) or use output_type='pil' / a smaller `chunk_size`."
+            )
 
     def enable_fast_generation(
         self,
@@ -399,12 +502,14 @@ class MetaGANPipeline(DiffusionPipeline):
         return bool(getattr(self.generator, "peft_config", None))
 
     def _write_card_info(self, save_directory: str | os.PathLike) -> None:
-        """Write `card_info` to `metagan_hub.json`, without the runtime-only `name_or_path` (where this pipeline was
-        loaded from: a local path there would leak into shared files and mean nothing elsewhere)."""
-        info = {k: v for k, v in self.card_info.items() if k != "name_or_path"}
-        with open(os.path.join(save_directory, CARD_INFO_NAME), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2, default=str)
-            f.write("\n")
+        """Write `card_info` to `metagan_hub.json` as strict JSON, without the runtime-only `name_or_path` and with
+        no local path as `base_model` (see [`~metagan_hub.hub.safety.public_card_info`]): a local path would leak
+        into shared files and mean nothing elsewhere. Non-finite numbers (e.g. a diverged final loss) become `null`,
+        with a warning."""
+        path = os.path.join(save_directory, CARD_INFO_NAME)
+        nonfinite = write_json_strict(public_card_info(self.card_info), path)
+        if nonfinite:
+            logger.warning("%s: non-finite values written as null: %s", path, ", ".join(nonfinite[:10]))
 
     def save_lora_weights(
         self, save_directory: str | os.PathLike, weight_name: str = LORA_WEIGHT_NAME, repo_id: str | None = None
@@ -425,6 +530,7 @@ class MetaGANPipeline(DiffusionPipeline):
             raise ValueError("This pipeline has no LoRA adapter: adapt it with `lora_rank=` first.")
         from ..hub.model_card import render_lora_card
 
+        check_finite_weights({"generator": self.generator}, action="save")
         os.makedirs(save_directory, exist_ok=True)
         modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
         quiet = _EmptyKeepInFp32Warning()
@@ -433,9 +539,8 @@ class MetaGANPipeline(DiffusionPipeline):
             self.generator.save_lora_adapter(save_directory, weight_name=weight_name, safe_serialization=True)
         finally:
             modeling_logger.removeFilter(quiet)
-        card = render_lora_card(
-            self.card_info.get("base_model"), weight_name, repo_id, self.card_info.get("adaptation")
-        )
+        info = public_card_info(self.card_info)
+        card = render_lora_card(info.get("base_model"), weight_name, repo_id, info.get("adaptation"))
         card.save(os.path.join(save_directory, "README.md"))
         self._write_card_info(save_directory)
         return os.path.join(save_directory, weight_name)
@@ -459,12 +564,9 @@ class MetaGANPipeline(DiffusionPipeline):
         if not os.path.isfile(os.path.join(path, weight_name)):
             raise ValueError(f"{os.fspath(pretrained_model_name_or_path)!r} has no LoRA weight file {weight_name!r}.")
         self.generator.load_lora_adapter(path, prefix=None, weight_name=weight_name, adapter_name="default")
-        info_path = os.path.join(path, CARD_INFO_NAME)
-        if os.path.isfile(info_path):
-            with open(info_path, encoding="utf-8") as f:
-                adapter_info = json.load(f)
-            if "adaptation" in adapter_info:
-                self.card_info["adaptation"] = adapter_info["adaptation"]
+        adapter_info = read_card_info(path)
+        if adapter_info is not None and "adaptation" in adapter_info:
+            self.card_info["adaptation"] = adapter_info["adaptation"]
         return self
 
     def fuse_lora(self) -> MetaGANPipeline:
@@ -494,10 +596,18 @@ class MetaGANPipeline(DiffusionPipeline):
         Args:
             save_directory (`str` or `os.PathLike`): the folder to write (created if needed).
             safe_serialization (`bool`, defaults to `True`): must stay `True`; pickles are never written.
-            variant (`str`, *optional*): `"fp16"` or `"bf16"`: cast the weights and write
-                `diffusion_pytorch_model.<variant>.safetensors` (load back with `variant=`).
+            variant (`str`, *optional*): `"fp16"` or `"bf16"`: a file label, as in diffusers — the weights are
+                written as they are, to `diffusion_pytorch_model.<variant>.safetensors` (load back with `variant=`).
+                Cast first for smaller files: `pipe.to(torch.float16).save_pretrained(folder, variant="fp16")`.
             push_to_hub (`bool`, defaults to `False`): also upload to `repo_id` (see [`push_to_hub`]).
             repo_id (`str`, *optional*): the repo id used in the model card's usage snippet (and for `push_to_hub`).
+
+        Raises:
+            [`~metagan_hub.hub.safety.NonFiniteWeightsError`]: a weight holds NaN or infinite values (the message
+                names the component and tensor); nothing is written.
+
+        Configs never record where the pipeline was loaded from (`_name_or_path`), and a `base_model` that is a local
+        folder is not written (see [`~metagan_hub.hub.safety.public_card_info`]).
         """
         if not safe_serialization:
             raise ValueError("`safe_serialization=False` is not supported: metagan_hub only writes safetensors.")
@@ -508,6 +618,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 raise ValueError("`repo_id` is required with `push_to_hub=True`.")
             self.push_to_hub(repo_id, variant=variant, save_directory=save_directory, **kwargs)
             return
+        check_finite_weights(self.components, action="save")
         os.makedirs(save_directory, exist_ok=True)
         target = self
         if self.has_lora:
@@ -515,13 +626,9 @@ class MetaGANPipeline(DiffusionPipeline):
             target = type(self)(
                 generator=copy.deepcopy(self.generator), discriminator=self.discriminator, card_info=self.card_info
             ).fuse_lora()
-        if variant is not None:
-            # cast copies so that the live pipeline keeps its precision
-            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[variant]
-            parts = {n: _cast_copy(m, dtype) for n, m in target.components.items()}
-            target = type(self)(**parts, card_info=self.card_info)
         DiffusionPipeline.save_pretrained(target, save_directory, safe_serialization=True, variant=variant)
         self._write_extras(save_directory, repo_id)
+        strip_local_config_keys(save_directory)
 
     def _write_extras(self, save_directory: str | os.PathLike, repo_id: str | None) -> None:
         index_path = os.path.join(save_directory, "model_index.json")
@@ -529,6 +636,7 @@ class MetaGANPipeline(DiffusionPipeline):
             index = json.load(f)
         index["_class_name"] = [REEXPORT_MODULE, type(self).__name__]
         index.pop("card_info", None)
+        index.pop("_name_or_path", None)
         with open(index_path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
@@ -541,10 +649,7 @@ class MetaGANPipeline(DiffusionPipeline):
             entry = index.get(name)
             if isinstance(entry, list) and entry[0]:
                 with open(os.path.join(save_directory, name, f"{entry[0]}.py"), "w", encoding="utf-8") as f:
-                    f.write(
-                        f"# Re-export of the installed metagan_hub class (pip install metagan-hub).\n"
-                        f"from {entry[0]} import {entry[1]}  # noqa: F401\n"
-                    )
+                    f.write(reexport_source(entry[0], entry[1]))
         self._write_card_info(save_directory)
         render_pipeline_card(self, repo_id).save(os.path.join(save_directory, "README.md"))
 
@@ -559,12 +664,16 @@ class MetaGANPipeline(DiffusionPipeline):
         variant: str | None = None,
         save_directory: str | os.PathLike | None = None,
         lora_only: bool = False,
+        timeout: float | None = None,
         **kwargs,
     ) -> str:
         """
         Save the pipeline (safetensors, configs, model card) and upload it to `repo_id` in one commit.
 
-        `checkpoint-*` folders, optimizer state and pickles are never uploaded. A failed upload raises
+        `checkpoint-*` folders, optimizer state and pickles are never uploaded. Weights with NaN or infinite values
+        are refused before anything is written. What would be uploaded (configs, card, JSON sidecars) is scanned for
+        absolute local paths and Hub tokens first ([`~metagan_hub.hub.upload.LocalDataLeakError`], nothing sent). A
+        failed upload (HTTP error, refused or dropped connection, no answer within `timeout`) raises
         [`~metagan_hub.hub.upload.HubUploadError`] and leaves local files (and `save_directory`) intact.
 
         Args:
@@ -578,6 +687,9 @@ class MetaGANPipeline(DiffusionPipeline):
                 used and removed when not given).
             lora_only (`bool`, defaults to `False`): upload only the generator's LoRA adapter (tens of KB) and a
                 model card pointing at the base model (see [`save_lora_weights`]).
+            timeout (`float`, *optional*): the longest wait in seconds for each Hub request (repo creation, upload,
+                commit); defaults to the `METAGAN_HUB_TIMEOUT` environment variable, else 60 s. A Hub that does not
+                answer in time raises [`~metagan_hub.hub.upload.HubUploadError`].
 
         Returns:
             `str`: the URL of the commit (or pull request).
@@ -601,6 +713,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 private=private,
                 commit_message=commit_message or "Upload Meta-GAN pipeline with metagan_hub",
                 create_pr=create_pr,
+                timeout=timeout,
             )
 
     # ------------------------------------------------------------------ loading
@@ -623,8 +736,16 @@ class MetaGANPipeline(DiffusionPipeline):
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`):
                 A folder written by [`save_pretrained`], or a Hub repo id such as `"org/metagan-kanji-32"`.
-            dtype (`torch.dtype`, *optional*): load the weights in this dtype.
-            variant (`str`, *optional*): `"fp16"` or `"bf16"` weight files.
+            dtype (`torch.dtype` or `dict`, *optional*): load the weights in this dtype, or per component:
+                `{"generator": torch.bfloat16, "default": torch.float32}` (components not named get `"default"`,
+                else float32), as in diffusers.
+            torch_dtype (`torch.dtype` or `dict`, *optional*): deprecated alias of `dtype` (diffusers' deprecation
+                warning); passing both raises a `ValueError`.
+            variant (`str`, *optional*): `"fp16"` or `"bf16"` weight files (`diffusion_pytorch_model.<variant>
+                .safetensors`); a variant the checkpoint lacks raises a `ValueError` naming it.
+            low_cpu_mem_usage (`bool`, *optional*): passed to each model's `from_pretrained`.
+            timeout (`float`, *optional*): the longest wait in seconds for each Hub request (default: the
+                `METAGAN_HUB_TIMEOUT` environment variable, else 60 s); a Hub that does not answer raises `OSError`.
             revision (`str`, *optional*): branch, tag or commit of a Hub repo.
             token (`str`, *optional*): Hub token.
             cache_dir (`str`, *optional*): Hub cache folder.
@@ -639,18 +760,22 @@ class MetaGANPipeline(DiffusionPipeline):
         path = os.fspath(pretrained_model_name_or_path)
         hub_keys = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
         hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
-        if "torch_dtype" in kwargs:
-            raise TypeError("`torch_dtype` is deprecated in diffusers: pass `dtype=` instead.")
-        variant = kwargs.get("variant")
+        timeout = kwargs.pop("timeout", None)
+        # 1. dtype as diffusers takes it: `dtype=` (a torch.dtype, or a per-component dict with an optional
+        #    "default"), or the deprecated `torch_dtype=` with diffusers' own deprecation warning
+        dtype = _resolve_dtype(kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None))
+        cls._check_dtype(dtype)
+        variant = kwargs.pop("variant", None)
         if variant is not None and variant not in VARIANTS:
             raise ValueError(f"`variant` must be None or one of {VARIANTS}, got {variant!r}.")
+        # 2. find the folder (download a Hub repo id, with bounded waits)
         if not os.path.isdir(path):
             if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
                 raise ValueError(
                     f"`pretrained_model_name_or_path` must be a folder containing model_index.json or a Hub repo id "
                     f"'namespace/name', got {path!r} (no such folder)."
                 )
-            path = cls._snapshot(path, variant=variant, **hub_kwargs)
+            path = cls._snapshot(path, variant=variant, timeout=timeout, **hub_kwargs)
         index = os.path.join(path, "model_index.json")
         if not os.path.isfile(index):
             raise ValueError(
@@ -659,23 +784,126 @@ class MetaGANPipeline(DiffusionPipeline):
                 "(model_index.json, generator/, discriminator/)."
             )
         cls._check_index(index)
-        # Load the components here (never through the folder's re-export files, which only plain diffusers with
-        # `trust_remote_code=True` uses) and hand them to diffusers.
-        model_kwargs = {k: kwargs[k] for k in ("dtype", "variant") if kwargs.get(k) is not None}
+        card_info = read_card_info(path)  # before any weights are read: a malformed sidecar fails fast
+        # 3. load the components here (never through the folder's re-export files, which only plain diffusers with
+        #    `trust_remote_code=True` uses) and hand them to diffusers
         for name, model_cls in (("generator", MetaGANGenerator), ("discriminator", MetaGANDiscriminator)):
             if name in kwargs:
                 continue
-            if os.path.isfile(os.path.join(path, name, "config.json")):
-                kwargs[name] = model_cls.from_pretrained(path, subfolder=name, **model_kwargs)
-            elif name == "discriminator":
-                kwargs[name] = None
+            folder = os.path.join(path, name)
+            if not os.path.isfile(os.path.join(folder, "config.json")):
+                if name == "discriminator":
+                    kwargs[name] = None
+                continue
+            cls._check_weight_file(pretrained_model_name_or_path, folder, name, variant)
+            model_kwargs: dict[str, Any] = {"use_safetensors": True}
+            sub_dtype = dtype.get(name, dtype.get("default", torch.float32)) if isinstance(dtype, dict) else dtype
+            if sub_dtype is not None:
+                model_kwargs["dtype"] = sub_dtype
+            if variant is not None:
+                model_kwargs["variant"] = variant
+            if "low_cpu_mem_usage" in kwargs:
+                model_kwargs["low_cpu_mem_usage"] = kwargs["low_cpu_mem_usage"]
+            kwargs[name] = model_cls.from_pretrained(path, subfolder=name, **model_kwargs)
+            logger.info(
+                "Loaded %s as %s from `%s` subfolder of %s.",
+                name,
+                model_cls.__name__,
+                name,
+                os.fspath(pretrained_model_name_or_path),
+            )
+        kwargs.pop("low_cpu_mem_usage", None)
         pipe = super().from_pretrained(path, **kwargs)
-        info_path = os.path.join(path, CARD_INFO_NAME)
-        if os.path.isfile(info_path):
-            with open(info_path, encoding="utf-8") as f:
-                pipe.card_info = json.load(f)
-        pipe.card_info.setdefault("name_or_path", os.fspath(pretrained_model_name_or_path))
+        pipe.card_info = dict(card_info or {})
+        pipe.card_info["name_or_path"] = os.fspath(pretrained_model_name_or_path)
         return pipe
+
+    @staticmethod
+    def _check_dtype(dtype: Any) -> None:
+        if dtype is None or isinstance(dtype, torch.dtype):
+            return
+        if isinstance(dtype, dict):
+            unknown = set(dtype) - {"generator", "discriminator", "default"}
+            if unknown:
+                raise ValueError(
+                    f"`dtype` dict has unknown component(s) {sorted(unknown)}; allowed keys: 'generator', "
+                    "'discriminator', 'default'."
+                )
+            bad = {k: v for k, v in dtype.items() if not isinstance(v, torch.dtype)}
+            if bad:
+                raise TypeError(f"`dtype` dict values must be torch.dtype objects, got {bad!r}.")
+            return
+        raise TypeError(
+            f"`dtype` must be a torch.dtype or a dict of them per component (e.g. {{'generator': torch.bfloat16, "
+            f"'default': torch.float32}}), got {dtype!r}."
+        )
+
+    @staticmethod
+    def _check_weight_file(source: str | os.PathLike, folder: str, name: str, variant: str | None) -> None:
+        """Fail like diffusers (a `ValueError` naming the variant) when the weights asked for are not there, instead
+        of letting the model loader fall back to a pickle file name."""
+        files = sorted(f for f in os.listdir(folder) if f.endswith((".safetensors", ".json")) and f != "config.json")
+        stem = "diffusion_pytorch_model"
+        wanted = f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors"
+        sharded = f"{stem}.safetensors.index.{variant}.json" if variant else f"{stem}.safetensors.index.json"
+        if wanted in files or sharded in files:
+            return
+        variants = sorted({f.split(".")[1] for f in files if f.startswith(stem + ".") and f.count(".") == 2})
+        if variant is not None:
+            raise ValueError(
+                f"You are trying to load `variant={variant!r}` from {os.fspath(source)!r}, but component `{name}` has "
+                f"no {wanted} (its weight files: {files or 'none'}). Load without `variant`"
+                + (f" or with one of {variants}" if variants else "")
+                + f", or save that variant with save_pretrained(..., variant={variant!r})."
+            )
+        raise ValueError(
+            f"Component `{name}` of {os.fspath(source)!r} has no {wanted}"
+            + (
+                f"; it has the variant(s) {variants}: pass `variant=`."
+                if variants
+                else f" (found: {files or 'none'})."
+            )
+        )
+
+    def register_to_config(self, **kwargs) -> None:
+        """diffusers' `register_to_config`; when plain `DiffusionPipeline.from_pretrained` records where it loaded
+        this pipeline from (`_name_or_path`), the folder's `metagan_hub.json` card info is read as well, so that a
+        later `save_pretrained` / `push_to_hub` keeps the training record."""
+        super().register_to_config(**kwargs)
+        source = kwargs.get("_name_or_path")
+        if source is None or getattr(self, "card_info", None):
+            return
+        info = self._find_card_info(os.fspath(source))
+        if info is not None:
+            self.card_info = {**info, "name_or_path": os.fspath(source)}
+
+    @staticmethod
+    def _find_card_info(source: str) -> dict[str, Any] | None:
+        if os.path.isdir(source):
+            return read_card_info(source)
+        if source.count("/") != 1 or source.startswith((".", "/", "~")):
+            return None
+        from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+        from huggingface_hub.errors import EntryNotFoundError
+
+        cached = try_to_load_from_cache(source, CARD_INFO_NAME)
+        if not isinstance(cached, str):
+            if constants.HF_HUB_OFFLINE:
+                return None
+            try:
+                with bounded_hub_requests() as seconds:
+                    cached = hf_hub_download(source, CARD_INFO_NAME, etag_timeout=seconds)
+            except EntryNotFoundError:
+                return None
+            except Exception as err:  # the pipeline itself loaded; only its card metadata is missing
+                logger.warning(
+                    "Could not fetch %s of %s (%s); its model card will lack it.",
+                    CARD_INFO_NAME,
+                    source,
+                    err,
+                )
+                return None
+        return read_card_info(os.path.dirname(cached))
 
     @staticmethod
     def _check_index(index_path: str) -> None:
@@ -695,13 +923,33 @@ class MetaGANPipeline(DiffusionPipeline):
                 )
 
     @staticmethod
-    def _snapshot(repo_id: str, variant: str | None = None, **hub_kwargs) -> str:
-        """Download (or find in the cache) the files of a Hub repo that this pipeline needs; returns the folder."""
+    def _snapshot(repo_id: str, variant: str | None = None, timeout: float | None = None, **hub_kwargs) -> str:
+        """Download (or find in the cache) the files of a Hub repo that this pipeline needs; returns the folder.
+        Every request waits at most `timeout` seconds (see [`~metagan_hub.hub.network.resolve_timeout`])."""
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        from ..hub.network import NETWORK_ERRORS, describe_network_error
 
         weights = f"*.{variant}.safetensors" if variant else "*/diffusion_pytorch_model.safetensors"
         allow = ["model_index.json", "*.json", "README.md", weights]
-        return snapshot_download(repo_id, allow_patterns=allow, **hub_kwargs)
+        seconds = resolve_timeout(timeout)
+        try:
+            with bounded_hub_requests(seconds):
+                return snapshot_download(repo_id, allow_patterns=allow, etag_timeout=seconds, **hub_kwargs)
+        except NETWORK_ERRORS as err:
+            raise OSError(
+                f"Could not download {repo_id!r} from the Hub: {describe_network_error(err, seconds)}. Nothing was "
+                "loaded; retry, or load from the local cache with `local_files_only=True` if it was downloaded before."
+            ) from err
+        except LocalEntryNotFoundError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, NETWORK_ERRORS):
+                raise OSError(
+                    f"Could not download {repo_id!r} from the Hub and it is not in the local cache: "
+                    f"{describe_network_error(cause, seconds)}. Retry once the Hub is reachable."
+                ) from err
+            raise
 
 
 MetaGANPipeline.__call__.__doc__ += EXAMPLE_DOC_STRING
