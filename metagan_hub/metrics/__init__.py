@@ -29,6 +29,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from metagan_hub.metrics.classifiers import (  # noqa: F401  (public re-exports)
+    ClassifierRecipe,
+    EvaluationClassifier,
+    fit_classifier,
+    load_evaluation_classifier,
+    train_evaluation_classifier,
+)
+from metagan_hub.metrics.domains import (  # noqa: F401  (public re-exports)
+    EVALUATION_DOMAINS,
+    EvaluationDomain,
+    get_evaluation_domain,
+)
 from metagan_hub.metrics.fewshot import (  # noqa: F401  (public re-exports)
     CLASSIFIER_GAIN_METHODS,
     FEWSHOT_METRICS,
