@@ -59,6 +59,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="adapt() FreezeD: lowest discriminator blocks kept frozen (default: adapt()'s).",
     )
+    parser.add_argument(
+        "--diversity_loss",
+        default=None,
+        choices=["cdc", "dcl"],
+        help="adapt() diversity-preserving term for every contender (default: none).",
+    )
+    parser.add_argument("--diversity_weight", type=float, default=None, help="adapt() diversity weight.")
+    parser.add_argument("--diversity_batch_size", type=int, default=None, help="adapt() diversity batch size.")
+    parser.add_argument("--cdc_anchor_interval", type=int, default=None, help="adapt() CDC anchor interval.")
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_file", default="evaluation.jsonl")
@@ -126,6 +135,10 @@ def main(args: argparse.Namespace) -> None:
                         ("batch_size", args.batch_size),
                         ("r1_interval", args.r1_interval),
                         ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
+                        ("diversity_loss", args.diversity_loss),
+                        ("diversity_weight", args.diversity_weight),
+                        ("diversity_batch_size", args.diversity_batch_size),
+                        ("cdc_anchor_interval", args.cdc_anchor_interval),
                     )
                     if v is not None
                 }
