@@ -5,7 +5,7 @@
 Example:
 
     accelerate launch scripts/adapt_metagan.py --pretrained_model_name_or_path checkpoints/metagan-kanji-32 \\
-        --train_data_dir my_images/ --output_dir runs/adapted --num_steps 200 --mixed_precision bf16
+        --train_data_dir my_images/ --output_dir runs/adapted --num_steps 200 --mixed_precision auto
 
 Writes the adapted pipeline (or only its LoRA adapter with --lora_rank), a sample grid `samples.png`, the shots
 `shots.png`, a loss curve `loss_curve.png` and `adaptation.json` into --output_dir; --push_to_hub uploads them.
@@ -27,6 +27,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
+from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -101,7 +102,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="With --diversity_loss cdc: anchor-region steps every N steps, 0 for none (default: the paper's 4).",
     )
     parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
-    parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument(
+        "--mixed_precision",
+        type=str,
+        default="auto",
+        choices=list(MIXED_PRECISION_CHOICES),
+        help="auto (default): bf16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), "
+        "else fp32. bf16 on other CPUs is emulated and about 10x slower. fp16 needs a GPU.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", type=str, default="metagan-adapted")
     parser.add_argument("--validation_images", type=int, default=64, help="Images in the sample grid (0: none).")

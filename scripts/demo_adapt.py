@@ -29,6 +29,7 @@ from adapt_metagan import plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
+from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES  # noqa: E402
 
 DEFAULT_CHECKPOINT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "metagan-kanji-32"
@@ -49,8 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_steps", type=int, default=200)
     parser.add_argument(
         "--mixed_precision",
-        default="bf16" if torch.cuda.is_available() is False else "no",
-        choices=["no", "bf16", "fp16"],
+        default="auto",
+        choices=list(MIXED_PRECISION_CHOICES),
+        help="auto (default): bf16 where the device computes it natively (CPUs with AVX512-BF16/AMX), else fp32. "
+        "bf16 on other CPUs is emulated and about 10x slower.",
     )
     parser.add_argument("--num_samples", type=int, default=40)
     parser.add_argument(
@@ -131,7 +134,9 @@ def main(args: argparse.Namespace) -> None:
         "shots": args.shots,
         "num_steps": args.num_steps,
         "seconds": round(seconds, 2),
-        "mixed_precision": args.mixed_precision,
+        "mixed_precision": record["mixed_precision"],  # what the steps ran in
+        "requested_mixed_precision": args.mixed_precision,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "seed": args.seed,
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,

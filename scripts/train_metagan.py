@@ -61,6 +61,7 @@ import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.metrics import heldout_distance
 from metagan_hub.training.augment import AUGMENT_POLICIES
+from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed_precision
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
 from metagan_hub.training.meta_learning import (
     ALGORITHMS,
@@ -192,8 +193,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mixed_precision",
         type=str,
         default=None,
-        choices=["no", "bf16", "fp16"],
-        help="Default: the `accelerate launch` setting. fp16 needs a GPU; use bf16 on CPU.",
+        choices=list(MIXED_PRECISION_CHOICES),
+        help="Default: the `accelerate launch` setting. auto: bf16 where the device computes it natively (CUDA with "
+        "bf16, CPUs with AVX512-BF16/AMX), else fp32. fp16 needs a GPU.",
     )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument(
@@ -710,8 +712,10 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     if mixed_precision == "fp16" and state.device.type == "cpu":
         raise ValueError(
             "--mixed_precision fp16 is not supported on CPU: Accelerate silently ignores it there and would train in "
-            "fp32. Use --mixed_precision bf16 on CPU (about 1.7x faster on CPUs with AMX), or run on a GPU."
+            "fp32. Use --mixed_precision auto on CPU (bf16 where the CPU computes it natively, about 1.7x faster with "
+            "AMX; fp32 elsewhere), or run on a GPU."
         )
+    mixed_precision = resolve_mixed_precision(mixed_precision, state.device)  # "auto" -> "bf16" or "no"; logged once
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     if world_env > 1 and state.num_processes == 1:
         raise RuntimeError(
@@ -725,7 +729,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
     )
     accelerator = Accelerator(
-        mixed_precision=args.mixed_precision, log_with=args.report_to, project_config=project_config
+        mixed_precision=None if args.mixed_precision is None else mixed_precision,  # None: the launcher's setting
+        log_with=args.report_to,
+        project_config=project_config,
     )
     world_size, rank = accelerator.num_processes, accelerator.process_index
     logger.info(accelerator.state, main_process_only=False)
@@ -918,6 +924,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                     "wall_time_s": round(wall_time, 1),
                     "tasks_per_s": round(steps_run * args.meta_batch_size / wall_time, 3) if steps_run else None,
                     "mixed_precision": mixed_precision,
+                    "requested_mixed_precision": effective_mixed_precision(args),
                     "device": accelerator.device.type,
                 },
             ),

@@ -405,10 +405,16 @@ class MetaGANPipeline(DiffusionPipeline):
             num_steps (`int`, defaults to 200): GAN steps (one discriminator and one generator update each).
             learning_rate (`float`, defaults to 2e-4): Adam learning rate of both networks (betas `(0.0, 0.99)`).
             batch_size (`int`, defaults to 4): real images per step, drawn with replacement from the shots.
-            mixed_precision (`str`, defaults to `"no"`): `"no"`, `"bf16"` (CPU or GPU) or `"fp16"` (GPU only;
-                a `ValueError` on CPU, where Accelerate would silently ignore it). Applied with autocast per call,
-                so different calls in one process may use different precisions. With `"bf16"` the steps run on bf16
-                copies of the networks while Adam updates float32 master weights, which are what is returned.
+            mixed_precision (`str`, defaults to `"no"`): `"auto"`, `"no"`, `"bf16"` (CPU or GPU) or `"fp16"` (GPU
+                only; a `ValueError` on CPU, where Accelerate would silently ignore it). `"auto"` takes `"bf16"` where
+                the device computes bf16 natively (a CUDA GPU with bf16 support; a CPU with AVX512-BF16, AMX or ARM
+                BF16) and `"no"` elsewhere (see [`~metagan_hub.training.gan_step.resolve_mixed_precision`]); an
+                explicit `"bf16"` on a CPU without native bf16 is emulated, about 10x slower than `"no"`, and logs a
+                warning. The default `"no"` gives the same arithmetic on every machine. The adaptation record
+                (`card_info["adaptation"]`) keeps both `requested_mixed_precision` and the `mixed_precision` the steps
+                ran in. Applied with autocast per call, so different calls in one process may use different
+                precisions. With `"bf16"` the steps run on bf16 copies of the networks while Adam updates float32
+                master weights, which are what is returned.
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
             r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
             r1_interval (`int`, defaults to 4): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
@@ -462,7 +468,7 @@ class MetaGANPipeline(DiffusionPipeline):
         >>> from metagan_hub import MetaGANPipeline
 
         >>> pipe = MetaGANPipeline.from_pretrained("checkpoints/metagan-kanji-32")  # doctest: +SKIP
-        >>> adapted = pipe.adapt("my_five_glyphs/", num_steps=200, mixed_precision="bf16",
+        >>> adapted = pipe.adapt("my_five_glyphs/", num_steps=200, mixed_precision="auto",
         ...                      generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
         >>> images = adapted(batch_size=16, generator=torch.Generator().manual_seed(0)).images  # doctest: +SKIP
         ```

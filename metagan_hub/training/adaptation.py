@@ -20,7 +20,7 @@ import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
-from .gan_step import GANStepConfig, MasterWeightsOptimizer, check_mixed_precision, compute_copy_pairs, gan_step
+from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
 
 if TYPE_CHECKING:
@@ -190,7 +190,8 @@ def adapt_pipeline(
     device = pipeline.generator.device
     if accelerator is not None:
         device = accelerator.device
-    check_mixed_precision(mixed_precision, device)
+    requested_mixed_precision = mixed_precision
+    mixed_precision = resolve_mixed_precision(mixed_precision, device)  # "auto" -> "bf16" or "no" for this device
     if lora_rank is not None:
         try:
             import peft  # noqa: F401
@@ -367,7 +368,8 @@ def adapt_pipeline(
         "skipped_nonfinite_steps": skipped,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
-        "mixed_precision": mixed_precision,
+        "mixed_precision": mixed_precision,  # the precision the steps ran in
+        "requested_mixed_precision": requested_mixed_precision,  # what the caller asked for, e.g. "auto"
         "loss": loss,
         "r1_gamma": r1_gamma,
         "r1_interval": r1_interval,
