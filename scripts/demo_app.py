@@ -681,7 +681,8 @@ def build_demo(app: DemoApp):
             concurrency_limit=2,  # a second tab gets the busy message at once instead of waiting unseen
             concurrency_id="adapt",
             trigger_mode="once",  # a second click while adapting is ignored
-            show_progress="minimal",
+            show_progress="full",
+            show_progress_on=[gallery],  # the live progress bar (gr.Progress) sits where the samples will appear
         )
         more_btn.click(on_more, [state, num_samples, sample_seed], [gallery, sample_seed, status])
         resample_btn.click(on_resample, [state, num_samples, sample_seed], [gallery, status])
