@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help="Write classifiers to <output_dir>/<domain> instead.")
     parser.add_argument("--num_classes", type=int, default=None, help="kanji / fonts: first N held-out classes.")
     parser.add_argument("--num_epochs", type=int, default=None, help="Override the domain's recipe (quick runs).")
-    parser.add_argument("--num_threads", type=int, default=None, help="torch threads while training.")
+    parser.add_argument(
+        "--num_threads", type=int, default=1, help="torch threads while training (1: bitwise reproducible builds)."
+    )
     parser.add_argument("--force", action="store_true", help="Retrain even if the cache holds the classifier.")
     return parser.parse_args(argv)
 
@@ -89,7 +91,9 @@ def main(args: argparse.Namespace) -> None:
     print(
         f"\nEvaluation classifiers, {args.resolution}x{args.resolution}x{args.channels}; {cpu_name()} "
         f"({platform.machine()}, torch {torch.__version__}, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)\n"
+        f"{torch.backends.cpu.get_cpu_capability()}, {args.num_threads or torch.get_num_threads()} training "
+        "thread(s), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})\n"
     )
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")

@@ -479,7 +479,7 @@ def train_evaluation_classifier(
     *,
     recipe: ClassifierRecipe | None = None,
     seed: int | None = None,
-    num_threads: int | None = None,
+    num_threads: int | None = 1,
 ) -> EvaluationClassifier:
     """
     Train the evaluation classifier of an evaluation domain on its classifier-training images (disjoint from every
@@ -490,7 +490,9 @@ def train_evaluation_classifier(
         domain ([`EvaluationDomain`]): the domain (see [`get_evaluation_domain`]).
         recipe (`ClassifierRecipe`, *optional*): defaults to the domain's `classifier_recipe`.
         seed (`int`, *optional*): defaults to the domain's `classifier_seed`.
-        num_threads (`int`, *optional*): torch threads while training.
+        num_threads (`int`, *optional*, defaults to 1): torch threads while training. One thread makes the rebuilt
+            classifier bitwise identical wherever the same kind of CPU builds it, whatever its core count; `None`
+            keeps the current setting.
 
     Returns:
         [`EvaluationClassifier`] in `eval()` mode, not yet saved (see [`load_evaluation_classifier`]).
@@ -606,7 +608,7 @@ def load_evaluation_classifier(
     build: bool = True,
     *,
     path: str | os.PathLike | None = None,
-    num_threads: int | None = None,
+    num_threads: int | None = 1,
 ) -> EvaluationClassifier:
     """
     The evaluation classifier of a domain, in `eval()` mode: loaded from `path` or the cache, or trained (with the
@@ -619,7 +621,8 @@ def load_evaluation_classifier(
         build (`bool`, defaults to `True`): train and cache the classifier if it is not cached; with `False` a missing
             classifier raises `FileNotFoundError`.
         path (`str` or `os.PathLike`, *optional*): load this saved classifier folder instead (checked to match).
-        num_threads (`int`, *optional*): torch threads while training.
+        num_threads (`int`, *optional*, defaults to 1): torch threads while training (see
+            [`train_evaluation_classifier`]).
 
     Example:
 
