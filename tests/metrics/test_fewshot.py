@@ -131,6 +131,14 @@ def test_fd_self_is_zero_and_shift_is_exact_even_when_rank_deficient():
     assert frechet_distance(a, b, eps=0) == pytest.approx(expected, rel=1e-8)
 
 
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-2])
+def test_fd_few_samples_subspace_path_equals_the_full_eigen_decomposition(eps):
+    fake, real = randn(20, 64, seed=4).double(), (randn(25, 64, seed=5) * 1.3 + 0.1).double()  # 45 < 64 dimensions
+    full = _frechet_from_moments(fake.mean(0), torch.cov(fake.T), real.mean(0), torch.cov(real.T), eps=eps)
+    # the full path takes square roots of round-off eigenvalues in the null space (about 1e-7 each when eps = 0)
+    assert frechet_distance(fake, real, eps=eps) == pytest.approx(full, abs=1e-5)
+
+
 def test_fd_errors():
     with pytest.raises(ValueError, match="`fake` needs at least 2 samples, got 1"):
         frechet_distance(randn(1, 3), randn(5, 3))
@@ -201,6 +209,18 @@ def test_manifold_metric_errors():
 
 # --------------------------------------------------------------------------------------------------------------------
 # relative diversity and copy rate
+
+
+def test_large_sets_use_the_matrix_product_distances(monkeypatch):
+    from metagan_hub.metrics import fewshot
+
+    a, b = randn(30, 8).double(), randn(20, 8, seed=1).double() + 5.0
+    exact = fewshot._cdist(a, b)
+    monkeypatch.setattr(fewshot, "_EXACT_CDIST_MAX", 0)
+    assert torch.allclose(fewshot._cdist(a, b), exact, rtol=0, atol=1e-10)
+    assert torch.equal(fewshot._self_cdist(a).diagonal(), torch.zeros(30, dtype=torch.float64))
+    real = randn(60, 8)
+    assert precision_recall(real + 0.01, real)["precision"] == 1.0
 
 
 def test_relative_diversity():
