@@ -672,13 +672,22 @@ def evaluate_class(
         raise ValueError(f"unknown metrics {unknown}; allowed: {list(FEWSHOT_METRICS)}.")
     if (fake_logits is None) != (target is None):
         raise ValueError("`fake_logits` and `target` must be given together (recognisability needs both).")
+    # validate and convert once; the metric functions see float64 tensors on one device
+    fake_features = _features(fake_features, "fake_features")
+    real_features = _features(real_features, "real_features", dim=fake_features.shape[1]).to(fake_features.device)
+    if shot_features is not None:
+        shot_features = _features(shot_features, "shot_features", dim=fake_features.shape[1])
     wanted = set(metrics)
     out: dict[str, float] = {}
     if "recognisability" in wanted and fake_logits is not None:
-        if fake_logits.ndim != 2 or fake_logits.shape[0] != fake_features.shape[0]:
+        if (
+            not isinstance(fake_logits, torch.Tensor)
+            or fake_logits.ndim != 2
+            or len(fake_logits) != len(fake_features)
+        ):
             raise ValueError(
                 f"`fake_logits` must have shape [{fake_features.shape[0]}, C] (one row per sample), got "
-                f"{tuple(fake_logits.shape)}."
+                f"{tuple(fake_logits.shape) if isinstance(fake_logits, torch.Tensor) else type(fake_logits).__name__}."
             )
         out["recognisability"] = recognisability(fake_logits, target)
     if wanted & {"precision", "recall"}:

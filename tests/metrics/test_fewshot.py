@@ -358,6 +358,10 @@ def test_evaluate_class_errors():
         evaluate_class(fake, real, shots, fake_logits=randn(40, 3))
     with pytest.raises(ValueError, match=r"`fake_logits` must have shape \[40, C\]"):
         evaluate_class(fake, real, shots, fake_logits=randn(39, 3), target=0)
+    with pytest.raises(ValueError, match=r"`real_features` has feature dimension 7"):
+        evaluate_class(fake, randn(20, 7), shots)
+    with pytest.raises(TypeError, match="`fake_features` must be a torch.Tensor"):
+        evaluate_class(fake.numpy(), real, shots)
     with pytest.raises(ValueError, match="needs `shot_features`"):
         evaluate_class(fake, real, metrics=("copy_rate",))
     with pytest.raises(ValueError, match=r"`subset_size`=30 .* real has 20"):
