@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import os
@@ -81,7 +82,7 @@ def _check_int(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
-class EvaluationDomain:
+class EvaluationDomain(abc.ABC):
     """
     Held-out classes of one evaluation domain, with shots, disjoint real images and an evaluation classifier.
 
@@ -118,30 +119,37 @@ class EvaluationDomain:
 
     # -- to implement ---------------------------------------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def classes(self) -> list[str]:
+        """The evaluation classes, in a fixed order."""
         raise NotImplementedError
 
     @property
     def classifier_classes(self) -> list[str]:
         return self.classes
 
+    @abc.abstractmethod
     def shot_pool_uint8(self, class_index: int) -> torch.Tensor:
         """Every image that [`shots`] may return for the class, uint8 `[P, C, H, W]`, in pool order."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def real_uint8(self, class_index: int) -> torch.Tensor:
         """The real held-out images of the class, uint8 `[M, C, H, W]`."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def classifier_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images `[N, C, H, W]` and labels `[N]` (indices into [`classifier_classes`]) to train on."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def classifier_params(self) -> dict[str, Any]:
         """Everything that determines the classifier's training and held-out data (hashed into its cache name)."""
         raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def classifier_description(self) -> str:
         """What the classifier is trained on, for its config."""
         raise NotImplementedError
@@ -247,14 +255,17 @@ class EvaluationDomain:
         )
 
 
-class _SplitDomain(EvaluationDomain):
+class _SplitDomain(EvaluationDomain, abc.ABC):
     """A domain whose classes each hold a few images, split per class into shot pool / real / classifier-training."""
 
     split_seed: int = 0
 
+    @abc.abstractmethod
     def _class_images_uint8(self, class_index: int) -> torch.Tensor:
+        """All images of the class, uint8 `[N, C, H, W]`."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _split_sizes(self, n: int) -> tuple[int, int]:
         """`(shot pool, real)` sizes of a class with `n` distinct images; the rest trains the classifier."""
         raise NotImplementedError
