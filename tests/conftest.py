@@ -54,11 +54,12 @@ os.environ.update(
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_XET="1",  # regular uploads/downloads only: the fake Hub does not speak the Xet protocol
     HF_HUB_DISABLE_PROGRESS_BARS="1",
+    METAGAN_HUB_CACHE=os.path.join(_SESSION_HF_HOME, "metagan_hub_cache"),  # dataset renders: never ~/.cache
 )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Close the fake Hub's socket and remove the session's Hugging Face home."""
+    """Close the fake Hub's socket and remove the session's Hugging Face home (and the render cache inside it)."""
     _HUB.stop()
     shutil.rmtree(_SESSION_HF_HOME, ignore_errors=True)
 

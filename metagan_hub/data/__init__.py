@@ -13,11 +13,14 @@ Example:
 
 ```py
 >>> from metagan_hub.data import get_dataset
->>> dataset = get_dataset("kanjivg", resolution=32, samples_per_class=20)   # 6,431 kanji x 20 rendered hands
+>>> dataset = get_dataset("kanjivg", resolution=32, samples_per_class=20, max_classes=60)  # 60 kanji x 20 hands
 >>> train, val, test = dataset.split_classes(seed=0)
 >>> train.class_images(0).shape
 torch.Size([20, 1, 32, 32])
 ```
+
+Without `max_classes` the same call renders all 6,431 kanji (minutes of work the first time on a small machine; the
+renders are cached on disk, see [`resolve_cache_dir`]).
 """
 
 from __future__ import annotations

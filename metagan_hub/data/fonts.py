@@ -20,7 +20,9 @@ apt-get install -y fonts-ipafont-gothic fonts-ipafont-mincho fonts-ipaexfont-got
 ```
 
 Fonts are found with fontconfig (`fc-list :lang=ja`) or by scanning the usual font folders, or are given as files
-and folders with `font_paths`. What a face cannot draw is filtered out: glyphs that render as the face's `.notdef`
+and folders with `font_paths`. The environment variable `METAGAN_HUB_FONT_DIRS` (folders separated by `os.pathsep`)
+replaces that search by a scan of the given folders; set it empty to hide every installed font (as on a machine
+without fonts). What a face cannot draw is filtered out: glyphs that render as the face's `.notdef`
 glyph (missing), placeholder glyphs shared by many characters ("tofu" boxes), empty renders, and (near-)exact duplicate
 images within a class (e.g. a proportional and a fixed-width variant of the same face). Last-resort fonts, which draw a
 box for every character, are skipped. Optionally, kanjivg renders of the same character are added as extra "hands".
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 FONT_EXTENSIONS = (".ttf", ".otf", ".ttc", ".otc")
 SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
+# if set, the folders (separated by os.pathsep) searched instead of fontconfig and SYSTEM_FONT_DIRS; empty: none
+FONT_DIRS_ENV = "METAGAN_HUB_FONT_DIRS"
 # fonts that draw a placeholder box for every character
 EXCLUDED_FONT_NAMES = ("lastresort",)
 # a code point that is never assigned, so every face draws its `.notdef` glyph for it
@@ -90,7 +94,9 @@ def _is_excluded(path: str) -> bool:
 def find_system_fonts(lang: str | None = "ja") -> list[str]:
     """
     Font files installed on this machine that support `lang`, found with fontconfig (`fc-list :lang=<lang>`); without
-    fontconfig, every font file under the usual font folders. Symbolic links are resolved and duplicates removed.
+    fontconfig, every font file under the usual font folders. If the environment variable `METAGAN_HUB_FONT_DIRS` is
+    set, every font file under the folders it lists (separated by `os.pathsep`) instead, whatever their language; set
+    it empty to find none. Symbolic links are resolved and duplicates removed.
 
     Args:
         lang (`str`, *optional*, defaults to `"ja"`): fontconfig language tag; `None` lists all fonts.
@@ -106,6 +112,14 @@ def find_system_fonts(lang: str | None = "ja") -> list[str]:
     ```
     """
     paths: list[str] = []
+    override = os.environ.get(FONT_DIRS_ENV)
+    if override is not None:
+        for folder in filter(None, override.split(os.pathsep)):
+            folder = os.path.expanduser(folder)
+            if os.path.isdir(folder):
+                paths.extend(_scan_font_folder(folder))
+        real = {os.path.realpath(p) for p in paths if os.path.isfile(p)}
+        return sorted(p for p in real if not _is_excluded(p))
     fc_list = shutil.which("fc-list")
     if fc_list is not None:
         cmd = [fc_list, "--format", "%{file}\n"] + ([f":lang={lang}"] if lang else [])

@@ -6,11 +6,12 @@ import pytest
 
 from metagan_hub.data import FontGlyphDataset, get_dataset
 from metagan_hub.data.fonts import _render_face, find_system_fonts, font_faces, resolve_font_paths
+from tests.testing_utils import missing_cjk_fonts
 
-CJK_FONTS = find_system_fonts("ja")
 ALL_FONTS = find_system_fonts(None)
 LATIN_ONLY = [f for f in ALL_FONTS if os.path.basename(f) == "DejaVuSans.ttf"]
-needs_cjk = pytest.mark.skipif(not CJK_FONTS, reason="no Japanese fonts installed (see metagan_hub.data.fonts)")
+NO_CJK = missing_cjk_fonts()
+needs_cjk = pytest.mark.skipif(NO_CJK is not None, reason=f"Japanese fonts: {NO_CJK}")
 needs_latin = pytest.mark.skipif(not LATIN_ONLY, reason="DejaVuSans.ttf is not installed")
 needs_any = pytest.mark.skipif(not ALL_FONTS, reason="no fonts installed")
 
@@ -26,6 +27,19 @@ def test_missing_font_path_is_named(tmp_path):
     (tmp_path / "fake.ttf").write_text("not a font")
     with pytest.raises(ValueError, match=r"fake\.ttf' cannot be opened as a font"):
         FontGlyphDataset(characters="A", font_paths=tmp_path / "fake.ttf")
+
+
+def test_font_dirs_variable_replaces_the_system_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAGAN_HUB_FONT_DIRS", "")  # hides every installed font
+    assert find_system_fonts("ja") == [] and find_system_fonts(None) == []
+    with pytest.raises(ValueError, match="no usable fonts found on this machine"):
+        FontGlyphDataset(characters="A")
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "sub" / "Face.ttf").write_bytes(b"")
+    (tmp_path / "a" / "LastResort.otf").write_bytes(b"")
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    monkeypatch.setenv("METAGAN_HUB_FONT_DIRS", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "missing")]))
+    assert find_system_fonts("ja") == [os.path.realpath(tmp_path / "a" / "sub" / "Face.ttf")]
 
 
 def test_no_fonts_installed_gives_install_hint(monkeypatch):

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from metagan_hub import MetaGANDiscriminator, MetaGANDiscriminatorOutput
+from tests.testing_utils import assert_outputs_close
 
 # tiny widths per resolution: log2(sample_size) - 2 blocks, image side first
 TINY_BLOCKS = {16: (8, 16), 32: (4, 8, 8), 64: (4, 4, 8, 8), 128: (4, 4, 4, 8, 8)}
@@ -70,7 +71,7 @@ def test_return_dict_false_gives_tuple():
     x = images(2)
     out = model(x, return_dict=False)
     assert type(out) is tuple and len(out) == 1
-    assert torch.equal(out[0], model(x).logits)
+    assert torch.equal(out[0], model(x).logits)  # the same object on the same input twice: exact
 
 
 def test_default_block_out_channels_mirror_the_generator():
@@ -273,6 +274,37 @@ def test_save_load_round_trip(tmp_path, variant):
     for key in original:
         assert reloaded[key].dtype == dtype, key
         assert torch.equal(original[key], reloaded[key]), key
+    # the state dict round trip is exact (above); the forward passes of the two instances agree up to kernel rounding:
+    # the reloaded tensors sit at other memory alignments, for which BLAS/oneDNN may sum in another order
     x = images(4, 3, 32).to(dtype)
     with torch.no_grad():
-        assert torch.equal(model(x).logits, loaded.eval()(x).logits)
+        assert_outputs_close(loaded.eval()(x).logits, model(x).logits)
+
+
+def test_round_trip_comparison_catches_a_wrong_spectral_norm_state(tmp_path):
+    """The float32 tolerance of the round-trip forward comparison still sees a wrongly restored spectral-norm state.
+
+    Two wrong states: every `u` vector one power iteration stale (as if a checkpoint kept the vectors from before the
+    last training forward), and one layer's `u` re-initialized at random.
+    """
+    model = tiny_discriminator(32, 3, spectral_norm=True, minibatch_std_group_size=2, act_fn="gelu")
+    stale = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("_u")}
+    model(images(2, 3, 32))  # one power iteration: the saved `u` vectors differ from `stale`
+    model.eval().save_pretrained(tmp_path)
+    x = images(4, 3, 32)
+    with torch.no_grad():
+        expected = model(x).logits
+        loaded = MetaGANDiscriminator.from_pretrained(tmp_path).eval()
+        assert_outputs_close(loaded(x).logits, expected)  # restored correctly: passes
+
+        wrong = MetaGANDiscriminator.from_pretrained(tmp_path).eval()
+        wrong.load_state_dict({**wrong.state_dict(), **stale})
+        with pytest.raises(AssertionError, match="not close"):
+            assert_outputs_close(wrong(x).logits, expected)
+
+        wrong = MetaGANDiscriminator.from_pretrained(tmp_path).eval()
+        key = "conv_in.parametrizations.weight.0._u"
+        u = torch.randn(wrong.state_dict()[key].shape, generator=torch.Generator().manual_seed(1))
+        wrong.load_state_dict({**wrong.state_dict(), key: u / u.norm()})
+        with pytest.raises(AssertionError, match="not close"):
+            assert_outputs_close(wrong(x).logits, expected)

@@ -10,6 +10,7 @@ from torch import nn
 
 from metagan_hub import MetaGANGenerator, MetaGANGeneratorOutput
 from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
+from tests.testing_utils import assert_outputs_close
 
 LATENT_DIM = 8
 # tiny widths per resolution: log2(sample_size) - 2 blocks
@@ -67,7 +68,7 @@ def test_return_dict_false_gives_tuple():
     z = latents(2)
     out = model(z, return_dict=False)
     assert type(out) is tuple and len(out) == 1
-    assert torch.equal(out[0], model(z).sample)
+    assert torch.equal(out[0], model(z).sample)  # the same object on the same input twice: exact
 
 
 def test_default_block_out_channels_halve_to_32():
@@ -248,9 +249,10 @@ def test_save_load_round_trip(tmp_path, variant):
     for key in original:
         assert reloaded[key].dtype == dtype, key
         assert torch.equal(original[key], reloaded[key]), key
+    # exact state dicts (above); two instances' forward passes agree up to kernel rounding (see tests/testing_utils.py)
     z = latents(4).to(dtype)
     with torch.no_grad():
-        assert torch.equal(model(z).sample, loaded(z).sample)
+        assert_outputs_close(loaded(z).sample, model(z).sample)
 
 
 def test_variant_file_is_not_found_without_variant(tmp_path):

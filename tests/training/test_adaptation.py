@@ -18,6 +18,7 @@ import metagan_hub.training.adaptation as adaptation
 import metagan_hub.training.gan_step as gan_step_module
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.training.adaptation import NonFiniteLossError, adapt_pipeline
+from tests.testing_utils import assert_outputs_close
 
 SIZE = 16
 
@@ -174,10 +175,10 @@ def test_same_seed_is_bit_identical_different_seed_differs():
     a = pipe.adapt(shots, generator=seeded(123), **kwargs)
     b = pipe.adapt(shots, generator=seeded(123), **kwargs)
     c = pipe.adapt(shots, generator=seeded(124), **kwargs)
-    for name in ("generator", "discriminator"):
+    for name in ("generator", "discriminator"):  # bitwise: adapt() promises bit-identical weights for the same seed
         assert same_state(state(a, name), state(b, name))
         assert not same_state(state(a, name), state(c, name))
-    assert torch.equal(samples(a, n=8), samples(b, n=8))
+    assert_outputs_close(samples(a, n=8), samples(b, n=8))  # two instances: up to kernel rounding
     assert a.card_info["adaptation"]["seed"] == 123 and c.card_info["adaptation"]["seed"] == 124
     # without a generator a seed is drawn and recorded, and it reproduces the run
     d = pipe.adapt(shots, **kwargs)
@@ -208,7 +209,7 @@ def test_image_sources_give_identical_adaptation(tmp_path):
         for name, src in sources.items()
     }
     reference = state(results["tensor"], "discriminator")
-    for name, adapted in results.items():
+    for name, adapted in results.items():  # bitwise: the same images and seed promise bit-identical weights
         assert adapted.card_info["adaptation"]["shots"] == 5, name
         assert same_state(state(adapted, "discriminator"), reference), name
 

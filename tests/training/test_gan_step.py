@@ -57,8 +57,10 @@ def test_mode_seeking_weight_adds_the_regularizer_to_the_generator_update_only()
     g0, d0, logs0 = one_step(0.0)
     g1, d1, logs1 = one_step(0.5)
     assert "ms_loss" not in logs0 and logs1["ms_loss"] > 0
-    assert logs0["g_loss"] == logs1["g_loss"]  # the adversarial part is reported on its own
-    assert all(torch.equal(a, b) for a, b in zip(d0.parameters(), d1.parameters()))  # D updates first
+    # two separately built model pairs: compared up to rounding (tests/testing_utils.py)
+    assert logs0["g_loss"] == pytest.approx(logs1["g_loss"], rel=1e-12)  # the adversarial part is reported on its own
+    for a, b in zip(d0.parameters(), d1.parameters()):  # D updates first: the term cannot reach it
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
 
 
@@ -95,7 +97,7 @@ def test_master_weights_optimizer_steps_float32_masters_and_refreshes_the_comput
         ref_opt.step()
     # the masters got exactly the float32 update from the compute copy's gradients ...
     for p, q in zip(master[1].parameters(), reference[1].parameters()):
-        torch.testing.assert_close(p, q, rtol=0, atol=0)
+        torch.testing.assert_close(p, q, rtol=0, atol=0)  # exact: the same elementwise Adam update on the same values
     # ... keep full precision, and the compute copy holds them rounded
     assert any(not torch.equal(p, p.to(torch.bfloat16).float()) for p in master[1].parameters())
     for c, m in zip(compute[1].parameters(), master[1].parameters()):

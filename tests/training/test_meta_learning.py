@@ -26,6 +26,7 @@ from metagan_hub.training.gan_step import GANStepConfig, gan_step
 from metagan_hub.training.losses import discriminator_loss, generator_loss
 from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig, NonFiniteMetaStepError
 from metagan_hub.training.tasks import Task
+from tests.testing_utils import assert_outputs_close
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE, CHANNELS, LATENT = 16, 1, 8
@@ -242,10 +243,13 @@ def test_mode_seeking_weight_changes_only_what_the_generator_loss_touches(algori
         results.setdefault(weight, []).append((params(g), params(d)))
     (g0, d0), (g0_again, d0_again) = results[0.0]
     (g1, d1) = results[1.0][0]
-    assert all(torch.equal(a, b) for a, b in zip(g0 + d0, g0_again + d0_again))
-    assert any(not torch.equal(a, b) for a, b in zip(g0, g1))
+    # separately built models: compared up to kernel rounding (tests/testing_utils.py)
+    for a, b in zip(g0 + d0, g0_again + d0_again):
+        assert_outputs_close(a, b)
+    assert any(not torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(g0, g1))
     if algorithm == "pretrain":
-        assert all(torch.equal(a, b) for a, b in zip(d0, d1))
+        for a, b in zip(d0, d1):
+            assert_outputs_close(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -342,6 +346,7 @@ def test_state_dict_round_trip_continues_bit_for_bit():
     resumed = MetaLearner(g2, d2, config(algorithm="reptile", meta_lr=1e-3))
     resumed.load_state_dict(state)
     resumed.meta_step(tasks, step=1)
+    # exact: resuming is promised to continue bit for bit
     assert all(torch.equal(a, b) for a, b in zip(params(g) + params(d), params(g2) + params(d2)))
 
 
@@ -415,7 +420,7 @@ def test_two_processes_match_one_process(tmp_path):
     n = WORKER_TASKS_PER_RANK
     for name, kwargs in WORKER_CONFIGS.items():
         ranks = [torch.load(tmp_path / f"{name}-rank{r}.pt") for r in range(2)]
-        for part in ("g", "d"):  # meta-weights stay identical on every rank
+        for part in ("g", "d"):  # exact: every rank applies the same all-reduced update to the same weights
             for key, value in ranks[0][part].items():
                 assert torch.equal(value, ranks[1][part][key]), (name, part, key)
         if name == "pretrain":
