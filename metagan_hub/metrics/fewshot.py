@@ -408,7 +408,14 @@ def copy_threshold(real: torch.Tensor, quantile: float = 0.5) -> float:
         raise ValueError(f"`quantile` must be a number in [0, 1], got {quantile!r}.")
     real = _features(real, "real", min_samples=2)
     nn = _knn_radii(real, 1, "real")  # [M]
-    return float(torch.quantile(nn, float(quantile)))
+    threshold = float(torch.quantile(nn, float(quantile)))
+    if threshold == 0:
+        logger.warning(
+            "copy threshold is 0 (the %s quantile of the real nearest-neighbour distances: duplicate real features); "
+            "no sample counts as a copy.",
+            quantile,
+        )
+    return threshold
 
 
 def copy_rate(fake: torch.Tensor, shots: torch.Tensor, real: torch.Tensor, quantile: float = 0.5) -> float:

@@ -1,3 +1,4 @@
+import logging
 import math
 
 import pytest
@@ -246,7 +247,7 @@ def test_copy_rate():
     assert 0.0 <= own <= 1.0
 
 
-def test_copy_rate_threshold_is_the_median_real_nearest_neighbour_distance():
+def test_copy_rate_threshold_is_the_median_real_nearest_neighbour_distance(caplog):
     real = torch.tensor([[0.0], [1.0], [3.0], [7.0]])  # nearest-neighbour distances 1, 1, 2, 4 -> median 1.5
     assert copy_threshold(real) == pytest.approx(1.5)
     assert copy_threshold(real, quantile=1.0) == pytest.approx(4.0)
@@ -256,6 +257,10 @@ def test_copy_rate_threshold_is_the_median_real_nearest_neighbour_distance():
     assert copy_rate(fake, shots, real, quantile=1.0) == 1.0
     with pytest.raises(ValueError, match="quantile"):
         copy_rate(fake, shots, real, quantile=1.5)
+    duplicated = torch.tensor([[0.0], [0.0], [1.0], [1.0], [5.0]])  # nearest-neighbour distances 0, 0, 0, 0, 4
+    with caplog.at_level(logging.WARNING, logger="metagan_hub.metrics.fewshot"):
+        assert copy_rate(duplicated, duplicated, duplicated) == 0.0
+    assert "copy threshold is 0" in caplog.text
     with pytest.raises(ValueError, match="`real` needs at least 2"):
         copy_rate(fake, shots, real[:1])
     with pytest.raises(ValueError, match="`shots` needs at least 1"):
