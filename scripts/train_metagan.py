@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     "gp_lambda": 10.0,
     "wgan_drift": WGAN_DRIFT,
     "augment": ",".join(AUGMENT_POLICIES),
+    "inner_batch_size": 8,
+    "inner_r1_interval": 1,
+    "inner_freeze_discriminator_blocks": 0,
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # FIGR (Clouatre & Demers 2019): Reptile + WGAN-GP, inner 10 SGD steps at 1e-3, outer Adam at 1e-4, 4 shots.
@@ -100,6 +103,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         **{k: v for k, v in MetaLearningConfig.figr().to_dict().items() if k in DEFAULTS},
         "augment": "none",
         "shots": 4,
+    },
+    # Reptile whose inner loop is the one adapt() runs at use time (its optimizer, learning rate, batch size, lazy R1,
+    # DiffAugment and FreezeD); add --diversity_loss for adapt()'s diversity term, --inner_steps for longer loops.
+    "adapt": {
+        **{
+            k: ",".join(v) if isinstance(v, list) else v
+            for k, v in MetaLearningConfig.adapt_inner_loop().to_dict().items()
+            if k in DEFAULTS
+        },
     },
 }
 
@@ -160,7 +172,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     algo.add_argument("--inner_steps", type=int, default=None)
     algo.add_argument("--inner_lr", type=float, default=None)
     algo.add_argument("--inner_optimizer", type=str, default=None, choices=list(INNER_OPTIMIZERS))
-    algo.add_argument("--inner_batch_size", type=int, default=8)
+    algo.add_argument("--inner_batch_size", type=int, default=None, help="Default 8 (preset adapt: adapt()'s).")
+    algo.add_argument(
+        "--inner_r1_interval", type=int, default=None, help="Lazy R1 every N inner steps (default 1; preset adapt: 4)."
+    )
+    algo.add_argument(
+        "--inner_freeze_discriminator_blocks",
+        type=int,
+        default=None,
+        help="FreezeD in Reptile's inner loop: lowest discriminator blocks kept frozen (default 0; preset adapt: 1).",
+    )
+    algo.add_argument(
+        "--diversity_loss",
+        type=str,
+        default=None,
+        choices=["cdc", "dcl"],
+        help="adapt()'s diversity-preserving term in every inner generator step (source: the meta-weights).",
+    )
+    algo.add_argument("--diversity_weight", type=float, default=None, help="Its weight (default: the method's).")
     algo.add_argument("--outer_optimizer", type=str, default=None, choices=list(OUTER_OPTIMIZERS))
     algo.add_argument("--meta_lr", type=float, default=None)
     algo.add_argument(
@@ -305,6 +334,10 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         mixed_precision=mixed_precision,
         max_nonfinite_steps=args.max_nonfinite_steps,
         mode_seeking_weight=args.mode_seeking_weight,
+        inner_r1_interval=args.inner_r1_interval,
+        inner_freeze_discriminator_blocks=args.inner_freeze_discriminator_blocks,
+        diversity_loss=args.diversity_loss,
+        diversity_weight=args.diversity_weight,
     )
 
 
@@ -315,6 +348,14 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
     learning = {k: v for k, v in config.to_dict().items() if k != "max_nonfinite_steps"}
     if not learning.get("mode_seeking_weight"):
         learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
+    for key, off in (
+        ("inner_r1_interval", 1),
+        ("inner_freeze_discriminator_blocks", 0),
+        ("diversity_loss", None),
+        ("diversity_weight", None),
+    ):
+        if learning.get(key) == off:
+            learning.pop(key, None)  # at the earlier behaviour: older checkpoints resume unchanged
     return {
         "dataset": args.dataset,
         "train_data_dir": args.train_data_dir,
@@ -971,6 +1012,10 @@ def card_info(
         "wgan_drift": args.wgan_drift,
         "augment": args.augment,
         "mode_seeking_weight": args.mode_seeking_weight,
+        "inner_r1_interval": args.inner_r1_interval,
+        "inner_freeze_discriminator_blocks": args.inner_freeze_discriminator_blocks,
+        "diversity_loss": args.diversity_loss,
+        "diversity_weight": args.diversity_weight,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,

@@ -16,18 +16,22 @@ Two methods from the few-shot GAN adaptation literature are available to [`MetaG
   discriminator), so that only the anchor regions are pushed towards whole shots and the rest of latent space only
   has to look right patch by patch.
 - `"dcl"` — dual contrastive learning (Zhao et al., CVPR 2022, "A Closer Look at Few-shot Image Generation").
-  Chosen as the second method because (1) its reported results improve on CDC in the paper's own 10-shot benchmark
-  (e.g. FFHQ → Sunglasses FID 37.66, the figure listed for DCL on public leaderboards, below CDC's), and the authors'
-  analysis says the better methods are those that *slow the loss of diversity* during adaptation — exactly the
-  problem of our Reptile checkpoint; (2) it needs nothing but the frozen source generator that CDC already keeps and
-  the discriminator's own block outputs: no GAN inversion (RSSA's latent compression), no per-kernel importance
-  probing over the source task (AdAM), which assume large StyleGAN generators and cost a second training phase. The
-  generator side is an InfoNCE term ([`contrastive_correspondence_loss`]): at each upsampling block, the adapted
-  generator's features of latent `i` must be closer (cosine) to the source generator's features of the same latent
-  than to the source's features of the other latents of the batch — a lower bound on the mutual information between
-  source and adapted samples. The discriminator side is a second InfoNCE term on the discriminator's block outputs:
-  an adapted sample `G_t(z_i)` is pulled towards the source sample `G_s(z_i)` and pushed away from the real shots, so
-  that the discriminator keeps telling generated images from copies of the shots.
+  Chosen as the second method because (1) its authors compare it with CDC in CDC's own 10-shot setups and report
+  better quality and slower loss of diversity (their analysis: methods reach similar quality once converged, so the
+  better ones are those that *slow down diversity degradation* during adaptation — the problem of our Reptile
+  checkpoint), e.g. FFHQ → Sunglasses FID 37.66 as listed for DCL on public few-shot-generation leaderboards;
+  (2) it needs only the frozen source generator that CDC already keeps and the discriminator's own block outputs,
+  whereas RSSA compresses the latent space by GAN inversion of the shots and AdAM probes per-kernel importance in an
+  extra training phase, both designed around large StyleGAN generators. (AdAM's authors also report that CDC and DCL
+  are no better than plain fine-tuning when source and target domains are far apart: measure on far domains before
+  relying on either.) The generator side is an InfoNCE term ([`contrastive_correspondence_loss`]): at each
+  upsampling block, the adapted generator's features of latent `i` must be closer (cosine) to the source
+  generator's features of the same latent than to the source's features of the other latents of the batch — a
+  lower bound on the mutual information between source and adapted samples. The discriminator side is a second
+  InfoNCE term on the discriminator's block outputs: an adapted sample `G_t(z_i)` is pulled towards the source sample
+  `G_s(z_i)` and pushed away from the real shots, so that the discriminator keeps telling generated images from
+  copies of the shots. The paper's loss weights and temperature are not restated here: `adapt()` uses weight 1.0
+  for both terms and temperature 0.07 (the usual InfoNCE value) as its defaults.
 
 All of them use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once
 per `adapt()` call (the pipeline's own generator when it already has the training dtype and device, else one copy).

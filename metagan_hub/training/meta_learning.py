@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment
+from .diversity import DiversityRegularizer, check_diversity_options
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step, generator_step_loss
 from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
 
@@ -60,6 +61,16 @@ class MetaLearningConfig:
             ([`~metagan_hub.training.losses.mode_seeking_loss`]) in every generator loss: the inner steps and, for
             `"fomaml"`, the query loss (0: off). Counters the loss of sample diversity that meta-learning on a few
             shots per task tends to cause.
+        inner_r1_interval (`int`): lazy R1 in the inner loop: the penalty (weighted by `r1_gamma * interval`) only
+            every this many inner steps, as `adapt(r1_interval=...)` does (1: every step).
+        inner_freeze_discriminator_blocks (`int`): FreezeD in the inner loop (Reptile only): the task copies of the
+            discriminator keep its input convolution and lowest N blocks frozen, as `adapt()` does (0: none).
+        diversity_loss (`str`, *optional*): a diversity-preserving term in every inner generator step (Reptile and
+            FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions) or `"dcl"`, with the
+            meta-weights of the current meta step as the frozen source, as `adapt(diversity_loss=...)` does.
+        diversity_weight (`float`, *optional*): its weight (`None`: the method's default, as in `adapt()`).
+
+    [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
 
     algorithm: str = "reptile"
@@ -77,6 +88,10 @@ class MetaLearningConfig:
     mixed_precision: str = "no"
     max_nonfinite_steps: int = 10
     mode_seeking_weight: float = 0.0
+    inner_r1_interval: int = 1
+    inner_freeze_discriminator_blocks: int = 0
+    diversity_loss: str | None = None
+    diversity_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -101,6 +116,48 @@ class MetaLearningConfig:
                 raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
         self.augment = tuple(self.augment or ())
         DiffAugment(self.augment)  # validates the policy names
+        r1i, frz = self.inner_r1_interval, self.inner_freeze_discriminator_blocks
+        if isinstance(r1i, bool) or not isinstance(r1i, int) or r1i < 1:
+            raise ValueError(f"`inner_r1_interval` must be a positive integer, got {r1i!r}.")
+        if isinstance(frz, bool) or not isinstance(frz, int) or frz < 0:
+            raise ValueError(f"`inner_freeze_discriminator_blocks` must be a non-negative integer, got {frz!r}.")
+        if frz and self.algorithm != "reptile":
+            raise ValueError(
+                f"`inner_freeze_discriminator_blocks`={frz} needs algorithm='reptile' (FOMAML's query gradient and "
+                f"pretraining train the whole discriminator), got algorithm={self.algorithm!r}."
+            )
+        if self.diversity_loss is not None and self.algorithm == "pretrain":
+            raise ValueError("`diversity_loss` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
+        anchors = 0 if self.diversity_loss == "cdc" else None  # no anchor regions in the short inner loops
+        _, weight, _, _ = check_diversity_options(
+            self.diversity_loss, self.diversity_weight, None, anchors, self.inner_batch_size
+        )
+        if self.diversity_weight is not None:
+            self.diversity_weight = weight
+
+    @classmethod
+    def adapt_inner_loop(cls, **overrides: Any) -> MetaLearningConfig:
+        """Reptile whose inner loop is the one `MetaGANPipeline.adapt()` runs at use time, read from its defaults:
+        Adam (betas `(0.0, 0.99)`) at adapt()'s learning rate, its batch size, loss, R1 weight and lazy-R1 interval,
+        DiffAugment policies and FreezeD blocks. `overrides` (e.g. `diversity_loss="cdc"`, `inner_steps=50`) win."""
+        import inspect
+
+        from .adaptation import adapt_pipeline
+
+        defaults = {k: p.default for k, p in inspect.signature(adapt_pipeline).parameters.items()}
+        values = dict(
+            algorithm="reptile",
+            loss=defaults["loss"],
+            inner_optimizer="adam",
+            inner_lr=defaults["learning_rate"],
+            inner_batch_size=defaults["batch_size"],
+            r1_gamma=defaults["r1_gamma"],
+            inner_r1_interval=defaults["r1_interval"],
+            augment=tuple(defaults["augment"] or ()),
+            inner_freeze_discriminator_blocks=defaults["freeze_discriminator_blocks"],
+        )
+        values.update(overrides)
+        return cls(**values)
 
     @classmethod
     def figr(cls, **overrides: Any) -> MetaLearningConfig:
@@ -203,7 +260,21 @@ class MetaLearner:
             mixed_precision=config.mixed_precision,
             augment=self.augment,
             mode_seeking_weight=config.mode_seeking_weight,
+            r1_interval=config.inner_r1_interval,
         )
+        if config.diversity_loss is not None:
+            # the frozen source of every inner loop is the meta-weights, which no inner loop modifies
+            _, weight, _, _ = check_diversity_options(
+                config.diversity_loss,
+                config.diversity_weight,
+                None,
+                0 if config.diversity_loss == "cdc" else None,
+                config.inner_batch_size,
+            )
+            regularizer = DiversityRegularizer(config.diversity_loss, self.generator, weight)
+            self.step_config.generator_regularizer = regularizer.generator_term
+            if config.diversity_loss == "dcl":
+                self.step_config.discriminator_regularizer = regularizer.discriminator_term
         self.nonfinite_in_a_row = 0
         # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
         self._fast_g = copy.deepcopy(self.generator) if config.algorithm != "pretrain" else None
@@ -234,18 +305,22 @@ class MetaLearner:
         """`inner_steps` GAN steps of `g_model`/`d_model` on `support`, with fresh inner optimizers; all randomness
         comes from `gen`. Stops at the first non-finite step and returns `ok=False`."""
         cfg = self.config
+        if cfg.inner_freeze_discriminator_blocks:
+            d_model.freeze_blocks(cfg.inner_freeze_discriminator_blocks)  # FreezeD, as adapt(): the rest trains
         opt_g = _inner_optimizer(cfg, [p for p in g_model.parameters() if p.requires_grad])
         opt_d = _inner_optimizer(cfg, [p for p in d_model.parameters() if p.requires_grad])
         scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10) if cfg.mixed_precision == "fp16" else None
         aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
         latent_dim = g_model.config.latent_dim
         all_ok, logs = True, {}
-        for _ in range(cfg.inner_steps):
+        for i in range(cfg.inner_steps):
             idx = torch.randint(0, support.shape[0], (cfg.inner_batch_size,), generator=gen)
             real = support[idx.to(support.device)]  # [B, C, H, W]
             z_d = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
             z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
-            ok, logs = gan_step(g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen, scaler)
+            ok, logs = gan_step(
+                g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen, scaler, step=i
+            )
             all_ok = all_ok and ok
             if not ok:
                 break
