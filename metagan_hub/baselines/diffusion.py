@@ -213,6 +213,14 @@ def _shot_order(num_shots: int, batch_size: int, generator: torch.Generator | No
     return order[:batch_size]
 
 
+def _float32_copy(unet: UNet2DModel) -> UNet2DModel:
+    """A deep copy in float32 (cast only when needed: diffusers logs a warning on every `ModelMixin.to(dtype)`)."""
+    unet = copy.deepcopy(unet)
+    if any(p.dtype != torch.float32 for p in unet.parameters()):
+        unet.to(dtype=torch.float32)
+    return unet
+
+
 def _plain_unet(unet: torch.nn.Module, ema: EMAModel | None, lora: Any) -> UNet2DModel:
     """A detached eval-mode copy of the model being adapted: EMA weights if any, LoRA merged into the weights."""
     if lora is not None:
@@ -350,7 +358,7 @@ def adapt_diffusion(
     rand_device = generator.device if generator is not None else torch.device("cpu")
 
     # 2. the trainable copy (the source is never modified)
-    unet = copy.deepcopy(source).to(dtype=torch.float32)
+    unet = _float32_copy(source)
     unet.train()
     lora = None
     if recipe == "lora":
@@ -367,7 +375,7 @@ def adapt_diffusion(
         lora = LoraModel(unet, config, "default")  # injects the adapter into `unet` in place
     frozen = None
     if recipe == "domainstudio":
-        frozen = copy.deepcopy(source).to(dtype=torch.float32).eval().requires_grad_(False)
+        frozen = _float32_copy(source).eval().requires_grad_(False)
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     ema = None
@@ -436,7 +444,9 @@ def adapt_diffusion(
 
     # 4. the adapted pipeline
     adapted = _plain_unet(unet, ema, lora) if ema is None or lora is None else _plain_ema_lora(unet, ema, lora)
-    adapted.to(dtype=next(source.parameters()).dtype)
+    source_dtype = next(source.parameters()).dtype
+    if source_dtype != torch.float32:
+        adapted.to(dtype=source_dtype)
     pipeline = DDPMPipeline(unet=adapted, scheduler=DDPMScheduler.from_config(scheduler_config))
     record = {
         "recipe": recipe,

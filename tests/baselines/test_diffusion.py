@@ -356,3 +356,18 @@ def test_bad_shots_and_models_raise():
         sample_diffusion(tiny_rival(), 0)
     with pytest.raises(ValueError, match="num_inference_steps"):
         sample_diffusion(tiny_rival(), 1, num_inference_steps=0)
+
+
+def test_a_float16_rival_is_trained_in_float32_and_returned_in_float16(caplog):
+    rival = tiny_rival()
+    rival.unet.to(dtype=torch.float16)  # e.g. a rival saved with --save_fp16
+    before = state_copy(rival.unet)
+    out = adapt_diffusion(rival, shots(), num_steps=1, learning_rate=1e-3)
+    assert next(out.pipeline.unet.parameters()).dtype == torch.float16
+    assert all(torch.equal(before[k], v) for k, v in rival.unet.state_dict().items())
+
+
+def test_no_spurious_dtype_warning(caplog):
+    with caplog.at_level("WARNING"):
+        adapt_diffusion(tiny_rival(), shots(), recipe="domainstudio", num_steps=1, batch_size=3)
+    assert "kept in float32" not in caplog.text
