@@ -19,7 +19,8 @@ Resuming is bit-identical to an uninterrupted run on the same machine and thread
 of step `s` are functions of `(--seed, s)`, and the checkpoint holds the model and EMA weights (safetensors + JSON
 config), the optimizer and learning-rate scheduler states and the RNG states (Accelerate's own files) and
 `training_state.json` (step counter, budget spent, configuration), written last; a checkpoint is written to
-`checkpoint-N.tmp` and renamed when complete.
+`checkpoint-N.tmp` and renamed when complete. SIGTERM or Ctrl-C stops the run after the current step and saves a
+checkpoint first.
 
 Examples:
 
@@ -47,6 +48,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import sys
 import time
 from typing import Any
@@ -509,6 +511,27 @@ def write_model_card(args: argparse.Namespace, state: dict[str, Any], info: dict
 # ---------------------------------------------------------------------------------------------------- main
 
 
+class StopRequest:
+    """Turns SIGTERM / SIGINT into a request to stop after the current step (a checkpoint is then saved)."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
 def main(args: argparse.Namespace) -> DDPMPipeline | None:
     """Train and save the pipeline; returns it on the main process (`None` elsewhere)."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
@@ -631,8 +654,9 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
         total=args.max_train_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="steps"
     )
     last_saved = state["step"] if path is not None else -1
+    stop = StopRequest()
     unet.train()
-    while budget_left():
+    while budget_left() and not stop.requested:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         step = state["step"]
         index = batch_indices(step, global_batch, num_images, args.seed)[rank::world]
@@ -673,8 +697,16 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
             save_checkpoint(accelerator, args, state)
             last_saved = state["step"]
     progress.close()
+    stop.restore()
     if last_saved != state["step"]:
         save_checkpoint(accelerator, args, state)
+    if stop.requested:
+        logger.info(
+            f"stopped by signal {stop.requested} at step {state['step']}; the checkpoint was saved, continue with "
+            "--resume_from_checkpoint latest."
+        )
+        accelerator.end_training()
+        return None
 
     # 5. final pipeline (EMA weights), sample grid and model card
     pipeline = None

@@ -8,6 +8,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -371,3 +374,28 @@ def test_no_spurious_dtype_warning(caplog):
     with caplog.at_level("WARNING"):
         adapt_diffusion(tiny_rival(), shots(), recipe="domainstudio", num_steps=1, batch_size=3)
     assert "kept in float32" not in caplog.text
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    original = signal.getsignal(signal.SIGTERM)
+
+    def send_sigterm_once_caught():
+        deadline = time.monotonic() + 300
+        while signal.getsignal(signal.SIGTERM) is original and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if signal.getsignal(signal.SIGTERM) is not original:  # only once the script catches it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_sigterm_once_caught, daemon=True)
+    common = TINY + ["--output_dir", str(tmp_path), "--num_grid_images", "0"]
+    sender.start()
+    result = train_rival.main(train_rival.parse_args(common + ["--max_train_steps", "100000"]))
+    sender.join()
+    assert result is None and signal.getsignal(signal.SIGTERM) is original  # handlers restored
+    (step, path), *_ = train_rival.list_checkpoints(str(tmp_path))
+    assert 1 <= step < 100000 and not (tmp_path / "model_index.json").exists()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    args = common + ["--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest"]
+    assert isinstance(train_rival.main(train_rival.parse_args(args)), DDPMPipeline)
+    assert json.loads((tmp_path / "training_record.json").read_text())["step"] == step + 1
