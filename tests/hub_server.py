@@ -16,7 +16,9 @@ Tests can:
 - inspect what was pushed: `commits(repo_id)`, `uploaded_paths(repo_id)`, `files(repo_id, revision)`, `head(repo_id)`;
 - count requests: `requests` (a list of `RequestRecord`) and `request_count(endpoint, method=...)`;
 - inject failures: `fail_next("commit", times=1, status=500)` answers the next matching requests with an error before
-  they touch any state (a failed upload mid-push);
+  they touch any state (a failed upload mid-push); `drop_next("commit")` closes the connection without any answer (a
+  connection dropped mid-commit); `stall_next("commit")` accepts the request and never answers (a Hub that hangs)
+  until `release_stalled()`, `reset()` or `stop()`;
 - take the server down and bring it back on the same port: `with server.down(): ...`;
 - seed repositories without HTTP: `create_repo(repo_id)` and `add_commit(repo_id, {"path": b"bytes"})`.
 
@@ -102,7 +104,7 @@ class RequestRecord:
         path: the request path, without the query string (still URL-quoted).
         endpoint: one of `ENDPOINTS` (`"commit"`, `"preupload"`, `"resolve"`, ...).
         repo_id: the repository the request is about, when there is one.
-        status: the HTTP status code of the answer.
+        status: the HTTP status code of the answer (0 when the connection was dropped or stalled without one).
         injected: whether the answer came from `fail_next`.
         paths: for `preupload` and `commit` requests, the repository paths in the request body (also for requests
             that failed), in request order; empty otherwise.
@@ -163,6 +165,12 @@ class _Failure:
     status: int
     message: str
     repo_id: str | None
+    mode: str = "status"  # "status": answer `status`; "drop": close without answering; "stall": never answer
+    max_seconds: float = 60.0  # "stall": give up (and close) after this long at the latest
+
+
+class _DropConnection(Exception):
+    """Raised inside a request to close the connection without sending any answer."""
 
 
 class _HubError(Exception):
@@ -223,6 +231,7 @@ class HubServer:
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._blobs: dict[str, bytes] = {}
         self._failures: list[_Failure] = []
+        self._release = threading.Event()
         self._requests: list[RequestRecord] = []
         self._counter = itertools.count()
         self._thread: threading.Thread | None = None
@@ -261,6 +270,7 @@ class HubServer:
 
     def stop(self) -> None:
         """Stop serving and close the listening socket; stored repositories are kept. Idempotent."""
+        self.release_stalled()
         with self._lock:
             httpd, thread = self._httpd, self._thread
             self._httpd, self._thread = None, None
@@ -319,10 +329,36 @@ class HubServer:
         with self._lock:
             self._failures.append(_Failure(endpoint, times, status, message, repo_id))
 
+    def drop_next(self, endpoint: str = "commit", times: int = 1, *, repo_id: str | None = None) -> None:
+        """Close the connection of the next `times` requests to `endpoint` after reading them, without sending any
+        answer (the client sees "Server disconnected without sending a response"), before they change any state."""
+        self.fail_next(endpoint, times, repo_id=repo_id)
+        with self._lock:
+            self._failures[-1].mode = "drop"
+
+    def stall_next(
+        self, endpoint: str = "commit", times: int = 1, *, repo_id: str | None = None, max_seconds: float = 60.0
+    ) -> None:
+        """Accept the next `times` requests to `endpoint` and never answer them: each waits until
+        `release_stalled()`, `reset()` or `stop()` (at most `max_seconds`), then its connection is closed without an
+        answer and without any change of state. Models a Hub that hangs after accepting a request."""
+        self.fail_next(endpoint, times, repo_id=repo_id)
+        with self._lock:
+            self._failures[-1].mode = "stall"
+            self._failures[-1].max_seconds = max_seconds
+
+    def release_stalled(self) -> None:
+        """Let every request held by `stall_next` end (their connections close without an answer)."""
+        with self._lock:
+            release, self._release = self._release, threading.Event()
+        release.set()
+
     def clear_failures(self) -> None:
-        """Forget failures injected with `fail_next` that have not been used yet."""
+        """Forget failures injected with `fail_next`, `drop_next` or `stall_next` that have not been used yet, and
+        release stalled requests."""
         with self._lock:
             self._failures.clear()
+        self.release_stalled()
 
     @property
     def pending_failures(self) -> int:
@@ -561,10 +597,19 @@ class HubServer:
             failure = self._take_failure(endpoint, repo_id) if endpoint != "agent-harnesses" else None
             if failure is not None:
                 injected = True
+                if failure.mode != "status":
+                    with self._lock:
+                        release = self._release
+                    self._log(RequestRecord(method, split.path, endpoint, repo_id, 0, True, paths))
+                    if failure.mode == "stall":
+                        release.wait(failure.max_seconds)
+                    raise _DropConnection
                 raise _HubError(failure.status, failure.message)
             if handler is None:
                 raise _HubError(404, f"Not found: {method} {split.path}")
             response = handler(req)
+        except _DropConnection:
+            raise
         except _HubError as err:
             headers = {"X-Error-Message": err.message, **err.headers}
             if err.error_code is not None:
@@ -985,7 +1030,11 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         if method != "HEAD" and method != "GET":
             self.body()  # always drain the request body before answering
-        response = self.hub._handle(self, method)
+        try:
+            response = self.hub._handle(self, method)
+        except _DropConnection:
+            self.close_connection = True  # no status line, no headers: the client sees a dropped connection
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():  # header values must be one line of latin-1
             self.send_header(name, " ".join(value.split()).encode("latin-1", "replace").decode("latin-1"))

@@ -60,8 +60,9 @@ def resolve_timeout(timeout: float | None = None) -> float:
 def bounded_hub_requests(timeout: float | None = None) -> Iterator[float]:
     """
     Context manager: inside it, every request of `huggingface_hub`'s shared HTTP client (repo creation, commits,
-    repo info, ...) that does not set its own timeout waits at most `timeout` seconds (see [`resolve_timeout`]) to
-    connect, send, or receive each part of the answer, and then raises an `httpx` timeout error. Yields the timeout.
+    repo info, ...) that does not set a finite timeout of its own waits at most `timeout` seconds (see
+    [`resolve_timeout`]) to connect, send, or receive each part of the answer, and then raises an `httpx` timeout
+    error. Yields the timeout.
 
     huggingface_hub 2.x creates its client with no timeout at all; its downloads already pass their own
     (`HF_HUB_DOWNLOAD_TIMEOUT`, `HF_HUB_ETAG_TIMEOUT`, 10 s by default).
@@ -80,14 +81,26 @@ def bounded_hub_requests(timeout: float | None = None) -> Iterator[float]:
     from huggingface_hub.utils import get_session
 
     session = get_session()
+    bounded = _httpx.Timeout(seconds).as_dict()
+    original_send = type(session).send
+
+    def send(request, *args, **kwargs):
+        # some huggingface_hub calls pass `timeout=None` explicitly (e.g. `repo_info`), which disables the client's
+        # default: bound every phase that was left unbounded
+        current = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {k: bounded[k] if current.get(k) is None else current[k] for k in bounded}
+        return original_send(session, request, *args, **kwargs)
+
     with _LOCK:
         previous = session.timeout
         session.timeout = _httpx.Timeout(seconds)
+        session.send = send
     try:
         yield seconds
     finally:
         with _LOCK:
             session.timeout = previous
+            session.__dict__.pop("send", None)
 
 
 def describe_network_error(err: BaseException, timeout: float) -> str:

@@ -108,6 +108,7 @@ def upload_folder_to_hub(
         raise ValueError(f"`repo_id` must be a Hub repository id like 'namespace/name', got {repo_id!r}.")
     if not os.path.isdir(folder):
         raise ValueError(f"`folder` must be an existing folder, got {os.fspath(folder)!r}.")
+    timeout = resolve_timeout(timeout)
     # 1. nothing local leaves the machine: drop `_name_or_path` from configs, then refuse if anything is left
     patterns = IGNORE_PATTERNS + list(ignore_patterns or [])
     strip_local_config_keys(folder)
