@@ -49,7 +49,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -210,6 +209,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rival_ddim_steps", default=None, help="DDIM step counts of the sampling sweep.")
     parser.add_argument("--rival_default_ddim_steps", type=int, default=None, help="DDIM steps at every snapshot.")
     parser.add_argument("--rival_sweep_multiples", default=None, help="Time multiples that get the DDIM sweep.")
+    parser.add_argument(
+        "--rival_budget",
+        default="calibrated",
+        choices=["calibrated", "wallclock"],
+        help="'calibrated': the time budgets become fine-tuning step counts through the saved calibration (the "
+        "same command gives the same numbers); 'wallclock': snapshots at measured adaptation seconds (the rival's "
+        "steps then depend on the machine's load).",
+    )
     parser.add_argument(
         "--calibration",
         default=None,
@@ -395,7 +402,7 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"contender names must be unique, got {duplicates} more than once.")
-    reference = None
+    reference, rival = None, None
     for c in contenders:
         if c.kind == "gan" and c.path is not None:
             c.pipeline = MetaGANPipeline.from_pretrained(c.path)
@@ -425,6 +432,12 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
                     f"contender {c.name!r} needs the diffusion rival: `--rival` {args.rival!r} is not a DDPMPipeline "
                     "folder (no unet/config.json)."
                 )
+            if rival is None:
+                from diffusers import DDPMPipeline
+
+                rival = DDPMPipeline.from_pretrained(args.rival)
+                rival.set_progress_bar_config(disable=True)
+            c.pipeline = rival
             unet_cfg = json.loads(config_path.read_text(encoding="utf-8"))
             size = unet_cfg.get("sample_size")
             c.sample_size = int(size[0] if isinstance(size, list | tuple) else size)
@@ -899,16 +912,15 @@ def calibrate(contenders: Sequence[Contender], ctxs: Sequence[DomainContext], ar
         if c.kind != "diffusion" or c.recipe in result["rival_seconds_per_step"]:
             continue
         rival_shots = fit_images(shots, c.sample_size, c.channels)
-        adapt_diffusion(args.rival, rival_shots, recipe=c.recipe, num_steps=2, generator=torch.Generator())
-        t0 = time.perf_counter()
-        adapt_diffusion(
-            args.rival,
+        adapt_diffusion(c.pipeline, rival_shots, recipe=c.recipe, num_steps=2, generator=torch.Generator())  # warm-up
+        out = adapt_diffusion(
+            c.pipeline,
             rival_shots,
             recipe=c.recipe,
             num_steps=args.calibration_steps,
             generator=torch.Generator().manual_seed(args.seed),
         )
-        result["rival_seconds_per_step"][c.recipe] = round((time.perf_counter() - t0) / args.calibration_steps, 5)
+        result["rival_seconds_per_step"][c.recipe] = round(out.record["seconds"] / args.calibration_steps, 5)
     result["environment"] = environment(torch.get_num_threads())
     result["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return result
@@ -945,30 +957,37 @@ def run_diffusion_unit(
     if (contender.sample_size, contender.channels) != (res, ch):
         model_shots = fit_images(shots, contender.sample_size, contender.channels)
 
-    step_list = sorted(set(budget_steps.values()))
-    snapshots: dict[int, tuple[Any, float]] = {}
-    paused = 0.0
-    start = time.perf_counter()
+    snapshots: dict[float, tuple[Any, dict]] = {}  # time multiple -> (eval copy of the UNet, snapshot info)
+    gan_seconds = run["calibration"]["gan_adapt_seconds"]
+    if args.rival_budget == "wallclock":
+        by_seconds = {round(m * gan_seconds, 6): m for m in args.rival_time_multiples}
+        budget = {"max_seconds": max(by_seconds), "snapshot_seconds": sorted(by_seconds)}
+    else:
+        step_list = sorted(set(budget_steps.values()))
+        budget = {"num_steps": max(step_list), "snapshot_steps": step_list}
 
-    def keep(steps_done: int, model: Any) -> None:
-        nonlocal paused
-        t = time.perf_counter()
-        snapshots[steps_done] = (copy.deepcopy(model), t - start - paused)
-        paused += time.perf_counter() - t
+    def keep(info: dict[str, Any], unet: Any) -> None:
+        if args.rival_budget == "wallclock":
+            snapshots[by_seconds[round(info["requested_seconds"], 6)]] = (unet, info)
+        else:
+            for m, steps in budget_steps.items():
+                if steps == info["requested_step"]:
+                    snapshots[m] = (unet, info)
 
     torch.manual_seed(adapt_seed(args, c, k))
-    adapt_diffusion(
-        args.rival,
+    result = adapt_diffusion(
+        contender.pipeline,
         model_shots,
         recipe=contender.recipe,
-        num_steps=max(step_list),
         generator=torch.Generator().manual_seed(adapt_seed(args, c, k)),
-        snapshot_steps=step_list,
         snapshot_callback=keep,
+        **budget,
     )
+    del result
     records, tensors = [], {}
-    for multiple, steps in sorted(budget_steps.items()):
-        model, seconds = snapshots[steps]
+    for multiple in sorted(snapshots):
+        model, info = snapshots[multiple]
+        steps, seconds = int(info["step"]), float(info["seconds"])
         ddim_list = args.rival_ddim_steps if multiple in args.rival_sweep_multiples else []
         for ddim in sorted(set([args.rival_default_ddim_steps, *ddim_list])):
             t0 = time.perf_counter()
@@ -1003,7 +1022,7 @@ def run_diffusion_unit(
                         "samples": sample_seed(args),
                         "metrics": args.seed,
                     },
-                    "adapt_options": {"recipe": contender.recipe, "num_steps": max(step_list)},
+                    "adapt_options": {"recipe": contender.recipe, "budget": args.rival_budget, **budget},
                     "adapt_seconds": round(seconds, 3),
                     "sample_seconds_per_1000": round(sample_seconds * 1000 / args.num_samples, 4),
                     "metrics": metrics,
@@ -1060,17 +1079,26 @@ def measurement_config(args: argparse.Namespace) -> dict[str, Any]:
         "rival_ddim_steps": args.rival_ddim_steps,
         "rival_default_ddim_steps": args.rival_default_ddim_steps,
         "rival_sweep_multiples": args.rival_sweep_multiples,
+        "rival_budget": args.rival_budget,
         "quick": args.quick,
     }
 
 
 def plan_units(
-    contenders: Sequence[Contender], ctxs: Sequence[DomainContext], args: argparse.Namespace, calibration: dict | None
+    contenders: Sequence[Contender],
+    ctxs: Sequence[DomainContext],
+    args: argparse.Namespace,
+    calibration: dict | None,
+    run_names: set[str] | None = None,
 ) -> list[Unit]:
+    """Every unit of work in a fixed order; `run_names` keeps only those contenders (the roles - extra K for the
+    first two checkpoint contenders, the noise floor for the first - stay those of the full list)."""
     gans = [c for c in contenders if c.kind == "gan"]
     extra_contenders = {c.name for c in gans[:2]}
+    run_names = {c.name for c in contenders} if run_names is None else run_names
+    contenders = [c for c in contenders if c.name in run_names]
     noise_threads = None
-    if args.noise_floor and gans:
+    if args.noise_floor and gans and gans[0].name in run_names:
         current = torch.get_num_threads()
         noise_threads = args.noise_floor_threads or (1 if current != 1 else 2)
     units: list[Unit] = []
@@ -1475,6 +1503,8 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
         for ax, m in zip(axes, metric_names):
             for label, curve in _curves(records, domain, k, m, lambda r: r.get("adapt_seconds")).items():
                 ax.plot([max(p[0], 1e-2) for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
+            if not math.isnan(real_means[domain].get(m, float("nan"))):
+                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
             ax.set_xscale("log")
             ax.set_xlabel("adaptation seconds")
             ax.set_ylabel("KID ×1e3" if m == "kid" else m)
@@ -1505,6 +1535,8 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
             for label, by_key in pts.items():
                 curve = sorted((_mean([v[0] for v in vs]), _mean([v[1] for v in vs])) for vs in by_key.values())
                 ax.plot([p[0] for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
+            if not math.isnan(real_means[domain].get(m, float("nan"))):
+                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
             ax.set_xscale("log")
             ax.set_xlabel("sampling seconds per 1,000 images")
             ax.set_ylabel("KID ×1e3" if m == "kid" else m)
@@ -1605,24 +1637,36 @@ def load_domains(args: argparse.Namespace, contenders: Sequence[Contender]) -> l
     ctxs = []
     for name in names:
         domain = get_evaluation_domain(name, resolution=resolution, channels=channels, cache_dir=args.cache_dir)
+        try:
+            num_classes = domain.num_classes
+        except ValueError as err:  # e.g. the fonts domain without enough CJK fonts installed
+            if args.domains is not None:
+                raise
+            logger.warning("skipping the %r evaluation domain: %s", name, err)
+            continue
         start, stop = args.class_range
-        stop = domain.num_classes if stop is None else min(stop, domain.num_classes)
+        stop = num_classes if stop is None else min(stop, num_classes)
         if start >= stop:
-            raise ValueError(f"`--classes` {args.classes}: domain {name!r} has only {domain.num_classes} classes.")
+            if len(names) == 1:
+                raise ValueError(f"`--classes` {args.classes}: domain {name!r} has only {num_classes} classes.")
+            logger.warning("domain %r has only %d classes: none in --classes %s", name, num_classes, args.classes)
+            continue
         if args.quick:
             domain.classifier = quick_classifier(domain, Path(args.output_dir), args.seed)
         classifier = domain.classifier.eval()
         ceiling = domain.real_accuracy
         ctxs.append(DomainContext(name, domain, classifier, ceiling, list(range(start, stop))))
         logger.info(
-            "domain %s: %d classes (%d-%d of %d), classifier ceiling %s",
+            "domain %s: classes %d-%d of %d, classifier accuracy on real held-out images %.3f (%s)",
             name,
-            stop - start,
             start,
             stop - 1,
-            domain.num_classes,
+            num_classes,
             ceiling,
+            domain.description,
         )
+    if not ctxs:
+        raise ValueError(f"no evaluation domain has classes in --classes {args.classes}.")
     return ctxs
 
 
@@ -1724,7 +1768,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
 
-    units = plan_units([c for c in contenders if c.name in run_names], ctxs, args, calibration)
+    units = plan_units(contenders, ctxs, args, calibration, run_names)
     todo = [u for u in units if not store.done(u.key)]
     skipped = len(units) - len(todo)
     print(f"{len(units)} units of work, {skipped} already done, {len(todo)} to run", flush=True)

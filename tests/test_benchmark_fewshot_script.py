@@ -1,0 +1,187 @@
+"""`scripts/benchmark_fewshot.py`: the `--quick` smoke run end to end (tiny GAN, scratch and the diffusion rival's
+recipes on digits), resuming, the summary arithmetic and the errors for bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("benchmark_fewshot", REPO / "scripts" / "benchmark_fewshot.py")
+bench = importlib.util.module_from_spec(spec)
+sys.modules["benchmark_fewshot"] = bench  # its dataclasses look their module up there
+spec.loader.exec_module(bench)
+
+TIMING_FIELDS = ("adapt_seconds", "sample_seconds_per_1000", "unit_seconds", "adapt_wall_time_s_reported")
+
+
+def quick_args(out: Path, *extra: str):
+    return bench.parse_args(["--quick", "--output_dir", str(out), "--cache_dir", str(out.parent / "cache"), *extra])
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def without_timings(record: dict) -> dict:
+    r = {k: v for k, v in record.items() if k not in TIMING_FIELDS and k != "calibration"}
+    r["snapshot"] = {k: v for k, v in r["snapshot"].items() if k != "seconds"}
+    return r
+
+
+def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    result = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor"))
+    text = capsys.readouterr().out
+    records = read_records(out / "results.jsonl")
+    assert result["ran"] > 0 and result["skipped"] == 0 and result["records"] == len(records)
+    assert f"CPU capability {torch.backends.cpu.get_cpu_capability()}" in text and "total wall time" in text
+
+    # every contender x class at K=5; extra K=1 on class 0 for the first two (GAN) contenders only
+    by = {}
+    for r in records:
+        by.setdefault((r["contender"], r["class_index"], r["shots"], r["variant"]), []).append(r)
+    contenders = ["tiny", "scratch", "ddpm-full", "ddpm-lora", "ddpm-domainstudio"]
+    for c in (0, 1):
+        assert (bench.REAL, c, 5, "default") in by
+        for name in contenders:
+            assert (name, c, 5, "default") in by, name
+    assert {key[0] for key in by if key[2] == 1} == {bench.REAL, "tiny", "scratch"}
+    assert {key[1] for key in by if key[2] == 1} == {0}
+    # GAN curves: the snapshots of one adaptation run, the default budget marked
+    tiny = by[("tiny", 0, 5, "default")]
+    assert [r["snapshot"]["steps"] for r in tiny] == [0, 2, 4]
+    assert len({r["unit_key"] for r in tiny}) == 1
+    assert [r["default_budget"] for r in tiny] == [False, True, False]
+    assert tiny[1]["sample_seconds_per_1000"] > 0
+    # the rival: one fine-tuning run, snapshots at 1x and 3x the GAN's adapt() time, the DDIM sweep at 3x
+    rival = by[("ddpm-full", 0, 5, "default")]
+    assert sorted((r["snapshot"]["multiple"], r["snapshot"]["ddim_steps"]) for r in rival) == [
+        (1.0, 2),
+        (3.0, 2),
+        (3.0, 4),
+    ]
+    assert all(r["sample_seconds_per_1000"] > 0 for r in rival)
+    calibration = json.loads((out / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["gan"]["adapt_seconds"] > 0 and set(calibration["rival_seconds_per_step"]) == {
+        "full",
+        "lora",
+        "domainstudio",
+    }
+    # noise floor: the first contender re-run with another thread count
+    assert ("tiny", 0, 5, "threads=2") in by or ("tiny", 0, 5, "threads=1") in by
+    for r in records:
+        assert r["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert r["seeds"]["shots"] == 0  # the same shots for every contender (the first K of each class's pool)
+        assert set(r["metrics"]) >= {"precision", "recall", "kid", "relative_diversity", "copy_rate"}
+        assert "recognisability" in r["metrics"]
+        assert r["pixel_metrics"]["kid"] == pytest.approx(r["pixel_metrics"]["kid"])  # present and finite
+
+    md = (out / "results.md").read_text(encoding="utf-8")
+    for needle in (
+        "### digits, K = 5: 2 classes",
+        "| tiny |",
+        "| scratch |",
+        "| ddpm-full (1x time) |",
+        "| ddpm-domainstudio (3x time) |",
+        "| real images (ceiling) |",
+        "Paired differences to tiny",
+        "### Noise floor",
+        "### digits, K = 1: 1 classes",
+    ):
+        assert needle in md, needle
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    for name in (
+        "digits_metrics_vs_steps.png",
+        "digits_metrics_vs_adapt_seconds.png",
+        "digits_metrics_vs_sampling_cost.png",
+        "digits_precision_recall.png",
+        "digits_samples_class0.png",
+    ):
+        assert name in figures, name
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    gain = summary["digits/K=5"]["table"]["tiny"]["gain"]
+    assert set(gain) >= {"accuracy_shots", "accuracy_augmented", "gain"} and gain["num_classes"] == 2
+
+    # the same command again (resumed): every unit is skipped, nothing is appended
+    before = (out / "results.jsonl").read_text(encoding="utf-8")
+    again = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+    assert again["ran"] == 0 and again["skipped"] == result["ran"]
+    assert (out / "results.jsonl").read_text(encoding="utf-8") == before
+
+    # an interrupted run: the last unit's records lost, half a line written; resuming redoes exactly that unit and
+    # (same process, same seeds) gets bitwise the same numbers, which resuming promises
+    last_key = records[-1]["unit_key"]
+    kept = [r for r in records if r["unit_key"] != last_key]
+    (out / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in kept) + '{"format": 1, "contend', encoding="utf-8"
+    )
+    third = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+    assert third["ran"] == 1
+    redone = read_records(out / "results.jsonl")
+    assert [without_timings(r) for r in redone] == [without_timings(r) for r in records]
+
+    # an output folder that holds a run is not overwritten by accident
+    with pytest.raises(ValueError, match="--resume"):
+        bench.main(quick_args(out, "--classes", "0:2"))
+
+
+def test_paired_differences_count_better_classes_in_each_metric_direction():
+    def rec(c, recog, kid, rd):
+        return {"metrics": {"recognisability": recog, "kid": kid, "relative_diversity": rd}, "class_index": c}
+
+    rows = {
+        "a": {0: rec(0, 0.5, 0.2, 0.9), 1: rec(1, 0.7, 0.4, 1.0)},
+        "b": {0: rec(0, 0.4, 0.3, 1.05), 1: rec(1, 0.8, 0.1, 0.7)},
+    }
+    paired = bench.paired_differences(rows, ["a", "b"], [0, 1])
+    cells = paired["rows"]["b"]
+    # b - a: recognisability (-0.1, +0.1) -> mean 0, SE 0.1, better in 1 of 2
+    assert cells["recognisability"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert cells["recognisability"]["se"] == pytest.approx(0.1)
+    assert cells["recognisability"]["better"] == 1
+    # kid lower is better: (+0.1, -0.3) -> better in 1 of 2, mean -0.1, SE 0.2
+    assert cells["kid"]["mean"] == pytest.approx(-0.1) and cells["kid"]["se"] == pytest.approx(0.2)
+    assert cells["kid"]["better"] == 1
+    # relative diversity: closer to 1 is better (1.05 vs 0.9: better; 0.7 vs 1.0: worse)
+    assert cells["relative_diversity"]["better"] == 1
+    assert cells["kid"]["text"] == "-100.0 ± 200.0 (1/2)"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--contender", "ddpm-foo"], "unknown contender 'ddpm-foo'; allowed: NAME=PATH"),
+        (["--contender", "bundled"], "ddpm-full, ddpm-lora, ddpm-domainstudio"),
+        (["--quick", "--metrics", "recognisability,fid"], "unknown metric(s) ['fid']; allowed: recognisability"),
+        (["--quick", "--domains", "kanji,omniglot"], "unknown domain(s) ['omniglot']; allowed: kanji"),
+        (["--quick", "--kid_subset_size", "100"], "too few samples for the KID subset size"),
+        (["--quick", "--num_steps", "3"], "must be one of --snapshot_steps"),
+        (["--quick", "--rival_time_multiples", "1,-3"], "--rival_time_multiples"),
+        (["--quick", "--classes", "5:2"], "--classes"),
+        ([], "give at least one --contender"),
+    ],
+)
+def test_bad_arguments_are_refused_with_what_is_allowed(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_images_that_do_not_fit_the_model_need_an_explicit_resize(tmp_path):
+    # the quick contenders make 16x16 images; a 32x32 domain needs --resize
+    with pytest.raises(ValueError, match=r"makes 1x16x16 images but the domain images are 1x32x32; pass --resize"):
+        bench.main(quick_args(tmp_path / "bench", "--resolution", "32"))
+
+
+def test_fit_images_resizes_and_converts_channels():
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    out = bench.fit_images(images, 4, 1)
+    assert out.shape == (2, 1, 4, 4) and out.min() >= -1 and out.max() <= 1
+    assert bench.fit_images(torch.zeros(1, 1, 4, 4), 8, 3).shape == (1, 3, 8, 8)
