@@ -76,7 +76,8 @@ logger = get_logger(__name__, log_level="INFO")
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_STATE_NAME = "training_state.json"
-TASK_SAMPLER_NAME = "task_sampler.pt"
+TASK_SAMPLER_NAME = "task_sampler.json"  # plain JSON: resuming never unpickles anything this script wrote
+LEGACY_TASK_SAMPLER_NAME = "task_sampler.pt"  # checkpoints of earlier versions; read with weights_only=True only
 SECRET_ARGS = ("hub_token",)
 
 # Values used when neither the command line nor a preset sets an option.
@@ -525,6 +526,48 @@ def resolve_checkpoint(args: argparse.Namespace) -> str | None:
     return path
 
 
+def load_sampler_state(path: str) -> dict[str, Any]:
+    """The task sampler's state in checkpoint `path`: `task_sampler.json`, or for checkpoints of earlier versions
+    `task_sampler.pt` read with `weights_only=True` (plain containers and numbers only: a crafted pickle that would
+    run code is refused, never executed)."""
+    json_path = os.path.join(path, TASK_SAMPLER_NAME)
+    legacy_path = os.path.join(path, LEGACY_TASK_SAMPLER_NAME)
+    if os.path.isfile(json_path):
+        try:
+            with open(json_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{json_path} is not valid JSON ({err}); the checkpoint is damaged.") from None
+    elif os.path.isfile(legacy_path):
+        import pickle
+
+        try:
+            state = torch.load(legacy_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+            raise ValueError(
+                f"{legacy_path} is not a plain task-sampler state (it holds objects that loading would have to "
+                f"execute, or it is damaged): refusing to load it. ({type(err).__name__}: {str(err)[:200]})"
+            ) from None
+    else:
+        raise ValueError(f"checkpoint {path!r} has no {TASK_SAMPLER_NAME}; it was not written by this script.")
+    if not isinstance(state, dict) or not all(isinstance(v, int | str | float | None) for v in state.values()):
+        raise ValueError(f"the task sampler state in {path!r} must be a flat JSON object, got {type(state).__name__}.")
+    return state
+
+
+def warn_if_foreign_checkpoint(path: str, output_dir: str) -> None:
+    """A checkpoint folder is trusted input: Accelerate's own state files in it (`custom_checkpoint_*.pkl`,
+    `random_states_*.pkl`, optimizer states) are pickles that `load_state` unpickles. Warn when resuming from a
+    folder outside this run's `--output_dir`, i.e. one this run did not create itself."""
+    inside = os.path.commonpath([os.path.realpath(path), os.path.realpath(output_dir)]) == os.path.realpath(output_dir)
+    if not inside:
+        logger.warning(
+            f"resuming from {path!r}, which is outside --output_dir {output_dir!r}. Checkpoint folders are trusted "
+            "input: Accelerate's state files in them are pickles and can run code when loaded. Resume only from "
+            "checkpoints you created."
+        )
+
+
 def check_checkpoint_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
     """Read the checkpoint's training state; raise if it was written by a run with another configuration."""
     with open(os.path.join(path, TRAINING_STATE_NAME), encoding="utf-8") as f:
@@ -589,7 +632,8 @@ def save_checkpoint(
     accelerator.save_state(tmp)  # models (hook), learner / EMA states, and every process's RNG states
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        torch.save(sampler.state_dict(), os.path.join(tmp, TASK_SAMPLER_NAME))
+        with open(os.path.join(tmp, TASK_SAMPLER_NAME), "w", encoding="utf-8") as f:
+            json.dump(sampler.state_dict(), f, indent=2, allow_nan=False)
         state = {"step": step, "config": config, "num_processes": accelerator.num_processes}
         state["metagan_hub_version"] = metagan_hub.__version__
         with open(os.path.join(tmp, TRAINING_STATE_NAME), "w", encoding="utf-8") as f:  # written last
@@ -864,9 +908,11 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         check_checkpoint_config(checkpoint, trajectory)
+        warn_if_foreign_checkpoint(checkpoint, args.output_dir)
+        sampler_state = load_sampler_state(checkpoint)  # before Accelerate unpickles anything
         logger.info(f"resuming from {checkpoint}")
         accelerator.load_state(checkpoint)
-        sampler.load_state_dict(torch.load(os.path.join(checkpoint, TASK_SAMPLER_NAME), weights_only=False))
+        sampler.load_state_dict(sampler_state)
         check_ranks_identical(accelerator, generator_model, discriminator_model)
     first_step = training_state.step
     if first_step >= args.max_meta_steps:
