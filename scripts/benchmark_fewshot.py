@@ -1101,18 +1101,38 @@ def plan_units(
     if args.noise_floor and gans and gans[0].name in run_names:
         current = torch.get_num_threads()
         noise_threads = args.noise_floor_threads or (1 if current != 1 else 2)
+    # order: the main table (K = --shots) class by class, every domain in turn, with the noise-floor rerun of the
+    # class, so that a run stopped early has whole classes on every domain; then the extra K values
     units: list[Unit] = []
-    for ctx in ctxs:
-        for c in ctx.class_indices:
-            ks = [args.shots] + (args.extra_shots if c < args.extra_classes else [])
-            for k in ks:
-                units.append(Unit(REAL, None, ctx, c, k))
-                for cont in contenders:
-                    if k != args.shots and cont.name not in extra_contenders:
-                        continue
-                    units.append(Unit(cont.kind, cont, ctx, c, k))
+    num_classes = max(len(ctx.class_indices) for ctx in ctxs)
+    for i in range(num_classes):
+        for ctx in ctxs:
+            if i >= len(ctx.class_indices):
+                continue
+            c = ctx.class_indices[i]
+            units.append(Unit(REAL, None, ctx, c, args.shots))
+            units += [Unit(cont.kind, cont, ctx, c, args.shots) for cont in contenders]
             if noise_threads is not None:
                 units.append(Unit("gan", gans[0], ctx, c, args.shots, f"threads={noise_threads}", noise_threads))
+    for k in args.extra_shots:
+        for i in range(num_classes):
+            for ctx in ctxs:
+                if i >= len(ctx.class_indices) or ctx.class_indices[i] >= args.extra_classes:
+                    continue
+                c = ctx.class_indices[i]
+                if k > ctx.domain.shot_pool_size(c):
+                    logger.warning(
+                        "skipping K=%d on %s class %r: its shot pool has %d images",
+                        k,
+                        ctx.name,
+                        ctx.domain.classes[c],
+                        ctx.domain.shot_pool_size(c),
+                    )
+                    continue
+                extra = [cont for cont in contenders if cont.name in extra_contenders]
+                if extra:
+                    units.append(Unit(REAL, None, ctx, c, k))
+                    units += [Unit(cont.kind, cont, ctx, c, k) for cont in extra]
     for u in units:
         fields: dict[str, Any] = {
             "kind": u.kind,
