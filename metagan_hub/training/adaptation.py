@@ -264,7 +264,10 @@ def adapt_pipeline(
         if source.dtype != torch.float32 or source.device != device:
             source = copy.deepcopy(source)
             torch.nn.Module.to(source, device=device, dtype=torch.float32)
-        regularizer = DiversityRegularizer(diversity_loss, source, diversity_weight)
+        # DCL's discriminator-side term runs lazily, on the lazy-R1 steps (weighted by the interval)
+        regularizer = DiversityRegularizer(
+            diversity_loss, source, diversity_weight, discriminator_interval=r1_interval
+        )
         if cdc_anchor_interval:
             anchors = torch.randn(num_shots, latent_dim, generator=generator)  # one anchor latent per shot
     step_config = GANStepConfig(

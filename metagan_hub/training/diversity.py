@@ -295,10 +295,18 @@ class DiversityRegularizer:
         source_generator (`torch.nn.Module`): the frozen starting generator; only run under `torch.no_grad()`.
         weight (`float`): weight of the term(s) in the generator (and discriminator) loss.
         temperature (`float`, *optional*): softmax temperature (CDC: 1.0, DCL: 0.07 by default).
+        discriminator_interval (`int`, defaults to 1): DCL's discriminator-side term is computed only on steps whose
+            index is a multiple of this, weighted by it (lazy regularization, as lazy R1 in StyleGAN2: the same
+            average strength for a fraction of the cost); `adapt()` passes its `r1_interval`.
     """
 
     def __init__(
-        self, method: str, source_generator: nn.Module, weight: float, temperature: float | None = None
+        self,
+        method: str,
+        source_generator: nn.Module,
+        weight: float,
+        temperature: float | None = None,
+        discriminator_interval: int = 1,
     ) -> None:
         if method not in DIVERSITY_LOSSES:
             raise ValueError(f"`method` must be one of {DIVERSITY_LOSSES}, got {method!r}.")
@@ -306,6 +314,11 @@ class DiversityRegularizer:
         self.source = source_generator
         self.weight = float(weight)
         self.temperature = (1.0 if method == "cdc" else DCL_TEMPERATURE) if temperature is None else temperature
+        if isinstance(discriminator_interval, bool) or not isinstance(discriminator_interval, int):
+            raise ValueError(f"`discriminator_interval` must be a positive integer, got {discriminator_interval!r}.")
+        if discriminator_interval < 1:
+            raise ValueError(f"`discriminator_interval` must be a positive integer, got {discriminator_interval!r}.")
+        self.discriminator_interval = discriminator_interval
 
     @torch.no_grad()
     def source_output(self, latents: torch.Tensor):
@@ -321,10 +334,14 @@ class DiversityRegularizer:
         return self.weight * loss, {f"{self.method}_g": loss.item()}
 
     def discriminator_term(
-        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, latents: torch.Tensor
+        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, latents: torch.Tensor, step: int = 0
     ) -> tuple[torch.Tensor, dict]:
         """DCL's discriminator side: `weight *` InfoNCE over the discriminator's block outputs, anchors `D(fake)`,
-        positives `D(G_source(latents))` (same latents as `fake`), negatives `D(real)`."""
+        positives `D(G_source(latents))` (same latents as `fake`), negatives `D(real)`. Computed (and weighted by
+        `discriminator_interval`) only when `step` is a multiple of `discriminator_interval`; zero otherwise."""
+        interval = self.discriminator_interval
+        if step % interval:
+            return fake.new_zeros((), dtype=torch.float32), {}
         source_images = self.source_output(latents).sample.to(fake.dtype)
         n, m = fake.shape[0], real.shape[0]
         x = torch.cat([fake.detach(), source_images, real.to(fake.dtype)])  # [2N + M, C, H, W]
@@ -335,7 +352,7 @@ class DiversityRegularizer:
         positives = [f[n : 2 * n] for f in features]
         negatives = [f[2 * n : 2 * n + m] for f in features]
         loss = contrastive_correspondence_loss(anchors, positives, negatives, temperature=self.temperature)
-        return self.weight * loss, {"dcl_d": loss.item()}
+        return self.weight * interval * loss, {"dcl_d": loss.item()}
 
 
 def sample_anchor_latents(

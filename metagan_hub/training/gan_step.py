@@ -271,8 +271,9 @@ class GANStepConfig:
     `generator_regularizer(latents, features) -> (loss, logs)`, when set, is added to the generator loss; the
     generator then runs with `return_features=True` and `features` are its block outputs (e.g.
     [`~metagan_hub.training.diversity.DiversityRegularizer.generator_term`]).
-    `discriminator_regularizer(discriminator, real, fake, latents) -> (loss, logs)`, when set, is added to the
-    discriminator loss (`fake` are the images of `latents`, without gradient to the generator).
+    `discriminator_regularizer(discriminator, real, fake, latents, step) -> (loss, logs)`, when set, is added to the
+    discriminator loss (`fake` are the images of `latents`, without gradient to the generator; `step` is the step
+    index given to [`gan_step`], e.g. for lazy regularization).
     """
 
     loss: str = "nonsaturating"
@@ -397,7 +398,7 @@ def gan_step(
             joint_forward=config.joint_discriminator_forward,
         )
         if config.discriminator_regularizer is not None:
-            reg_loss, reg_logs = config.discriminator_regularizer(discriminator_model, real, fake.float(), z_d)
+            reg_loss, reg_logs = config.discriminator_regularizer(discriminator_model, real, fake.float(), z_d, step)
             d_loss = d_loss + reg_loss
             d_logs.update(reg_logs)
     d_ok = bool(torch.isfinite(d_loss))

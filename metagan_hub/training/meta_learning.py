@@ -271,7 +271,9 @@ class MetaLearner:
                 0 if config.diversity_loss == "cdc" else None,
                 config.inner_batch_size,
             )
-            regularizer = DiversityRegularizer(config.diversity_loss, self.generator, weight)
+            regularizer = DiversityRegularizer(
+                config.diversity_loss, self.generator, weight, discriminator_interval=config.inner_r1_interval
+            )
             self.step_config.generator_regularizer = regularizer.generator_term
             if config.diversity_loss == "dcl":
                 self.step_config.discriminator_regularizer = regularizer.discriminator_term

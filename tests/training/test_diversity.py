@@ -161,6 +161,20 @@ def test_dcl_discriminator_term_trains_the_discriminator():
     assert "dcl_d" in logs and any(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.parameters())
 
 
+def test_dcl_discriminator_term_is_lazy_with_the_same_average_strength():
+    pipe = tiny_pipeline()
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        fake = pipe.generator(z).sample
+    every = DiversityRegularizer("dcl", pipe.generator, weight=1.0)
+    lazy = DiversityRegularizer("dcl", pipe.generator, weight=1.0, discriminator_interval=3)
+    full, _ = every.discriminator_term(pipe.discriminator, shots(3), fake, z)
+    on, logs_on = lazy.discriminator_term(pipe.discriminator, shots(3), fake, z, step=6)
+    off, logs_off = lazy.discriminator_term(pipe.discriminator, shots(3), fake, z, step=7)
+    assert float(on.detach()) == pytest.approx(3 * float(full.detach()), rel=1e-5)
+    assert float(off) == 0.0 and logs_off == {} and "dcl_d" in logs_on
+
+
 def test_contrastive_loss_bad_input():
     with pytest.raises(ValueError, match="temperature"):
         contrastive_correspondence_loss(torch.randn(3, 4), torch.randn(3, 4), temperature=0)
@@ -220,7 +234,9 @@ def test_adapt_keeps_the_source_bit_identical_and_records_the_options(options):
         assert record["cdc_anchor_interval"] == options.get("cdc_anchor_interval", 4)
         assert set(adapted.discriminator.state_dict()) == set(before_d)  # the patch head is not part of the result
     else:
-        assert record["diversity_weight"] == 0.5 and all("dcl_d" in row for row in record["losses"])
+        assert record["diversity_weight"] == 0.5
+        # lazy: the discriminator-side term runs on the lazy-R1 steps (every r1_interval = 4 steps)
+        assert [("dcl_d" in row) for row in record["losses"]] == [s % 4 == 0 for s in range(6)]
 
 
 def test_adapt_without_diversity_records_none_and_matches_explicit_none():
