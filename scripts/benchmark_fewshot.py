@@ -79,6 +79,16 @@ RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run_config.json"
 CALIBRATION_FILE = "calibration.json"
 FORMAT_VERSION = 1
+# measurement options that the summary reads; --summarize_only takes them from the output folder's run_config.json
+SUMMARY_OPTIONS = (
+    "seed",
+    "num_steps",
+    "snapshot_steps",
+    "rival_time_multiples",
+    "rival_ddim_steps",
+    "rival_default_ddim_steps",
+    "rival_sweep_multiples",
+)
 
 # metric -> which way is better ("up", "down", or "one": closest to 1)
 DIRECTION = {
@@ -1701,7 +1711,11 @@ def open_output(args: argparse.Namespace) -> ResultStore:
                 f"`--output_dir` {out} already holds a benchmark run; pass --resume to continue it (completed units "
                 "are skipped) or choose a new --output_dir."
             )
-        if saved != config and not args.summarize_only:
+        if args.summarize_only:  # summarize with the options the records were made with
+            for name in SUMMARY_OPTIONS:
+                if name in saved:
+                    setattr(args, name, saved[name])
+        elif saved != config:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ValueError(
                 f"`--output_dir` {out} was made with other measurement options ({', '.join(diff)}); its records would "

@@ -127,6 +127,11 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     redone = read_records(out / "results.jsonl")
     assert [without_timings(r) for r in redone] == [without_timings(r) for r in records]
 
+    # tables and figures again from the records alone, with the options the folder was made with
+    (out / "results.md").unlink()
+    summary_only = bench.main(bench.parse_args(["--summarize_only", "--output_dir", str(out)]))
+    assert summary_only["ran"] == 0 and "### digits, K = 5: 2 classes" in (out / "results.md").read_text("utf-8")
+
     # an output folder that holds a run is not overwritten by accident
     with pytest.raises(ValueError, match="--resume"):
         bench.main(quick_args(out, "--classes", "0:2"))
