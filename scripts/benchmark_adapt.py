@@ -5,7 +5,11 @@
 Adapts a default-size 32×32 Meta-GAN (default `MetaGANGenerator(sample_size=32)` + `MetaGANDiscriminator()`) to 5
 shots for 200 steps with `adapt()`'s defaults (batch size 4, lazy R1 every 4 steps, FreezeD of the input convolution
 and lowest discriminator block), in four configurations: fp32 and bf16, full fine-tuning and a rank-4 LoRA adapter on
-the generator (fp16 configurations are added on CUDA). For comparison, `fp32-f0` / `bf16-f0` train the whole
+the generator (fp16 configurations are added on CUDA), plus `auto-full`: `mixed_precision="auto"`, the demo's default,
+which takes bf16 only where the device computes it natively and fp32 elsewhere. The header names the CPU capability
+(`torch.backends.cpu.get_cpu_capability()`), whether the device has native bf16, and the path "auto" took; the `ran
+in` column gives each configuration's precision as run (bf16 on a CPU without native bf16 is emulated, ~10x slower
+than fp32). For comparison, `fp32-f0` / `bf16-f0` train the whole
 discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the first
 defaults (batch size 8, R1 every step, no FreezeD). `fp32-cdc` / `fp32-cdc-a0` / `fp32-dcl` (and `bf16-cdc`,
 `bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`).
@@ -55,6 +59,7 @@ TARGET_LORA_FRACTION = 0.05
 
 CONFIGS = {
     # name: (mixed_precision, lora_rank, other adapt() arguments)
+    "auto-full": ("auto", None, {}),
     "fp32-full": ("no", None, {}),
     "bf16-full": ("bf16", None, {}),
     "fp32-lora": ("no", LORA_RANK, {}),
@@ -138,6 +143,7 @@ def child(args: argparse.Namespace) -> None:
     import diffusers
 
     from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+    from metagan_hub.training.gan_step import device_has_native_bf16
 
     mixed_precision, lora_rank, options = {**CONFIGS, **CUDA_CONFIGS}[args._child]
     torch.manual_seed(0)
@@ -180,6 +186,9 @@ def child(args: argparse.Namespace) -> None:
     result = {
         "config": args._child,
         "mixed_precision": mixed_precision,
+        "resolved_mixed_precision": record["mixed_precision"],  # what the steps ran in ("auto" resolved)
+        "native_bf16": device_has_native_bf16(args.device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "lora_rank": lora_rank,
         "adapt_s": adapt_s,
         "adapt_cpu_s": adapt_cpu_s,
@@ -246,25 +255,38 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def ran_in(result: dict) -> str:
+    """The precision a configuration ran in, e.g. "fp32", "bf16 (emulated)" or "auto -> fp32"."""
+    resolved = result["resolved_mixed_precision"]
+    name = {"no": "fp32"}.get(resolved, resolved)
+    if resolved == "bf16" and not result["native_bf16"]:
+        name += " (emulated)"
+    return f"auto -> {name}" if result["mixed_precision"] == "auto" else name
+
+
 def render(args: argparse.Namespace, results: list[dict]) -> str:
     mib = 2**20
     ref = next((r for r in results if r["config"] == "fp32-full"), results[0])
     full_bytes = next((r["file_bytes"] for r in results if r["lora_rank"] is None), None)
     first = results[0]
     loads = ", ".join(f"{r['config']} {r['load1']:.2f}" for r in results)
+    auto_path = "bf16" if first["native_bf16"] else "fp32 ('no')"
     lines = [
         f"Adaptation benchmark: {first['shots']} shots, {args.steps} steps, {SAMPLE_SIZE}x{SAMPLE_SIZE}, "
         f"generator {first['generator_params'] / 1e6:.2f} M + discriminator "
         f"{first['discriminator_params'] / 1e6:.2f} M parameters, LoRA rank {LORA_RANK}.",
         f"Device: {first['device_name'] or cpu_name()} ({os.cpu_count()} CPUs visible); torch {first['torch']} with "
         f"{first['threads']} intra-op threads; diffusers {first['diffusers']}; Python {platform.python_version()}.",
+        f"CPU capability: {first['cpu_capability']}; native bf16 on {args.device}: "
+        f"{'yes' if first['native_bf16'] else 'no (bf16 is emulated)'}; mixed_precision='auto' runs in "
+        f"{auto_path}.",
         f"Each configuration ran in a fresh process ({results[0]['repeats']} time(s), in interleaved rounds; median "
         "time, max RSS); "
         f"1-min load average at start: {loads}.",
         "",
         "| configuration | batch | R1 every | FreezeD | adapt() s | adapt() CPU s | ms/step | time vs fp32-full "
-        "| peak RSS (MiB) | RSS vs fp32-full | file (KiB) | file vs full G+D |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS (MiB) | RSS vs fp32-full | file (KiB) | file vs full G+D | ran in |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ms_step = 1000 * r["loop_s"] / max(r["steps"], 1)
@@ -274,7 +296,7 @@ def render(args: argparse.Namespace, results: list[dict]) -> str:
             f"| {r['adapt_s']:.2f} | {r['adapt_cpu_s']:.2f} | {ms_step:.1f} "
             f"| {r['adapt_s'] / ref['adapt_s']:.2f}x "
             f"| {r['peak_rss_bytes'] / mib:.0f} | {r['peak_rss_bytes'] / ref['peak_rss_bytes']:.2f}x "
-            f"| {r['file_bytes'] / 1024:.1f} | {file_ratio} |"
+            f"| {r['file_bytes'] / 1024:.1f} | {file_ratio} | {ran_in(r)} |"
         )
     if any(r["cuda_peak_bytes"] for r in results):
         lines.append("")
