@@ -236,6 +236,22 @@ class PatchDiscriminator(nn.Module):
             `num_blocks - 2` (at least 0).
         generator (`torch.Generator`, *optional*): randomness of the head's initialization (PyTorch's default
             convolution initialization), so that adaptation stays reproducible from its seed.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANDiscriminator
+    >>> from metagan_hub.training.diversity import PatchDiscriminator
+
+    >>> disc = PatchDiscriminator(MetaGANDiscriminator(sample_size=32), generator=torch.Generator().manual_seed(0))
+    >>> images = torch.rand(4, 1, 32, 32) * 2 - 1
+    >>> disc(images).logits.shape  # image level: the wrapped discriminator
+    torch.Size([4])
+    >>> disc.patch_level = True
+    >>> disc(images).logits.shape  # one logit per position of an 8x8 feature map
+    torch.Size([4, 1, 8, 8])
+    ```
     """
 
     def __init__(
@@ -298,6 +314,23 @@ class DiversityRegularizer:
         discriminator_interval (`int`, defaults to 1): DCL's discriminator-side term is computed only on steps whose
             index is a multiple of this, weighted by it (lazy regularization, as lazy R1 in StyleGAN2: the same
             average strength for a fraction of the cost); `adapt()` passes its `r1_interval`.
+
+    Example:
+
+    ```py
+    >>> import copy
+    >>> import torch
+    >>> from metagan_hub import MetaGANGenerator
+    >>> from metagan_hub.training.diversity import DiversityRegularizer
+
+    >>> source = MetaGANGenerator(latent_dim=16, sample_size=16, block_out_channels=(16, 8))
+    >>> adapted = copy.deepcopy(source)
+    >>> cdc = DiversityRegularizer("cdc", source, weight=100.0)
+    >>> z = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    >>> loss, logs = cdc.generator_term(z, adapted(z, return_features=True).features)
+    >>> float(loss.detach()) < 1e-3, sorted(logs)  # the adapted copy still equals the source (up to rounding)
+    (True, ['cdc_g'])
+    ```
     """
 
     def __init__(

@@ -83,12 +83,13 @@ def test_consistency_zero_for_the_source_itself_and_positive_after_a_perturbatio
     reg = DiversityRegularizer("cdc", source, weight=1.0)
     z = torch.randn(6, 8, generator=torch.Generator().manual_seed(1))
     loss, logs = reg.generator_term(z, adapted(z, return_features=True).features)
-    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-7)
+    # (source runs without autograd, in channels_last, the adapted copy with it: equal up to rounding)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         for p in adapted.parameters():
             p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
     loss, logs = reg.generator_term(z, adapted(z, return_features=True).features)
-    assert float(loss.detach()) > 1e-5 and logs["cdc_g"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert float(loss.detach()) > 1e-4 and logs["cdc_g"] == pytest.approx(float(loss.detach()), rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["cdc", "dcl"])
