@@ -1298,11 +1298,15 @@ def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.N
                 (lb for lb in rows if lb != REAL),
                 key=lambda lb: (order.index(lb.split(" (")[0]) if lb.split(" (")[0] in order else 99, lb),
             )
-            common = set.intersection(*(set(rows[lb]) for lb in labels))
-            if REAL in rows:
-                common &= set(rows[REAL])
+            # rows must cover the same classes: contenders with fewer classes so far (a run in progress) are left
+            # out of this table and named below it
+            most = max(len(rows[lb]) for lb in labels)
+            core = set.intersection(*(set(rows[lb]) for lb in labels if len(rows[lb]) == most))
+            left_out = [lb for lb in labels if not core <= set(rows[lb])]
+            labels = [lb for lb in labels if lb not in left_out]
+            common = core & set(rows[REAL]) if REAL in rows else core
             common = sorted(common)
-            if not common:
+            if not common or not labels:
                 continue
             metric_names = [m for m in TABLE_METRICS if m in rows[labels[0]][common[0]]["metrics"]]
             gain = gains(store, records, domain, k)
@@ -1334,6 +1338,13 @@ def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.N
                 table[label] = {"metrics": means, "gain": gain.get(label), "adapt_seconds": adapt_s, "speed": speed}
             ceiling = {r["class_index"]: r for r in rows.get(REAL, {}).values()}
             lines.append("")
+            if left_out:
+                lines += [
+                    "Not in this table (fewer classes so far): "
+                    + ", ".join(f"{lb} ({len(rows[lb])} classes)" for lb in left_out)
+                    + ".",
+                    "",
+                ]
             if ceiling:
                 acc = _mean([ceiling[c]["metrics"].get("recognisability", float("nan")) for c in common])
                 lines.append(
