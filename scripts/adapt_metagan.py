@@ -117,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--hub_token", type=str, default=None)
     args = parser.parse_args(argv)
+    for name, value in vars(args).items():  # argparse takes "nan" and "inf" as floats
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{name} must be a finite number, got {value}")
     if (args.train_data_dir is None) == (args.dataset_name is None):
         parser.error("give exactly one of --train_data_dir or --dataset_name")
     if args.push_to_hub and not args.hub_model_id:

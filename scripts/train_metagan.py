@@ -40,6 +40,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -269,6 +270,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. me/metagan-kanji-32)")
     resolve_preset(args)
+    for name, value in vars(args).items():  # argparse takes "nan" and "inf" as floats
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{name} must be a finite number, got {value}")
     for name in (
         "shots",
         "inner_steps",

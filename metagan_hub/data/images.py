@@ -293,9 +293,27 @@ def _iter_pil(images: Any, image_column: str):
             yield read_image_file(path), str(path)
             return
         files = list_image_files(path)
+        nested = [f for f in list_image_files(path, recursive=True) if f.parent != path]
         if not files:
+            hint = (
+                f" It has {len(nested)} image(s) in subfolders, which are not read: pass one subfolder (one class)."
+                if nested
+                else ""
+            )
             raise ValueError(
-                f"`images` folder {str(path)!r} holds no image files; allowed extensions: {IMAGE_EXTENSIONS}."
+                f"`images` folder {str(path)!r} holds no image files at its top level; allowed extensions: "
+                f"{IMAGE_EXTENSIONS}.{hint}"
+            )
+        if nested:
+            subfolders = sorted({f.relative_to(path).parts[0] for f in nested})
+            logger.warning(
+                "`images` folder %r: using the %d image file(s) at its top level; %d more in %d subfolder(s) (%s) "
+                "are not read. Pass a subfolder to adapt to that class instead.",
+                str(path),
+                len(files),
+                len(nested),
+                len(subfolders),
+                ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""),
             )
         for f in files:
             yield read_image_file(f), str(f)

@@ -7,6 +7,7 @@ import os
 import tempfile
 
 from .model_card import render_pipeline_card
+from .network import bounded_hub_requests, describe_network_error, find_network_error
 from .safety import check_finite_weights, strip_local_config_keys
 from .upload import upload_folder_to_hub
 
@@ -14,6 +15,25 @@ from .upload import upload_folder_to_hub
 class MetaGANModelHubMixin:
     """Gives a Meta-GAN `ModelMixin` a `save_pretrained` that refuses non-finite weights and never records where the
     model was loaded from, and a `push_to_hub` that writes safetensors and a metagan_hub model card."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """
+        diffusers' `ModelMixin.from_pretrained` (folder or Hub repo id), with every Hub request bounded by `timeout`
+        seconds (default: the `METAGAN_HUB_TIMEOUT` environment variable, else 60 s).
+        """
+        with bounded_hub_requests(kwargs.pop("timeout", None)) as seconds:
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            except OSError as err:
+                cause = find_network_error(err)
+                if cause is None:
+                    raise
+                raise OSError(
+                    f"Could not load {os.fspath(pretrained_model_name_or_path)!r}: "
+                    f"{describe_network_error(cause, seconds)}. Nothing was loaded; retry, or use "
+                    "`local_files_only=True` if it is in the local cache."
+                ) from err
 
     def save_pretrained(
         self,

@@ -185,6 +185,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
         model_class=type(pipeline).__name__ if is_model else None,
         has_discriminator=not is_model and pipeline.discriminator is not None,
         base_model=base_model,
+        base_model_local_name=info.get("base_model_local_name"),
         base_model_url=_hub_url(base_model),
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
         training_details=format_table(training) if isinstance(training, dict) else (training or ""),

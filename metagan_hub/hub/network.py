@@ -60,9 +60,9 @@ def resolve_timeout(timeout: float | None = None) -> float:
 def bounded_hub_requests(timeout: float | None = None) -> Iterator[float]:
     """
     Context manager: inside it, every request of `huggingface_hub`'s shared HTTP client (repo creation, commits,
-    repo info, ...) that does not set a finite timeout of its own waits at most `timeout` seconds (see
-    [`resolve_timeout`]) to connect, send, or receive each part of the answer, and then raises an `httpx` timeout
-    error. Yields the timeout.
+    repo info, downloads, ...) waits at most `timeout` seconds (see [`resolve_timeout`]), or less where the call
+    sets a shorter limit of its own, to connect, send, or receive each part of the answer, and then raises an `httpx`
+    timeout error. Contexts nest. Yields the timeout.
 
     huggingface_hub 2.x creates its client with no timeout at all; its downloads already pass their own
     (`HF_HUB_DOWNLOAD_TIMEOUT`, `HF_HUB_ETAG_TIMEOUT`, 10 s by default).
@@ -86,13 +86,16 @@ def bounded_hub_requests(timeout: float | None = None) -> Iterator[float]:
 
     def send(request, *args, **kwargs):
         # some huggingface_hub calls pass `timeout=None` explicitly (e.g. `repo_info`), which disables the client's
-        # default: bound every phase that was left unbounded
+        # default: every phase waits at most `seconds`, or less where the call asked for less
         current = dict(request.extensions.get("timeout") or {})
-        request.extensions["timeout"] = {k: bounded[k] if current.get(k) is None else current[k] for k in bounded}
+        request.extensions["timeout"] = {
+            k: bounded[k] if current.get(k) is None else min(current[k], bounded[k]) for k in bounded
+        }
         return original_send(session, request, *args, **kwargs)
 
     with _LOCK:
         previous = session.timeout
+        previous_send = session.__dict__.get("send")  # an enclosing bounded_hub_requests (nesting restores it)
         session.timeout = _httpx.Timeout(seconds)
         session.send = send
     try:
@@ -100,7 +103,10 @@ def bounded_hub_requests(timeout: float | None = None) -> Iterator[float]:
     finally:
         with _LOCK:
             session.timeout = previous
-            session.__dict__.pop("send", None)
+            if previous_send is None:
+                session.__dict__.pop("send", None)
+            else:
+                session.send = previous_send
 
 
 def describe_network_error(err: BaseException, timeout: float) -> str:
@@ -113,3 +119,14 @@ def describe_network_error(err: BaseException, timeout: float) -> str:
     if isinstance(err, _httpx.ConnectError):
         return f"could not connect to the Hub ({type(err).__name__}: {err}); check the network, proxy and HF_ENDPOINT"
     return f"the connection to the Hub broke ({type(err).__name__}: {err})"
+
+
+def find_network_error(err: BaseException | None) -> BaseException | None:
+    """The network error (see `NETWORK_ERRORS`) behind `err`, following `__cause__` / `__context__`; else `None`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, NETWORK_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

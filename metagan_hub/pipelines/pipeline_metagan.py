@@ -566,7 +566,13 @@ class MetaGANPipeline(DiffusionPipeline):
                 raise ValueError(f"`pretrained_model_name_or_path` must be a folder or a Hub repo id, got {path!r}.")
             from huggingface_hub import snapshot_download
 
-            path = snapshot_download(path, allow_patterns=[weight_name, CARD_INFO_NAME, "README.md"], **hub_kwargs)
+            with bounded_hub_requests(hub_kwargs.pop("timeout", None)) as seconds:
+                path = snapshot_download(
+                    path,
+                    allow_patterns=[weight_name, CARD_INFO_NAME, "README.md"],
+                    etag_timeout=seconds,
+                    **hub_kwargs,
+                )
         if not os.path.isfile(os.path.join(path, weight_name)):
             raise ValueError(f"{os.fspath(pretrained_model_name_or_path)!r} has no LoRA weight file {weight_name!r}.")
         self.generator.load_lora_adapter(path, prefix=None, weight_name=weight_name, adapter_name="default")

@@ -50,6 +50,38 @@ def _positive_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def estimate_adapt_step_bytes(pipeline: MetaGANPipeline, batch_size: int, generator_batch_size: int) -> int:
+    """
+    Rough peak memory in bytes of one `adapt()` step: the weights (with Adam state and gradients) and the activations
+    that backward passes keep — the generator's feature maps for `generator_batch_size` latents and the
+    discriminator's for real + fake batches of `batch_size`, times 3 for gradients and the R1 double backward.
+    """
+    g, d = pipeline.generator.config, pipeline.discriminator.config
+    g_maps = g.block_out_channels[0] * 16 + sum(
+        3 * c * (8 * 2**i) ** 2 for i, c in enumerate(g.block_out_channels)
+    )  # per image
+    d_maps = sum(3 * c * (d.sample_size // 2**i) ** 2 for i, c in enumerate(d.block_out_channels))
+    activations = 4 * 3 * (generator_batch_size * (g_maps + d_maps) + 2 * batch_size * d_maps)
+    params = sum(p.numel() for m in (pipeline.generator, pipeline.discriminator) for p in m.parameters())
+    return activations + params * 4 * 5  # weights, master copy, gradients, two Adam moments
+
+
+def check_adapt_memory(pipeline: MetaGANPipeline, batch_size: int, generator_batch_size: int, device) -> None:
+    """Refuse, before any work, a `batch_size` whose training step would not fit in `device`'s available memory;
+    the message names the argument, the estimate and what is available."""
+    from ..models.layers import available_memory_bytes, format_bytes
+
+    available = available_memory_bytes(device)
+    needed = estimate_adapt_step_bytes(pipeline, batch_size, generator_batch_size)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"`batch_size`={batch_size} would need about {format_bytes(needed)} per adaptation step (activations of "
+            f"{batch_size} real and fake images through the discriminator and {generator_batch_size} through the "
+            f"generator, kept for the backward passes), but only {format_bytes(available)} is available on "
+            f"{device}. Few-shot adaptation needs small batches: the default is 4."
+        )
+
+
 def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
@@ -152,10 +184,17 @@ def adapt_pipeline(
     max_nonfinite_steps = _positive_int("max_nonfinite_steps", max_nonfinite_steps)
     if loss not in LOSS_TYPES:
         raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {loss!r}.")
-    if isinstance(r1_gamma, bool) or not isinstance(r1_gamma, int | float) or not r1_gamma >= 0:
-        raise ValueError(f"`r1_gamma` must be a non-negative number, got {r1_gamma!r}.")
+    if (
+        isinstance(r1_gamma, bool)
+        or not isinstance(r1_gamma, int | float)
+        or not math.isfinite(r1_gamma)
+        or not r1_gamma >= 0
+    ):
+        raise ValueError(f"`r1_gamma` must be a non-negative finite number, got {r1_gamma!r}.")
     r1_interval = _positive_int("r1_interval", r1_interval)
-    if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < ema_decay < 1.0):
+    if ema_decay is not None and (
+        isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0.0 < ema_decay < 1.0
+    ):
         raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {ema_decay!r}.")
     if lora_rank is not None:
         _positive_int("lora_rank", lora_rank)
@@ -190,6 +229,7 @@ def adapt_pipeline(
     device = pipeline.generator.device
     if accelerator is not None:
         device = accelerator.device
+    check_adapt_memory(pipeline, batch_size, g_batch_size, device)
     requested_mixed_precision = mixed_precision
     mixed_precision = resolve_mixed_precision(mixed_precision, device)  # "auto" -> "bf16" or "no" for this device
     if lora_rank is not None:
@@ -362,6 +402,17 @@ def adapt_pipeline(
     for model in (gen, disc):  # back to the default layout (safetensors saves contiguous tensors only)
         torch.nn.Module.to(model, dtype=dtype, memory_format=torch.contiguous_format)
 
+    final = {k: losses[-1].get(k) for k in ("d_loss", "g_loss")} if losses else {}
+    diverged = [k for k, v in final.items() if isinstance(v, float) and not math.isfinite(v)]
+    if diverged:
+        logger.warning(
+            "adapt(): the final %s %s not finite (%s); the returned weights are finite but the run diverged. Lower "
+            "`learning_rate` (got %g) or `r1_gamma`, or stop earlier with `callback`.",
+            " and ".join(diverged),
+            "is" if len(diverged) == 1 else "are",
+            ", ".join(f"{k}={final[k]}" for k in diverged),
+            learning_rate,
+        )
     record = {
         "base_model": pipeline.card_info.get("name_or_path") or pipeline.card_info.get("base_model"),
         "shots": num_shots,

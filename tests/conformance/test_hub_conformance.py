@@ -155,6 +155,39 @@ def test_stalled_hub_while_loading_a_repo_id(hub_server, hub_repo_id, hf_cache):
     hub_server.release_stalled()
 
 
+@pytest.mark.slow  # ~30 s: huggingface_hub backs off 23 s between its retries of a timed-out request
+def test_stalled_hub_while_loading_a_model_or_lora_repo_id(hub_server, hub_repo_id, hf_cache):
+    pipe = tiny_pipeline()
+    pipe.generator.push_to_hub(hub_repo_id)
+    hub_server.stall_next("resolve", times=10, max_seconds=60)
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="did not answer within 1 s"):
+        type(pipe.generator).from_pretrained(hub_repo_id, timeout=1)
+    # huggingface_hub retries a timed-out metadata request 5 times (1+2+4+8+8 s of backoff): bounded, not instant
+    assert time.perf_counter() - start < 90
+    hub_server.release_stalled()
+    hub_server.stall_next("info", times=10, max_seconds=60)
+    start = time.perf_counter()
+    with pytest.raises(OSError):
+        pipe.load_lora_weights(hub_repo_id, timeout=1)
+    assert time.perf_counter() - start < 30
+
+
+def test_bounded_waits_nest_and_restore_the_client():
+    from huggingface_hub.utils import get_session
+
+    from metagan_hub.hub.network import bounded_hub_requests
+
+    session = get_session()
+    before = session.timeout
+    with bounded_hub_requests(5):
+        outer = session.__dict__["send"]
+        with bounded_hub_requests(2):
+            assert session.timeout.read == 2
+        assert session.__dict__["send"] is outer and session.timeout.read == 5
+    assert "send" not in session.__dict__ and session.timeout == before
+
+
 def test_push_without_token_says_how_to_log_in(hub_server, hub_repo_id, hf_cache, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(HubUploadError, match=r"`hf auth login` or pass `token=`"):

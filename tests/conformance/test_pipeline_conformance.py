@@ -302,7 +302,8 @@ def test_adapted_from_local_folder_never_writes_the_local_path(tmp_path):
     info = json.loads(texts["metagan_hub.json"])
     assert info["base_model"] is None and info["base_model_local_name"] == "my-meta-checkpoint"
     assert info["adaptation"]["base_model"] is None
-    assert "Adapted from" not in texts["README.md"]
+    assert "Adapted from a local checkpoint (`my-meta-checkpoint`) that is not on the Hub." in texts["README.md"]
+    assert "| shots | 4 |" in texts["README.md"]
 
 
 def test_resaved_configs_have_no_name_or_path(saved, tmp_path):
