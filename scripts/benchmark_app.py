@@ -146,7 +146,13 @@ def open_page(driver, url: str, timeout: float = 120) -> None:
 
 
 def adapt_in_page(
-    driver, files: list[str], steps: int, num_samples: int, timeout: float = 600, upload: bool = True
+    driver,
+    files: list[str],
+    steps: int,
+    num_samples: int,
+    timeout: float = 600,
+    upload: bool = True,
+    seed: int | None = None,
 ) -> dict:
     """
     Upload `files`, set steps and samples, click Adapt, and wait for the gallery to show `num_samples` images.
@@ -154,6 +160,7 @@ def adapt_in_page(
     Returns `{"seconds": click-to-gallery, "status": [(seconds after click, status text), ...], "images": n}`.
     """
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     if upload:
         box = driver.find_element(By.CSS_SELECTOR, "#uploads input[type=file]")
@@ -165,24 +172,28 @@ def adapt_in_page(
             time.sleep(0.2)
     _set_number(driver, "steps", steps)
     _set_number(driver, "num-samples", num_samples)
-    before = {img.get_attribute("src") for img in driver.find_elements(By.CSS_SELECTOR, "#samples img")}
+    if seed is not None:
+        box = driver.find_element(By.CSS_SELECTOR, "#seed input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(str(seed), Keys.TAB)
     status_box = driver.find_element(By.CSS_SELECTOR, "#status textarea")
     driver.find_element(By.ID, "adapt").click()
     start = time.monotonic()
     changes: list[tuple[float, str]] = []
     last = None
+    adapting_seen = False  # an earlier run's "Adapted ..." status and gallery must not count
     while time.monotonic() - start < timeout:
         text = status_box.get_attribute("value")
         if text != last:
             changes.append((round(time.monotonic() - start, 2), text))
             last = text
-        images = driver.find_elements(By.CSS_SELECTOR, "#samples img")
-        srcs = {img.get_attribute("src") for img in images}
+        adapting_seen = adapting_seen or text.startswith("Adapting")
         loaded = driver.execute_script(
             "return [...document.querySelectorAll('#samples img')].filter(i => i.complete && i.naturalWidth > 0)"
             ".length"
         )
-        if loaded >= num_samples and srcs != before and text.startswith("Adapted"):
+        if adapting_seen and text.startswith("Adapted") and loaded >= num_samples:
+            images = driver.find_elements(By.CSS_SELECTOR, "#samples img")
             return {"seconds": time.monotonic() - start, "status": changes, "images": len(images)}
         if text.startswith("⚠"):
             raise RuntimeError(f"the page reported: {text}")
@@ -250,7 +261,7 @@ def run_browser(args: argparse.Namespace) -> list[dict]:
     try:
         open_page(driver, f"http://127.0.0.1:{port}/")
         for i in range(args.runs):
-            out = adapt_in_page(driver, files, args.steps, args.num_samples, upload=i == 0)
+            out = adapt_in_page(driver, files, args.steps, args.num_samples, upload=i == 0, seed=i)
             stamps = [t for t, text in out["status"] if text.startswith("Adapting")]
             median_gap, max_gap = update_gaps(stamps)
             rows.append(

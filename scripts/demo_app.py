@@ -649,7 +649,7 @@ def build_demo(app: DemoApp):
                     value="auto",
                     label="Precision",
                 )
-                seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed")
                 use_lora = gr.Checkbox(False, label="LoRA adapter only (rank 4; a small download)")
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples", elem_id="num-samples")
                 adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt")
