@@ -1165,7 +1165,7 @@ def plan_units(
 
 
 def run_unit(unit: Unit, args: argparse.Namespace, calibration: dict | None) -> tuple[list, dict]:
-    run = {"environment": environment(torch.get_num_threads())}
+    run = {"environment": environment(torch.get_num_threads()), "classifier": classifier_id(unit.ctx.classifier)}
     check_class_size(unit.ctx, unit.class_index, args)
     if unit.kind == REAL:
         return run_real_unit(unit.ctx, unit.class_index, unit.shots, args, run)
@@ -1726,8 +1726,8 @@ def open_output(args: argparse.Namespace) -> ResultStore:
             for name in SUMMARY_OPTIONS:
                 if name in saved:
                     setattr(args, name, saved[name])
-        elif saved != config:
-            diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        elif {k: v for k, v in saved.items() if k != "classifiers"} != config:
+            diff = sorted(k for k in set(saved) | set(config) if k != "classifiers" and saved.get(k) != config.get(k))
             raise ValueError(
                 f"`--output_dir` {out} was made with other measurement options ({', '.join(diff)}); its records would "
                 "not be comparable. Use the same options or a new --output_dir."
@@ -1738,6 +1738,28 @@ def open_output(args: argparse.Namespace) -> ResultStore:
         out.mkdir(parents=True, exist_ok=True)
         config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return ResultStore(out)
+
+
+def classifier_id(classifier: Any) -> str:
+    """What identifies an evaluation classifier: its cache key (data, recipe, seed, code version)."""
+    training = dict(classifier.config.get("training") or {})
+    return str(training.get("cache_key") or training.get("seed", "unknown"))
+
+
+def check_classifiers(ctxs: Sequence[DomainContext], output_dir: Path) -> None:
+    """Records of one output folder must come from the same evaluation classifiers: remember each domain's classifier
+    in run_config.json and refuse to resume with another one (e.g. after its recipe changed)."""
+    path = output_dir / CONFIG_FILE
+    config = json.loads(path.read_text(encoding="utf-8"))
+    known = config.setdefault("classifiers", {})
+    for ctx in ctxs:
+        ident = classifier_id(ctx.classifier)
+        if known.setdefault(ctx.name, ident) != ident:
+            raise ValueError(
+                f"the {ctx.name!r} evaluation classifier differs from the one that made the records in {output_dir} "
+                f"({ident} vs {known[ctx.name]}); its numbers would not be comparable: use a new --output_dir."
+            )
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def write_summary(store: ResultStore, args: argparse.Namespace) -> str:
@@ -1792,6 +1814,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     else:
         run_names = {c.name for c in contenders}
     ctxs = load_domains(args, contenders)
+    check_classifiers(ctxs, Path(args.output_dir))
 
     calibration = None
     if any(c.kind == "diffusion" and c.name in run_names for c in contenders):

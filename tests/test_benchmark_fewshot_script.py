@@ -132,6 +132,16 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     summary_only = bench.main(bench.parse_args(["--summarize_only", "--output_dir", str(out)]))
     assert summary_only["ran"] == 0 and "### digits, K = 5: 2 classes" in (out / "results.md").read_text("utf-8")
 
+    # records of one folder come from one evaluation classifier: resuming with another one is refused
+    config = json.loads((out / "run_config.json").read_text(encoding="utf-8"))
+    assert set(config["classifiers"]) == {"digits"} and {r["classifier"] for r in redone} == {
+        config["classifiers"]["digits"]
+    }
+    config["classifiers"]["digits"] = "another-classifier"
+    (out / "run_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match="'digits' evaluation classifier differs"):
+        bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+
     # an output folder that holds a run is not overwritten by accident
     with pytest.raises(ValueError, match="--resume"):
         bench.main(quick_args(out, "--classes", "0:2"))
