@@ -263,6 +263,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
     parser.add_argument("--output_dir", default="runs/bench-fewshot")
     parser.add_argument("--resume", action="store_true", help="Continue in an output folder, skipping done units.")
+    parser.add_argument(
+        "--max_minutes",
+        type=float,
+        default=None,
+        help="Start no new unit of work after this many minutes; the tables cover what is done (continue later with "
+        "--resume).",
+    )
     parser.add_argument("--summarize_only", action="store_true", help="Only rebuild tables and figures.")
     parser.add_argument("--no_figures", action="store_true", help="Skip the PNG figures.")
     parser.add_argument(
@@ -349,6 +356,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("`--kid_subsets`, `--k`, `--grid_samples` and `--speed_images` must be positive.")
     if args.num_threads is not None and args.num_threads < 1:
         raise ValueError(f"`--num_threads` must be positive, got {args.num_threads}.")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"`--max_minutes` must be positive, got {args.max_minutes}.")
     if args.resume and args.summarize_only:
         raise ValueError("`--resume` and `--summarize_only` exclude each other.")
     return args
@@ -1840,7 +1849,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     todo = [u for u in units if not store.done(u.key)]
     skipped = len(units) - len(todo)
     print(f"{len(units)} units of work, {skipped} already done, {len(todo)} to run", flush=True)
+    ran = 0
     for unit in tqdm(todo, desc="benchmark", unit="unit"):
+        if args.max_minutes is not None and time.perf_counter() - start > 60 * args.max_minutes:
+            logger.warning(
+                "--max_minutes %g reached: %d units left for a later --resume", args.max_minutes, len(todo) - ran
+            )
+            break
+        ran += 1
         t0 = time.perf_counter()
         records, tensors = run_unit(unit, args, calibration)
         for r in records:
@@ -1855,8 +1871,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     text = write_summary(store, args)
     print(text)
     wall = time.perf_counter() - start
-    print(f"total wall time {wall:.1f} s ({len(todo)} units run, {skipped} skipped)", flush=True)
-    return {"records": len(store.records), "ran": len(todo), "skipped": skipped, "wall_seconds": wall}
+    print(
+        f"total wall time {wall:.1f} s ({ran} units run, {skipped} skipped, {len(todo) - ran} left)",
+        flush=True,
+    )
+    return {"records": len(store.records), "ran": ran, "skipped": skipped, "wall_seconds": wall}
 
 
 if __name__ == "__main__":

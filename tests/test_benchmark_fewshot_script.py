@@ -180,6 +180,7 @@ def test_paired_differences_count_better_classes_in_each_metric_direction():
         (["--quick", "--num_steps", "3"], "must be one of --snapshot_steps"),
         (["--quick", "--rival_time_multiples", "1,-3"], "--rival_time_multiples"),
         (["--quick", "--classes", "5:2"], "--classes"),
+        (["--quick", "--max_minutes", "0"], "--max_minutes"),
         ([], "give at least one --contender"),
     ],
 )
