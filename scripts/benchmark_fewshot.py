@@ -1662,7 +1662,8 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
                         img = imgs[j].permute(1, 2, 0).numpy()
                         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
                 axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-            fig.suptitle(f"{domain}: class {real_rec['class']!r}, K={k}", fontsize=9)
+            name = real_rec["class"] if real_rec["class"].isascii() else f"U+{ord(real_rec['class'][0]):04X}"
+            fig.suptitle(f"{domain}: class {c} ({name}), K={k}", fontsize=9)  # CJK names: code point (plot fonts)
             fig.tight_layout()
             paths.append(out_dir / f"{domain}_samples_class{c}.png")
             fig.savefig(paths[-1], dpi=90)
