@@ -14,6 +14,12 @@ kernels) and say so where they are made.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import types
+from collections.abc import Iterator
+
 import torch
 
 # (rtol, atol) per compute dtype. float32: about 100x above the measured cross-instance noise (7.5e-9 at 0.05) and
@@ -63,3 +69,29 @@ def missing_cjk_fonts() -> str | None:
     if len(faces) >= 2:
         return None
     return f"needs 2 Japanese font faces, found {len(faces)} (install with `{APT_INSTALL_HINT}`)"
+
+
+def load_script(module_name: str, path: str | os.PathLike) -> types.ModuleType:
+    """Import a script of `scripts/` (which is not a package) as a module under `module_name`."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def one_thread_fresh_accelerate() -> Iterator[None]:
+    """Run with one torch thread (tiny models, shared cores) and no process-wide Accelerate state before or after,
+    so that in-process script runs, each creating its own `Accelerator`, stay independent."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        yield
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ snapshots, deterministic DDIM sampling, clear errors). Everything runs on tiny U
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from metagan_hub.baselines import (
     sample_diffusion,
 )
 from metagan_hub.training.losses import pairwise_similarity_consistency_loss
+from tests.testing_utils import load_script, one_thread_fresh_accelerate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "train_diffusion_rival.py"
@@ -38,26 +38,13 @@ TINY = [
 ]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_diffusion_rival", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_rival = _load_script()
+train_rival = load_script("train_diffusion_rival", SCRIPT)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread_fresh_accelerate():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+    with one_thread_fresh_accelerate():
+        yield
 
 
 def tiny_unet(size: int = 8, channels: int = 1, seed: int = 0) -> UNet2DModel:

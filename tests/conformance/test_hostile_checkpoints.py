@@ -5,7 +5,6 @@ pickle in its place is refused without running."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
+from tests.testing_utils import load_script, one_thread_fresh_accelerate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--dataset", "digits", "--resolution", "16", "--latent_dim", "8", "--block_out_channels", "16,8",
@@ -24,26 +25,13 @@ TINY = [
 ]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_metagan_hostile", REPO_ROOT / "scripts" / "train_metagan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_metagan = _load_script()
+train_metagan = load_script("train_metagan_hostile", REPO_ROOT / "scripts" / "train_metagan.py")
 
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+    with one_thread_fresh_accelerate():
+        yield
 
 
 def run(*extra: str):

@@ -4,20 +4,19 @@ inner loop, bad combinations fail early, and a run with them resumes bit-exactly
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator
 from metagan_hub.training.adaptation import adapt_pipeline
 from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig
 from metagan_hub.training.tasks import Task
+from tests.testing_utils import load_script, one_thread_fresh_accelerate
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_metagan.py"
 TINY = [
@@ -27,26 +26,13 @@ TINY = [
 ]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_metagan_adapt_inner", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_metagan = _load_script()
+train_metagan = load_script("train_metagan_adapt_inner", SCRIPT)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+    with one_thread_fresh_accelerate():
+        yield
 
 
 def tiny_models(seed: int = 0) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:

@@ -8,7 +8,6 @@ the Accelerate state is reset around each of them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 from safetensors.torch import load_file
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.training.meta_learning import NonFiniteMetaStepError
+from tests.testing_utils import load_script, one_thread_fresh_accelerate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "train_metagan.py"
@@ -36,27 +35,14 @@ TINY = [
 ]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_metagan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_metagan = _load_script()
+train_metagan = load_script("train_metagan", SCRIPT)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Each in-process run creates its own Accelerator; one thread suits the tiny models and shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+    with one_thread_fresh_accelerate():
+        yield
 
 
 def run(*extra: str):
