@@ -8,6 +8,8 @@ Contenders (`--contender`, repeat):
 - `NAME=PATH`: a Meta-GAN checkpoint folder or Hub repo id (the bundled meta-checkpoint, the pooled-pretrain
   baseline, FOMAML, the FIGR recipe, ...), adapted with `MetaGANPipeline.adapt()`;
 - `scratch`: fresh weights with the first checkpoint contender's configuration (seeded), adapted the same way;
+- the same checkpoint twice under two names with `--adapt_options NAME:key=value,...` for one of them compares
+  adaptation recipes (learning rate, diversity term, ...) on the same shots and seeds;
 - `ddpm-full`, `ddpm-lora`, `ddpm-domainstudio`: the diffusion rival (`--rival`, a `DDPMPipeline` folder) fine-tuned
   on the shots with that recipe of `metagan_hub.baselines.diffusion` and sampled with DDIM.
 
@@ -205,6 +207,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"The diffusion rival's DDPMPipeline folder (default {DEFAULT_RIVAL}; with --quick a tiny one).",
     )
+    parser.add_argument(
+        "--adapt_options",
+        action="append",
+        default=None,
+        help="NAME:key=value[,key=value...]: adapt() options of the GAN contender NAME (repeat per contender), e.g. "
+        "'bundled-cdc:diversity_loss=cdc,diversity_weight=1.0'; keys: " + ", ".join(ADAPT_OPTION_TYPES) + ".",
+    )
     parser.add_argument("--contenders", default=None, help="Only run these contender names (comma-separated).")
     parser.add_argument("--domains", default=None, help="Evaluation domains, comma-separated (default: all).")
     parser.add_argument("--classes", default=None, help="Shard of each domain's evaluation classes, 'a:b'.")
@@ -326,8 +335,14 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             f"`--rival_sweep_multiples` {missing} must be among --rival_time_multiples {args.rival_time_multiples}."
         )
     args.class_range = parse_class_range(args.classes)
-    for spec in args.contender or []:
-        parse_contender(spec)
+    parsed = [parse_contender(spec) for spec in args.contender or []]
+    args.adapt_option_map = parse_adapt_options(args.adapt_options)
+    gan_names = {c.name for c in parsed if c.kind == "gan"}
+    for name in args.adapt_option_map:
+        if name not in gan_names and not args.quick:
+            raise ValueError(
+                f"`--adapt_options` for {name!r}: no GAN contender has that name; GAN contenders: {sorted(gan_names)}."
+            )
     if args.domains is not None:
         from metagan_hub.metrics.domains import EVALUATION_DOMAINS
 
@@ -377,8 +392,65 @@ class Contender:
     path: str | None = None
     recipe: str | None = None
     pipeline: Any = None
+    adapt_options: dict[str, Any] = field(default_factory=dict)
     sample_size: int = 0
     channels: int = 0
+
+
+# adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+")
+ADAPT_OPTION_TYPES: dict[str, type] = {
+    "learning_rate": float,
+    "batch_size": int,
+    "loss": str,
+    "r1_gamma": float,
+    "r1_interval": int,
+    "augment": list,
+    "freeze_discriminator_blocks": int,
+    "ema_decay": float,
+    "lora_rank": int,
+    "diversity_loss": str,
+    "diversity_weight": float,
+    "diversity_batch_size": int,
+    "cdc_anchor_interval": int,
+}
+
+
+def parse_adapt_options(values: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """Parse `--adapt_options NAME:key=value,...` values into `{NAME: {key: value}}`; raises `ValueError` naming the
+    bad part and what is allowed (the values themselves are checked by `adapt()`)."""
+    allowed = ", ".join(ADAPT_OPTION_TYPES)
+    result: dict[str, dict[str, Any]] = {}
+    for text in values or []:
+        name, sep, body = text.partition(":")
+        name = name.strip()
+        if not sep or not name or not body.strip():
+            raise ValueError(f"`--adapt_options` must look like 'NAME:key=value[,key=value]', got {text!r}.")
+        if name in result:
+            raise ValueError(f"`--adapt_options` given twice for contender {name!r}; put all its options in one.")
+        options: dict[str, Any] = {}
+        for item in body.split(","):
+            key, sep, value = (part.strip() for part in item.partition("="))
+            if key not in ADAPT_OPTION_TYPES or not sep or not value:
+                raise ValueError(
+                    f"`--adapt_options` for {name!r}: bad option {item.strip()!r}; give key=value with a key among "
+                    f"{allowed}."
+                )
+            if key in options:
+                raise ValueError(f"`--adapt_options` for {name!r}: {key!r} given twice.")
+            kind = ADAPT_OPTION_TYPES[key]
+            if value.lower() == "none":
+                options[key] = None
+            elif kind is list:
+                options[key] = [v.strip() for v in value.split("+") if v.strip()]
+            else:
+                try:
+                    options[key] = kind(value)
+                except ValueError:
+                    raise ValueError(
+                        f"`--adapt_options` for {name!r}: {key}={value!r} is not a valid {kind.__name__}."
+                    ) from None
+        result[name] = options
+    return result
 
 
 def allowed_contenders() -> str:
@@ -421,6 +493,15 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"contender names must be unique, got {duplicates} more than once.")
+    option_map = getattr(args, "adapt_option_map", {})
+    gan_names = sorted(c.name for c in contenders if c.kind == "gan")
+    unknown = sorted(set(option_map) - set(gan_names))
+    if unknown:
+        raise ValueError(
+            f"`--adapt_options` for {unknown}: no GAN contender has that name; GAN contenders: {gan_names}."
+        )
+    for c in contenders:
+        c.adapt_options = dict(option_map.get(c.name, {}))
     reference, rival = None, None
     for c in contenders:
         if c.kind == "gan" and c.path is not None:
@@ -839,6 +920,7 @@ def run_gan_unit(
     options = {"mixed_precision": args.mixed_precision}
     if args.learning_rate is not None:
         options["learning_rate"] = args.learning_rate
+    options.update(contender.adapt_options)
     torch.manual_seed(adapt_seed(args, c, k))
     adapted = contender.pipeline.adapt(
         model_shots,
@@ -1166,6 +1248,8 @@ def plan_units(
             "variant": u.variant,
             "options": measurement_config(args),
         }
+        if u.contender is not None and u.contender.adapt_options:
+            fields["adapt_options"] = u.contender.adapt_options
         if u.kind == "diffusion":
             fields["rival"] = os.path.abspath(args.rival)
             fields["budget_steps"] = rival_steps(calibration, u.contender.recipe, args.rival_time_multiples)

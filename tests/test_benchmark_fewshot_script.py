@@ -17,6 +17,8 @@ bench = importlib.util.module_from_spec(spec)
 sys.modules["benchmark_fewshot"] = bench  # its dataclasses look their module up there
 spec.loader.exec_module(bench)
 
+# a per-contender adapt() option: reaches adapt() (recorded) and is part of the units' resume keys
+TINY_OPTIONS = ("--adapt_options", "tiny:r1_interval=2")
 TIMING_FIELDS = ("adapt_seconds", "sample_seconds_per_1000", "unit_seconds", "adapt_wall_time_s_reported")
 
 
@@ -37,7 +39,7 @@ def without_timings(record: dict) -> dict:
 def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
-    result = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor"))
+    result = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", *TINY_OPTIONS))
     text = capsys.readouterr().out
     records = read_records(out / "results.jsonl")
     assert result["ran"] > 0 and result["skipped"] == 0 and result["records"] == len(records)
@@ -59,6 +61,8 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     assert [r["snapshot"]["steps"] for r in tiny] == [0, 2, 4]
     assert len({r["unit_key"] for r in tiny}) == 1
     assert [r["default_budget"] for r in tiny] == [False, True, False]
+    assert all(r["adapt_options"]["r1_interval"] == 2 for r in tiny)
+    assert "r1_interval" not in by[("scratch", 0, 5, "default")][0]["adapt_options"]
     assert tiny[1]["sample_seconds_per_1000"] > 0
     # the rival: one fine-tuning run, snapshots at 1x and 3x the GAN's adapt() time, the DDIM sweep at 3x
     rival = by[("ddpm-full", 0, 5, "default")]
@@ -111,7 +115,7 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
 
     # the same command again (resumed): every unit is skipped, nothing is appended
     before = (out / "results.jsonl").read_text(encoding="utf-8")
-    again = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+    again = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume", *TINY_OPTIONS))
     assert again["ran"] == 0 and again["skipped"] == result["ran"]
     assert (out / "results.jsonl").read_text(encoding="utf-8") == before
 
@@ -122,7 +126,7 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     (out / "results.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in kept) + '{"format": 1, "contend', encoding="utf-8"
     )
-    third = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+    third = bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume", *TINY_OPTIONS))
     assert third["ran"] == 1
     redone = read_records(out / "results.jsonl")
     assert [without_timings(r) for r in redone] == [without_timings(r) for r in records]
@@ -140,7 +144,7 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     config["classifiers"]["digits"] = "another-classifier"
     (out / "run_config.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(ValueError, match="'digits' evaluation classifier differs"):
-        bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume"))
+        bench.main(quick_args(out, "--classes", "0:2", "--noise_floor", "--resume", *TINY_OPTIONS))
 
     # an output folder that holds a run is not overwritten by accident
     with pytest.raises(ValueError, match="--resume"):
@@ -182,6 +186,14 @@ def test_paired_differences_count_better_classes_in_each_metric_direction():
         (["--quick", "--classes", "5:2"], "--classes"),
         (["--quick", "--max_minutes", "0"], "--max_minutes"),
         ([], "give at least one --contender"),
+        (["--quick", "--adapt_options", "tiny"], "must look like 'NAME:key=value"),
+        (["--quick", "--adapt_options", "tiny:lr=1e-3"], "bad option 'lr=1e-3'; give key=value with a key among"),
+        (["--quick", "--adapt_options", "tiny:batch_size=four"], "batch_size='four' is not a valid int"),
+        (["--quick", "--adapt_options", "tiny:r1_gamma=1,r1_gamma=2"], "'r1_gamma' given twice"),
+        (
+            ["--contender", "a=some/path", "--contender", "ddpm-full", "--adapt_options", "ddpm-full:batch_size=2"],
+            "no GAN contender has that name; GAN contenders: ['a']",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_with_what_is_allowed(argv, message, capsys):
