@@ -44,7 +44,7 @@ Example:
     python scripts/benchmark_fewshot.py --quick --output_dir runs/bench-quick      # a few minutes on 2 cores
     python scripts/benchmark_fewshot.py --contender bundled=checkpoints/metagan-kanji-32 \\
         --contender pretrain=runs/baselines/pretrain-kanji-32 --contender scratch \\
-        --contender ddpm-full --rival runs/ddpm-rival --domains kanji,digits --classes 0:30 \\
+        --contender ddpm-full --domains kanji,digits --classes 0:30 \\
         --output_dir runs/bench-fewshot --resume --noise_floor
 """
 
@@ -153,7 +153,10 @@ QUICK_DEFAULTS: dict[str, Any] = {
     "speed_images": 64,
 }
 QUICK_RESOLUTION = 16
-DEFAULT_RIVAL = "runs/ddpm-rival"
+# the bundled rival: pretrained by scripts/train_diffusion_rival.py on the bundled meta-checkpoint's training classes
+DEFAULT_RIVAL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "ddpm-rival-kanji-32"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1457,12 +1460,89 @@ def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.N
                 for label, cells in paired["rows"].items():
                     lines.append(f"| {label} | " + " | ".join(cells[m]["text"] for m in paired["metrics"]) + " |")
                 lines.append("")
-            summary[f"{domain}/K={k}"] = {"classes": common, "table": table, "paired": paired}
+            # contenders run on fewer classes (e.g. adaptation-recipe variants on a shard): paired with the reference
+            # on the classes they share with it
+            subsets: dict[str, Any] = {}
+            for label in left_out:
+                shared = sorted(set(rows[label]) & set(rows[labels[0]]))
+                if shared:
+                    sub = paired_differences(rows, [labels[0], label], shared)
+                    subsets[label] = {"classes": shared, "paired": sub}
+            if subsets:
+                metrics_sub = next(iter(subsets.values()))["paired"]["metrics"]
+                lines += [
+                    f"Contenders on fewer classes, paired with {labels[0]} on the classes they share (mean ± standard "
+                    "error, better in k of n classes):",
+                    "",
+                    f"| contender − {labels[0]} | classes | " + " | ".join(metrics_sub) + " |",
+                    "|---" * (len(metrics_sub) + 2) + "|",
+                ]
+                for label, sub in subsets.items():
+                    cells = sub["paired"]["rows"][label]
+                    lines.append(
+                        f"| {label} | {len(sub['classes'])} | "
+                        + " | ".join(cells[m]["text"] if m in cells else "–" for m in metrics_sub)
+                        + " |"
+                    )
+                lines.append("")
+            curve_lines, curves = adaptation_curves(records, domain, k, labels + left_out)
+            lines += curve_lines
+            summary[f"{domain}/K={k}"] = {
+                "classes": common,
+                "table": table,
+                "paired": paired,
+                "subsets": subsets,
+                "curves": curves,
+            }
     noise = noise_floor(records, args)
     if noise:
         lines += noise["lines"]
         summary["noise_floor"] = {k: v for k, v in noise.items() if k != "lines"}
     return "\n".join(lines) + "\n", summary
+
+
+CURVE_METRICS = ("recognisability", "recall")
+
+
+def adaptation_curves(
+    records: Sequence[dict], domain: str, k: int, labels: Sequence[str]
+) -> tuple[list[str], dict[str, Any]]:
+    """Markdown table of the GAN contenders' mean recognisability / recall at every snapshot, each over the classes
+    that contender has at every snapshot (the class count is in the table), and the same numbers as JSON."""
+    by: dict[str, dict[int, dict[int, dict]]] = {}
+    for r in records:
+        if r["domain"] != domain or r["shots"] != k or r["variant"] != "default" or r["kind"] != "gan":
+            continue
+        if r["contender"] not in labels:
+            continue
+        by.setdefault(r["contender"], {}).setdefault(r["snapshot"]["steps"], {})[r["class_index"]] = r
+    if not by:
+        return [], {}
+    steps = sorted({s for snaps in by.values() for s in snaps})
+    lines = [
+        f"Adaptation curves ({' / '.join(CURVE_METRICS)} by adapt() steps, means over each contender's classes):",
+        "",
+        "| contender | classes | " + " | ".join(f"{s} steps" for s in steps) + " |",
+        "|---" * (len(steps) + 2) + "|",
+    ]
+    curves: dict[str, Any] = {}
+    for label in labels:
+        snaps = by.get(label)
+        if not snaps:
+            continue
+        classes = set.intersection(*(set(v) for v in snaps.values()))
+        cells, curve = [], {}
+        for s in steps:
+            if s not in snaps or not classes:
+                cells.append("–")
+                continue
+            means = [_mean([snaps[s][c]["metrics"].get(m, float("nan")) for c in classes]) for m in CURVE_METRICS]
+            curve[s] = dict(zip(CURVE_METRICS, means))
+            cells.append(" / ".join(f"{v:.2f}" for v in means))
+        curves[label] = {"classes": sorted(classes), "steps": curve}
+        lines.append(f"| {label} | {len(classes)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines, curves
 
 
 def paired_differences(rows: dict[str, dict], labels: Sequence[str], classes: Sequence[int]) -> dict:

@@ -35,6 +35,10 @@ Examples:
     # export a pipeline from the latest checkpoint without training further (--max_train_steps <= its step)
     python scripts/train_diffusion_rival.py --data_from checkpoints/metagan-kanji-32 --output_dir runs/ddpm-rival \\
         --resume_from_checkpoint latest --max_train_steps 0
+
+The bundled rival `checkpoints/ddpm-rival-kanji-32` (the default `--rival` of `scripts/benchmark_fewshot.py`) is the
+pipeline folder of such a run with `--save_fp16`, without its `checkpoint-*` folders; its card states its budget and
+the meta-checkpoint's.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ def without_timings(record: dict) -> dict:
     return r
 
 
+def tiny_default_records(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["contender"] == "tiny" and r["shots"] == 5 and r["variant"] == "default"]
+
+
 def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
@@ -98,6 +102,8 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
         "Paired differences to tiny",
         "### Noise floor",
         "### digits, K = 1: 1 classes",
+        "Adaptation curves (recognisability / recall by adapt() steps",
+        "| tiny | 2 | ",
     ):
         assert needle in md, needle
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
@@ -110,6 +116,10 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     ):
         assert name in figures, name
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    curve = summary["digits/K=5"]["curves"]["tiny"]
+    assert curve["classes"] == [0, 1] and sorted(int(s) for s in curve["steps"]) == [0, 2, 4]
+    at_2 = [r["metrics"]["recognisability"] for r in tiny_default_records(records) if r["snapshot"]["steps"] == 2]
+    assert len(at_2) == 2 and curve["steps"]["2"]["recognisability"] == pytest.approx(sum(at_2) / 2)
     gain = summary["digits/K=5"]["table"]["tiny"]["gain"]
     assert set(gain) >= {"accuracy_shots", "accuracy_augmented", "gain"} and gain["num_classes"] == 2
 
