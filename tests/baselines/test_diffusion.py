@@ -386,3 +386,29 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     args = common + ["--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest"]
     assert isinstance(train_rival.main(train_rival.parse_args(args)), DDPMPipeline)
     assert json.loads((tmp_path / "training_record.json").read_text())["step"] == step + 1
+
+
+# ------------------------------------------------------------------------------------------------- the bundled rival
+
+BUNDLED_RIVAL = REPO_ROOT / "checkpoints" / "ddpm-rival-kanji-32"
+
+
+def test_bundled_rival_is_a_small_standard_pipeline_with_both_budgets_in_its_card():
+    files = [p for p in BUNDLED_RIVAL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 10 * 2**20
+    assert not any(p.name.startswith("checkpoint-") for p in BUNDLED_RIVAL.iterdir())
+    weights = load_file(str(BUNDLED_RIVAL / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    assert all(bool(torch.isfinite(t).all()) for t in weights.values())
+
+    pipe = DDPMPipeline.from_pretrained(BUNDLED_RIVAL)
+    assert pipe.unet.config.sample_size == 32 and pipe.unet.config.in_channels == 1
+    images = sample_diffusion(pipe, 2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 1, 32, 32) and bool(torch.isfinite(images).all())
+
+    record = json.loads((BUNDLED_RIVAL / "training_record.json").read_text(encoding="utf-8"))
+    card = (BUNDLED_RIVAL / "README.md").read_text(encoding="utf-8")
+    assert record["config"]["data_from"].endswith("metagan-kanji-32")
+    # its budget (CPU minutes of its own training) and the Meta-GAN's (pretraining + meta-training) side by side
+    assert f"{record['cpu_seconds'] / 60:.1f} min" in card
+    assert "2400 steps" in card and "283 reptile meta-steps" in card
