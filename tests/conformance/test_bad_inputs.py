@@ -282,5 +282,5 @@ def test_bad_script_arguments(scripts, capsys, script, argv, message):
 
 
 def test_catalogue_size():
-    # the README's reliability table lists these groups; keep at least 50 cases over the public entry points
+    # tests/conformance/README.md lists these groups; keep at least 50 cases over the public entry points
     assert len(CASES) + len(DATA_CASES) + len(SCRIPT_CASES) >= 50
