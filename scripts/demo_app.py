@@ -159,6 +159,10 @@ def enlarge(image: Image.Image, size: int = 128) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
+# while adapting, the page's loss curve is redrawn at most this often (the status line updates every poll)
+PLOT_SECONDS = 2.0
+
+
 def plot_losses(losses: Sequence[dict[str, float]], size: tuple[int, int] = (480, 240)) -> Image.Image:
     """The discriminator (red) and generator (blue) loss per step, drawn with Pillow (no plotting library)."""
     width, height = size
@@ -572,6 +576,7 @@ def build_demo(app: DemoApp):
             progress((done, total), desc="Adapting", unit="steps")
 
         last_losses: list[dict[str, float]] = []
+        last_plot = -math.inf
         for update in adaptation_updates(
             app, files, steps, precision, seed, use_lora, num_samples, on_progress=report
         ):
@@ -586,11 +591,17 @@ def build_demo(app: DemoApp):
                     gr.update(),
                 )
                 return
+            plot = gr.update()
             if "losses" in update:
                 last_losses = update["losses"]
+                # the loss curve is redrawn at most every PLOT_SECONDS while adapting (and at the end): each redraw
+                # is a PNG that the browser decodes and paints, CPU the adaptation needs on a small machine
+                now = time.perf_counter()
+                if "samples" in update or now - last_plot >= PLOT_SECONDS:
+                    plot, last_plot = plot_losses(last_losses), now
             yield (
                 update["status"],
-                plot_losses(last_losses) if "losses" in update else gr.update(),
+                plot,
                 [enlarge(s) for s in update["shots"]] if "shots" in update else gr.update(),
                 update["samples"] if "samples" in update else gr.update(),
                 update.get("result", state),
