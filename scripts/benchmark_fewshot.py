@@ -340,12 +340,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     args.class_range = parse_class_range(args.classes)
     parsed = [parse_contender(spec) for spec in args.contender or []]
     args.adapt_option_map = parse_adapt_options(args.adapt_options)
-    gan_names = {c.name for c in parsed if c.kind == "gan"}
-    for name in args.adapt_option_map:
-        if name not in gan_names and not args.quick:
-            raise ValueError(
-                f"`--adapt_options` for {name!r}: no GAN contender has that name; GAN contenders: {sorted(gan_names)}."
-            )
+    if not args.quick:  # --quick adds its own contenders later; load_contenders checks the names then
+        check_adapt_option_names(args.adapt_option_map, parsed)
     if args.domains is not None:
         from metagan_hub.metrics.domains import EVALUATION_DOMAINS
 
@@ -456,6 +452,16 @@ def parse_adapt_options(values: Sequence[str] | None) -> dict[str, dict[str, Any
     return result
 
 
+def check_adapt_option_names(option_map: dict[str, dict[str, Any]], contenders: Sequence[Contender]) -> None:
+    """Every `--adapt_options` name must be a GAN contender's."""
+    gan_names = sorted(c.name for c in contenders if c.kind == "gan")
+    unknown = sorted(set(option_map) - set(gan_names))
+    if unknown:
+        raise ValueError(
+            f"`--adapt_options` for {unknown}: no GAN contender has that name; GAN contenders: {gan_names}."
+        )
+
+
 def allowed_contenders() -> str:
     from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
 
@@ -497,12 +503,7 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
     if duplicates:
         raise ValueError(f"contender names must be unique, got {duplicates} more than once.")
     option_map = getattr(args, "adapt_option_map", {})
-    gan_names = sorted(c.name for c in contenders if c.kind == "gan")
-    unknown = sorted(set(option_map) - set(gan_names))
-    if unknown:
-        raise ValueError(
-            f"`--adapt_options` for {unknown}: no GAN contender has that name; GAN contenders: {gan_names}."
-        )
+    check_adapt_option_names(option_map, contenders)
     for c in contenders:
         c.adapt_options = dict(option_map.get(c.name, {}))
     reference, rival = None, None

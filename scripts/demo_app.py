@@ -41,7 +41,7 @@ import uuid  # noqa: E402
 import warnings  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -114,7 +114,6 @@ class AdaptJob:
     started: float = field(default_factory=time.perf_counter)
     result: AdaptResult | None = None
     error: BaseException | None = None
-    future: Future | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def wait(self, timeout: float | None = None) -> AdaptResult:
@@ -405,7 +404,7 @@ class DemoApp:
                 self._lock.release()
                 job.done.set()
 
-        job.future = self._torch_worker.submit(run)
+        self._torch_worker.submit(run)
         return job
 
     def adapt(self, shots: list[Image.Image], **kwargs: Any) -> AdaptResult:
