@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.metrics import heldout_distance
+from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed_precision
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
@@ -170,7 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     algo.add_argument("--algorithm", type=str, default=None, choices=list(ALGORITHMS))
     algo.add_argument("--loss", type=str, default=None, choices=list(LOSS_TYPES))
     algo.add_argument("--shots", type=int, default=None, help="Support images per task (default 5).")
-    algo.add_argument("--queries", type=int, default=None, help="Query images per task (default: 0, fomaml: shots).")
+    algo.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="Query images per task (default: 0; fomaml or --learn_inner_lr: shots).",
+    )
     algo.add_argument("--inner_steps", type=int, default=None)
     algo.add_argument("--inner_lr", type=float, default=None)
     algo.add_argument("--inner_optimizer", type=str, default=None, choices=list(INNER_OPTIMIZERS))
@@ -192,6 +198,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="adapt()'s diversity-preserving term in every inner generator step (source: the meta-weights).",
     )
     algo.add_argument("--diversity_weight", type=float, default=None, help="Its weight (default: the method's).")
+    algo.add_argument(
+        "--learn_inner_lr",
+        action="store_true",
+        help="Meta-learn one inner learning-rate scale per parameter tensor (Meta-SGD style, first-order; needs query "
+        "images). The scales are saved in the pipeline's metagan_hub.json and adapt() applies them; use with "
+        "--preset adapt so that they match adapt()'s learning rate.",
+    )
+    algo.add_argument(
+        "--inner_lr_meta_lr", type=float, default=0.01, help="Adam learning rate of the log scales (default 0.01)."
+    )
     algo.add_argument("--outer_optimizer", type=str, default=None, choices=list(OUTER_OPTIMIZERS))
     algo.add_argument("--meta_lr", type=float, default=None)
     algo.add_argument(
@@ -301,6 +317,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
     if args.algorithm == "fomaml" and args.queries < 1:
         parser.error("--algorithm fomaml needs --queries >= 1 (the meta-gradient is taken on the query images)")
+    if args.learn_inner_lr and args.algorithm == "pretrain":
+        parser.error("--learn_inner_lr needs an inner loop: --algorithm reptile or fomaml, got pretrain")
+    if args.learn_inner_lr and args.queries < 1:
+        parser.error(f"--learn_inner_lr needs --queries >= 1 (the scales follow the query loss), got {args.queries}")
     if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be in (0, 1), got {args.ema_decay}")
     return args
@@ -313,7 +333,7 @@ def resolve_preset(args: argparse.Namespace) -> None:
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
     if args.queries is None:
-        args.queries = args.shots if args.algorithm == "fomaml" else 0
+        args.queries = args.shots if args.algorithm == "fomaml" or args.learn_inner_lr else 0
     augment = args.augment.strip().lower()
     args.augment = "none" if augment in ("", "none") else ",".join(a.strip() for a in augment.split(","))
 
@@ -343,6 +363,8 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         inner_freeze_discriminator_blocks=args.inner_freeze_discriminator_blocks,
         diversity_loss=args.diversity_loss,
         diversity_weight=args.diversity_weight,
+        learn_inner_lr=args.learn_inner_lr,
+        inner_lr_meta_lr=args.inner_lr_meta_lr,
     )
 
 
@@ -351,6 +373,8 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
     (Step budget, checkpointing, validation, logging and output options may change between runs; so may the number
     of processes, since `--meta_batch_size` counts tasks over all processes.)"""
     learning = {k: v for k, v in config.to_dict().items() if k != "max_nonfinite_steps"}
+    if not learning.get("learn_inner_lr"):
+        learning.pop("inner_lr_meta_lr", None)  # only used with learned scales
     if not learning.get("mode_seeking_weight"):
         learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
     for key, off in (
@@ -358,6 +382,7 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         ("inner_freeze_discriminator_blocks", 0),
         ("diversity_loss", None),
         ("diversity_weight", None),
+        ("learn_inner_lr", False),
     ):
         if learning.get(key) == off:
             learning.pop(key, None)  # at the earlier behaviour: older checkpoints resume unchanged
@@ -445,7 +470,11 @@ def split_dataset(dataset, args: argparse.Namespace, world_size: int):
     return train, val, test
 
 
-def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
+def make_models(
+    args: argparse.Namespace,
+) -> tuple[MetaGANGenerator, MetaGANDiscriminator, dict[str, dict[str, float]] | None]:
+    """The starting generator and discriminator, and the meta-learned inner learning-rate scales that an
+    `--init_from` pipeline carries (`None` when it has none or nothing is loaded)."""
     if getattr(args, "init_from", None):
         init = MetaGANPipeline.from_pretrained(args.init_from)
         if init.discriminator is None:
@@ -456,7 +485,11 @@ def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDisc
                 f"--init_from {args.init_from!r} makes {cfg.out_channels}x{cfg.sample_size}x{cfg.sample_size} images "
                 f"but --resolution {args.resolution} / --channels {args.channels} were given."
             )
-        return init.generator.float().requires_grad_(True), init.discriminator.float().requires_grad_(True)
+        return (
+            init.generator.float().requires_grad_(True),
+            init.discriminator.float().requires_grad_(True),
+            init.card_info.get(LR_SCALES_KEY),
+        )
     g_channels = tuple(args.block_out_channels) if args.block_out_channels else None
     generator = MetaGANGenerator(
         latent_dim=args.latent_dim,
@@ -468,7 +501,7 @@ def make_models(args: argparse.Namespace) -> tuple[MetaGANGenerator, MetaGANDisc
     discriminator = MetaGANDiscriminator(
         sample_size=args.resolution, in_channels=args.channels, block_out_channels=d_channels
     )
-    return generator, discriminator
+    return generator, discriminator, None
 
 
 def check_cpu_processes_on_gpu_machine(state: PartialState) -> None:
@@ -854,13 +887,15 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
 
     # 2. models (identical on every process; never wrapped in DDP) and the meta-learner
     config = learning_config(args, mixed_precision)
-    generator_model, discriminator_model = make_models(args)
+    generator_model, discriminator_model, init_lr_scales = make_models(args)
     generator_model.to(accelerator.device)
     discriminator_model.to(accelerator.device)
     if world_size > 1:
         for p in [*generator_model.parameters(), *discriminator_model.parameters()]:
             p.data.copy_(broadcast(p.data.clone(), from_process=0))
     learner = MetaLearner(generator_model, discriminator_model, config, accelerator=accelerator, seed=args.seed)
+    if args.learn_inner_lr and init_lr_scales is not None:
+        learner.set_lr_scales(init_lr_scales)  # continue the --init_from pipeline's learned scales
     ema = None
     if args.ema_decay is not None:
         from diffusers.training_utils import EMAModel
@@ -1007,6 +1042,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                 test_classes,
                 config,
                 validation,
+                learner.lr_scales(),
                 {
                     "meta_steps": final_step,
                     "steps_this_run": steps_run,
@@ -1039,6 +1075,7 @@ def card_info(
     test_classes,
     config: MetaLearningConfig,
     validation: dict[str, Any] | None,
+    lr_scales: dict[str, dict[str, float]] | None,
     run: dict[str, Any],
 ) -> dict[str, Any]:
     """The model card record: training configuration, data (with licence notes) and validation numbers."""
@@ -1066,6 +1103,7 @@ def card_info(
         "inner_freeze_discriminator_blocks": args.inner_freeze_discriminator_blocks,
         "diversity_loss": args.diversity_loss,
         "diversity_weight": args.diversity_weight,
+        "learn_inner_lr": args.learn_inner_lr,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,
@@ -1091,7 +1129,7 @@ def card_info(
     license_note = getattr(dataset, "license_note", None)
     if license_note:
         notes.append(license_note)
-    return {
+    info = {
         "title": args.hub_model_id.split("/")[-1] if args.hub_model_id else f"Meta-GAN meta-checkpoint ({res})",
         "summary": (
             f"A {res} Meta-GAN meta-trained with {algorithm_names[args.algorithm]} ({args.loss} loss) so that it "
@@ -1104,6 +1142,9 @@ def card_info(
         "training_config": public_args(args),
         "meta_learning_config": config.to_dict(),
     }
+    if lr_scales is not None:
+        info[LR_SCALES_KEY] = {m: {k: round(v, 6) for k, v in d.items()} for m, d in lr_scales.items()}
+    return info
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
     "evaluation": (str,),
     "adaptation": (dict,),
     "training": (dict, str),
+    "adaptation_lr_scales": (dict,),
 }
 
 

@@ -380,6 +380,7 @@ class MetaGANPipeline(DiffusionPipeline):
         diversity_weight: float | None = None,
         diversity_batch_size: int | None = None,
         cdc_anchor_interval: int | None = None,
+        layer_lr_scales: bool = True,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -456,6 +457,10 @@ class MetaGANPipeline(DiffusionPipeline):
             cdc_anchor_interval (`int`, *optional*): with `"cdc"`, every this many steps the latents are drawn near
                 one anchor latent per shot and judged by the image-level discriminator, the other steps anywhere and
                 judged per patch by a new patch-level head; `None` = the paper's 4, `0` = no anchor regions.
+            layer_lr_scales (`bool`, defaults to `True`): when this checkpoint carries meta-learned per-tensor
+                learning-rate scales (`card_info["adaptation_lr_scales"]`, written by `train_metagan.py
+                --learn_inner_lr`), run each tensor at `learning_rate * scale`; `False` uses one learning rate for all.
+                Checkpoints without scales (such as the bundled one) are not affected.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -499,6 +504,7 @@ class MetaGANPipeline(DiffusionPipeline):
             diversity_weight=diversity_weight,
             diversity_batch_size=diversity_batch_size,
             cdc_anchor_interval=cdc_anchor_interval,
+            layer_lr_scales=layer_lr_scales,
         )
 
     # ------------------------------------------------------------------ LoRA

@@ -140,6 +140,62 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, adap
     model.add_adapter(config, adapter_name=adapter_name)
 
 
+LR_SCALES_KEY = "adaptation_lr_scales"
+
+
+def check_lr_scales(scales: Any, names: dict[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """
+    Check meta-learned per-tensor learning-rate scales (`{"generator": {name: scale}, "discriminator": {...}}`, as
+    `train_metagan.py --learn_inner_lr` saves them in a pipeline's `metagan_hub.json` under `adaptation_lr_scales`)
+    against the models' parameter `names`; returns them as plain floats. Raises a `ValueError` naming the entry for
+    an unknown model or tensor name or a scale that is not a positive finite number.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.training.adaptation import check_lr_scales
+
+    >>> check_lr_scales({"generator": {"proj.weight": 2}}, {"generator": ["proj.weight"], "discriminator": []})
+    {'generator': {'proj.weight': 2.0}}
+    ```
+    """
+    if not isinstance(scales, dict):
+        raise ValueError(f"`{LR_SCALES_KEY}` must be a dict of models to {{tensor name: scale}}, got {scales!r}.")
+    out: dict[str, dict[str, float]] = {}
+    for model, values in scales.items():
+        if model not in names:
+            raise ValueError(f"`{LR_SCALES_KEY}` names an unknown model {model!r}; allowed are {sorted(names)}.")
+        if not isinstance(values, dict):
+            raise ValueError(f"`{LR_SCALES_KEY}[{model!r}]` must be a dict of tensor name to scale, got {values!r}.")
+        known = set(names[model])
+        out[model] = {}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(
+                    f"`{LR_SCALES_KEY}[{model!r}]` names {name!r}, which is not a parameter of the {model} (it has "
+                    f"{len(known)} parameter tensors, e.g. {sorted(known)[:3]}); the scales belong to another "
+                    "architecture."
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ValueError(
+                    f"`{LR_SCALES_KEY}[{model!r}][{name!r}]` must be a positive finite number, got {value!r}."
+                )
+            out[model][name] = float(value)
+    return out
+
+
+def _scaled_groups(
+    model: torch.nn.Module, params: list[torch.Tensor], scales: dict[str, float], learning_rate: float
+) -> list[dict[str, Any]]:
+    """Adam parameter groups: one per tensor of `model` that has a scale, one for all other trainable tensors."""
+    by_id = {id(p): scales[n] for n, p in model.named_parameters() if n in scales}
+    groups = [{"params": [p], "lr": learning_rate * by_id[id(p)]} for p in params if id(p) in by_id]
+    rest = [p for p in params if id(p) not in by_id]
+    if rest:
+        groups.append({"params": rest, "lr": learning_rate})
+    return groups
+
+
 def adapt_pipeline(
     pipeline: MetaGANPipeline,
     images: Any,
@@ -167,6 +223,7 @@ def adapt_pipeline(
     diversity_weight: float | None = None,
     diversity_batch_size: int | None = None,
     cdc_anchor_interval: int | None = None,
+    layer_lr_scales: bool = True,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -200,6 +257,17 @@ def adapt_pipeline(
         _positive_int("lora_rank", lora_rank)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+    if not isinstance(layer_lr_scales, bool):
+        raise TypeError(f"`layer_lr_scales` must be True or False, got {layer_lr_scales!r}.")
+    lr_scales = None
+    if layer_lr_scales and pipeline.card_info.get(LR_SCALES_KEY) is not None:
+        lr_scales = check_lr_scales(
+            pipeline.card_info[LR_SCALES_KEY],
+            {
+                "generator": [n for n, _ in pipeline.generator.named_parameters()],
+                "discriminator": [n for n, _ in pipeline.discriminator.named_parameters()],
+            },
+        )
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
     snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
@@ -276,8 +344,15 @@ def adapt_pipeline(
     d_params = [p for p in disc_t.parameters() if p.requires_grad]
     # the fused (single-kernel) Adam is ~5-10% faster per adaptation step on CPU than the default foreach one
     fused = device.type in ("cpu", "cuda")
-    opt_g = torch.optim.Adam(g_params, lr=learning_rate, betas=betas, fused=fused)
-    opt_d = torch.optim.Adam(d_params, lr=learning_rate, betas=betas, fused=fused)
+    g_groups: Any = g_params
+    d_groups: Any = d_params
+    if lr_scales is not None:
+        # meta-learned per-tensor learning rates; tensors the checkpoint has no scale for (a LoRA adapter, the CDC
+        # patch head) run at `learning_rate`
+        g_groups = _scaled_groups(gen, g_params, lr_scales.get("generator", {}), learning_rate)
+        d_groups = _scaled_groups(disc, d_params, lr_scales.get("discriminator", {}), learning_rate)
+    opt_g = torch.optim.Adam(g_groups, lr=learning_rate, betas=betas, fused=fused)
+    opt_d = torch.optim.Adam(d_groups, lr=learning_rate, betas=betas, fused=fused)
     gen_c, disc_c = gen, disc_t  # the copies the GAN steps run
     if mixed_precision == "bf16":
         # bf16 compute copies run the steps; gen / disc keep the float32 master weights (see MasterWeightsOptimizer).
@@ -435,6 +510,7 @@ def adapt_pipeline(
         "diversity_weight": diversity_weight,
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
         "cdc_anchor_interval": cdc_anchor_interval,
+        "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied
         "seed": seed,
         "device": str(device),
         "wall_time_s": round(wall_time, 3),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 ALGORITHMS = ("reptile", "fomaml", "pretrain")
 INNER_OPTIMIZERS = ("sgd", "adam")
 OUTER_OPTIMIZERS = ("adam", "sgd")
+# learned inner learning-rate scales stay within [1 / MAX_LR_SCALE, MAX_LR_SCALE]
+MAX_LR_SCALE = 16.0
 
 
 @dataclass
@@ -69,6 +72,14 @@ class MetaLearningConfig:
             FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions) or `"dcl"`, with the
             meta-weights of the current meta step as the frozen source, as `adapt(diversity_loss=...)` does.
         diversity_weight (`float`, *optional*): its weight (`None`: the method's default, as in `adapt()`).
+        learn_inner_lr (`bool`): meta-learn one inner learning-rate scale per parameter tensor (Meta-SGD style, Li et
+            al. 2017, first-order): the inner loop runs every tensor at `inner_lr * scale`, and after it the
+            derivative of the query loss with respect to `log(scale)`, which to first order is the dot product of
+            the query gradient with the tensor's inner-loop displacement, updates the scales with Adam at
+            `inner_lr_meta_lr`. Needs query images (Reptile or FOMAML). The scales are bounded to
+            `[1 / MAX_LR_SCALE, MAX_LR_SCALE]` and exported with [`MetaLearner.lr_scales`], so that `adapt()` uses
+            them.
+        inner_lr_meta_lr (`float`): Adam learning rate of the log-scales (with `learn_inner_lr`).
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
@@ -92,6 +103,8 @@ class MetaLearningConfig:
     inner_freeze_discriminator_blocks: int = 0
     diversity_loss: str | None = None
     diversity_weight: float | None = None
+    learn_inner_lr: bool = False
+    inner_lr_meta_lr: float = 0.01
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -106,7 +119,11 @@ class MetaLearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("inner_lr", "meta_lr"):
+        if not isinstance(self.learn_inner_lr, bool):
+            raise ValueError(f"`learn_inner_lr` must be True or False, got {self.learn_inner_lr!r}.")
+        if self.learn_inner_lr and self.algorithm == "pretrain":
+            raise ValueError("`learn_inner_lr` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
+        for name in ("inner_lr", "meta_lr", "inner_lr_meta_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
@@ -186,10 +203,17 @@ class NonFiniteMetaStepError(RuntimeError):
     """Raised after too many meta steps in a row with NaN/inf losses; the meta-weights were not updated by them."""
 
 
-def _inner_optimizer(config: MetaLearningConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def _inner_optimizer(
+    config: MetaLearningConfig, params: list[torch.Tensor], scales: list[float] | None = None
+) -> torch.optim.Optimizer:
+    """The fresh inner-loop optimizer of one task; with `scales`, one parameter group per tensor at
+    `inner_lr * scale`."""
+    groups: Any = params
+    if scales is not None:
+        groups = [{"params": [p], "lr": config.inner_lr * s} for p, s in zip(params, scales)]
     if config.inner_optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.inner_lr)
-    return torch.optim.Adam(params, lr=config.inner_lr, betas=(0.0, 0.99))
+        return torch.optim.SGD(groups, lr=config.inner_lr)
+    return torch.optim.Adam(groups, lr=config.inner_lr, betas=(0.0, 0.99))
 
 
 class MetaLearner:
@@ -281,6 +305,14 @@ class MetaLearner:
         # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
         self._fast_g = copy.deepcopy(self.generator) if config.algorithm != "pretrain" else None
         self._fast_d = copy.deepcopy(self.discriminator) if config.algorithm != "pretrain" else None
+        # Meta-SGD: log inner learning-rate scales, one per parameter tensor (G's first, then D's)
+        self.g_names = [n for n, _ in self.generator.named_parameters()]
+        self.d_names = [n for n, _ in self.discriminator.named_parameters()]
+        self.log_lr_scales: torch.Tensor | None = None
+        self.opt_lr: torch.optim.Optimizer | None = None
+        if config.learn_inner_lr:
+            self.log_lr_scales = torch.zeros(len(self.g_params) + len(self.d_params), requires_grad=True)
+            self.opt_lr = torch.optim.Adam([self.log_lr_scales], lr=config.inner_lr_meta_lr)
 
     def _outer_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
         cfg = self.config
@@ -288,6 +320,60 @@ class MetaLearner:
             return torch.optim.SGD(params, lr=cfg.meta_lr)
         betas = (0.0, 0.99) if cfg.algorithm == "pretrain" else (0.9, 0.999)
         return torch.optim.Adam(params, lr=cfg.meta_lr, betas=betas)
+
+    # ------------------------------------------------------------------ learned inner learning rates
+    def lr_scales(self) -> dict[str, dict[str, float]] | None:
+        """
+        The meta-learned inner learning-rate scales as `{"generator": {name: scale}, "discriminator": {...}}` (one
+        per parameter tensor, plain floats), or `None` without `learn_inner_lr`. Saved in a pipeline's card info as
+        `adaptation_lr_scales`, they make `adapt()` run each tensor at `learning_rate * scale`.
+        """
+        if self.log_lr_scales is None:
+            return None
+        values = self.log_lr_scales.detach().exp().tolist()
+        n = len(self.g_names)
+        return {
+            "generator": dict(zip(self.g_names, values[:n])),
+            "discriminator": dict(zip(self.d_names, values[n:])),
+        }
+
+    def set_lr_scales(self, scales: dict[str, dict[str, float]]) -> None:
+        """Start the learned scales from `scales` (as [`lr_scales`] returns them, e.g. from a checkpoint that was
+        meta-trained with `learn_inner_lr`); tensors it does not name keep scale 1. Raises a `ValueError` for an
+        unknown tensor name or a scale that is not a positive finite number."""
+        if self.log_lr_scales is None:
+            raise ValueError("set_lr_scales() needs a MetaLearner with `learn_inner_lr=True`.")
+        from .adaptation import check_lr_scales
+
+        scales = check_lr_scales(scales, {"generator": self.g_names, "discriminator": self.d_names})
+        names = [("generator", n) for n in self.g_names] + [("discriminator", n) for n in self.d_names]
+        limit = math.log(MAX_LR_SCALE)
+        with torch.no_grad():
+            for i, (model, name) in enumerate(names):
+                value = math.log(scales.get(model, {}).get(name, 1.0))
+                self.log_lr_scales[i] = min(max(value, -limit), limit)
+
+    def _inner_scales(self, model: str) -> list[float] | None:
+        """The current scales of `model`'s tensors ("generator" or "discriminator"), or `None` when not learned."""
+        if self.log_lr_scales is None:
+            return None
+        values = self.log_lr_scales.detach().exp().tolist()
+        n = len(self.g_names)
+        return values[:n] if model == "generator" else values[n:]
+
+    def _lr_hypergradient(self, g_grads: list[torch.Tensor], d_grads: list[torch.Tensor]) -> torch.Tensor:
+        """First-order derivative of the query loss with respect to each log scale: the dot product of the query
+        gradient with the tensor's inner-loop displacement (adapted - meta), since that displacement is linear in the
+        tensor's learning rate when later steps' dependence on it is ignored."""
+        out = []
+        with torch.no_grad():
+            for grads, meta, fast in (
+                (g_grads, self.g_params, self._fast_g.parameters()),
+                (d_grads, self.d_params, self._fast_d.parameters()),
+            ):
+                for g, p, q in zip(grads, meta, fast):
+                    out.append((g.float() * (q.float() - p.float())).sum())
+        return torch.stack(out).to(self.device)
 
     @property
     def num_processes(self) -> int:
@@ -309,8 +395,17 @@ class MetaLearner:
         cfg = self.config
         if cfg.inner_freeze_discriminator_blocks:
             d_model.freeze_blocks(cfg.inner_freeze_discriminator_blocks)  # FreezeD, as adapt(): the rest trains
-        opt_g = _inner_optimizer(cfg, [p for p in g_model.parameters() if p.requires_grad])
-        opt_d = _inner_optimizer(cfg, [p for p in d_model.parameters() if p.requires_grad])
+        g_scales, d_scales = self._inner_scales("generator"), self._inner_scales("discriminator")
+        opt_g = _inner_optimizer(
+            cfg,
+            [p for p in g_model.parameters() if p.requires_grad],
+            None if g_scales is None else [s for s, p in zip(g_scales, g_model.parameters()) if p.requires_grad],
+        )
+        opt_d = _inner_optimizer(
+            cfg,
+            [p for p in d_model.parameters() if p.requires_grad],
+            None if d_scales is None else [s for s, p in zip(d_scales, d_model.parameters()) if p.requires_grad],
+        )
         scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10) if cfg.mixed_precision == "fp16" else None
         aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
         latent_dim = g_model.config.latent_dim
@@ -360,7 +455,10 @@ class MetaLearner:
             )
         if not torch.isfinite(d_loss):
             return False, [], []
-        d_grads = torch.autograd.grad(d_loss, d_params, allow_unused=True)
+        # (tensors frozen in the inner loop, e.g. FreezeD's, get zero gradients)
+        d_train = [p for p in d_params if p.requires_grad]
+        d_found = dict(zip(map(id, d_train), torch.autograd.grad(d_loss, d_train, allow_unused=True)))
+        d_grads = [d_found.get(id(p)) for p in d_params]
         with autocast_context(self.device, cfg.mixed_precision):
             g_loss, _ = generator_loss(
                 cfg.loss,
@@ -414,7 +512,8 @@ class MetaLearner:
         for i, task in enumerate(tasks):
             for name in ("support", "query"):
                 x = getattr(task, name, None)
-                if x is None or (name == "query" and self.config.algorithm != "fomaml"):
+                needs_query = self.config.algorithm == "fomaml" or self.config.learn_inner_lr
+                if x is None or (name == "query" and not needs_query):
                     continue
                 if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
                     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -426,6 +525,8 @@ class MetaLearner:
                 raise ValueError(f"task {i} has no support images.")
             if self.config.algorithm == "fomaml" and (task.query is None or task.query.shape[0] == 0):
                 raise ValueError("first-order MAML needs query images: sample tasks with `queries` >= 1.")
+            if self.config.learn_inner_lr and (task.query is None or task.query.shape[0] == 0):
+                raise ValueError("`learn_inner_lr` needs query images: sample tasks with `queries` >= 1.")
 
     def meta_step(self, tasks: Sequence[Task], step: int, task_offset: int | None = None) -> dict[str, float]:
         """
@@ -456,13 +557,18 @@ class MetaLearner:
             # applied in place; every GAN step already agreed on finiteness across processes
             ok_all, logs = self._pretrain_update(tasks, step, task_offset)
         else:
-            ok, logs, g_upd, d_upd = self._meta_update(tasks, step, task_offset)
+            ok, logs, g_upd, d_upd, lr_grad = self._meta_update(tasks, step, task_offset)
             if not ok:
                 g_upd = [torch.zeros_like(p) for p in self.g_params]
                 d_upd = [torch.zeros_like(p) for p in self.d_params]
-            ok_all, upd = self._agree(ok, g_upd + d_upd)
+                lr_grad = None if self.log_lr_scales is None else torch.zeros_like(self.log_lr_scales).detach()
+            extra = [] if lr_grad is None else [lr_grad]
+            ok_all, upd = self._agree(ok, g_upd + d_upd + extra)
             if ok_all:
-                g_upd, d_upd = upd[: len(self.g_params)], upd[len(self.g_params) :]
+                n_g, n_d = len(self.g_params), len(self.d_params)
+                g_upd, d_upd = upd[:n_g], upd[n_g : n_g + n_d]
+                if lr_grad is not None:
+                    self._update_lr_scales(upd[n_g + n_d])
                 for params, update, opt in ((self.g_params, g_upd, self.opt_g), (self.d_params, d_upd, self.opt_d)):
                     opt.zero_grad(set_to_none=True)
                     for p, u in zip(params, update):
@@ -484,13 +590,26 @@ class MetaLearner:
         self.nonfinite_in_a_row = 0
         return {**logs, "nonfinite": 0.0}
 
+    def _update_lr_scales(self, grad: torch.Tensor) -> None:
+        """One Adam step of the log scales from the (process-averaged) hypergradient, then clamp them."""
+        self.opt_lr.zero_grad(set_to_none=True)
+        self.log_lr_scales.grad = grad.detach().to(self.log_lr_scales.device, self.log_lr_scales.dtype)
+        self.opt_lr.step()
+        self.opt_lr.zero_grad(set_to_none=True)
+        limit = math.log(MAX_LR_SCALE)
+        with torch.no_grad():
+            self.log_lr_scales.clamp_(-limit, limit)
+
     def _meta_update(
         self, tasks: Sequence[Task], step: int, task_offset: int
-    ) -> tuple[bool, dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+    ) -> tuple[bool, dict[str, float], list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
         """Run every task's inner loop; return the mean Reptile difference (meta - adapted) or the mean FOMAML
-        query gradient, as the outer "gradient" of G and of D."""
+        query gradient, as the outer "gradient" of G and of D, and with `learn_inner_lr` the mean hypergradient of
+        the log learning-rate scales (else `None`)."""
         g_sum = [torch.zeros_like(p) for p in self.g_params]
         d_sum = [torch.zeros_like(p) for p in self.d_params]
+        learn_lr = self.log_lr_scales is not None
+        lr_sum = torch.zeros(self.log_lr_scales.shape, device=self.device) if learn_lr else None
         logs_sum: dict[str, float] = {}
         for i, task in enumerate(tasks):
             gen = self.task_generator(step, task_offset + i)
@@ -498,7 +617,7 @@ class MetaLearner:
             support = task.support.to(self.device, torch.float32)
             ok, logs = self._inner_loop(support, gen, self._fast_g, self._fast_d)
             if not ok:
-                return False, logs, [], []
+                return False, logs, [], [], None
             if self.config.algorithm == "reptile":
                 # outer "gradient" = meta - adapted (the outer optimizer then moves meta toward adapted)
                 with torch.no_grad():
@@ -506,10 +625,13 @@ class MetaLearner:
                         acc += p - q
                     for acc, p, q in zip(d_sum, self.d_params, self._fast_d.parameters()):
                         acc += p - q
-            else:
+            if self.config.algorithm == "fomaml" or learn_lr:
                 ok, g_grads, d_grads = self._query_gradients(task.query.to(self.device, torch.float32), gen)
                 if not ok:
-                    return False, logs, [], []
+                    return False, logs, [], [], None
+                if learn_lr:
+                    lr_sum += self._lr_hypergradient(g_grads, d_grads)
+            if self.config.algorithm == "fomaml":
                 for acc, g in zip(g_sum, g_grads):
                     acc += g.detach()
                 for acc, g in zip(d_sum, d_grads):
@@ -517,7 +639,13 @@ class MetaLearner:
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + v
         n = len(tasks)
-        return True, {k: v / n for k, v in logs_sum.items()}, [g / n for g in g_sum], [d / n for d in d_sum]
+        return (
+            True,
+            {k: v / n for k, v in logs_sum.items()},
+            [g / n for g in g_sum],
+            [d / n for d in d_sum],
+            None if lr_sum is None else lr_sum / n,
+        )
 
     def _pretrain_update(self, tasks: Sequence[Task], step: int, task_offset: int) -> tuple[bool, dict[str, float]]:
         """Pooled GAN training: `inner_steps` steps of the outer optimizers on all tasks' support images, gradients
@@ -592,13 +720,17 @@ class MetaLearner:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Optimizer states and counters (the model weights are saved by their own `save_pretrained`)."""
-        return {
+        state = {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "seed": self.seed,
             "config": self.config.to_dict(),
         }
+        if self.log_lr_scales is not None:
+            state["log_lr_scales"] = self.log_lr_scales.detach().clone()
+            state["opt_lr"] = self.opt_lr.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what [`state_dict`] returned (the model weights must be loaded separately).
@@ -623,4 +755,8 @@ class MetaLearner:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
+        if self.log_lr_scales is not None and "log_lr_scales" in state:
+            with torch.no_grad():
+                self.log_lr_scales.copy_(state["log_lr_scales"])
+            self.opt_lr.load_state_dict(state["opt_lr"])
         self.seed = int(state.get("seed", self.seed))

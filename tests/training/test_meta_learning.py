@@ -146,7 +146,8 @@ def test_inner_loop_never_modifies_meta_weights_before_the_outer_update():
     g, d = make_models()
     learner = MetaLearner(g, d, config(algorithm="reptile"))
     before = params(g) + params(d)
-    ok, _, g_upd, d_upd = learner._meta_update(make_tasks(2), step=0, task_offset=0)
+    ok, _, g_upd, d_upd, lr_grad = learner._meta_update(make_tasks(2), step=0, task_offset=0)
+    assert lr_grad is None  # no learned inner learning rates
     assert ok
     after = params(g) + params(d)
     assert all(torch.equal(a, b) for a, b in zip(before, after))
