@@ -272,3 +272,51 @@ def test_loss_plot_draws_both_curves():
     blue = ((image[..., 2] > 150) & (image[..., 0] < 80)).sum()
     assert red > 20 and blue > 20
     demo_app.plot_losses([])  # no steps yet: an empty frame, no error
+
+
+def test_torch_worker_runs_in_order_on_one_daemon_thread_and_passes_errors():
+    worker = demo_app.TorchWorker(name="test-torch-worker")
+    try:
+        gate = threading.Event()
+        order: list[int] = []
+        threads: set[str] = set()
+
+        def job(i: int):
+            def run() -> int:
+                if i == 0:
+                    gate.wait(5)
+                order.append(i)
+                threads.add(threading.current_thread().name)
+                return i * i
+
+            return run
+
+        futures = [worker.submit(job(i)) for i in range(3)]
+        gate.set()
+        assert [f.result(timeout=5) for f in futures] == [0, 1, 4]
+        assert order == [0, 1, 2] and threads == {"test-torch-worker"}
+        # a daemon thread: the interpreter does not wait for a running adaptation at exit (Ctrl-C stops the app)
+        assert worker._thread.daemon
+        with pytest.raises(ZeroDivisionError):
+            worker.submit(lambda: 1 / 0).result(timeout=5)
+        assert worker.submit(lambda: "still serving").result(timeout=5) == "still serving"
+
+        blocker, started = threading.Event(), threading.Event()
+
+        def long_job() -> bool:
+            started.set()
+            return blocker.wait(5)
+
+        running = worker.submit(long_job)
+        queued = worker.submit(lambda: "never")
+        assert started.wait(5)
+        worker.shutdown()
+        assert queued.cancelled()
+        blocker.set()
+        assert running.result(timeout=5) is True
+        with pytest.raises(RuntimeError, match="shut down"):
+            worker.submit(lambda: None)
+        worker._thread.join(5)
+        assert not worker._thread.is_alive()
+    finally:
+        worker.shutdown()
