@@ -101,6 +101,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="With --diversity_loss cdc: anchor-region steps every N steps, 0 for none (default: the paper's 4).",
     )
+    parser.add_argument(
+        "--no_layer_lr_scales",
+        action="store_true",
+        help="Ignore the per-tensor learning-rate scales a checkpoint meta-trained with --learn_inner_lr carries "
+        "(adapt(layer_lr_scales=False)); without this flag they are applied.",
+    )
     parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
     parser.add_argument(
         "--mixed_precision",
@@ -230,6 +236,7 @@ def main(args: argparse.Namespace) -> None:
         generator=torch.Generator().manual_seed(args.seed),
         accelerator=accelerator,
         image_column=args.image_column,
+        layer_lr_scales=not args.no_layer_lr_scales,
     )
     record = adapted.card_info["adaptation"]
     if not accelerator.is_main_process:

@@ -150,3 +150,21 @@ def test_script_argument_errors():
         script.parse_args(
             ["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--mixed_precision", "fp8"]
         )
+
+
+def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):
+    base, shots = inputs
+    pipe = MetaGANPipeline.from_pretrained(base)
+    names = [n for n, _ in pipe.generator.named_parameters()]
+    pipe.card_info["adaptation_lr_scales"] = {"generator": dict.fromkeys(names, 2.0)}
+    pipe.save_pretrained(tmp_path / "scaled")
+    common = ["--pretrained_model_name_or_path", str(tmp_path / "scaled"), "--train_data_dir", str(shots),
+              "--num_steps", "2", "--validation_images", "0"]  # fmt: skip
+    run_script(*common, "--output_dir", "with", cwd=tmp_path)
+    run_script(*common, "--output_dir", "without", "--no_layer_lr_scales", cwd=tmp_path)
+    with_scales = json.loads((tmp_path / "with" / "adaptation.json").read_text(encoding="utf-8"))
+    without = json.loads((tmp_path / "without" / "adaptation.json").read_text(encoding="utf-8"))
+    assert with_scales["layer_lr_scales"] is True and without["layer_lr_scales"] is False
+    a = MetaGANPipeline.from_pretrained(tmp_path / "with").generator.state_dict()
+    b = MetaGANPipeline.from_pretrained(tmp_path / "without").generator.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
