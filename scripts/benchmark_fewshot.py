@@ -396,7 +396,8 @@ class Contender:
     channels: int = 0
 
 
-# adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+")
+# adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+";
+# booleans are true / false)
 ADAPT_OPTION_TYPES: dict[str, type] = {
     "learning_rate": float,
     "batch_size": int,
@@ -411,7 +412,9 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "diversity_weight": float,
     "diversity_batch_size": int,
     "cdc_anchor_interval": int,
+    "layer_lr_scales": bool,
 }
+BOOL_WORDS = {"true": True, "false": False}
 
 
 def parse_adapt_options(values: Sequence[str] | None) -> dict[str, dict[str, Any]]:
@@ -441,6 +444,10 @@ def parse_adapt_options(values: Sequence[str] | None) -> dict[str, dict[str, Any
                 options[key] = None
             elif kind is list:
                 options[key] = [v.strip() for v in value.split("+") if v.strip()]
+            elif kind is bool:
+                if value.lower() not in BOOL_WORDS:
+                    raise ValueError(f"`--adapt_options` for {name!r}: {key}={value!r} must be true or false.")
+                options[key] = BOOL_WORDS[value.lower()]
             else:
                 try:
                     options[key] = kind(value)

@@ -200,6 +200,7 @@ def test_paired_differences_count_better_classes_in_each_metric_direction():
         (["--quick", "--adapt_options", "tiny:lr=1e-3"], "bad option 'lr=1e-3'; give key=value with a key among"),
         (["--quick", "--adapt_options", "tiny:batch_size=four"], "batch_size='four' is not a valid int"),
         (["--quick", "--adapt_options", "tiny:r1_gamma=1,r1_gamma=2"], "'r1_gamma' given twice"),
+        (["--quick", "--adapt_options", "tiny:layer_lr_scales=maybe"], "layer_lr_scales='maybe' must be true"),
         (
             ["--contender", "a=some/path", "--contender", "ddpm-full", "--adapt_options", "ddpm-full:batch_size=2"],
             "no GAN contender has that name; GAN contenders: ['a']",
@@ -223,3 +224,8 @@ def test_fit_images_resizes_and_converts_channels():
     out = bench.fit_images(images, 4, 1)
     assert out.shape == (2, 1, 4, 4) and out.min() >= -1 and out.max() <= 1
     assert bench.fit_images(torch.zeros(1, 1, 4, 4), 8, 3).shape == (1, 3, 8, 8)
+
+
+def test_adapt_options_parse_booleans():
+    parsed = bench.parse_adapt_options(["a:layer_lr_scales=false", "b:layer_lr_scales=True,learning_rate=1e-3"])
+    assert parsed == {"a": {"layer_lr_scales": False}, "b": {"layer_lr_scales": True, "learning_rate": 1e-3}}
