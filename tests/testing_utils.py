@@ -95,3 +95,26 @@ def one_thread_fresh_accelerate() -> Iterator[None]:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         torch.set_num_threads(threads)
+
+
+def tiny_gan(seed: int = 0):
+    """A tiny 16x16 generator / discriminator pair (latent 8, channels 16 and 8) for meta-training tests."""
+    from metagan_hub import MetaGANDiscriminator, MetaGANGenerator
+
+    torch.manual_seed(seed)
+    return (
+        MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
+        MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
+    )
+
+
+def saved_pipeline_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved pipeline folder's generator and discriminator, keyed `component.name`."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for sub in ("generator", "discriminator"):
+        path = os.path.join(os.fspath(folder), sub, "diffusion_pytorch_model.safetensors")
+        for key, value in load_file(path).items():
+            out[f"{sub}.{key}"] = value
+    return out

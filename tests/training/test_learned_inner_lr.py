@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANPipeline
 from metagan_hub.training.adaptation import LR_SCALES_KEY, check_lr_scales
 from metagan_hub.training.meta_learning import MAX_LR_SCALE, MetaLearner, MetaLearningConfig
 from metagan_hub.training.tasks import Task
-from tests.testing_utils import load_script, one_thread_fresh_accelerate
+from tests.testing_utils import load_script, one_thread_fresh_accelerate, saved_pipeline_weights, tiny_gan
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_metagan.py"
 TINY = [
@@ -35,14 +34,6 @@ def _fresh_accelerate_state():
         yield
 
 
-def tiny_models(seed: int = 0) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
-    torch.manual_seed(seed)
-    return (
-        MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-
-
 def tasks(n: int = 2, queries: int = 3) -> list[Task]:
     g = torch.Generator().manual_seed(0)
     return [
@@ -53,7 +44,7 @@ def tasks(n: int = 2, queries: int = 3) -> list[Task]:
 
 @pytest.mark.parametrize("algorithm", ["reptile", "fomaml"])
 def test_learned_scales_move_stay_bounded_and_cover_every_tensor(algorithm):
-    g, d = tiny_models()
+    g, d = tiny_gan()
     cfg = MetaLearningConfig(algorithm=algorithm, inner_steps=2, learn_inner_lr=True, inner_lr_meta_lr=5.0)
     learner = MetaLearner(g, d, cfg, seed=0)
     for step in range(3):
@@ -70,7 +61,7 @@ def test_learned_scales_move_stay_bounded_and_cover_every_tensor(algorithm):
 
 
 def test_hypergradient_is_the_query_gradient_dotted_with_the_displacement():
-    g, d = tiny_models()
+    g, d = tiny_gan()
     learner = MetaLearner(g, d, MetaLearningConfig(inner_steps=2, learn_inner_lr=True), seed=0)
     learner._load_fast()
     with torch.no_grad():
@@ -85,7 +76,7 @@ def test_hypergradient_is_the_query_gradient_dotted_with_the_displacement():
 
 
 def test_a_query_loss_that_rises_along_the_inner_displacement_lowers_that_tensor_rate():
-    g, d = tiny_models()
+    g, d = tiny_gan()
     learner = MetaLearner(g, d, MetaLearningConfig(inner_steps=2, learn_inner_lr=True, inner_lr_meta_lr=0.1), seed=0)
     n = learner.log_lr_scales.numel()
     grad = torch.zeros(n)
@@ -97,8 +88,8 @@ def test_a_query_loss_that_rises_along_the_inner_displacement_lowers_that_tensor
 
 def test_scales_of_one_reproduce_the_plain_inner_loop():
     # one parameter group per tensor at inner_lr * 1 is the same arithmetic as one group at inner_lr
-    g1, d1 = tiny_models()
-    g2, d2 = tiny_models()
+    g1, d1 = tiny_gan()
+    g2, d2 = tiny_gan()
     plain = MetaLearner(g1, d1, MetaLearningConfig(inner_steps=3), seed=0)
     learned = MetaLearner(g2, d2, MetaLearningConfig(inner_steps=3, learn_inner_lr=True), seed=0)
     plain.meta_step(tasks(), step=0)
@@ -108,7 +99,7 @@ def test_scales_of_one_reproduce_the_plain_inner_loop():
 
 
 def test_set_lr_scales_round_trips_and_checks_names():
-    g, d = tiny_models()
+    g, d = tiny_gan()
     learner = MetaLearner(g, d, MetaLearningConfig(learn_inner_lr=True), seed=0)
     learner.set_lr_scales({"generator": {"proj.weight": 2.0}, "discriminator": {"fc.weight": 100.0}})
     scales = learner.lr_scales()
@@ -118,8 +109,8 @@ def test_set_lr_scales_round_trips_and_checks_names():
     with pytest.raises(ValueError, match="not a parameter of the generator"):
         learner.set_lr_scales({"generator": {"nope.weight": 2.0}})
     with pytest.raises(ValueError, match="learn_inner_lr"):
-        MetaLearner(*tiny_models(), MetaLearningConfig(), seed=0).set_lr_scales({})
-    assert MetaLearner(*tiny_models(), MetaLearningConfig(), seed=0).lr_scales() is None
+        MetaLearner(*tiny_gan(), MetaLearningConfig(), seed=0).set_lr_scales({})
+    assert MetaLearner(*tiny_gan(), MetaLearningConfig(), seed=0).lr_scales() is None
 
 
 @pytest.mark.parametrize(
@@ -137,7 +128,7 @@ def test_bad_learned_lr_options(options, match):
 
 
 def test_learned_lr_needs_query_images():
-    learner = MetaLearner(*tiny_models(), MetaLearningConfig(learn_inner_lr=True), seed=0)
+    learner = MetaLearner(*tiny_gan(), MetaLearningConfig(learn_inner_lr=True), seed=0)
     with pytest.raises(ValueError, match="query images"):
         learner.meta_step(tasks(queries=0), step=0)
 
@@ -155,7 +146,7 @@ def test_learned_lr_needs_query_images():
     ],
 )
 def test_check_lr_scales_names_the_bad_entry(scales, match):
-    g, d = tiny_models()
+    g, d = tiny_gan()
     names = {"generator": [n for n, _ in g.named_parameters()], "discriminator": [n for n, _ in d.named_parameters()]}
     with pytest.raises(ValueError, match=match):
         check_lr_scales(scales, names)
@@ -168,7 +159,7 @@ def adapted_weights(pipe: MetaGANPipeline, **kwargs) -> tuple[MetaGANPipeline, d
 
 
 def test_adapt_applies_the_checkpoint_scales_and_can_ignore_them():
-    g, d = tiny_models()
+    g, d = tiny_gan()
     names = [n for n, _ in g.named_parameters()]
     plain = MetaGANPipeline(generator=g, discriminator=d)
     plain.set_progress_bar_config(disable=True)
@@ -202,14 +193,6 @@ def test_adapt_applies_the_checkpoint_scales_and_can_ignore_them():
         adapted_weights(broken)
 
 
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for sub in ("generator", "discriminator"):
-        for key, value in load_file(folder / sub / "diffusion_pytorch_model.safetensors").items():
-            out[f"{sub}.{key}"] = value
-    return out
-
-
 def test_script_learns_saves_and_resumes_the_scales_bit_exactly(tmp_path):
     def run(*extra: str):
         return train_metagan.main(train_metagan.parse_args([*TINY, *extra]))
@@ -230,7 +213,7 @@ def test_script_learns_saves_and_resumes_the_scales_bit_exactly(tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
     again = run(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
-    a, b = weights(full), weights(resumed)
+    a, b = saved_pipeline_weights(full), saved_pipeline_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((resumed / "metagan_hub.json").read_text())[LR_SCALES_KEY] == saved
     assert again.card_info[LR_SCALES_KEY] == saved

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator
 from metagan_hub.training.adaptation import adapt_pipeline
 from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig
 from metagan_hub.training.tasks import Task
-from tests.testing_utils import load_script, one_thread_fresh_accelerate
+from tests.testing_utils import load_script, one_thread_fresh_accelerate, saved_pipeline_weights, tiny_gan
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_metagan.py"
 TINY = [
@@ -33,14 +31,6 @@ train_metagan = load_script("train_metagan_adapt_inner", SCRIPT)
 def _fresh_accelerate_state():
     with one_thread_fresh_accelerate():
         yield
-
-
-def tiny_models(seed: int = 0) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:
-    torch.manual_seed(seed)
-    return (
-        MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
 
 
 def tasks(n: int = 2) -> list[Task]:
@@ -61,7 +51,7 @@ def test_adapt_inner_loop_follows_adapt_defaults():
 
 
 def test_inner_freezed_keeps_the_frozen_meta_blocks_and_the_diversity_term_runs():
-    g, d = tiny_models()
+    g, d = tiny_gan()
     frozen_before = {k: v.clone() for k, v in d.state_dict().items() if k.startswith(("conv_in", "blocks.0"))}
     learner = MetaLearner(g, d, MetaLearningConfig.adapt_inner_loop(inner_steps=3, diversity_loss="cdc"), seed=0)
     logs = learner.meta_step(tasks(), step=0)
@@ -69,7 +59,7 @@ def test_inner_freezed_keeps_the_frozen_meta_blocks_and_the_diversity_term_runs(
     after = d.state_dict()
     # Reptile moves the meta-weights towards the task copies; FreezeD never changed those blocks there
     assert all(torch.equal(frozen_before[k], after[k]) for k in frozen_before)
-    assert any(not torch.equal(v, after[k]) for k, v in tiny_models()[1].state_dict().items() if k.startswith("fc"))
+    assert any(not torch.equal(v, after[k]) for k, v in tiny_gan()[1].state_dict().items() if k.startswith("fc"))
 
 
 @pytest.mark.parametrize(
@@ -88,14 +78,6 @@ def test_bad_inner_loop_options(options, match):
         MetaLearningConfig(**options)
 
 
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for sub in ("generator", "discriminator"):
-        for key, value in load_file(folder / sub / "diffusion_pytorch_model.safetensors").items():
-            out[f"{sub}.{key}"] = value
-    return out
-
-
 @pytest.mark.parametrize("method", ["cdc", "dcl"])
 def test_meta_training_with_the_adapt_inner_loop_resumes_bit_exactly(tmp_path, method):
     def run(*extra: str):
@@ -112,5 +94,5 @@ def test_meta_training_with_the_adapt_inner_loop_resumes_bit_exactly(tmp_path, m
     shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
     run(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
     # bitwise: the script promises that a resumed run reproduces the uninterrupted one on the same machine
-    a, b = weights(full), weights(resumed)
+    a, b = saved_pipeline_weights(full), saved_pipeline_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
