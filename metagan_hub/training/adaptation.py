@@ -184,11 +184,17 @@ def check_lr_scales(scales: Any, names: dict[str, Sequence[str]]) -> dict[str, d
     return out
 
 
+def _tensor_names(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """`model.named_parameters()` under the names of the model without adapters: a PEFT LoRA layer keeps the
+    original weight as `<layer>.base_layer.weight`, which is `<layer>.weight` here."""
+    return [(n.replace(".base_layer.", "."), p) for n, p in model.named_parameters()]
+
+
 def _scaled_groups(
     model: torch.nn.Module, params: list[torch.Tensor], scales: dict[str, float], learning_rate: float
 ) -> list[dict[str, Any]]:
     """Adam parameter groups: one per tensor of `model` that has a scale, one for all other trainable tensors."""
-    by_id = {id(p): scales[n] for n, p in model.named_parameters() if n in scales}
+    by_id = {id(p): scales[n] for n, p in _tensor_names(model) if n in scales}
     groups = [{"params": [p], "lr": learning_rate * by_id[id(p)]} for p in params if id(p) in by_id]
     rest = [p for p in params if id(p) not in by_id]
     if rest:
@@ -264,8 +270,8 @@ def adapt_pipeline(
         lr_scales = check_lr_scales(
             pipeline.card_info[LR_SCALES_KEY],
             {
-                "generator": [n for n, _ in pipeline.generator.named_parameters()],
-                "discriminator": [n for n, _ in pipeline.discriminator.named_parameters()],
+                "generator": [n for n, _ in _tensor_names(pipeline.generator)],
+                "discriminator": [n for n, _ in _tensor_names(pipeline.discriminator)],
             },
         )
     if callback is not None and not callable(callback):

@@ -238,3 +238,18 @@ def test_script_refuses_bad_learned_lr_combinations(extra, match, capsys):
     with pytest.raises(SystemExit):
         train_metagan.parse_args([*TINY, *extra, "--output_dir", "unused"])
     assert match in capsys.readouterr().err
+
+
+def test_a_lora_adapted_pipeline_with_scales_can_be_adapted_again():
+    pytest.importorskip("peft")
+    g, d = tiny_gan()
+    names = [n for n, _ in g.named_parameters()]
+    pipe = MetaGANPipeline(
+        generator=g, discriminator=d, card_info={LR_SCALES_KEY: {"generator": dict.fromkeys(names, 2.0)}}
+    )
+    pipe.set_progress_bar_config(disable=True)
+    lora, _ = adapted_weights(pipe, lora_rank=2)
+    assert lora.has_lora and LR_SCALES_KEY in lora.card_info
+    lora.set_progress_bar_config(disable=True)
+    again, _ = adapted_weights(lora)  # the LoRA layers' base weights keep their scales
+    assert again.card_info["adaptation"]["layer_lr_scales"] is True
