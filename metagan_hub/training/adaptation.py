@@ -176,11 +176,7 @@ def check_lr_scales(scales: Any, names: dict[str, Sequence[str]]) -> dict[str, d
                     f"{len(known)} parameter tensors, e.g. {sorted(known)[:3]}); the scales belong to another "
                     "architecture."
                 )
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-                raise ValueError(
-                    f"`{LR_SCALES_KEY}[{model!r}][{name!r}]` must be a positive finite number, got {value!r}."
-                )
-            out[model][name] = float(value)
+            out[model][name] = _positive_float(f"{LR_SCALES_KEY}[{model!r}][{name!r}]", value)
     return out
 
 

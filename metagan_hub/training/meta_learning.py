@@ -204,13 +204,15 @@ class NonFiniteMetaStepError(RuntimeError):
 
 
 def _inner_optimizer(
-    config: MetaLearningConfig, params: list[torch.Tensor], scales: list[float] | None = None
+    config: MetaLearningConfig, model: torch.nn.Module, scales: list[float] | None = None
 ) -> torch.optim.Optimizer:
-    """The fresh inner-loop optimizer of one task; with `scales`, one parameter group per tensor at
-    `inner_lr * scale`."""
-    groups: Any = params
+    """The fresh inner-loop optimizer of one task over `model`'s trainable tensors; with `scales` (one per tensor of
+    `model.parameters()`), one parameter group per tensor at `inner_lr * scale`."""
+    groups: Any = [p for p in model.parameters() if p.requires_grad]
     if scales is not None:
-        groups = [{"params": [p], "lr": config.inner_lr * s} for p, s in zip(params, scales)]
+        groups = [
+            {"params": [p], "lr": config.inner_lr * s} for p, s in zip(model.parameters(), scales) if p.requires_grad
+        ]
     if config.inner_optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.inner_lr)
     return torch.optim.Adam(groups, lr=config.inner_lr, betas=(0.0, 0.99))
@@ -330,12 +332,8 @@ class MetaLearner:
         """
         if self.log_lr_scales is None:
             return None
-        values = self.log_lr_scales.detach().exp().tolist()
-        n = len(self.g_names)
-        return {
-            "generator": dict(zip(self.g_names, values[:n])),
-            "discriminator": dict(zip(self.d_names, values[n:])),
-        }
+        g_scales, d_scales = self._inner_scales()
+        return {"generator": dict(zip(self.g_names, g_scales)), "discriminator": dict(zip(self.d_names, d_scales))}
 
     def set_lr_scales(self, scales: dict[str, dict[str, float]]) -> None:
         """Start the learned scales from `scales` (as [`lr_scales`] returns them, e.g. from a checkpoint that was
@@ -347,19 +345,24 @@ class MetaLearner:
 
         scales = check_lr_scales(scales, {"generator": self.g_names, "discriminator": self.d_names})
         names = [("generator", n) for n in self.g_names] + [("discriminator", n) for n in self.d_names]
+        values = [math.log(scales.get(model, {}).get(name, 1.0)) for model, name in names]
+        with torch.no_grad():
+            self.log_lr_scales.copy_(torch.tensor(values))
+        self._clamp_lr_scales()
+
+    def _clamp_lr_scales(self) -> None:
         limit = math.log(MAX_LR_SCALE)
         with torch.no_grad():
-            for i, (model, name) in enumerate(names):
-                value = math.log(scales.get(model, {}).get(name, 1.0))
-                self.log_lr_scales[i] = min(max(value, -limit), limit)
+            self.log_lr_scales.clamp_(-limit, limit)
 
-    def _inner_scales(self, model: str) -> list[float] | None:
-        """The current scales of `model`'s tensors ("generator" or "discriminator"), or `None` when not learned."""
+    def _inner_scales(self) -> tuple[list[float] | None, list[float] | None]:
+        """The current scales of the generator's and the discriminator's tensors, or `(None, None)` when not
+        learned."""
         if self.log_lr_scales is None:
-            return None
+            return None, None
         values = self.log_lr_scales.detach().exp().tolist()
         n = len(self.g_names)
-        return values[:n] if model == "generator" else values[n:]
+        return values[:n], values[n:]
 
     def _lr_hypergradient(self, g_grads: list[torch.Tensor], d_grads: list[torch.Tensor]) -> torch.Tensor:
         """First-order derivative of the query loss with respect to each log scale: the dot product of the query
@@ -395,17 +398,9 @@ class MetaLearner:
         cfg = self.config
         if cfg.inner_freeze_discriminator_blocks:
             d_model.freeze_blocks(cfg.inner_freeze_discriminator_blocks)  # FreezeD, as adapt(): the rest trains
-        g_scales, d_scales = self._inner_scales("generator"), self._inner_scales("discriminator")
-        opt_g = _inner_optimizer(
-            cfg,
-            [p for p in g_model.parameters() if p.requires_grad],
-            None if g_scales is None else [s for s, p in zip(g_scales, g_model.parameters()) if p.requires_grad],
-        )
-        opt_d = _inner_optimizer(
-            cfg,
-            [p for p in d_model.parameters() if p.requires_grad],
-            None if d_scales is None else [s for s, p in zip(d_scales, d_model.parameters()) if p.requires_grad],
-        )
+        g_scales, d_scales = self._inner_scales()
+        opt_g = _inner_optimizer(cfg, g_model, g_scales)
+        opt_d = _inner_optimizer(cfg, d_model, d_scales)
         scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10) if cfg.mixed_precision == "fp16" else None
         aug_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
         latent_dim = g_model.config.latent_dim
@@ -509,10 +504,15 @@ class MetaLearner:
     def _check_tasks(self, tasks: Sequence[Task]) -> None:
         g_cfg = self.generator.config
         expected = (g_cfg.out_channels, g_cfg.sample_size, g_cfg.sample_size)
+        # the query images feed FOMAML's meta-gradient and the learned learning rates' hypergradient
+        needs_query = None
+        if self.config.algorithm == "fomaml":
+            needs_query = "first-order MAML"
+        elif self.config.learn_inner_lr:
+            needs_query = "`learn_inner_lr`"
         for i, task in enumerate(tasks):
             for name in ("support", "query"):
                 x = getattr(task, name, None)
-                needs_query = self.config.algorithm == "fomaml" or self.config.learn_inner_lr
                 if x is None or (name == "query" and not needs_query):
                     continue
                 if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -523,10 +523,8 @@ class MetaLearner:
                     )
             if task.support is None or task.support.shape[0] == 0:
                 raise ValueError(f"task {i} has no support images.")
-            if self.config.algorithm == "fomaml" and (task.query is None or task.query.shape[0] == 0):
-                raise ValueError("first-order MAML needs query images: sample tasks with `queries` >= 1.")
-            if self.config.learn_inner_lr and (task.query is None or task.query.shape[0] == 0):
-                raise ValueError("`learn_inner_lr` needs query images: sample tasks with `queries` >= 1.")
+            if needs_query and (task.query is None or task.query.shape[0] == 0):
+                raise ValueError(f"{needs_query} needs query images: sample tasks with `queries` >= 1.")
 
     def meta_step(self, tasks: Sequence[Task], step: int, task_offset: int | None = None) -> dict[str, float]:
         """
@@ -561,7 +559,7 @@ class MetaLearner:
             if not ok:
                 g_upd = [torch.zeros_like(p) for p in self.g_params]
                 d_upd = [torch.zeros_like(p) for p in self.d_params]
-                lr_grad = None if self.log_lr_scales is None else torch.zeros_like(self.log_lr_scales).detach()
+                lr_grad = None if self.log_lr_scales is None else torch.zeros_like(self.log_lr_scales)
             extra = [] if lr_grad is None else [lr_grad]
             ok_all, upd = self._agree(ok, g_upd + d_upd + extra)
             if ok_all:
@@ -596,9 +594,7 @@ class MetaLearner:
         self.log_lr_scales.grad = grad.detach().to(self.log_lr_scales.device, self.log_lr_scales.dtype)
         self.opt_lr.step()
         self.opt_lr.zero_grad(set_to_none=True)
-        limit = math.log(MAX_LR_SCALE)
-        with torch.no_grad():
-            self.log_lr_scales.clamp_(-limit, limit)
+        self._clamp_lr_scales()
 
     def _meta_update(
         self, tasks: Sequence[Task], step: int, task_offset: int
