@@ -12,7 +12,9 @@ natural images, next to the evaluation classifiers trained on our own glyph doma
 Install with `pip install "metagan-hub[imagenet]"`. `timm` imports `torchvision` at import time, so a `torchvision`
 built for the installed `torch` is needed too: with a CPU-only `torch` from the PyTorch CPU index, take `torchvision`
 from the same index (the PyPI `torchvision` wheel is linked against the CUDA build of `torch` and fails to import next
-to a CPU-only one). Evaluation runs without this module; nothing else imports it.
+to a CPU-only one). The pair the project's CI tests this module with is PyPI's `torch==2.14.1` +
+`torchvision==0.29.1` (a CUDA build, which also runs on the CPU) in a venv of its own. Evaluation runs without this
+module; nothing else imports it.
 
 Example:
 
