@@ -28,6 +28,15 @@ held-out real image, the RMS distance to its nearest sample), images in [-1, 1].
 penalizes mode collapse. It is feature-free (no pretrained network exists offline), so compare it only between runs
 on the same data, resolution and validation settings.
 
+The yardstick (`--yardstick_classes N`, at the same times) judges what users get instead: it adapts the current
+meta-weights with `adapt()` as users run it (`--yardstick_adapt_steps`, default 200) to the first N *validation*
+classes (never meta-trained on, never in the benchmark), samples `--yardstick_samples` images per class and scores
+them in the features of an evaluation classifier trained on other images of those classes (per class: a shot pool of
+`--validation_shots`, half of the rest as real held-out images, the other half trains the classifier; cached): mean
+recognisability plus mean recall, i.e. fidelity and diversity (`metagan_hub.metrics.yardstick`). Results go to
+`<output_dir>/yardstick.jsonl`; with `--select_best` the pipeline with the highest score so far is kept in
+`<output_dir>/best/` (written to `best.tmp` and swapped in once complete, with its `yardstick.json`).
+
 Checkpoints (`--checkpointing_steps`) are written with `accelerator.save_state` to `checkpoint-N.tmp` and renamed to
 `checkpoint-N` only once complete, so a kill during a save never leaves a broken latest checkpoint. The final
 pipeline is written to `--output_dir` with `MetaGANPipeline.save_pretrained` (model card included) and uploaded with
@@ -272,6 +281,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     val.add_argument("--validation_adapt_steps", type=int, default=50)
     val.add_argument("--validation_lr", type=float, default=2e-4)
     val.add_argument("--validation_samples", type=int, default=32, help="Generated images per class for the distance.")
+    val.add_argument(
+        "--yardstick_classes", type=int, default=0, help="Validation classes the yardstick adapts to (0: off)."
+    )
+    val.add_argument("--yardstick_adapt_steps", type=int, default=200, help="adapt() steps per yardstick class.")
+    val.add_argument("--yardstick_samples", type=int, default=100, help="Samples per yardstick class.")
+    val.add_argument(
+        "--select_best",
+        action="store_true",
+        help="Keep the pipeline with the best yardstick score in <output_dir>/best (needs --yardstick_classes).",
+    )
     # hub
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
@@ -301,14 +320,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "validation_shots",
         "validation_adapt_steps",
         "validation_samples",
+        "yardstick_adapt_steps",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.mode_seeking_weight < float("inf"):
         parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
-    for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes"):
+    for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes", "yardstick_classes"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.yardstick_classes == 1:
+        parser.error("--yardstick_classes must be 0 (off) or >= 2 (its classifier tells classes apart), got 1")
+    if args.yardstick_samples < 4:
+        parser.error(
+            f"--yardstick_samples must be >= 4 (k-NN precision / recall need neighbours), got {args.yardstick_samples}"
+        )
+    if args.select_best and args.yardstick_classes < 2:
+        parser.error("--select_best needs the yardstick: give --yardstick_classes N (N >= 2)")
     if args.max_train_minutes is not None and not args.max_train_minutes > 0:
         parser.error(f"--max_train_minutes must be > 0, got {args.max_train_minutes}")
     if args.torch_threads is not None and args.torch_threads < 1:
@@ -467,6 +495,11 @@ def split_dataset(dataset, args: argparse.Namespace, world_size: int):
                     f"{args.validation_shots} must leave at least one held-out image. Lower --validation_shots or "
                     "set --num_validation_classes 0."
                 )
+    if args.yardstick_classes > val.num_classes:
+        raise ValueError(
+            f"--yardstick_classes {args.yardstick_classes} is more than the {val.num_classes} validation classes; "
+            "lower it or raise --num_val_classes."
+        )
     return train, val, test
 
 
@@ -783,6 +816,110 @@ def validate(
     return result
 
 
+# ---------------------------------------------------------------------------------------------------- yardstick
+BEST_DIR = "best"
+
+
+def build_yardstick_domain(args: argparse.Namespace, val_classes, accelerator: Accelerator):
+    """The first `--yardstick_classes` validation classes as an evaluation domain; the main process trains (or loads
+    from the cache) its evaluation classifier."""
+    from metagan_hub.metrics.domains import DatasetSplitDomain
+
+    domain = DatasetSplitDomain(
+        val_classes, num_classes=args.yardstick_classes, shot_pool=args.validation_shots, name="validation"
+    )
+    if accelerator.is_main_process:
+        domain.classifier  # noqa: B018  (trained and cached on first use)
+        logger.info(
+            f"yardstick: {domain.num_classes} validation classes; the evaluation classifier recognises "
+            f"{domain.real_accuracy:.3f} of their real held-out images (the ceiling)"
+        )
+    return domain
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf floats as None, recursively (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_yardstick(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    step: int,
+    pipe: MetaGANPipeline,
+    domain,
+    mixed_precision: str,
+) -> dict[str, Any]:
+    """Adapt `pipe` to the yardstick's validation classes as users would (main process only) and score it."""
+    from metagan_hub.metrics.yardstick import evaluate_adaptation
+
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate_adaptation(
+        pipe,
+        domain,
+        num_classes=args.yardstick_classes,
+        shots=args.validation_shots,
+        num_steps=args.yardstick_adapt_steps,
+        num_samples=args.yardstick_samples,
+        seed=args.seed,
+        mixed_precision=mixed_precision,
+        accelerator=accelerator,
+    )
+    result = {"step": step, **result, "classifier_heldout_accuracy": domain.real_accuracy}
+    with open(os.path.join(args.output_dir, "yardstick.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(_json_safe(result), allow_nan=False) + "\n")
+    means = result["means"]
+    logger.info(
+        f"yardstick at step {step}: score {result['score']:.4f} (recognisability {means['recognisability']:.3f}, "
+        f"recall {means['recall']:.3f}) in {result['wall_time_s']} s"
+    )
+    return result
+
+
+def save_best(pipeline: MetaGANPipeline, output_dir: str, result: dict[str, Any]) -> None:
+    """Write `pipeline` and its yardstick result to `<output_dir>/best.tmp`, then swap it in as `best`, so that a kill
+    at any moment leaves a complete `best` (or the previous one)."""
+    final = os.path.join(output_dir, BEST_DIR)
+    tmp, old = final + ".tmp", final + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipeline.save_pretrained(tmp)
+    with open(os.path.join(tmp, "yardstick.json"), "w", encoding="utf-8") as f:
+        json.dump(_json_safe(result), f, indent=2, allow_nan=False)
+    if os.path.isdir(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    logger.info(f"yardstick: new best score {result['score']:.4f} at step {result['step']}, saved to {final}")
+
+
+def recover_best(output_dir: str) -> None:
+    """Finish or undo a `save_best` that was killed half-way: `best.old` without `best` becomes `best` again; a
+    `best.tmp` is incomplete and removed."""
+    final = os.path.join(output_dir, BEST_DIR)
+    if os.path.isdir(final + ".old"):
+        if os.path.isdir(final):
+            shutil.rmtree(final + ".old", ignore_errors=True)
+        else:
+            os.replace(final + ".old", final)
+    shutil.rmtree(final + ".tmp", ignore_errors=True)
+
+
+def read_best_score(output_dir: str) -> float:
+    """The yardstick score of `<output_dir>/best` (a resumed run keeps its best), or -inf when there is none."""
+    path = os.path.join(output_dir, BEST_DIR, "yardstick.json")
+    if not os.path.isfile(path):
+        return -math.inf
+    with open(path, encoding="utf-8") as f:
+        score = json.load(f).get("score")
+    return float(score) if isinstance(score, int | float) else -math.inf
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 
@@ -870,6 +1007,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         for name in os.listdir(args.output_dir):  # incomplete saves of a killed run
             if re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+\.(tmp|old)", name):
                 shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+        recover_best(args.output_dir)
 
     # 1. data: split classes, check sizes, one task stream shared by all processes
     with accelerator.main_process_first():
@@ -884,6 +1022,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         f"{test_classes.num_classes} test; {args.meta_batch_size} tasks per meta step "
         f"({tasks_per_process} per process)"
     )
+    yardstick_domain = build_yardstick_domain(args, val_classes, accelerator) if args.yardstick_classes else None
 
     # 2. models (identical on every process; never wrapped in DDP) and the meta-learner
     config = learning_config(args, mixed_precision)
@@ -954,6 +1093,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         sampler.load_state_dict(sampler_state)
         check_ranks_identical(accelerator, generator_model, discriminator_model)
     first_step = training_state.step
+    best_score = read_best_score(args.output_dir) if args.select_best and checkpoint is not None else -math.inf
     if first_step >= args.max_meta_steps:
         logger.warning(f"the checkpoint is at step {first_step} >= --max_meta_steps {args.max_meta_steps}")
 
@@ -969,8 +1109,31 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         disable=not accelerator.is_local_main_process,
     )
     validation: dict[str, Any] | None = None
+    yardstick: dict[str, Any] | None = None
     skipped = 0
     start = time.perf_counter()
+
+    def current_pipeline(run: dict[str, Any]) -> MetaGANPipeline:
+        """The current meta-weights (EMA generator where used) as a pipeline with its card record."""
+        info = card_info(
+            args,
+            data_description,
+            dataset,
+            train_classes,
+            val_classes,
+            test_classes,
+            config,
+            validation,
+            learner.lr_scales(),
+            run,
+            yardstick,
+        )
+        return MetaGANPipeline(
+            generator=copy.deepcopy(ema_generator()).eval(),
+            discriminator=copy.deepcopy(discriminator_model).eval(),
+            card_info=info,
+        )
+
     for step in range(first_step, args.max_meta_steps):
         tasks = sampler.sample_batch(tasks_per_process)
         logs = learner.meta_step(tasks, step=step)  # raises NonFiniteMetaStepError after too many bad steps
@@ -1011,6 +1174,20 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                     step=global_step,
                 )
             accelerator.wait_for_everyone()
+        if yardstick_domain is not None and (periodic or last):
+            if accelerator.is_main_process:
+                run = {"meta_steps": global_step, "device": accelerator.device.type}
+                yardstick = run_yardstick(
+                    accelerator, args, global_step, current_pipeline(run), yardstick_domain, mixed_precision
+                )
+                accelerator.log(
+                    {f"yardstick/{k}": v for k, v in [("score", yardstick["score"]), *yardstick["means"].items()]},
+                    step=global_step,
+                )
+                if args.select_best and yardstick["score"] > best_score:
+                    best_score = yardstick["score"]
+                    save_best(current_pipeline(run), args.output_dir, yardstick)
+            accelerator.wait_for_everyone()
         if out_of_time and global_step < args.max_meta_steps:
             logger.info(f"--max_train_minutes {args.max_train_minutes} reached after meta step {global_step}")
             if args.checkpointing_steps and global_step % args.checkpointing_steps != 0:
@@ -1030,31 +1207,18 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     accelerator.wait_for_everyone()
     pipeline = None
     if accelerator.is_main_process:
-        pipeline = MetaGANPipeline(
-            generator=copy.deepcopy(ema_generator()).eval(),
-            discriminator=copy.deepcopy(discriminator_model).eval(),
-            card_info=card_info(
-                args,
-                data_description,
-                dataset,
-                train_classes,
-                val_classes,
-                test_classes,
-                config,
-                validation,
-                learner.lr_scales(),
-                {
-                    "meta_steps": final_step,
-                    "steps_this_run": steps_run,
-                    "skipped_nonfinite_steps": skipped,
-                    "num_processes": world_size,
-                    "wall_time_s": round(wall_time, 1),
-                    "tasks_per_s": round(steps_run * args.meta_batch_size / wall_time, 3) if steps_run else None,
-                    "mixed_precision": mixed_precision,
-                    "requested_mixed_precision": effective_mixed_precision(args),
-                    "device": accelerator.device.type,
-                },
-            ),
+        pipeline = current_pipeline(
+            {
+                "meta_steps": final_step,
+                "steps_this_run": steps_run,
+                "skipped_nonfinite_steps": skipped,
+                "num_processes": world_size,
+                "wall_time_s": round(wall_time, 1),
+                "tasks_per_s": round(steps_run * args.meta_batch_size / wall_time, 3) if steps_run else None,
+                "mixed_precision": mixed_precision,
+                "requested_mixed_precision": effective_mixed_precision(args),
+                "device": accelerator.device.type,
+            }
         )
         pipeline.save_pretrained(args.output_dir, repo_id=args.hub_model_id)
         logger.info(f"saved the meta-trained pipeline to {args.output_dir}")
@@ -1077,8 +1241,9 @@ def card_info(
     validation: dict[str, Any] | None,
     lr_scales: dict[str, dict[str, float]] | None,
     run: dict[str, Any],
+    yardstick: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card record: training configuration, data (with licence notes) and validation numbers."""
+    """The model card record: training configuration, data (with licence notes), validation and yardstick numbers."""
     algorithm_names = {"reptile": "Reptile", "fomaml": "first-order MAML", "pretrain": "pooled pretraining"}
     res = f"{args.resolution}x{args.resolution}"
     training = {
@@ -1119,6 +1284,17 @@ def card_info(
             f"{len(validation['per_class'])} test classes, {validation['shots']} shots, {validation['adapt_steps']} "
             f"adaptation steps at lr {validation['adapt_lr']}, {validation['samples_per_class']} samples per class; "
             f"{validation['metric']}"
+        )
+    if yardstick is not None:
+        means = yardstick["means"]
+        training["yardstick_score"] = round(yardstick["score"], 5)
+        training["yardstick"] = (
+            f"at meta step {yardstick['step']}: {yardstick['num_classes']} validation classes, {yardstick['shots']} "
+            f"shots, {yardstick['adapt_steps']} adapt() steps, {yardstick['samples_per_class']} samples per class; "
+            f"recognisability {means['recognisability']:.3f}, recall {means['recall']:.3f}, precision "
+            f"{means['precision']:.3f}, relative diversity {means['relative_diversity']:.3f}, copy rate "
+            f"{means['copy_rate']:.3f} (classifier accuracy on real images "
+            f"{yardstick['classifier_heldout_accuracy']:.3f})"
         )
     training["command"] = "accelerate launch scripts/train_metagan.py " + public_command(sys.argv[1:])
     notes = [

@@ -360,6 +360,109 @@ class DigitsDomain(_SplitDomain):
         )
 
 
+class DatasetSplitDomain(_SplitDomain):
+    """
+    An evaluation domain made from the classes of any class-structured dataset, for example the validation classes of
+    a meta-training run (`scripts/train_metagan.py --yardstick_classes`): per class, after removing exact duplicates, a
+    seeded permutation gives a shot pool of `shot_pool` images, `num_real` real held-out images (default: half of the
+    rest) and the rest, which trains the classifier. The classifier tells the domain's classes apart; it is trained on
+    first use and cached like the other domains', keyed by a hash of the images themselves.
+
+    Args:
+        dataset ([`ClassImageDataset`]): the classes (e.g. the `val` part of `dataset.split_classes()`).
+        num_classes (`int`, *optional*): use only the first `num_classes` classes (default: all).
+        shot_pool (`int`, defaults to 5): images per class that [`shots`] may draw from.
+        num_real (`int`, *optional*): real held-out images per class (default: half of what the shot pool leaves).
+        split_seed (`int`, defaults to 0): seed of the per-class split.
+        name (`str`, defaults to `"validation"`): the domain's name in logs and classifier configs.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.data import get_dataset
+    >>> from metagan_hub.metrics.domains import DatasetSplitDomain
+
+    >>> _, val, _ = get_dataset("digits", resolution=16).split_classes(num_val=3, num_test=2, seed=0)
+    >>> domain = DatasetSplitDomain(val, shot_pool=5)
+    >>> domain.num_classes, domain.shots(0, k=5).shape, domain.real(0).shape[0] > 50
+    (3, torch.Size([5, 1, 16, 16]), True)
+    ```
+    """
+
+    classifier_seed = 0
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        num_classes: int | None = None,
+        shot_pool: int = 5,
+        num_real: int | None = None,
+        split_seed: int = 0,
+        name: str = "validation",
+    ):
+        super().__init__(dataset.resolution, dataset.channels, getattr(dataset, "cache_dir", None))
+        self._dataset = dataset
+        n = dataset.num_classes if num_classes is None else _check_int(num_classes, "num_classes", 1)
+        if n > dataset.num_classes:
+            raise ValueError(f"`num_classes` must be at most the dataset's {dataset.num_classes} classes, got {n}.")
+        if n < 2:
+            raise ValueError(f"an evaluation domain needs at least 2 classes for its classifier, got {n}.")
+        self.shot_pool = _check_int(shot_pool, "shot_pool", 1)
+        self.num_real = None if num_real is None else _check_int(num_real, "num_real", 2)
+        self.split_seed = _check_int(split_seed, "split_seed", 0)
+        self.name = str(name)
+        self._classes = list(dataset.class_names[:n])
+        for c in range(n):  # fail now, naming the class, rather than in the middle of an evaluation
+            count = len(_unique_indices(dataset.class_images_uint8(c)))
+            if count < self.shot_pool + (self.num_real or 2) + 1:
+                raise ValueError(
+                    f"class {self._classes[c]!r} has {count} distinct images; a shot pool of {self.shot_pool}, "
+                    f"{self.num_real or 2} real held-out images and 1 classifier-training image need "
+                    f"{self.shot_pool + (self.num_real or 2) + 1}."
+                )
+        self.description = f"{n} classes of {type(dataset).__name__} (shot pool {self.shot_pool} per class)"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    def _class_images_uint8(self, class_index: int) -> torch.Tensor:
+        return self._dataset.class_images_uint8(class_index)
+
+    def _split_sizes(self, n: int) -> tuple[int, int]:
+        real = self.num_real if self.num_real is not None else max(2, (n - self.shot_pool) // 2)
+        return self.shot_pool, real
+
+    def classifier_params(self) -> dict[str, Any]:
+        return {
+            "domain": self.name,
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "classes": self.classes,
+            "split_seed": self.split_seed,
+            "shot_pool": self.shot_pool,
+            "num_real": self.num_real,
+            "images": self._images_digest,
+        }
+
+    @cached_property
+    def _images_digest(self) -> str:
+        digest = hashlib.sha256()
+        for c in range(self.num_classes):
+            images = self._class_images_uint8(c).contiguous()
+            digest.update(str(tuple(images.shape)).encode())
+            digest.update(images.numpy().tobytes())
+        return digest.hexdigest()[:24]
+
+    @property
+    def classifier_description(self) -> str:
+        return (
+            f"{self.description}: per class the images left after the shot pool and the real held-out images (split "
+            f"seed {self.split_seed})"
+        )
+
+
 def _kanji_test_classes(split_seed: int, cache_dir) -> tuple[list[str], list[str]]:
     """`(train, test)` class names of the KanjiVG class split meta-training uses (no rendering)."""
     from ..data.kanjivg import KanjiVGDataset

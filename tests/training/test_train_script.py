@@ -337,6 +337,78 @@ def test_bad_arguments_are_refused(argv, capsys):
         train_metagan.parse_args(argv)
 
 
+# ---------------------------------------------------------------------------------------------------- yardstick
+
+YARDSTICK = ["--num_val_classes", "3", "--yardstick_classes", "2", "--yardstick_adapt_steps", "2",
+             "--yardstick_samples", "8", "--validation_steps", "1"]  # fmt: skip
+
+
+def test_select_best_keeps_the_pipeline_with_the_best_yardstick_score(tmp_path):
+    pipe = run(*YARDSTICK, "--select_best", "--max_meta_steps", "4", "--meta_lr", "0.5", "--outer_optimizer", "sgd",
+               "--checkpointing_steps", "1", "--output_dir", str(tmp_path))  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "yardstick.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert all(r["num_classes"] == 2 and r["adapt_steps"] == 2 and r["samples_per_class"] == 8 for r in lines)
+    best = json.loads((tmp_path / "best" / "yardstick.json").read_text())
+    scores = [r["score"] for r in lines]
+    assert best["score"] == max(scores) and best["step"] == lines[scores.index(max(scores))]["step"]
+    # best/ holds the meta-weights of that step (no EMA: the checkpoint's raw weights) as a loadable pipeline
+    a, b = weights(tmp_path / "best"), weights(tmp_path / f"checkpoint-{best['step']}")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    loaded = MetaGANPipeline.from_pretrained(tmp_path / "best")
+    assert loaded.card_info["training"]["yardstick_score"] == pytest.approx(best["score"], abs=1e-5)
+    assert f"at meta step {best['step']}: 2 validation classes" in loaded.card_info["training"]["yardstick"]
+    # the final pipeline records the last yardstick
+    assert pipe.card_info["training"]["yardstick_score"] == pytest.approx(lines[-1]["score"], abs=1e-5)
+    assert not (tmp_path / "best.tmp").exists() and not (tmp_path / "best.old").exists()
+
+
+def test_a_resumed_run_keeps_its_best_and_a_fresh_run_replaces_it(tmp_path):
+    common = [*YARDSTICK, "--select_best", "--max_meta_steps", "2", "--checkpointing_steps", "1"]
+    run(*common, "--output_dir", str(tmp_path))
+    record = tmp_path / "best" / "yardstick.json"
+    unbeatable = {**json.loads(record.read_text()), "score": 99.0, "step": 0}
+    record.write_text(json.dumps(unbeatable))
+    run(*common, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-1")
+    assert json.loads(record.read_text())["score"] == 99.0  # resumed: the best so far is kept
+    run(*common, "--output_dir", str(tmp_path))
+    assert json.loads(record.read_text())["score"] < 99.0  # a fresh run starts its own selection
+
+
+def test_a_best_swap_killed_half_way_is_recovered(tmp_path):
+    (tmp_path / "best.old").mkdir()
+    (tmp_path / "best.old" / "model_index.json").write_text("{}")
+    (tmp_path / "best.tmp").mkdir()
+    train_metagan.recover_best(str(tmp_path))  # killed between the two renames: the previous best comes back
+    assert (tmp_path / "best" / "model_index.json").is_file()
+    assert not (tmp_path / "best.old").exists() and not (tmp_path / "best.tmp").exists()
+    (tmp_path / "best.old").mkdir()
+    train_metagan.recover_best(str(tmp_path))  # killed after the swap: the old one is dropped
+    assert (tmp_path / "best").is_dir() and not (tmp_path / "best.old").exists()
+    assert train_metagan.read_best_score(str(tmp_path)) == -float("inf")  # no yardstick.json: nothing to beat
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--select_best"], "--select_best needs the yardstick"),
+        (["--yardstick_classes", "1"], "--yardstick_classes must be 0 (off) or >= 2"),
+        (["--yardstick_classes", "-2"], "--yardstick_classes must be >= 0"),
+        (["--yardstick_classes", "2", "--yardstick_samples", "3"], "--yardstick_samples must be >= 4"),
+        (["--yardstick_adapt_steps", "0"], "--yardstick_adapt_steps must be >= 1"),
+    ],
+)
+def test_bad_yardstick_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_more_yardstick_classes_than_validation_classes(tmp_path):
+    with pytest.raises(ValueError, match="--yardstick_classes 4 is more than the 3 validation classes"):
+        run(*YARDSTICK, "--yardstick_classes", "4", "--max_meta_steps", "1", "--output_dir", str(tmp_path))
+
+
 def test_hub_token_never_reaches_the_recorded_command():
     command = train_metagan.public_command(["--hub_token", "abc", "--hub_token=def", "--seed", "1"])
     assert "abc" not in command and "def" not in command and "--seed 1" in command

@@ -1,0 +1,174 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""The yardstick on validation classes: `DatasetSplitDomain` (an evaluation domain over any dataset's classes) and
+`evaluate_adaptation` (adapt as users would, judge in classifier features)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metagan_hub import MetaGANPipeline
+from metagan_hub.data import get_dataset
+from metagan_hub.data.base import ArrayClassDataset
+from metagan_hub.metrics import ClassifierRecipe
+from metagan_hub.metrics.classifiers import classifier_cache_key
+from metagan_hub.metrics.domains import DatasetSplitDomain
+from metagan_hub.metrics.yardstick import SCORE_METRICS, YARDSTICK_METRICS, evaluate_adaptation
+from metagan_hub.models import MetaGANDiscriminator, MetaGANGenerator
+from metagan_hub.training.adaptation import NonFiniteLossError
+
+QUICK = ClassifierRecipe(num_epochs=1, block_out_channels=(8, 16))
+
+
+@pytest.fixture(scope="module")
+def val_classes():
+    _, val, _ = get_dataset("digits", resolution=16).split_classes(num_val=3, num_test=2, seed=0)
+    return val
+
+
+@pytest.fixture()
+def domain(val_classes):
+    d = DatasetSplitDomain(val_classes, shot_pool=5)
+    d.classifier_recipe = QUICK
+    return d
+
+
+def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
+    torch.manual_seed(seed)
+    pipe = MetaGANPipeline(
+        generator=MetaGANGenerator(latent_dim=8, block_out_channels=(16, 8), sample_size=16),
+        discriminator=MetaGANDiscriminator(block_out_channels=(8, 16), sample_size=16),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(r.flatten().tolist()) for r in x}
+
+
+# ---------------------------------------------------------------------------------------------------- the domain
+
+
+def test_split_domain_keeps_shots_real_and_classifier_images_apart(domain, val_classes):
+    assert domain.classes == val_classes.class_names
+    images, labels = domain.classifier_training_data()
+    for c in range(domain.num_classes):
+        pool, real = domain.shot_pool_uint8(c), domain.real_uint8(c)
+        train = images[labels == domain.classifier_label(c)]
+        assert pool.shape[0] == 5
+        assert real.shape[0] == (len(_rows(val_classes.class_images_uint8(c))) - 5) // 2
+        assert train.shape[0] >= 1
+        assert not _rows(pool) & _rows(real) and not _rows(pool) & _rows(train) and not _rows(real) & _rows(train)
+    # deterministic: a second domain over the same data splits the same way
+    again = DatasetSplitDomain(val_classes, shot_pool=5)
+    assert torch.equal(again.real_uint8(1), domain.real_uint8(1))
+    assert torch.equal(again.shots(2, k=3, seed=4), domain.shots(2, k=3, seed=4))
+
+
+def test_split_domain_cache_key_follows_the_images_not_only_the_names(val_classes):
+    domain = DatasetSplitDomain(val_classes, shot_pool=5)
+    images = torch.cat([val_classes.class_images_uint8(c) for c in range(3)])
+    offsets = [0]
+    for c in range(3):
+        offsets.append(offsets[-1] + val_classes.num_images(c))
+    names = val_classes.class_names
+    same = ArrayClassDataset(images, offsets=offsets, class_names=names, resolution=16, channels=1)
+    changed = ArrayClassDataset(255 - images, offsets=offsets, class_names=names, resolution=16, channels=1)
+    assert classifier_cache_key(DatasetSplitDomain(same, shot_pool=5)) == classifier_cache_key(domain)
+    assert classifier_cache_key(DatasetSplitDomain(changed, shot_pool=5)) != classifier_cache_key(domain)
+
+
+def test_split_domain_bad_input_names_the_problem(val_classes):
+    with pytest.raises(ValueError, match="at most the dataset's 3 classes"):
+        DatasetSplitDomain(val_classes, num_classes=4)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        DatasetSplitDomain(val_classes, num_classes=1)
+    with pytest.raises(ValueError, match="`shot_pool` must be"):
+        DatasetSplitDomain(val_classes, shot_pool=0)
+    few = ArrayClassDataset(
+        torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
+        offsets=[0, 8, 12],
+        class_names=["a", "b"],
+        resolution=16,
+        channels=1,
+    )
+    with pytest.raises(ValueError, match=r"class 'b' has 4 distinct images; a shot pool of 5"):
+        DatasetSplitDomain(few, shot_pool=5)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_adaptation_is_reproducible_and_leaves_the_pipeline_untouched(domain):
+    pipe = tiny_pipeline()
+    before = {k: v.clone() for k, v in pipe.generator.state_dict().items()}
+    first = evaluate_adaptation(pipe, domain, num_classes=2, shots=3, num_steps=3, num_samples=12, seed=5)
+    second = evaluate_adaptation(pipe, domain, num_classes=2, shots=3, num_steps=3, num_samples=12, seed=5)
+    assert all(torch.equal(before[k], v) for k, v in pipe.generator.state_dict().items())
+    assert first["per_class"] == second["per_class"] and first["score"] == second["score"]
+    assert list(first["per_class"]) == domain.classes[:2]
+    assert set(first["means"]) == set(YARDSTICK_METRICS)
+    for m in YARDSTICK_METRICS:
+        values = [v[m] for v in first["per_class"].values()]
+        assert first["means"][m] == pytest.approx(sum(values) / 2)
+    assert first["score"] == pytest.approx(sum(first["means"][m] for m in SCORE_METRICS))
+    assert (first["num_classes"], first["shots"], first["adapt_steps"], first["samples_per_class"]) == (2, 3, 3, 12)
+    assert first["failed"] == []
+
+
+def test_evaluate_adaptation_scores_real_images_as_the_ceiling(domain):
+    """A pipeline whose 'adaptation' returns the class's own real images scores near the top; one returning another
+    class's images scores low: the score can tell a good generator from a bad one."""
+
+    class Replay:
+        def __init__(self, source):
+            self.source = source
+
+        def adapt(self, shots, **kwargs):
+            match = next(c for c in range(domain.num_classes) if torch.equal(domain.shots(c, k=len(shots)), shots))
+            return _Fixed(domain.real(self.source(match)))
+
+    class _Fixed:
+        def __init__(self, images):
+            self.images = images
+
+        def __call__(self, batch_size, generator, output_type):
+            idx = torch.randint(0, self.images.shape[0], (batch_size,), generator=generator)
+            return type("Out", (), {"images": (self.images[idx] + 1) / 2})()
+
+    domain.classifier_recipe = ClassifierRecipe(num_epochs=4, block_out_channels=(8, 16))
+    good = evaluate_adaptation(Replay(lambda c: c), domain, shots=5, num_steps=1, num_samples=40)
+    wrong = evaluate_adaptation(Replay(lambda c: (c + 1) % 3), domain, shots=5, num_steps=1, num_samples=40)
+    assert good["means"]["recognisability"] == pytest.approx(domain.real_accuracy, abs=0.15)
+    assert good["means"]["recall"] > 0.8 and wrong["means"]["recall"] < good["means"]["recall"] - 0.5
+    assert wrong["means"]["recognisability"] < good["means"]["recognisability"] - 0.3
+    assert good["score"] > wrong["score"] + 0.6
+
+
+def test_a_failed_adaptation_counts_as_zero(domain):
+    pipe = tiny_pipeline()
+
+    class Failing:
+        def adapt(self, shots, **kwargs):
+            raise NonFiniteLossError("adapt() stopped: 10 steps in a row had NaN/inf losses")
+
+    out = evaluate_adaptation(Failing(), domain, num_classes=2, num_steps=1, num_samples=8)
+    assert out["failed"] == domain.classes[:2] and out["score"] == 0.0
+    ok = evaluate_adaptation(pipe, domain, num_classes=2, shots=3, num_steps=2, num_samples=8)
+    assert ok["failed"] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_classes": 4}, "at most the domain's 3 classes"),
+        ({"num_classes": 0}, "`num_classes` must be a positive integer"),
+        ({"num_steps": 0}, "`num_steps` must be a positive integer"),
+        ({"num_samples": 3}, "`num_samples` must be at least 4"),
+        ({"shots": True}, "`shots` must be a positive integer"),
+    ],
+)
+def test_evaluate_adaptation_bad_input(domain, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate_adaptation(tiny_pipeline(), domain, **kwargs)
