@@ -287,6 +287,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     val.add_argument("--yardstick_adapt_steps", type=int, default=200, help="adapt() steps per yardstick class.")
     val.add_argument("--yardstick_samples", type=int, default=100, help="Samples per yardstick class.")
     val.add_argument(
+        "--yardstick_confuser_classes",
+        type=int,
+        default=64,
+        help="Training classes the yardstick's classifier also learns (a seeded choice), so that recognising a "
+        "class takes more than telling a handful apart.",
+    )
+    val.add_argument(
         "--select_best",
         action="store_true",
         help="Keep the pipeline with the best yardstick score in <output_dir>/best (needs --yardstick_classes).",
@@ -326,7 +333,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.mode_seeking_weight < float("inf"):
         parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
-    for name in ("queries", "checkpointing_steps", "validation_steps", "num_validation_classes", "yardstick_classes"):
+    for name in (
+        "queries",
+        "checkpointing_steps",
+        "validation_steps",
+        "num_validation_classes",
+        "yardstick_classes",
+        "yardstick_confuser_classes",
+    ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.yardstick_classes == 1:
@@ -820,18 +834,30 @@ def validate(
 BEST_DIR = "best"
 
 
-def build_yardstick_domain(args: argparse.Namespace, val_classes, accelerator: Accelerator):
-    """The first `--yardstick_classes` validation classes as an evaluation domain; the main process trains (or loads
-    from the cache) its evaluation classifier."""
+def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes, accelerator: Accelerator):
+    """The first `--yardstick_classes` validation classes as an evaluation domain, with `--yardstick_confuser_classes`
+    training classes as the classifier's confusers; the main process trains (or loads from the cache) its evaluation
+    classifier."""
+    from metagan_hub.data.base import ClassSubset
     from metagan_hub.metrics.domains import DatasetSplitDomain
 
+    confusers = None
+    num_confusers = min(args.yardstick_confuser_classes, train_classes.num_classes)
+    if num_confusers:
+        order = np.random.default_rng([args.split_seed, 11]).permutation(train_classes.num_classes)
+        confusers = ClassSubset(train_classes, sorted(order[:num_confusers].tolist()))
     domain = DatasetSplitDomain(
-        val_classes, num_classes=args.yardstick_classes, shot_pool=args.validation_shots, name="validation"
+        val_classes,
+        num_classes=args.yardstick_classes,
+        shot_pool=args.validation_shots,
+        name="validation",
+        confusers=confusers,
     )
     if accelerator.is_main_process:
         domain.classifier  # noqa: B018  (trained and cached on first use)
         logger.info(
-            f"yardstick: {domain.num_classes} validation classes; the evaluation classifier recognises "
+            f"yardstick: {domain.num_classes} validation classes ({num_confusers} training classes as confusers); the "
+            f"evaluation classifier recognises "
             f"{domain.real_accuracy:.3f} of their real held-out images (the ceiling)"
         )
     return domain
@@ -1022,7 +1048,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         f"{test_classes.num_classes} test; {args.meta_batch_size} tasks per meta step "
         f"({tasks_per_process} per process)"
     )
-    yardstick_domain = build_yardstick_domain(args, val_classes, accelerator) if args.yardstick_classes else None
+    yardstick_domain = None
+    if args.yardstick_classes:
+        yardstick_domain = build_yardstick_domain(args, train_classes, val_classes, accelerator)
 
     # 2. models (identical on every process; never wrapped in DDP) and the meta-learner
     config = learning_config(args, mixed_precision)

@@ -365,8 +365,10 @@ class DatasetSplitDomain(_SplitDomain):
     An evaluation domain made from the classes of any class-structured dataset, for example the validation classes of
     a meta-training run (`scripts/train_metagan.py --yardstick_classes`): per class, after removing exact duplicates, a
     seeded permutation gives a shot pool of `shot_pool` images, `num_real` real held-out images (default: half of the
-    rest) and the rest, which trains the classifier. The classifier tells the domain's classes apart; it is trained on
-    first use and cached like the other domains', keyed by a hash of the images themselves.
+    rest) and the rest, which trains the classifier. The classifier tells the domain's classes apart, and from the
+    classes of `confusers` if given (all their images train it; e.g. meta-training classes, so that recognising a
+    class takes more than telling a handful of classes apart); it is trained on first use and cached like the other
+    domains', keyed by a hash of the images themselves.
 
     Args:
         dataset ([`ClassImageDataset`]): the classes (e.g. the `val` part of `dataset.split_classes()`).
@@ -375,6 +377,7 @@ class DatasetSplitDomain(_SplitDomain):
         num_real (`int`, *optional*): real held-out images per class (default: half of what the shot pool leaves).
         split_seed (`int`, defaults to 0): seed of the per-class split.
         name (`str`, defaults to `"validation"`): the domain's name in logs and classifier configs.
+        confusers ([`ClassImageDataset`], *optional*): further classes for the classifier only.
 
     Example:
 
@@ -400,8 +403,15 @@ class DatasetSplitDomain(_SplitDomain):
         num_real: int | None = None,
         split_seed: int = 0,
         name: str = "validation",
+        confusers: Any = None,
     ):
         super().__init__(dataset.resolution, dataset.channels, getattr(dataset, "cache_dir", None))
+        if confusers is not None and (confusers.resolution, confusers.channels) != (self.resolution, self.channels):
+            raise ValueError(
+                f"`confusers` must have the dataset's resolution and channels ({self.resolution}, {self.channels}), "
+                f"got ({confusers.resolution}, {confusers.channels})."
+            )
+        self._confusers = confusers
         self._dataset = dataset
         n = dataset.num_classes if num_classes is None else _check_int(num_classes, "num_classes", 1)
         if n > dataset.num_classes:
@@ -427,6 +437,19 @@ class DatasetSplitDomain(_SplitDomain):
     def classes(self) -> list[str]:
         return list(self._classes)
 
+    @property
+    def classifier_classes(self) -> list[str]:
+        extra = [] if self._confusers is None else [f"confuser:{name}" for name in self._confusers.class_names]
+        return self.classes + extra
+
+    def classifier_training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = super().classifier_training_data()
+        if self._confusers is None:
+            return images, labels
+        extra = [self._confusers.class_images_uint8(j) for j in range(self._confusers.num_classes)]
+        extra_labels = [torch.full((x.shape[0],), self.num_classes + j, dtype=torch.long) for j, x in enumerate(extra)]
+        return torch.cat([images, *extra]), torch.cat([labels, *extra_labels])
+
     def _class_images_uint8(self, class_index: int) -> torch.Tensor:
         return self._dataset.class_images_uint8(class_index)
 
@@ -444,15 +467,18 @@ class DatasetSplitDomain(_SplitDomain):
             "shot_pool": self.shot_pool,
             "num_real": self.num_real,
             "images": self._images_digest,
+            "classifier_classes": self.classifier_classes,
         }
 
     @cached_property
     def _images_digest(self) -> str:
         digest = hashlib.sha256()
-        for c in range(self.num_classes):
-            images = self._class_images_uint8(c).contiguous()
+        parts = [self._class_images_uint8(c) for c in range(self.num_classes)]
+        if self._confusers is not None:
+            parts += [self._confusers.class_images_uint8(j) for j in range(self._confusers.num_classes)]
+        for images in parts:
             digest.update(str(tuple(images.shape)).encode())
-            digest.update(images.numpy().tobytes())
+            digest.update(images.contiguous().numpy().tobytes())
         return digest.hexdigest()[:24]
 
     @property

@@ -79,6 +79,24 @@ def test_split_domain_cache_key_follows_the_images_not_only_the_names(val_classe
     assert classifier_cache_key(DatasetSplitDomain(changed, shot_pool=5)) != classifier_cache_key(domain)
 
 
+def test_confusers_only_train_the_classifier(val_classes):
+    train, _, _ = get_dataset("digits", resolution=16).split_classes(num_val=3, num_test=2, seed=0)
+    plain = DatasetSplitDomain(val_classes, shot_pool=5)
+    domain = DatasetSplitDomain(val_classes, shot_pool=5, confusers=train)
+    assert domain.classes == plain.classes and domain.num_classes == 3
+    assert domain.classifier_classes == plain.classes + [f"confuser:{n}" for n in train.class_names]
+    images, labels = domain.classifier_training_data()
+    base_images, base_labels = plain.classifier_training_data()
+    assert torch.equal(images[: len(base_images)], base_images) and torch.equal(
+        labels[: len(base_labels)], base_labels
+    )
+    for j in range(train.num_classes):
+        assert torch.equal(images[labels == 3 + j], train.class_images_uint8(j))
+    assert classifier_cache_key(domain) != classifier_cache_key(plain)
+    with pytest.raises(ValueError, match="`confusers` must have the dataset's resolution"):
+        DatasetSplitDomain(val_classes, confusers=get_dataset("digits", resolution=8))
+
+
 def test_split_domain_bad_input_names_the_problem(val_classes):
     with pytest.raises(ValueError, match="at most the dataset's 3 classes"):
         DatasetSplitDomain(val_classes, num_classes=4)
