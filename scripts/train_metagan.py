@@ -32,7 +32,8 @@ The yardstick (`--yardstick_classes N`, at the same times) judges what users get
 meta-weights with `adapt()` as users run it (`--yardstick_adapt_steps`, default 200) to the first N *validation*
 classes (never meta-trained on, never in the benchmark), samples `--yardstick_samples` images per class and scores
 them in the features of an evaluation classifier trained on other images of those classes (per class: a shot pool of
-`--validation_shots`, half of the rest as real held-out images, the other half trains the classifier; cached): mean
+`--validation_shots`, half of the rest as real held-out images, the other half trains the classifier, which also
+learns `--yardstick_confuser_classes` training classes; cached): mean
 recognisability plus mean recall, i.e. fidelity and diversity (`metagan_hub.metrics.yardstick`). Results go to
 `<output_dir>/yardstick.jsonl`; with `--select_best` the pipeline with the highest score so far is kept in
 `<output_dir>/best/` (written to `best.tmp` and swapped in once complete, with its `yardstick.json`).
@@ -69,6 +70,7 @@ from tqdm.auto import tqdm
 
 import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub.hub.safety import replace_nonfinite, write_json_strict
 from metagan_hub.metrics import heldout_distance
 from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES
@@ -840,19 +842,27 @@ def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes,
     classifier."""
     from metagan_hub.data.base import ClassSubset
     from metagan_hub.metrics.domains import DatasetSplitDomain
+    from metagan_hub.metrics.yardstick import check_yardstick_domain
 
     confusers = None
     num_confusers = min(args.yardstick_confuser_classes, train_classes.num_classes)
     if num_confusers:
         order = np.random.default_rng([args.split_seed, 11]).permutation(train_classes.num_classes)
         confusers = ClassSubset(train_classes, sorted(order[:num_confusers].tolist()))
-    domain = DatasetSplitDomain(
-        val_classes,
-        num_classes=args.yardstick_classes,
-        shot_pool=args.validation_shots,
-        name="validation",
-        confusers=confusers,
-    )
+    try:  # fail at the start, on every process, rather than on the main process at the first yardstick
+        domain = DatasetSplitDomain(
+            val_classes,
+            num_classes=args.yardstick_classes,
+            shot_pool=args.validation_shots,
+            name="validation",
+            confusers=confusers,
+        )
+        check_yardstick_domain(domain, domain.num_classes, args.validation_shots)
+    except ValueError as err:
+        raise ValueError(
+            f"--yardstick_classes {args.yardstick_classes} with --validation_shots {args.validation_shots}: {err} "
+            "Lower --validation_shots or --yardstick_classes, or use classes with more images."
+        ) from err
     if accelerator.is_main_process:
         domain.classifier  # noqa: B018  (trained and cached on first use)
         logger.info(
@@ -863,15 +873,21 @@ def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes,
     return domain
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN / inf floats as None, recursively (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+def yardstick_settings(args: argparse.Namespace, domain) -> dict[str, Any]:
+    """What makes two yardstick scores comparable (the classes and classifier, shots, adaptation, samples, seed), as
+    recorded in each yardstick result."""
+    from metagan_hub.metrics.classifiers import classifier_cache_key
+    from metagan_hub.metrics.yardstick import SCORE_METRICS
+
+    return {
+        "classifier": classifier_cache_key(domain),
+        "num_classes": args.yardstick_classes,
+        "shots": args.validation_shots,
+        "adapt_steps": args.yardstick_adapt_steps,
+        "samples_per_class": args.yardstick_samples,
+        "seed": args.seed,
+        "score_metrics": list(SCORE_METRICS),
+    }
 
 
 def run_yardstick(
@@ -897,9 +913,14 @@ def run_yardstick(
         mixed_precision=mixed_precision,
         accelerator=accelerator,
     )
-    result = {"step": step, **result, "classifier_heldout_accuracy": domain.real_accuracy}
+    result = {
+        "step": step,
+        **result,
+        **yardstick_settings(args, domain),
+        "classifier_heldout_accuracy": domain.real_accuracy,
+    }
     with open(os.path.join(args.output_dir, "yardstick.jsonl"), "a", encoding="utf-8") as f:
-        f.write(json.dumps(_json_safe(result), allow_nan=False) + "\n")
+        f.write(json.dumps(replace_nonfinite(result)[0], allow_nan=False) + "\n")
     means = result["means"]
     logger.info(
         f"yardstick at step {step}: score {result['score']:.4f} (recognisability {means['recognisability']:.3f}, "
@@ -915,9 +936,9 @@ def save_best(pipeline: MetaGANPipeline, output_dir: str, result: dict[str, Any]
     tmp, old = final + ".tmp", final + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline.save_pretrained(tmp)
-    with open(os.path.join(tmp, "yardstick.json"), "w", encoding="utf-8") as f:
-        json.dump(_json_safe(result), f, indent=2, allow_nan=False)
+    write_json_strict(result, os.path.join(tmp, "yardstick.json"))
     if os.path.isdir(final):
+        shutil.rmtree(old, ignore_errors=True)  # a leftover would make the rename below fail
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
@@ -936,14 +957,22 @@ def recover_best(output_dir: str) -> None:
     shutil.rmtree(final + ".tmp", ignore_errors=True)
 
 
-def read_best_score(output_dir: str) -> float:
-    """The yardstick score of `<output_dir>/best` (a resumed run keeps its best), or -inf when there is none."""
+def read_best_score(output_dir: str, settings: dict[str, Any] | None = None) -> float:
+    """The yardstick score of `<output_dir>/best` (a resumed run keeps its best), or -inf when there is none or, given
+    `settings` (see [`yardstick_settings`]), when it was measured with other ones (scores would not be comparable)."""
     path = os.path.join(output_dir, BEST_DIR, "yardstick.json")
     if not os.path.isfile(path):
         return -math.inf
     with open(path, encoding="utf-8") as f:
-        score = json.load(f).get("score")
-    return float(score) if isinstance(score, int | float) else -math.inf
+        record = json.load(f)
+    differ = sorted(k for k, v in (settings or {}).items() if record.get(k) != v)
+    if differ:
+        logger.warning(
+            f"{path} was measured with other yardstick settings ({', '.join(differ)}); the next yardstick replaces it"
+        )
+        return -math.inf
+    score = record.get("score")
+    return float(score) if isinstance(score, int | float) and not isinstance(score, bool) else -math.inf
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -1121,7 +1150,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         sampler.load_state_dict(sampler_state)
         check_ranks_identical(accelerator, generator_model, discriminator_model)
     first_step = training_state.step
-    best_score = read_best_score(args.output_dir) if args.select_best and checkpoint is not None else -math.inf
+    best_score = -math.inf  # a fresh run starts its own selection; a resumed one keeps its best (main process)
+    if args.select_best and checkpoint is not None and accelerator.is_main_process:
+        best_score = read_best_score(args.output_dir, yardstick_settings(args, yardstick_domain))
     if first_step >= args.max_meta_steps:
         logger.warning(f"the checkpoint is at step {first_step} >= --max_meta_steps {args.max_meta_steps}")
 

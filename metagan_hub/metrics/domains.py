@@ -378,6 +378,9 @@ class DatasetSplitDomain(_SplitDomain):
         split_seed (`int`, defaults to 0): seed of the per-class split.
         name (`str`, defaults to `"validation"`): the domain's name in logs and classifier configs.
         confusers ([`ClassImageDataset`], *optional*): further classes for the classifier only.
+        cache_dir (`str` or `os.PathLike`, *optional*): where the classifier is cached (default: the dataset's
+            `cache_dir`, or that of the dataset a [`ClassSubset`] views, else `$METAGAN_HUB_CACHE` or
+            `~/.cache/metagan_hub`).
 
     Example:
 
@@ -404,8 +407,12 @@ class DatasetSplitDomain(_SplitDomain):
         split_seed: int = 0,
         name: str = "validation",
         confusers: Any = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
-        super().__init__(dataset.resolution, dataset.channels, getattr(dataset, "cache_dir", None))
+        if cache_dir is None:  # a ClassSubset (e.g. a split's validation classes) has the cache of what it views
+            viewed = getattr(dataset, "parent", None)
+            cache_dir = getattr(dataset, "cache_dir", None) or getattr(viewed, "cache_dir", None)
+        super().__init__(dataset.resolution, dataset.channels, cache_dir)
         if confusers is not None and (confusers.resolution, confusers.channels) != (self.resolution, self.channels):
             raise ValueError(
                 f"`confusers` must have the dataset's resolution and channels ({self.resolution}, {self.channels}), "

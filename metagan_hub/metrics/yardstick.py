@@ -52,12 +52,28 @@ logger = logging.getLogger(__name__)
 YARDSTICK_METRICS = ("recognisability", "precision", "recall", "relative_diversity", "copy_rate")
 #: the metrics whose class means add up to the score (each in [0, 1], higher is better)
 SCORE_METRICS = ("recognisability", "recall")
+#: real held-out images a judged class needs: k-NN precision / recall (k=3) need more than k
+MIN_REAL_IMAGES = 4
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
+def check_yardstick_domain(domain: EvaluationDomain, num_classes: int, shots: int) -> None:
+    """
+    Raise a `ValueError` naming the class unless each of the first `num_classes` classes of `domain` has a shot pool of
+    at least `shots` images and at least [`MIN_REAL_IMAGES`] real held-out images, so that [`evaluate_adaptation`]
+    fails before it trains a classifier or adapts anything rather than in the middle of an evaluation.
+    """
+    for c in range(num_classes):
+        name, pool, real = domain.classes[c], domain.shot_pool_size(c), domain.real_uint8(c).shape[0]
+        if pool < shots:
+            raise ValueError(
+                f"class {name!r} of the {domain.name!r} domain has a shot pool of {pool} images, fewer than `shots`="
+                f"{shots}."
+            )
+        if real < MIN_REAL_IMAGES:
+            raise ValueError(
+                f"class {name!r} of the {domain.name!r} domain has {real} real held-out images; k-NN precision / "
+                f"recall need at least {MIN_REAL_IMAGES}."
+            )
 
 
 def evaluate_adaptation(
@@ -78,7 +94,9 @@ def evaluate_adaptation(
     generator=torch.Generator().manual_seed(seed + c), **adapt_kwargs)` adapts a copy (the pipeline itself is never
     modified), and `num_samples` samples (generator seed `seed + 1000 + c`) are compared with the class's real
     held-out images in the domain classifier's features. A class whose adaptation stops on non-finite losses counts
-    as 0 for every metric of the score and is listed under `"failed"`.
+    as 0 for every metric of the score (the means of the other metrics leave it out) and is listed under `"failed"`.
+    Each class needs a shot pool of at least `shots` and at least [`MIN_REAL_IMAGES`] real held-out images (checked
+    before anything is trained).
 
     Args:
         pipeline ([`MetaGANPipeline`]): the (meta-)checkpoint to judge.
@@ -91,10 +109,10 @@ def evaluate_adaptation(
         **adapt_kwargs: further [`MetaGANPipeline.adapt`] options (learning rate, precision, ...).
 
     Returns:
-        `dict` with `score` (mean recognisability + mean recall), `means` (class means of
+        `dict` with `score` (mean recognisability + mean recall; NaN if either is), `means` (class means of
         [`YARDSTICK_METRICS`]), `per_class`, `failed`, the settings and `wall_time_s`.
     """
-    from ..training.adaptation import NonFiniteLossError
+    from ..training.adaptation import NonFiniteLossError, _positive_int
 
     n = domain.num_classes if num_classes is None else _positive_int("num_classes", num_classes)
     if n > domain.num_classes:
@@ -106,6 +124,7 @@ def evaluate_adaptation(
         raise ValueError(
             f"`num_samples` must be at least 4 (k-NN precision / recall need neighbours), got {num_samples}."
         )
+    check_yardstick_domain(domain, n, shots)
     classifier = domain.classifier
     start = time.perf_counter()
     per_class: dict[str, dict[str, float]] = {}

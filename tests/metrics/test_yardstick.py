@@ -9,7 +9,7 @@ import torch
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.data import get_dataset
-from metagan_hub.data.base import ArrayClassDataset
+from metagan_hub.data.base import ArrayClassDataset, ClassSubset
 from metagan_hub.metrics import ClassifierRecipe
 from metagan_hub.metrics.classifiers import classifier_cache_key
 from metagan_hub.metrics.domains import DatasetSplitDomain
@@ -115,6 +115,20 @@ def test_split_domain_bad_input_names_the_problem(val_classes):
         DatasetSplitDomain(few, shot_pool=5)
 
 
+def test_split_domain_of_a_class_subset_caches_where_the_viewed_dataset_does(val_classes, tmp_path):
+    parent = ArrayClassDataset(
+        torch.cat([val_classes.class_images_uint8(c) for c in range(3)]),
+        offsets=[0, *torch.tensor([val_classes.num_images(c) for c in range(3)]).cumsum(0).tolist()],
+        class_names=val_classes.class_names,
+        resolution=16,
+        channels=1,
+    )
+    parent.cache_dir = tmp_path / "data_cache"
+    assert DatasetSplitDomain(ClassSubset(parent, [0, 2])).cache_dir == tmp_path / "data_cache"
+    explicit = DatasetSplitDomain(ClassSubset(parent, [0, 2]), cache_dir=tmp_path / "other")
+    assert explicit.cache_dir == tmp_path / "other"
+
+
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
@@ -190,3 +204,18 @@ def test_a_failed_adaptation_counts_as_zero(domain):
 def test_evaluate_adaptation_bad_input(domain, kwargs, match):
     with pytest.raises(ValueError, match=match):
         evaluate_adaptation(tiny_pipeline(), domain, **kwargs)
+
+
+def test_evaluate_adaptation_checks_every_class_before_training_anything():
+    """12 images per class and a shot pool of 5 leave 3 real held-out images: too few for k-NN precision (k=3), which
+    must be refused up front, not after the classifier is trained and the first class adapted."""
+    images = torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = ArrayClassDataset(images, offsets=[0, 12, 24], class_names=["a", "b"], resolution=16, channels=1)
+    small = DatasetSplitDomain(data, shot_pool=5)
+    with pytest.raises(
+        ValueError, match=r"class 'a' of the 'validation' domain has 3 real held-out images; .* at least 4"
+    ):
+        evaluate_adaptation(tiny_pipeline(), small, num_steps=1, num_samples=8)
+    with pytest.raises(ValueError, match=r"has a shot pool of 5 images, fewer than `shots`=6"):
+        evaluate_adaptation(tiny_pipeline(), DatasetSplitDomain(data, shot_pool=5, num_real=4), shots=6)
+    assert small._classifier is None  # nothing was trained

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate import PartialState
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -388,6 +389,16 @@ def test_a_best_swap_killed_half_way_is_recovered(tmp_path):
     assert train_metagan.read_best_score(str(tmp_path)) == -float("inf")  # no yardstick.json: nothing to beat
 
 
+def test_a_best_measured_with_other_yardstick_settings_is_not_kept(tmp_path):
+    PartialState(cpu=True)  # the script logs through Accelerate, as in main()
+    (tmp_path / "best").mkdir()
+    settings = {"classifier": "abc", "num_classes": 2, "adapt_steps": 200}
+    (tmp_path / "best" / "yardstick.json").write_text(json.dumps({"score": 1.5, **settings}))
+    assert train_metagan.read_best_score(str(tmp_path), settings) == 1.5
+    assert train_metagan.read_best_score(str(tmp_path), {**settings, "adapt_steps": 50}) == -float("inf")
+    assert train_metagan.read_best_score(str(tmp_path), {**settings, "classifier": "def"}) == -float("inf")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -407,6 +418,14 @@ def test_bad_yardstick_arguments_are_refused(argv, message, capsys):
 def test_more_yardstick_classes_than_validation_classes(tmp_path):
     with pytest.raises(ValueError, match="--yardstick_classes 4 is more than the 3 validation classes"):
         run(*YARDSTICK, "--yardstick_classes", "4", "--max_meta_steps", "1", "--output_dir", str(tmp_path))
+
+
+def test_yardstick_classes_too_small_for_the_split_fail_at_the_start_naming_the_arguments(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"--yardstick_classes 2 with --validation_shots 200: class .* a shot pool of 200"
+    ):
+        run(*YARDSTICK, "--validation_shots", "200", "--max_meta_steps", "1", "--output_dir", str(tmp_path))
+    assert not (tmp_path / "yardstick.jsonl").exists()
 
 
 def test_hub_token_never_reaches_the_recorded_command():
