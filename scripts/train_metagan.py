@@ -1080,6 +1080,8 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     yardstick_domain = None
     if args.yardstick_classes:
         yardstick_domain = build_yardstick_domain(args, train_classes, val_classes, accelerator)
+        if args.select_best and not args.validation_steps:
+            logger.warning("--select_best without --validation_steps scores only the final meta-weights")
 
     # 2. models (identical on every process; never wrapped in DDP) and the meta-learner
     config = learning_config(args, mixed_precision)
