@@ -101,6 +101,7 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
         "| real images (ceiling) |",
         "Paired differences to tiny",
         "### Noise floor",
+        "| tiny − scratch, all classes (n) | change ÷ that gap |",
         "### digits, K = 1: 1 classes",
         "Adaptation curves (recognisability / recall by adapt() steps",
         "| tiny | 2 | ",
