@@ -11,6 +11,15 @@ pipeline with the first checkpoint's configuration.
 
 Prints a Markdown table (mean ± std over classes, and each metric's ratio to `scratch` when present) and appends one
 JSON line per (contender, class) to --results_file.
+
+With `--yardstick`, the contenders are judged as `train_metagan.py --select_best` judges checkpoints instead: on the
+first `--num_classes` *validation* classes of the split (never meta-trained on, never benchmarked), in the features
+of an evaluation classifier trained on other images of those classes and `--confuser_classes` training classes
+(`metagan_hub.metrics.yardstick`): recognisability, precision, recall, relative diversity, copy rate and the score
+(recognisability + recall); one JSON line per contender.
+
+    python scripts/evaluate_metagan.py --yardstick --contender bundled=checkpoints/metagan-kanji-32 \
+        --contender pretrain=runs/pretrain --num_classes 8 --num_samples 100
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.data import get_dataset
+from metagan_hub.hub.safety import replace_nonfinite
 from metagan_hub.metrics import compute_metrics, heldout_distance
 
 
@@ -72,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_file", default="evaluation.jsonl")
     parser.add_argument(
+        "--yardstick",
+        action="store_true",
+        help="Judge on validation classes in classifier features (the train_metagan.py --select_best yardstick).",
+    )
+    parser.add_argument("--confuser_classes", type=int, default=64, help="--yardstick: classifier confuser classes.")
+    parser.add_argument(
         "--summarize",
         nargs="+",
         default=None,
@@ -83,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give at least one --contender (or --summarize JSONL ...)")
     if args.first_class < 0:
         parser.error(f"--first_class must be >= 0, got {args.first_class}")
+    if args.yardstick and args.first_class:
+        parser.error("--yardstick judges the first --num_classes validation classes (--first_class: test classes)")
+    if args.confuser_classes < 0:
+        parser.error(f"--confuser_classes must be >= 0, got {args.confuser_classes}")
     return args
 
 
@@ -114,7 +134,10 @@ def main(args: argparse.Namespace) -> None:
     cfg = contenders[0][1].generator.config
     split_kwargs = {k: v for k, v in (("num_val", args.num_val), ("num_test", args.num_test)) if v is not None}
     data = get_dataset(args.dataset, resolution=cfg.sample_size, channels=cfg.out_channels)
-    _, _, test = data.split_classes(seed=args.split_seed, **split_kwargs)
+    train, val, test = data.split_classes(seed=args.split_seed, **split_kwargs)
+    if args.yardstick:
+        run_yardstick(args, contenders, train, val)
+        return
     if args.first_class >= test.num_classes:
         raise ValueError(f"--first_class {args.first_class}: the test split has only {test.num_classes} classes.")
     last_class = min(args.first_class + args.num_classes, test.num_classes)
@@ -129,19 +152,7 @@ def main(args: argparse.Namespace) -> None:
             for name, pipe in contenders:
                 pipe.set_progress_bar_config(disable=True)
                 start = time.perf_counter()
-                options = {
-                    k: v
-                    for k, v in (
-                        ("batch_size", args.batch_size),
-                        ("r1_interval", args.r1_interval),
-                        ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
-                        ("diversity_loss", args.diversity_loss),
-                        ("diversity_weight", args.diversity_weight),
-                        ("diversity_batch_size", args.diversity_batch_size),
-                        ("cdc_anchor_interval", args.cdc_anchor_interval),
-                    )
-                    if v is not None
-                }
+                options = adapt_options(args)
                 adapted = pipe.adapt(
                     shots,
                     **options,
@@ -182,6 +193,70 @@ def main(args: argparse.Namespace) -> None:
                 )
 
     print(summarize(rows))
+
+
+def adapt_options(args: argparse.Namespace) -> dict:
+    """The adapt() options given on the command line (the rest keep adapt()'s defaults)."""
+    return {
+        k: v
+        for k, v in (
+            ("batch_size", args.batch_size),
+            ("r1_interval", args.r1_interval),
+            ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
+            ("diversity_loss", args.diversity_loss),
+            ("diversity_weight", args.diversity_weight),
+            ("diversity_batch_size", args.diversity_batch_size),
+            ("cdc_anchor_interval", args.cdc_anchor_interval),
+        )
+        if v is not None
+    }
+
+
+def run_yardstick(args: argparse.Namespace, contenders: list[tuple[str, MetaGANPipeline]], train, val) -> None:
+    """`--yardstick`: every contender judged on the same validation classes, shots and seeds."""
+    from metagan_hub.metrics.yardstick import YARDSTICK_METRICS, evaluate_adaptation, validation_domain
+
+    domain = validation_domain(
+        train,
+        val,
+        num_classes=min(args.num_classes, val.num_classes),
+        shot_pool=args.shots,
+        num_confusers=args.confuser_classes,
+        split_seed=args.split_seed,
+    )
+    lines = [
+        f"Yardstick: {domain.num_classes} validation classes x {args.shots} shots, {args.num_steps} adapt() steps, "
+        f"{args.num_samples} samples per class, seed {args.seed}; the classifier ({len(domain.classifier_classes)} "
+        f"classes) recognises {domain.real_accuracy:.3f} of the real held-out images (the ceiling)",
+        "",
+        "| contender | score | " + " | ".join(YARDSTICK_METRICS) + " | s |",
+        "|---" * (len(YARDSTICK_METRICS) + 3) + "|",
+    ]
+    options = adapt_options(args)
+    with open(args.results_file, "a", encoding="utf-8") as out:
+        for name, pipe in contenders:
+            pipe.set_progress_bar_config(disable=True)
+            result = evaluate_adaptation(
+                pipe,
+                domain,
+                shots=args.shots,
+                num_steps=args.num_steps,
+                num_samples=args.num_samples,
+                seed=args.seed,
+                learning_rate=args.learning_rate,
+                mixed_precision=args.mixed_precision,
+                **options,
+            )
+            record = {"contender": name, "yardstick": True, "adapt_options": options, **result}
+            out.write(json.dumps(replace_nonfinite(record)[0], ensure_ascii=False, allow_nan=False) + "\n")
+            means = result["means"]
+            lines.append(
+                f"| {name} | {result['score']:.3f} | "
+                + " | ".join(f"{means[m]:.3f}" for m in YARDSTICK_METRICS)
+                + f" | {result['wall_time_s']:.0f} |"
+            )
+            print(lines[-1], flush=True)
+    print("\n".join(lines))
 
 
 def summarize(rows: dict[str, list[dict]]) -> str:

@@ -840,24 +840,18 @@ def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes,
     """The first `--yardstick_classes` validation classes as an evaluation domain, with `--yardstick_confuser_classes`
     training classes as the classifier's confusers; the main process trains (or loads from the cache) its evaluation
     classifier."""
-    from metagan_hub.data.base import ClassSubset
-    from metagan_hub.metrics.domains import DatasetSplitDomain
-    from metagan_hub.metrics.yardstick import check_yardstick_domain
+    from metagan_hub.metrics.yardstick import validation_domain
 
-    confusers = None
     num_confusers = min(args.yardstick_confuser_classes, train_classes.num_classes)
-    if num_confusers:
-        order = np.random.default_rng([args.split_seed, 11]).permutation(train_classes.num_classes)
-        confusers = ClassSubset(train_classes, sorted(order[:num_confusers].tolist()))
     try:  # fail at the start, on every process, rather than on the main process at the first yardstick
-        domain = DatasetSplitDomain(
+        domain = validation_domain(
+            train_classes,
             val_classes,
             num_classes=args.yardstick_classes,
             shot_pool=args.validation_shots,
-            name="validation",
-            confusers=confusers,
+            num_confusers=num_confusers,
+            split_seed=args.split_seed,
         )
-        check_yardstick_domain(domain, domain.num_classes, args.validation_shots)
     except ValueError as err:
         raise ValueError(
             f"--yardstick_classes {args.yardstick_classes} with --validation_shots {args.validation_shots}: {err} "

@@ -82,6 +82,33 @@ def test_end_to_end_on_digits(tmp_path, capsys):
     assert evaluate_metagan.summarize_files([str(results)]) in out
 
 
+def test_yardstick_mode_judges_validation_classes_as_train_metagan_does(tmp_path, capsys):
+    from metagan_hub.data import get_dataset
+    from metagan_hub.metrics.yardstick import evaluate_adaptation, validation_domain
+
+    save_tiny_pipeline(tmp_path / "tiny")
+    results = tmp_path / "results.jsonl"
+    argv = [
+        "--yardstick", "--contender", f"tiny={tmp_path / 'tiny'}", "--contender", "scratch", "--dataset", "digits",
+        "--num_val", "3", "--num_test", "2", "--num_classes", "2", "--num_steps", "2", "--num_samples", "8",
+        "--confuser_classes", "2", "--results_file", str(results),
+    ]  # fmt: skip
+    evaluate_metagan.main(evaluate_metagan.parse_args(argv))
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    assert [r["contender"] for r in lines] == ["tiny", "scratch"] and all(r["yardstick"] for r in lines)
+    assert "Yardstick: 2 validation classes x 5 shots, 2 adapt() steps" in out and "| tiny | " in out
+    # the same numbers as the library call train_metagan.py --select_best makes, on the same split
+    pipe = MetaGANPipeline.from_pretrained(tmp_path / "tiny")
+    pipe.set_progress_bar_config(disable=True)
+    train, val, _ = get_dataset("digits", resolution=16).split_classes(seed=0, num_val=3, num_test=2)
+    domain = validation_domain(train, val, num_classes=2, shot_pool=5, num_confusers=2)
+    direct = evaluate_adaptation(pipe, domain, shots=5, num_steps=2, num_samples=8, learning_rate=2e-4)
+    assert lines[0]["per_class"] == direct["per_class"] and list(direct["per_class"]) == val.class_names[:2]
+    with pytest.raises(SystemExit):
+        evaluate_metagan.parse_args([*argv, "--first_class", "1"])
+
+
 def test_no_contender_is_an_error():
     with pytest.raises(SystemExit):
         evaluate_metagan.parse_args([])

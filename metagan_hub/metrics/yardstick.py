@@ -42,9 +42,10 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
-from .domains import EvaluationDomain
+from .domains import DatasetSplitDomain, EvaluationDomain
 from .fewshot import evaluate_class
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,47 @@ YARDSTICK_METRICS = ("recognisability", "precision", "recall", "relative_diversi
 SCORE_METRICS = ("recognisability", "recall")
 #: real held-out images a judged class needs: k-NN precision / recall (k=3) need more than k
 MIN_REAL_IMAGES = 4
+
+
+def validation_domain(
+    train_classes: Any,
+    val_classes: Any,
+    *,
+    num_classes: int,
+    shot_pool: int = 5,
+    num_confusers: int = 64,
+    split_seed: int = 0,
+) -> DatasetSplitDomain:
+    """
+    The yardstick's domain of a meta-training run: its first `num_classes` validation classes, with a seeded choice
+    of `num_confusers` training classes as confusers of the classifier (`scripts/train_metagan.py --yardstick_classes`
+    and `scripts/evaluate_metagan.py --yardstick` build the same one). Checked with [`check_yardstick_domain`].
+
+    Args:
+        train_classes, val_classes ([`ClassImageDataset`]): the run's class split (`dataset.split_classes(seed)`).
+        num_classes (`int`): validation classes to judge on.
+        shot_pool (`int`, defaults to 5): images per class the shots come from (at least the shots).
+        num_confusers (`int`, defaults to 64): training classes the classifier also learns (0: none).
+        split_seed (`int`, defaults to 0): seeds the choice of confusers (the run's class-split seed).
+    """
+    from ..data.base import ClassSubset
+
+    num_confusers = min(_nonnegative_int("num_confusers", num_confusers), train_classes.num_classes)
+    confusers = None
+    if num_confusers:
+        order = np.random.default_rng([split_seed, 11]).permutation(train_classes.num_classes)
+        confusers = ClassSubset(train_classes, sorted(order[:num_confusers].tolist()))
+    domain = DatasetSplitDomain(
+        val_classes, num_classes=num_classes, shot_pool=shot_pool, name="validation", confusers=confusers
+    )
+    check_yardstick_domain(domain, domain.num_classes, shot_pool)
+    return domain
+
+
+def _nonnegative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+    return value
 
 
 def check_yardstick_domain(domain: EvaluationDomain, num_classes: int, shots: int) -> None:
