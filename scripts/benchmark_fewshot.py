@@ -992,8 +992,6 @@ def run_gan_unit(
 def calibrate(contenders: Sequence[Contender], ctxs: Sequence[DomainContext], args: argparse.Namespace) -> dict:
     """Measure the first GAN contender's default adapt() time and each diffusion recipe's seconds per fine-tuning
     step, back to back on the same shots, and turn the time multiples into fine-tuning steps."""
-    from metagan_hub.baselines.diffusion import adapt_diffusion
-
     gan = next((c for c in contenders if c.kind == "gan"), None)
     ctx = ctxs[0]
     c0 = ctx.class_indices[0]
@@ -1020,8 +1018,31 @@ def calibrate(contenders: Sequence[Contender], ctxs: Sequence[DomainContext], ar
         "loop_seconds": adapted.card_info.get("adaptation", {}).get("wall_time_s"),
     }
     result["rival_seconds_per_step"] = {}
+    time_missing_recipes(result, contenders, ctxs, args, later=False)
+    result["environment"] = environment(torch.get_num_threads())
+    result["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return result
+
+
+def time_missing_recipes(
+    calibration: dict,
+    contenders: Sequence[Contender],
+    ctxs: Sequence[DomainContext],
+    args: argparse.Namespace,
+    later: bool = True,
+) -> list[str]:
+    """Time each diffusion recipe that `calibration` has no seconds per fine-tuning step for (on the calibration's
+    shots) and add it, so that recipes added to a resumed run get budgets while the recipes already run keep theirs
+    (`later`: also record when, under `recipes_timed_later`). Returns the recipes timed."""
+    from metagan_hub.baselines.diffusion import adapt_diffusion
+
+    per_step = calibration.setdefault("rival_seconds_per_step", {})
+    ctx = ctxs[0]
+    c0 = ctx.class_indices[0]
+    shots = ctx.shots(c0, args.shots, shot_seed(args, c0))
+    timed = []
     for c in contenders:
-        if c.kind != "diffusion" or c.recipe in result["rival_seconds_per_step"]:
+        if c.kind != "diffusion" or c.recipe in per_step:
             continue
         rival_shots = fit_images(shots, c.sample_size, c.channels)
         adapt_diffusion(c.pipeline, rival_shots, recipe=c.recipe, num_steps=2, generator=torch.Generator())  # warm-up
@@ -1032,10 +1053,12 @@ def calibrate(contenders: Sequence[Contender], ctxs: Sequence[DomainContext], ar
             num_steps=args.calibration_steps,
             generator=torch.Generator().manual_seed(args.seed),
         )
-        result["rival_seconds_per_step"][c.recipe] = round(out.record["seconds"] / args.calibration_steps, 5)
-    result["environment"] = environment(torch.get_num_threads())
-    result["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return result
+        per_step[c.recipe] = round(out.record["seconds"] / args.calibration_steps, 5)
+        if later:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            calibration.setdefault("recipes_timed_later", {})[c.recipe] = stamp
+        timed.append(c.recipe)
+    return timed
 
 
 def rival_steps(calibration: dict, recipe: str, multiples: Sequence[float]) -> dict[float, int]:
@@ -2016,6 +2039,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if source.is_file():
             calibration = json.loads(source.read_text(encoding="utf-8"))
             logger.info("using the calibration in %s", source)
+            added = time_missing_recipes(calibration, [c for c in contenders if c.name in run_names], ctxs, args)
+            if added:
+                logger.warning(
+                    "the calibration had no timing for %s: timed now and added (the GAN's adapt() time and the other "
+                    "recipes' timings are kept, so their budgets do not change)",
+                    ", ".join(added),
+                )
+                cal_path.write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")
         else:
             logger.info("calibrating: the GAN's default adapt() time and the rival's seconds per fine-tuning step")
             calibration = calibrate(contenders, ctxs, args)

@@ -40,6 +40,25 @@ def tiny_default_records(records: list[dict]) -> list[dict]:
     return [r for r in records if r["contender"] == "tiny" and r["shots"] == 5 and r["variant"] == "default"]
 
 
+def test_a_recipe_added_to_a_resumed_run_is_timed_and_the_others_keep_their_budgets(tmp_path):
+    out = tmp_path / "bench"
+    common = ("--classes", "0:1", "--extra_shots", "", "--no_figures")
+    bench.main(quick_args(out, *common, "--contenders", "tiny,ddpm-full"))
+    path = out / "calibration.json"
+    before = json.loads(path.read_text(encoding="utf-8"))
+    del before["rival_seconds_per_step"]["lora"]  # a calibration made before this recipe existed
+    path.write_text(json.dumps(before), encoding="utf-8")
+    result = bench.main(quick_args(out, *common, "--resume", "--contenders", "ddpm-lora"))
+    after = json.loads(path.read_text(encoding="utf-8"))
+    assert (
+        after["gan"] == before["gan"]
+        and after["rival_seconds_per_step"]["full"] == before["rival_seconds_per_step"]["full"]
+    )
+    assert after["rival_seconds_per_step"]["lora"] > 0 and set(after["recipes_timed_later"]) == {"lora"}
+    records = read_records(out / "results.jsonl")
+    assert result["ran"] == 1 and {r["contender"] for r in records} >= {"ddpm-full", "ddpm-lora"}
+
+
 def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
