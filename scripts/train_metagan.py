@@ -842,14 +842,13 @@ def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes,
     classifier."""
     from metagan_hub.metrics.yardstick import validation_domain
 
-    num_confusers = min(args.yardstick_confuser_classes, train_classes.num_classes)
     try:  # fail at the start, on every process, rather than on the main process at the first yardstick
         domain = validation_domain(
             train_classes,
             val_classes,
             num_classes=args.yardstick_classes,
             shot_pool=args.validation_shots,
-            num_confusers=num_confusers,
+            num_confusers=args.yardstick_confuser_classes,
             split_seed=args.split_seed,
         )
     except ValueError as err:
@@ -860,7 +859,8 @@ def build_yardstick_domain(args: argparse.Namespace, train_classes, val_classes,
     if accelerator.is_main_process:
         domain.classifier  # noqa: B018  (trained and cached on first use)
         logger.info(
-            f"yardstick: {domain.num_classes} validation classes ({num_confusers} training classes as confusers); the "
+            f"yardstick: {domain.num_classes} validation classes "
+            f"({len(domain.classifier_classes) - domain.num_classes} training classes as confusers); the "
             f"evaluation classifier recognises "
             f"{domain.real_accuracy:.3f} of their real held-out images (the ceiling)"
         )
@@ -1168,9 +1168,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     skipped = 0
     start = time.perf_counter()
 
-    def current_pipeline(run: dict[str, Any]) -> MetaGANPipeline:
-        """The current meta-weights (EMA generator where used) as a pipeline with its card record."""
-        info = card_info(
+    def current_card_info(run: dict[str, Any]) -> dict[str, Any]:
+        """The card record of the current meta-weights, with the latest validation and yardstick results."""
+        return card_info(
             args,
             data_description,
             dataset,
@@ -1183,10 +1183,13 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
             run,
             yardstick,
         )
+
+    def current_pipeline(run: dict[str, Any]) -> MetaGANPipeline:
+        """The current meta-weights (EMA generator where used) as a pipeline with its card record."""
         return MetaGANPipeline(
             generator=copy.deepcopy(ema_generator()).eval(),
             discriminator=copy.deepcopy(discriminator_model).eval(),
-            card_info=info,
+            card_info=current_card_info(run),
         )
 
     for step in range(first_step, args.max_meta_steps):
@@ -1232,16 +1235,16 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         if yardstick_domain is not None and (periodic or last):
             if accelerator.is_main_process:
                 run = {"meta_steps": global_step, "device": accelerator.device.type}
-                yardstick = run_yardstick(
-                    accelerator, args, global_step, current_pipeline(run), yardstick_domain, mixed_precision
-                )
+                judged = current_pipeline(run)  # adapt() works on copies: these weights stay as they are
+                yardstick = run_yardstick(accelerator, args, global_step, judged, yardstick_domain, mixed_precision)
                 accelerator.log(
                     {f"yardstick/{k}": v for k, v in [("score", yardstick["score"]), *yardstick["means"].items()]},
                     step=global_step,
                 )
                 if args.select_best and yardstick["score"] > best_score:
                     best_score = yardstick["score"]
-                    save_best(current_pipeline(run), args.output_dir, yardstick)
+                    judged.card_info = current_card_info(run)  # now with this yardstick result
+                    save_best(judged, args.output_dir, yardstick)
             accelerator.wait_for_everyone()
         if out_of_time and global_step < args.max_meta_steps:
             logger.info(f"--max_train_minutes {args.max_train_minutes} reached after meta step {global_step}")

@@ -38,14 +38,13 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from .domains import DatasetSplitDomain, EvaluationDomain
+from .domains import DatasetSplitDomain, EvaluationDomain, _check_int
 from .fewshot import evaluate_class
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def validation_domain(
     """
     from ..data.base import ClassSubset
 
-    num_confusers = min(_nonnegative_int("num_confusers", num_confusers), train_classes.num_classes)
+    num_confusers = min(_check_int(num_confusers, "num_confusers", 0), train_classes.num_classes)
     confusers = None
     if num_confusers:
         order = np.random.default_rng([split_seed, 11]).permutation(train_classes.num_classes)
@@ -90,12 +89,6 @@ def validation_domain(
     )
     check_yardstick_domain(domain, domain.num_classes, shot_pool)
     return domain
-
-
-def _nonnegative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
-    return value
 
 
 def check_yardstick_domain(domain: EvaluationDomain, num_classes: int, shots: int) -> None:
@@ -202,7 +195,7 @@ def evaluate_adaptation(
         means[m] = sum(values) / len(values) if values else float("nan")
     score = sum(means[m] for m in SCORE_METRICS)
     result = {
-        "score": score if math.isfinite(score) else float("nan"),
+        "score": score,
         "means": means,
         "per_class": per_class,
         "failed": failed,
