@@ -36,7 +36,9 @@ them in the features of an evaluation classifier trained on other images of thos
 learns `--yardstick_confuser_classes` training classes; cached): mean
 recognisability plus mean recall, i.e. fidelity and diversity (`metagan_hub.metrics.yardstick`). Results go to
 `<output_dir>/yardstick.jsonl`; with `--select_best` the pipeline with the highest score so far is kept in
-`<output_dir>/best/` (written to `best.tmp` and swapped in once complete, with its `yardstick.json`).
+`<output_dir>/best/` (written to `best.tmp` and swapped in once complete, with its `yardstick.json`). With
+`--select_min_recognisability F` the selection is "the most varied of the faithful": the highest recall among the
+checkpoints whose recognisability reaches F (the highest recognisability while none does).
 
 Checkpoints (`--checkpointing_steps`) are written with `accelerator.save_state` to `checkpoint-N.tmp` and renamed to
 `checkpoint-N` only once complete, so a kill during a save never leaves a broken latest checkpoint. The final
@@ -72,6 +74,7 @@ import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.safety import replace_nonfinite, write_json_strict
 from metagan_hub.metrics import heldout_distance
+from metagan_hub.metrics.yardstick import selection_key
 from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed_precision
@@ -300,6 +303,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Keep the pipeline with the best yardstick score in <output_dir>/best (needs --yardstick_classes).",
     )
+    val.add_argument(
+        "--select_min_recognisability",
+        type=float,
+        default=None,
+        help="With --select_best: keep the highest recall among checkpoints whose yardstick recognisability is at "
+        "least this (in [0, 1]) instead of the highest recognisability + recall.",
+    )
     # hub
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
@@ -353,6 +363,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.select_best and args.yardstick_classes < 2:
         parser.error("--select_best needs the yardstick: give --yardstick_classes N (N >= 2)")
+    if args.select_min_recognisability is not None:
+        if not args.select_best:
+            parser.error("--select_min_recognisability needs --select_best")
+        if not 0.0 <= args.select_min_recognisability <= 1.0:
+            parser.error(f"--select_min_recognisability must be in [0, 1], got {args.select_min_recognisability}")
     if args.max_train_minutes is not None and not args.max_train_minutes > 0:
         parser.error(f"--max_train_minutes must be > 0, got {args.max_train_minutes}")
     if args.torch_threads is not None and args.torch_threads < 1:
@@ -881,6 +896,7 @@ def yardstick_settings(args: argparse.Namespace, domain) -> dict[str, Any]:
         "samples_per_class": args.yardstick_samples,
         "seed": args.seed,
         "score_metrics": list(SCORE_METRICS),
+        "min_recognisability": args.select_min_recognisability,
     }
 
 
@@ -936,7 +952,11 @@ def save_best(pipeline: MetaGANPipeline, output_dir: str, result: dict[str, Any]
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-    logger.info(f"yardstick: new best score {result['score']:.4f} at step {result['step']}, saved to {final}")
+    means = result["means"]
+    logger.info(
+        f"yardstick: new best at step {result['step']} (score {result['score']:.4f}, recognisability "
+        f"{means['recognisability']:.3f}, recall {means['recall']:.3f}), saved to {final}"
+    )
 
 
 def recover_best(output_dir: str) -> None:
@@ -951,12 +971,18 @@ def recover_best(output_dir: str) -> None:
     shutil.rmtree(final + ".tmp", ignore_errors=True)
 
 
-def read_best_score(output_dir: str, settings: dict[str, Any] | None = None) -> float:
-    """The yardstick score of `<output_dir>/best` (a resumed run keeps its best), or -inf when there is none or, given
+NO_BEST = (-2, -math.inf)  # ranks below every selection key
+
+
+def read_best_key(
+    output_dir: str, settings: dict[str, Any] | None = None, min_recognisability: float | None = None
+) -> tuple[int, float]:
+    """The selection key ([`~metagan_hub.metrics.yardstick.selection_key`] under `min_recognisability`) of
+    `<output_dir>/best`'s yardstick result (a resumed run keeps its best), or `NO_BEST` when there is none or, given
     `settings` (see [`yardstick_settings`]), when it was measured with other ones (scores would not be comparable)."""
     path = os.path.join(output_dir, BEST_DIR, "yardstick.json")
     if not os.path.isfile(path):
-        return -math.inf
+        return NO_BEST
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
     differ = sorted(k for k, v in (settings or {}).items() if record.get(k) != v)
@@ -964,9 +990,8 @@ def read_best_score(output_dir: str, settings: dict[str, Any] | None = None) -> 
         logger.warning(
             f"{path} was measured with other yardstick settings ({', '.join(differ)}); the next yardstick replaces it"
         )
-        return -math.inf
-    score = record.get("score")
-    return float(score) if isinstance(score, int | float) and not isinstance(score, bool) else -math.inf
+        return NO_BEST
+    return selection_key(record, min_recognisability)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -1146,9 +1171,11 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         sampler.load_state_dict(sampler_state)
         check_ranks_identical(accelerator, generator_model, discriminator_model)
     first_step = training_state.step
-    best_score = -math.inf  # a fresh run starts its own selection; a resumed one keeps its best (main process)
+    best_key = NO_BEST  # a fresh run starts its own selection; a resumed one keeps its best (main process)
     if args.select_best and checkpoint is not None and accelerator.is_main_process:
-        best_score = read_best_score(args.output_dir, yardstick_settings(args, yardstick_domain))
+        best_key = read_best_key(
+            args.output_dir, yardstick_settings(args, yardstick_domain), args.select_min_recognisability
+        )
     if first_step >= args.max_meta_steps:
         logger.warning(f"the checkpoint is at step {first_step} >= --max_meta_steps {args.max_meta_steps}")
 
@@ -1241,8 +1268,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
                     {f"yardstick/{k}": v for k, v in [("score", yardstick["score"]), *yardstick["means"].items()]},
                     step=global_step,
                 )
-                if args.select_best and yardstick["score"] > best_score:
-                    best_score = yardstick["score"]
+                key = selection_key(yardstick, args.select_min_recognisability)
+                if args.select_best and key > best_key:
+                    best_key = key
                     judged.card_info = current_card_info(run)  # now with this yardstick result
                     save_best(judged, args.output_dir, yardstick)
             accelerator.wait_for_everyone()

@@ -6,7 +6,8 @@ classifier's features, so that meta-training can select checkpoints by fidelity 
 benchmark's domains, or a [`DatasetSplitDomain`] over a meta-training run's validation classes), samples each adapted
 pipeline and computes recognisability, precision, recall, relative diversity and copy rate per class against the
 class's real held-out images. Its `score`, mean recognisability plus mean recall, weighs fidelity and diversity
-equally; `scripts/train_metagan.py --select_best` keeps the meta-checkpoint with the highest score.
+equally; `scripts/train_metagan.py --select_best` keeps the meta-checkpoint with the highest score, or, with a
+recognisability floor, the one with the highest recall among those that reach the floor ([`selection_key`]).
 
 Example:
 
@@ -54,6 +55,51 @@ YARDSTICK_METRICS = ("recognisability", "precision", "recall", "relative_diversi
 SCORE_METRICS = ("recognisability", "recall")
 #: real held-out images a judged class needs: k-NN precision / recall (k=3) need more than k
 MIN_REAL_IMAGES = 4
+
+
+def selection_key(result: dict[str, Any], min_recognisability: float | None = None) -> tuple[int, float]:
+    """
+    How a yardstick result ranks for checkpoint selection: of two results, the one with the larger key is better.
+
+    Without a floor the key is the score (mean recognisability + mean recall). With `min_recognisability`, results
+    whose mean recognisability reaches the floor rank above all others and among themselves by mean recall (the most
+    varied of the faithful ones); results below the floor rank by recognisability (the closest to it). A result with
+    a non-finite value ranks last.
+
+    Args:
+        result (`dict`): an [`evaluate_adaptation`] result (its `score` and `means`).
+        min_recognisability (`float`, *optional*): the floor, in `[0, 1]`.
+
+    Returns:
+        `tuple[int, float]`: `(tier, value)`, compared as a tuple.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.metrics.yardstick import selection_key
+    >>> faithful = {"score": 1.0, "means": {"recognisability": 0.9, "recall": 0.1}}
+    >>> varied = {"score": 1.1, "means": {"recognisability": 0.6, "recall": 0.5}}
+    >>> max([faithful, varied], key=selection_key) is varied  # the higher score
+    True
+    >>> max([faithful, varied], key=lambda r: selection_key(r, min_recognisability=0.8)) is faithful
+    True
+    ```
+    """
+    if min_recognisability is not None:
+        if isinstance(min_recognisability, bool) or not isinstance(min_recognisability, int | float):
+            raise ValueError(f"`min_recognisability` must be a number in [0, 1], got {min_recognisability!r}.")
+        if not 0.0 <= min_recognisability <= 1.0:
+            raise ValueError(f"`min_recognisability` must be in [0, 1], got {min_recognisability!r}.")
+    means = result.get("means", {})
+    values = [result.get("score"), means.get("recognisability"), means.get("recall")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+        return (-1, -np.inf)
+    score, recognisability, recall = (float(v) for v in values)
+    if min_recognisability is None:
+        return (0, score)
+    if recognisability >= min_recognisability:
+        return (1, recall)
+    return (0, recognisability)
 
 
 def validation_domain(

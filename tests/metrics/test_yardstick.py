@@ -13,7 +13,7 @@ from metagan_hub.data.base import ArrayClassDataset, ClassSubset
 from metagan_hub.metrics import ClassifierRecipe
 from metagan_hub.metrics.classifiers import classifier_cache_key
 from metagan_hub.metrics.domains import DatasetSplitDomain
-from metagan_hub.metrics.yardstick import SCORE_METRICS, YARDSTICK_METRICS, evaluate_adaptation
+from metagan_hub.metrics.yardstick import SCORE_METRICS, YARDSTICK_METRICS, evaluate_adaptation, selection_key
 from metagan_hub.models import MetaGANDiscriminator, MetaGANGenerator
 from metagan_hub.training.adaptation import NonFiniteLossError
 
@@ -219,3 +219,23 @@ def test_evaluate_adaptation_checks_every_class_before_training_anything():
     with pytest.raises(ValueError, match=r"has a shot pool of 5 images, fewer than `shots`=6"):
         evaluate_adaptation(tiny_pipeline(), DatasetSplitDomain(data, shot_pool=5, num_real=4), shots=6)
     assert small._classifier is None  # nothing was trained
+
+
+def _result(recognisability, recall):
+    return {"score": recognisability + recall, "means": {"recognisability": recognisability, "recall": recall}}
+
+
+def test_selection_key_orders_by_score_or_by_recall_above_a_recognisability_floor():
+    faithful, varied, blurry = _result(0.9, 0.1), _result(0.5, 0.6), _result(0.7, 0.0)
+    assert max([faithful, varied, blurry], key=selection_key) is varied
+    floor = lambda r: selection_key(r, min_recognisability=0.6)  # noqa: E731
+    assert sorted([faithful, varied, blurry], key=floor) == [varied, blurry, faithful]  # below the floor: by fidelity
+    assert floor(_result(0.6, 0.2)) > floor(faithful)  # at the floor counts as reaching it
+    assert selection_key(_result(float("nan"), 0.5)) < selection_key(blurry)  # a broken result ranks last
+    assert selection_key({"score": 1.0, "means": {}}) < selection_key(blurry)
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.5, True, "0.5"])
+def test_selection_key_refuses_a_bad_floor(floor):
+    with pytest.raises(ValueError, match="`min_recognisability` must be"):
+        selection_key(_result(0.5, 0.5), min_recognisability=floor)

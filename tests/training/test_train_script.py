@@ -386,17 +386,30 @@ def test_a_best_swap_killed_half_way_is_recovered(tmp_path):
     (tmp_path / "best.old").mkdir()
     train_metagan.recover_best(str(tmp_path))  # killed after the swap: the old one is dropped
     assert (tmp_path / "best").is_dir() and not (tmp_path / "best.old").exists()
-    assert train_metagan.read_best_score(str(tmp_path)) == -float("inf")  # no yardstick.json: nothing to beat
+    assert train_metagan.read_best_key(str(tmp_path)) == train_metagan.NO_BEST  # no yardstick.json: nothing to beat
 
 
 def test_a_best_measured_with_other_yardstick_settings_is_not_kept(tmp_path):
     PartialState(cpu=True)  # the script logs through Accelerate, as in main()
     (tmp_path / "best").mkdir()
-    settings = {"classifier": "abc", "num_classes": 2, "adapt_steps": 200}
-    (tmp_path / "best" / "yardstick.json").write_text(json.dumps({"score": 1.5, **settings}))
-    assert train_metagan.read_best_score(str(tmp_path), settings) == 1.5
-    assert train_metagan.read_best_score(str(tmp_path), {**settings, "adapt_steps": 50}) == -float("inf")
-    assert train_metagan.read_best_score(str(tmp_path), {**settings, "classifier": "def"}) == -float("inf")
+    settings = {"classifier": "abc", "num_classes": 2, "adapt_steps": 200, "min_recognisability": None}
+    means = {"recognisability": 0.9, "recall": 0.6}
+    (tmp_path / "best" / "yardstick.json").write_text(json.dumps({"score": 1.5, "means": means, **settings}))
+    assert train_metagan.read_best_key(str(tmp_path), settings) == (0, 1.5)
+    assert train_metagan.read_best_key(str(tmp_path), settings, min_recognisability=0.8) == (1, 0.6)
+    for other in ({"adapt_steps": 50}, {"classifier": "def"}, {"min_recognisability": 0.8}):
+        assert train_metagan.read_best_key(str(tmp_path), {**settings, **other}) == train_metagan.NO_BEST
+
+
+def test_select_min_recognisability_keeps_the_most_varied_of_the_faithful(tmp_path):
+    # floor 0: every checkpoint reaches it, so the first one with the highest recall is kept
+    run(*YARDSTICK, "--select_best", "--select_min_recognisability", "0", "--max_meta_steps", "3", "--meta_lr", "0.5",
+        "--outer_optimizer", "sgd", "--output_dir", str(tmp_path))  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "yardstick.jsonl").read_text().splitlines()]
+    assert [r["min_recognisability"] for r in lines] == [0.0] * 3
+    recalls = [r["means"]["recall"] for r in lines]
+    best = json.loads((tmp_path / "best" / "yardstick.json").read_text())
+    assert best["step"] == lines[recalls.index(max(recalls))]["step"]
 
 
 @pytest.mark.parametrize(
@@ -407,6 +420,11 @@ def test_a_best_measured_with_other_yardstick_settings_is_not_kept(tmp_path):
         (["--yardstick_classes", "-2"], "--yardstick_classes must be >= 0"),
         (["--yardstick_classes", "2", "--yardstick_samples", "3"], "--yardstick_samples must be >= 4"),
         (["--yardstick_adapt_steps", "0"], "--yardstick_adapt_steps must be >= 1"),
+        (["--select_min_recognisability", "0.5"], "--select_min_recognisability needs --select_best"),
+        (
+            ["--yardstick_classes", "2", "--select_best", "--select_min_recognisability", "1.5"],
+            "--select_min_recognisability must be in [0, 1], got 1.5",
+        ),
     ],
 )
 def test_bad_yardstick_arguments_are_refused(argv, message, capsys):
