@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--batch_size", type=int, default=None, help="Default: adapt()'s default.")
     parser.add_argument("--loss", type=str, default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"])
-    parser.add_argument("--r1_gamma", type=float, default=0.1)
+    parser.add_argument("--r1_gamma", type=float, default=None, help="R1 weight (default: adapt()'s default, 1.0).")
     parser.add_argument(
         "--r1_interval", type=int, default=None, help="Lazy R1: penalty every N steps (default: adapt()'s default)."
     )
@@ -213,6 +213,7 @@ def main(args: argparse.Namespace) -> None:
         k: v
         for k, v in (
             ("batch_size", args.batch_size),
+            ("r1_gamma", args.r1_gamma),
             ("r1_interval", args.r1_interval),
             ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
             ("diversity_loss", args.diversity_loss),
@@ -229,7 +230,6 @@ def main(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate,
         mixed_precision=args.mixed_precision,
         loss=args.loss,
-        r1_gamma=args.r1_gamma,
         augment=augment,
         ema_decay=args.ema_decay,
         lora_rank=args.lora_rank,

@@ -364,7 +364,7 @@ class MetaGANPipeline(DiffusionPipeline):
         batch_size: int = 4,
         mixed_precision: str = "no",
         loss: str = "nonsaturating",
-        r1_gamma: float = 0.1,
+        r1_gamma: float = 1.0,
         r1_interval: int = 4,
         augment: Sequence[str] | None = ("translation", "cutout", "color"),
         freeze_discriminator_blocks: int = 1,
@@ -417,7 +417,9 @@ class MetaGANPipeline(DiffusionPipeline):
                 precisions. With `"bf16"` the steps run on bf16 copies of the networks while Adam updates float32
                 master weights, which are what is returned.
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
-            r1_gamma (`float`, defaults to 0.1): R1 penalty weight on real images (non-saturating and hinge).
+            r1_gamma (`float`, defaults to 1.0): R1 penalty weight on real images (non-saturating and hinge). 1.0
+                (10x the 0.1 of earlier releases) was chosen by the few-shot benchmark: on 30 kanji, 10 digit and 30
+                font-glyph classes it keeps recognisability and raises recall (see the bundled checkpoint's card).
             r1_interval (`int`, defaults to 4): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
                 only every `r1_interval` steps, which skips its double backward pass on the other steps.
             augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,

@@ -207,7 +207,7 @@ def adapt_pipeline(
     batch_size: int = 4,
     mixed_precision: str = "no",
     loss: str = "nonsaturating",
-    r1_gamma: float = 0.1,
+    r1_gamma: float = 1.0,
     r1_interval: int = 4,
     augment: Sequence[str] | None = AUGMENT_POLICIES,
     freeze_discriminator_blocks: int = 1,

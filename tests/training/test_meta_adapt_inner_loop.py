@@ -96,3 +96,16 @@ def test_meta_training_with_the_adapt_inner_loop_resumes_bit_exactly(tmp_path, m
     # bitwise: the script promises that a resumed run reproduces the uninterrupted one on the same machine
     a, b = saved_pipeline_weights(full), saved_pipeline_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pipeline_adapt_defaults_match_adapt_pipeline():
+    # MetaGANPipeline.adapt() repeats adapt_pipeline()'s keyword defaults (for its docstring and signature); a default
+    # changed in one place only would make the pipeline, the scripts and the "adapt" meta-training preset disagree.
+    from metagan_hub import MetaGANPipeline
+
+    library = {k: p.default for k, p in inspect.signature(adapt_pipeline).parameters.items()}
+    pipeline = {k: p.default for k, p in inspect.signature(MetaGANPipeline.adapt).parameters.items()}
+    shared = sorted(set(library) & set(pipeline) - {"self", "images", "pipeline"})
+    assert "r1_gamma" in shared and "learning_rate" in shared
+    assert {k: pipeline[k] for k in shared} == {k: library[k] for k in shared}
+    assert library["r1_gamma"] == 1.0  # chosen by the few-shot benchmark (bundled checkpoint card)
