@@ -57,10 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Must equal the checkpoint's sample_size when given (a safety check).",
     )
-    parser.add_argument("--num_steps", type=int, default=200)
-    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--num_steps", type=int, default=None, help="Default: adapt()'s default (200).")
+    parser.add_argument("--learning_rate", type=float, default=None, help="Default: adapt()'s default (2e-4).")
     parser.add_argument("--batch_size", type=int, default=None, help="Default: adapt()'s default.")
-    parser.add_argument("--loss", type=str, default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"])
+    parser.add_argument(
+        "--loss",
+        type=str,
+        default=None,
+        choices=["nonsaturating", "hinge", "wgan-gp"],
+        help="GAN loss (default: adapt()'s default, nonsaturating).",
+    )
     parser.add_argument("--r1_gamma", type=float, default=None, help="R1 weight (default: adapt()'s default, 1.0).")
     parser.add_argument(
         "--r1_interval", type=int, default=None, help="Lazy R1: penalty every N steps (default: adapt()'s default)."
@@ -212,6 +218,9 @@ def main(args: argparse.Namespace) -> None:
     adapt_overrides = {
         k: v
         for k, v in (
+            ("num_steps", args.num_steps),
+            ("learning_rate", args.learning_rate),
+            ("loss", args.loss),
             ("batch_size", args.batch_size),
             ("r1_gamma", args.r1_gamma),
             ("r1_interval", args.r1_interval),
@@ -226,10 +235,7 @@ def main(args: argparse.Namespace) -> None:
     adapted = pipe.adapt(
         images,
         **adapt_overrides,
-        num_steps=args.num_steps,
-        learning_rate=args.learning_rate,
         mixed_precision=args.mixed_precision,
-        loss=args.loss,
         augment=augment,
         ema_decay=args.ema_decay,
         lora_rank=args.lora_rank,

@@ -76,7 +76,8 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
     assert record["shots"] == 5 and record["num_steps"] == 3 and len(record["losses"]) == 3 and record["seed"] == 0
     assert record["base_model"] == str(base)
-    assert record["r1_gamma"] == 1.0  # no --r1_gamma: adapt()'s default
+    # flags not given take adapt()'s defaults
+    assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
     assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
 
@@ -90,6 +91,8 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
         "--num_steps", "2",
         "--lora_rank", "2",
         "--r1_gamma", "0.25",
+        "--learning_rate", "1e-3",
+        "--loss", "hinge",
         "--output_dir", "lora_out",
         "--validation_images", "1",
         cwd=tmp_path,
@@ -100,6 +103,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     assert (out / "samples.png").is_file() and (out / "loss_curve.png").is_file()
     record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
     assert record["lora_rank"] == 2 and len(record["losses"]) == 2 and record["r1_gamma"] == 0.25
+    assert record["learning_rate"] == 1e-3 and record["loss"] == "hinge"
 
     pipe = MetaGANPipeline.from_pretrained(base)
     pipe.set_progress_bar_config(disable=True)
