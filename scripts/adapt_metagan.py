@@ -102,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Latents per generator update while a diversity term is on (>= 3; default: --batch_size).",
     )
     parser.add_argument(
+        "--mode_seeking_weight",
+        type=float,
+        default=None,
+        help="Weight of the mode-seeking term against collapsed samples (default: adapt()'s default, 0 = off).",
+    )
+    parser.add_argument(
         "--cdc_anchor_interval",
         type=int,
         default=None,
@@ -229,6 +235,7 @@ def main(args: argparse.Namespace) -> None:
             ("diversity_weight", args.diversity_weight),
             ("diversity_batch_size", args.diversity_batch_size),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
+            ("mode_seeking_weight", args.mode_seeking_weight),
         )
         if v is not None
     }

@@ -413,6 +413,7 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "diversity_batch_size": int,
     "cdc_anchor_interval": int,
     "layer_lr_scales": bool,
+    "mode_seeking_weight": float,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -381,6 +381,7 @@ class MetaGANPipeline(DiffusionPipeline):
         diversity_batch_size: int | None = None,
         cdc_anchor_interval: int | None = None,
         layer_lr_scales: bool = True,
+        mode_seeking_weight: float = 0.0,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -463,6 +464,11 @@ class MetaGANPipeline(DiffusionPipeline):
                 learning-rate scales (`card_info["adaptation_lr_scales"]`, written by `train_metagan.py
                 --learn_inner_lr`), run each tensor at `learning_rate * scale`; `False` uses one learning rate for all.
                 Checkpoints without scales (such as the bundled one) are not affected.
+            mode_seeking_weight (`float`, defaults to 0.0): weight of the mode-seeking term of MSGAN (Mao et al.
+                2019) added to the generator loss: images of two latents must differ in proportion to the latents,
+                against samples collapsing onto a few images (see
+                [`~metagan_hub.training.losses.mode_seeking_loss`]). Needs a generator batch of at least 2; `0`
+                (default) adds nothing.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -507,6 +513,7 @@ class MetaGANPipeline(DiffusionPipeline):
             diversity_batch_size=diversity_batch_size,
             cdc_anchor_interval=cdc_anchor_interval,
             layer_lr_scales=layer_lr_scales,
+            mode_seeking_weight=mode_seeking_weight,
         )
 
     # ------------------------------------------------------------------ LoRA

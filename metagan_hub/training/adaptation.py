@@ -226,6 +226,7 @@ def adapt_pipeline(
     diversity_batch_size: int | None = None,
     cdc_anchor_interval: int | None = None,
     layer_lr_scales: bool = True,
+    mode_seeking_weight: float = 0.0,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -276,6 +277,18 @@ def adapt_pipeline(
     diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
         diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size
     )
+    if (
+        isinstance(mode_seeking_weight, bool)
+        or not isinstance(mode_seeking_weight, int | float)
+        or not math.isfinite(mode_seeking_weight)
+        or not mode_seeking_weight >= 0
+    ):
+        raise ValueError(f"`mode_seeking_weight` must be a non-negative finite number, got {mode_seeking_weight!r}.")
+    if mode_seeking_weight > 0 and g_batch_size < 2:
+        raise ValueError(
+            f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
+            f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
+        )
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
         isinstance(freeze_discriminator_blocks, bool)
@@ -393,6 +406,7 @@ def adapt_pipeline(
         r1_interval=r1_interval,
         mixed_precision=mixed_precision,
         augment=augmenter,
+        mode_seeking_weight=float(mode_seeking_weight),
         generator_regularizer=None if regularizer is None else regularizer.generator_term,
         discriminator_regularizer=regularizer.discriminator_term if diversity_loss == "dcl" else None,
     )
@@ -512,6 +526,7 @@ def adapt_pipeline(
         "diversity_weight": diversity_weight,
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
         "cdc_anchor_interval": cdc_anchor_interval,
+        "mode_seeking_weight": mode_seeking_weight,
         "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied
         "seed": seed,
         "device": str(device),

@@ -322,6 +322,30 @@ def test_adaptation_record_and_model_card(tmp_path):
     assert none.card_info["adaptation"]["augment"] == []
 
 
+def test_mode_seeking_term_reaches_the_generator_loss_and_the_record(monkeypatch, tmp_path):
+    seen = []
+    real_loss = adaptation.gan_step.__globals__["generator_loss"]
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["mode_seeking_weight"])
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setitem(adaptation.gan_step.__globals__, "generator_loss", spy)
+    pipe = tiny_pipeline()
+    plain = pipe.adapt(random_shots(), num_steps=3, generator=seeded(0))
+    assert seen == [0.0] * 3 and plain.card_info["adaptation"]["mode_seeking_weight"] == 0.0
+    seen.clear()
+    ms = pipe.adapt(random_shots(), num_steps=3, mode_seeking_weight=1.0, generator=seeded(0))
+    assert seen == [1.0] * 3
+    assert all("ms_loss" in row for row in ms.card_info["adaptation"]["losses"])
+    # the same seed with the term on trains other weights
+    assert not same_state(state(plain, "generator"), state(ms, "generator"))
+    ms.save_pretrained(tmp_path / "ms")
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "ms")
+    assert reloaded.card_info["adaptation"]["mode_seeking_weight"] == 1.0
+    assert "| mode_seeking_weight | 1 |" in (tmp_path / "ms" / "README.md").read_text(encoding="utf-8")
+
+
 def test_local_base_path_is_not_written_as_hub_base_model(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "base")
@@ -403,6 +427,14 @@ BAD_INPUTS = {
     "r1_interval_float": (lambda tmp: {"r1_interval": 2.5}, r"`r1_interval`.*2\.5"),
     "ema_decay_one": (lambda tmp: {"ema_decay": 1.0}, r"`ema_decay`"),
     "lora_rank_0": (lambda tmp: {"lora_rank": 0}, r"`lora_rank`"),
+    "mode_seeking_negative": (lambda tmp: {"mode_seeking_weight": -1.0}, r"`mode_seeking_weight`.*-1\.0"),
+    "mode_seeking_nan": (lambda tmp: {"mode_seeking_weight": math.nan}, r"`mode_seeking_weight`.*nan"),
+    "mode_seeking_inf": (lambda tmp: {"mode_seeking_weight": math.inf}, r"`mode_seeking_weight`.*inf"),
+    "mode_seeking_bool": (lambda tmp: {"mode_seeking_weight": True}, r"`mode_seeking_weight`.*True"),
+    "mode_seeking_one_sample": (
+        lambda tmp: {"mode_seeking_weight": 1.0, "batch_size": 1},
+        r"mode_seeking_weight=1\.0.*`batch_size`.*>= 2, got 1",
+    ),
 }
 
 
