@@ -74,6 +74,8 @@ CONFIGS = {
     "fp32-dcl": ("no", None, {"diversity_loss": "dcl"}),
     "bf16-cdc": ("bf16", None, {"diversity_loss": "cdc"}),
     "bf16-dcl": ("bf16", None, {"diversity_loss": "dcl"}),
+    # the mode-seeking term (adapt(mode_seeking_weight=...)) at the weight benchmarked on the test classes
+    "fp32-ms": ("no", None, {"mode_seeking_weight": 0.03}),
 }
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 
