@@ -50,6 +50,11 @@ def _positive_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def _nonnegative_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not value >= 0:
+        raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
+
+
 def estimate_adapt_step_bytes(pipeline: MetaGANPipeline, batch_size: int, generator_batch_size: int) -> int:
     """
     Rough peak memory in bytes of one `adapt()` step: the weights (with Adam state and gradients) and the activations
@@ -244,13 +249,7 @@ def adapt_pipeline(
     max_nonfinite_steps = _positive_int("max_nonfinite_steps", max_nonfinite_steps)
     if loss not in LOSS_TYPES:
         raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {loss!r}.")
-    if (
-        isinstance(r1_gamma, bool)
-        or not isinstance(r1_gamma, int | float)
-        or not math.isfinite(r1_gamma)
-        or not r1_gamma >= 0
-    ):
-        raise ValueError(f"`r1_gamma` must be a non-negative finite number, got {r1_gamma!r}.")
+    _nonnegative_float("r1_gamma", r1_gamma)
     r1_interval = _positive_int("r1_interval", r1_interval)
     if ema_decay is not None and (
         isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0.0 < ema_decay < 1.0
@@ -277,13 +276,7 @@ def adapt_pipeline(
     diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
         diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size
     )
-    if (
-        isinstance(mode_seeking_weight, bool)
-        or not isinstance(mode_seeking_weight, int | float)
-        or not math.isfinite(mode_seeking_weight)
-        or not mode_seeking_weight >= 0
-    ):
-        raise ValueError(f"`mode_seeking_weight` must be a non-negative finite number, got {mode_seeking_weight!r}.")
+    _nonnegative_float("mode_seeking_weight", mode_seeking_weight)
     if mode_seeking_weight > 0 and g_batch_size < 2:
         raise ValueError(
             f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
