@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
+from metagan_hub.training.losses import LOSS_TYPES
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--loss",
         type=str,
         default=None,
-        choices=["nonsaturating", "hinge", "wgan-gp"],
+        choices=list(LOSS_TYPES),
         help="GAN loss (default: adapt()'s default, nonsaturating).",
     )
     parser.add_argument("--r1_gamma", type=float, default=None, help="R1 weight (default: adapt()'s default, 1.0).")
