@@ -248,6 +248,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Weight of the MSGAN mode-seeking regularizer in every generator loss (inner steps and the FOMAML query "
         "loss); 0: off. Counters the sample-diversity loss of meta-learning on a few shots.",
     )
+    algo.add_argument(
+        "--query_coverage_weight",
+        type=float,
+        default=0.0,
+        help="Weight of the query-set coverage term in the outer update (reptile / fomaml; 0: off): each query image "
+        "pulls the nearest sample of the adapted generator closer (IMLE-style), so that adapted generators cover "
+        "images of the class the inner loop never saw. Needs query images (default --queries: shots).",
+    )
+    algo.add_argument(
+        "--query_coverage_samples", type=int, default=32, help="Generated samples per task for that term (32)."
+    )
     # run
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -345,6 +356,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.mode_seeking_weight < float("inf"):
         parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
+    if not 0 <= args.query_coverage_weight < float("inf"):
+        parser.error(f"--query_coverage_weight must be a non-negative number, got {args.query_coverage_weight}")
+    if args.query_coverage_samples < 1:
+        parser.error(f"--query_coverage_samples must be >= 1, got {args.query_coverage_samples}")
     for name in (
         "queries",
         "checkpointing_steps",
@@ -380,6 +395,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--learn_inner_lr needs an inner loop: --algorithm reptile or fomaml, got pretrain")
     if args.learn_inner_lr and args.queries < 1:
         parser.error(f"--learn_inner_lr needs --queries >= 1 (the scales follow the query loss), got {args.queries}")
+    if args.query_coverage_weight and args.algorithm == "pretrain":
+        parser.error("--query_coverage_weight needs an inner loop: --algorithm reptile or fomaml, got pretrain")
+    if args.query_coverage_weight and args.queries < 1:
+        parser.error(f"--query_coverage_weight needs --queries >= 1 (the images to cover), got {args.queries}")
     if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be in (0, 1), got {args.ema_decay}")
     return args
@@ -392,7 +411,8 @@ def resolve_preset(args: argparse.Namespace) -> None:
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
     if args.queries is None:
-        args.queries = args.shots if args.algorithm == "fomaml" or args.learn_inner_lr else 0
+        needs_query = args.algorithm == "fomaml" or args.learn_inner_lr or args.query_coverage_weight
+        args.queries = args.shots if needs_query else 0
     augment = args.augment.strip().lower()
     args.augment = "none" if augment in ("", "none") else ",".join(a.strip() for a in augment.split(","))
 
@@ -424,6 +444,8 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         diversity_weight=args.diversity_weight,
         learn_inner_lr=args.learn_inner_lr,
         inner_lr_meta_lr=args.inner_lr_meta_lr,
+        query_coverage_weight=args.query_coverage_weight,
+        query_coverage_samples=args.query_coverage_samples,
     )
 
 
@@ -436,6 +458,9 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         learning.pop("inner_lr_meta_lr", None)  # only used with learned scales
     if not learning.get("mode_seeking_weight"):
         learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
+    if not learning.get("query_coverage_weight"):
+        learning.pop("query_coverage_weight", None)  # off, as before the option
+        learning.pop("query_coverage_samples", None)
     for key, off in (
         ("inner_r1_interval", 1),
         ("inner_freeze_discriminator_blocks", 0),
@@ -1355,6 +1380,8 @@ def card_info(
         "diversity_loss": args.diversity_loss,
         "diversity_weight": args.diversity_weight,
         "learn_inner_lr": args.learn_inner_lr,
+        "query_coverage_weight": args.query_coverage_weight,
+        "query_coverage_samples": args.query_coverage_samples if args.query_coverage_weight else None,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,

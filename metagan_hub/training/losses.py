@@ -342,6 +342,55 @@ def mode_seeking_loss(
     return loss, {"ms_loss": loss.item()}
 
 
+def coverage_loss(fake: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""
+    Coverage of target images by generated ones, as in implicit maximum likelihood estimation (IMLE, Li & Malik,
+    2018): every target picks its nearest generated image (mean squared pixel difference) and the loss is the mean of
+    those distances. It falls only when *each* target has a sample close by, so a generator that puts all its samples
+    near a few of the targets pays for the others; gradients reach only the chosen samples. Used with held-out
+    (query) images of a task as [`~metagan_hub.training.meta_learning.MetaLearningConfig`]'s
+    `query_coverage_weight`, it rewards meta-weights whose adapted generators cover images of the class that the
+    inner loop never saw (what the benchmark's recall measures).
+
+    Args:
+        fake (`torch.Tensor` of shape `(N, C, H, W)`):
+            Generated images, attached to the generator's graph; `N >= 1`.
+        targets (`torch.Tensor` of shape `(M, C, H, W)`):
+            The images to cover (no gradient flows to them); `M >= 1`.
+
+    Returns:
+        `(loss, logs)`: the scalar float32 loss and `{"coverage_loss": float}`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.losses import coverage_loss
+
+    >>> targets = torch.stack([torch.full((1, 4, 4), v) for v in (-1.0, 1.0)])
+    >>> one_mode = torch.full((3, 1, 4, 4), -1.0)  # every sample on the first target
+    >>> both = torch.stack([torch.full((1, 4, 4), v) for v in (-1.0, 1.0, 0.0)])
+    >>> coverage_loss(one_mode, targets)[0].item(), coverage_loss(both, targets)[0].item()
+    (2.0, 0.0)
+    ```
+    """
+    if fake.ndim != 4 or targets.ndim != 4 or fake.shape[1:] != targets.shape[1:]:
+        raise ValueError(
+            f"coverage_loss needs two image batches of the same (C, H, W), got {tuple(fake.shape)} and "
+            f"{tuple(targets.shape)}."
+        )
+    if fake.shape[0] < 1 or targets.shape[0] < 1:
+        raise ValueError(
+            f"coverage_loss needs at least one generated and one target image, got {fake.shape[0]} and "
+            f"{targets.shape[0]}."
+        )
+    fake = fake.float().flatten(1)  # [N, D]
+    targets = targets.detach().float().flatten(1)  # [M, D]
+    distances = torch.cdist(targets, fake).pow(2) / fake.shape[1]  # [M, N] mean squared difference
+    loss = distances.min(dim=1).values.mean()
+    return loss, {"coverage_loss": loss.item()}
+
+
 def _offdiagonal_cosine(x: torch.Tensor, temperature: float) -> torch.Tensor:
     """Cosine similarity of each sample of `x` `[N, ...]` to every other one, over `temperature`: `[N, N - 1]`."""
     n = x.shape[0]

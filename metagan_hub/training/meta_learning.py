@@ -23,7 +23,7 @@ import torch
 from .augment import AUGMENT_POLICIES, DiffAugment
 from .diversity import DiversityRegularizer, check_diversity_options
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step, generator_step_loss
-from .losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss
+from .losses import LOSS_TYPES, WGAN_DRIFT, coverage_loss, discriminator_loss, generator_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -80,6 +80,14 @@ class MetaLearningConfig:
             `[1 / MAX_LR_SCALE, MAX_LR_SCALE]` and exported with [`MetaLearner.lr_scales`], so that `adapt()` uses
             them.
         inner_lr_meta_lr (`float`): Adam learning rate of the log-scales (with `learn_inner_lr`).
+        query_coverage_weight (`float`): weight of a query-set coverage term in the outer update (Reptile and
+            FOMAML; 0: off). After a task's inner loop, `query_coverage_samples` samples of the adapted generator
+            are drawn and [`~metagan_hub.training.losses.coverage_loss`] pulls, for each of the task's *query*
+            images, the nearest one closer; its gradient at the adapted weights (first order), times this weight,
+            is added to the generator's outer gradient. The inner loop never sees the query images, so this rewards
+            meta-weights whose adapted generators cover other images of the class rather than the shots alone.
+            Needs query images.
+        query_coverage_samples (`int`): generated samples per task for the coverage term.
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
@@ -105,6 +113,8 @@ class MetaLearningConfig:
     diversity_weight: float | None = None
     learn_inner_lr: bool = False
     inner_lr_meta_lr: float = 0.01
+    query_coverage_weight: float = 0.0
+    query_coverage_samples: int = 32
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -115,7 +125,7 @@ class MetaLearningConfig:
             raise ValueError(f"`inner_optimizer` must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}.")
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             raise ValueError(f"`outer_optimizer` must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}.")
-        for name in ("inner_steps", "inner_batch_size", "max_nonfinite_steps"):
+        for name in ("inner_steps", "inner_batch_size", "max_nonfinite_steps", "query_coverage_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -127,7 +137,7 @@ class MetaLearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-        for name in ("r1_gamma", "gp_lambda", "mode_seeking_weight"):
+        for name in ("r1_gamma", "gp_lambda", "mode_seeking_weight", "query_coverage_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
@@ -142,6 +152,10 @@ class MetaLearningConfig:
             raise ValueError(
                 f"`inner_freeze_discriminator_blocks`={frz} needs algorithm='reptile' (FOMAML's query gradient and "
                 f"pretraining train the whole discriminator), got algorithm={self.algorithm!r}."
+            )
+        if self.query_coverage_weight and self.algorithm == "pretrain":
+            raise ValueError(
+                "`query_coverage_weight` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'."
             )
         if self.diversity_loss is not None and self.algorithm == "pretrain":
             raise ValueError("`diversity_loss` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
@@ -474,6 +488,20 @@ class MetaLearner:
             [zero(p) if g is None else g for g, p in zip(d_grads, d_params)],
         )
 
+    def _coverage_gradients(self, query: torch.Tensor, gen: torch.Generator) -> tuple[bool, list, dict[str, float]]:
+        """The query-set coverage term: gradients of [`coverage_loss`] of the task's query images by samples of the
+        adapted (fast) generator, with respect to its weights (first order)."""
+        g_model = self._fast_g
+        z = torch.randn(self.config.query_coverage_samples, g_model.config.latent_dim, generator=gen).to(self.device)
+        g_params = list(g_model.parameters())
+        with autocast_context(self.device, self.config.mixed_precision):
+            fake = g_model(z).sample
+        loss, logs = coverage_loss(fake.float(), query)
+        if not torch.isfinite(loss):
+            return False, [], {}
+        grads = torch.autograd.grad(loss, g_params, allow_unused=True)
+        return True, [torch.zeros_like(p) if g is None else g for g, p in zip(grads, g_params)], logs
+
     # ------------------------------------------------------------------ outer loop
     def _reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Average a list of tensors across processes (one flat all-reduce)."""
@@ -510,6 +538,8 @@ class MetaLearner:
             needs_query = "first-order MAML"
         elif self.config.learn_inner_lr:
             needs_query = "`learn_inner_lr`"
+        elif self.config.query_coverage_weight:
+            needs_query = "`query_coverage_weight`"
         for i, task in enumerate(tasks):
             for name in ("support", "query"):
                 x = getattr(task, name, None)
@@ -632,6 +662,14 @@ class MetaLearner:
                     acc += g.detach()
                 for acc, g in zip(d_sum, d_grads):
                     acc += g.detach()
+            if self.config.query_coverage_weight:
+                ok, cov_grads, cov_logs = self._coverage_gradients(task.query.to(self.device, torch.float32), gen)
+                if not ok:
+                    return False, logs, [], [], None
+                weight = self.config.query_coverage_weight
+                for acc, g in zip(g_sum, cov_grads):
+                    acc.add_(g.detach(), alpha=weight)
+                logs = {**logs, **cov_logs}
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + v
         n = len(tasks)

@@ -4,7 +4,14 @@ import torch
 import torch.nn.functional as F
 
 from metagan_hub.training.augment import DiffAugment
-from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT, discriminator_loss, generator_loss, mode_seeking_loss
+from metagan_hub.training.losses import (
+    LOSS_TYPES,
+    WGAN_DRIFT,
+    coverage_loss,
+    discriminator_loss,
+    generator_loss,
+    mode_seeking_loss,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -354,3 +361,25 @@ def test_pairwise_similarity_consistency_loss_bad_input(src, ada, kwargs, match)
 
     with pytest.raises(ValueError, match=match):
         pairwise_similarity_consistency_loss(src, ada, **kwargs)
+
+
+def test_coverage_loss_is_the_mean_nearest_sample_distance_of_each_target():
+    gen = torch.Generator().manual_seed(0)
+    fake = torch.rand(5, 1, 4, 4, generator=gen, requires_grad=True)
+    targets = torch.rand(3, 1, 4, 4, generator=gen)
+    loss, logs = coverage_loss(fake, targets)
+    expected = torch.stack([((fake - t) ** 2).mean(dim=(1, 2, 3)).min() for t in targets]).mean()
+    torch.testing.assert_close(loss, expected)
+    assert logs["coverage_loss"] == pytest.approx(expected.item())
+    # zero when every target is a sample; only the nearest samples get a gradient
+    assert coverage_loss(torch.cat([targets, fake.detach()]), targets)[0].item() == pytest.approx(0.0, abs=1e-6)
+    (grad,) = torch.autograd.grad(loss, fake)
+    chosen = {int(((fake - t) ** 2).mean(dim=(1, 2, 3)).argmin()) for t in targets}
+    assert {i for i in range(5) if grad[i].abs().sum() > 0} == chosen
+
+
+def test_coverage_loss_rejects_mismatched_or_empty_batches():
+    with pytest.raises(ValueError, match="same"):
+        coverage_loss(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="at least one"):
+        coverage_loss(torch.zeros(0, 1, 4, 4), torch.zeros(2, 1, 4, 4))

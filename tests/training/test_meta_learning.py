@@ -253,6 +253,65 @@ def test_mode_seeking_weight_changes_only_what_the_generator_loss_touches(algori
             assert_outputs_close(a, b)
 
 
+def test_query_coverage_adds_the_weighted_coverage_gradient_at_the_adapted_weights():
+    """Reptile with the query-set coverage term, SGD outer step: meta + eps * (adapted - meta) - eps * w * grad,
+    where grad is the coverage gradient of the query images at the adapted generator, drawn from the task's
+    generator after its inner loop. The discriminator's update is plain Reptile."""
+    from metagan_hub.training.losses import coverage_loss
+
+    weight, eps, samples = 0.5, 0.25, 6
+    g, d = make_models()
+    cfg = config(algorithm="reptile", outer_optimizer="sgd", meta_lr=eps, query_coverage_weight=weight)
+    cfg.query_coverage_samples = samples
+    learner = MetaLearner(g, d, cfg, seed=3)
+    task = make_tasks(1)[0]
+    meta_g, meta_d = params(g), params(d)
+    gen = learner.task_generator(0, 0)
+    ref_g, ref_d = reference_inner_loop(learner, task.support, gen)
+    z = torch.randn(samples, LATENT, generator=gen)  # drawn after the inner loop's randomness
+    loss, _ = coverage_loss(ref_g(z).sample, task.query)
+    grads = torch.autograd.grad(loss, list(ref_g.parameters()))
+
+    logs = learner.meta_step([task], step=0)
+
+    assert logs["nonfinite"] == 0.0 and logs["coverage_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    for p, p0, q, grad in zip(g.parameters(), meta_g, ref_g.parameters(), grads):
+        expected = p0 + eps * (q.detach() - p0) - eps * weight * grad
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    for p, p0, q in zip(d.parameters(), meta_d, ref_d.parameters()):
+        torch.testing.assert_close(p.detach(), p0 + eps * (q.detach() - p0), rtol=0, atol=1e-6)
+    assert max(grad.abs().max().item() for grad in grads) > 1e-4  # the term is not vacuous
+
+
+def test_query_coverage_needs_query_images_and_an_inner_loop():
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(algorithm="reptile", query_coverage_weight=1.0))
+    no_query = [Task(class_index=0, support=make_tasks(1)[0].support, query=torch.zeros(0, CHANNELS, SIZE, SIZE))]
+    with pytest.raises(ValueError, match="query_coverage_weight.*query images"):
+        learner.meta_step(no_query, step=0)
+    with pytest.raises(ValueError, match="query_coverage_weight.*'pretrain'"):
+        MetaLearningConfig(algorithm="pretrain", query_coverage_weight=1.0)
+
+
+def test_query_coverage_run_resumes_bit_for_bit():
+    tasks = make_tasks(2)
+    cfg = dict(algorithm="reptile", meta_lr=1e-3, query_coverage_weight=1.0, query_coverage_samples=4)
+    g, d = make_models()
+    learner = MetaLearner(g, d, config(**cfg))
+    learner.meta_step(tasks, step=0)
+    state = copy.deepcopy(learner.state_dict())
+    g_state, d_state = copy.deepcopy(g.state_dict()), copy.deepcopy(d.state_dict())
+    learner.meta_step(tasks, step=1)
+
+    g2, d2 = make_models(seed=99)
+    g2.load_state_dict(g_state)
+    d2.load_state_dict(d_state)
+    resumed = MetaLearner(g2, d2, config(**cfg))
+    resumed.load_state_dict(state)
+    resumed.meta_step(tasks, step=1)
+    assert all(torch.equal(a, b) for a, b in zip(params(g) + params(d), params(g2) + params(d2)))
+
+
 # ---------------------------------------------------------------------------------------------------- bad input
 
 
@@ -301,6 +360,9 @@ def test_task_shape_must_match_the_generator():
         ({"r1_gamma": -0.1}, "r1_gamma"),
         ({"mode_seeking_weight": -1.0}, "mode_seeking_weight"),
         ({"mode_seeking_weight": float("inf")}, "mode_seeking_weight"),
+        ({"query_coverage_weight": -1.0}, "query_coverage_weight"),
+        ({"query_coverage_weight": float("nan")}, "query_coverage_weight"),
+        ({"query_coverage_samples": 0}, "query_coverage_samples"),
         ({"augment": ("rotate",)}, "rotate"),
     ],
 )

@@ -157,6 +157,24 @@ def test_mode_seeking_weight_reaches_the_learner_and_the_card(tmp_path):
         train_metagan.parse_args([*TINY, "--mode_seeking_weight", "-1"])
 
 
+def test_query_coverage_reaches_the_card_and_resumes_bit_for_bit(tmp_path):
+    common = ["--max_meta_steps", "2", "--checkpointing_steps", "1", "--query_coverage_weight", "0.5",
+              "--query_coverage_samples", "4"]  # fmt: skip
+    full = run(*common, "--output_dir", str(tmp_path / "full"))
+    assert full.card_info["training"]["queries"] == 5  # default: as many query images as shots
+    assert full.card_info["training"]["query_coverage_weight"] == 0.5
+    assert full.card_info["meta_learning_config"]["query_coverage_samples"] == 4
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-1", resumed / "checkpoint-1")
+    run(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    a, b = weights(tmp_path / "full"), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the term changes the trajectory (same tasks: the query images are drawn either way)
+    run("--max_meta_steps", "2", "--queries", "5", "--output_dir", str(tmp_path / "plain"))
+    plain = weights(tmp_path / "plain")
+    assert any(not torch.equal(a[k], plain[k]) for k in a if k.startswith("generator."))
+
+
 def test_max_train_minutes_stops_early_saves_and_resumes(tmp_path):
     # a budget spent after the first step: the run stops there, checkpoints it and saves the pipeline as usual
     pipe = run("--max_meta_steps", "5", "--checkpointing_steps", "3", "--max_train_minutes", "1e-9",
@@ -328,6 +346,10 @@ def test_figr_preset_and_explicit_overrides():
         [],
         ["--dataset", "digits", "--train_data_dir", "x"],
         ["--dataset", "digits", "--algorithm", "fomaml", "--queries", "0"],
+        ["--dataset", "digits", "--query_coverage_weight", "1", "--queries", "0"],
+        ["--dataset", "digits", "--query_coverage_weight", "-1"],
+        ["--dataset", "digits", "--query_coverage_weight", "1", "--algorithm", "pretrain"],
+        ["--dataset", "digits", "--query_coverage_samples", "0"],
         ["--dataset", "digits", "--shots", "0"],
         ["--dataset", "digits", "--ema_decay", "1.5"],
         ["--dataset", "mnist"],
