@@ -87,7 +87,8 @@ class MetaLearningConfig:
             is added to the generator's outer gradient. The inner loop never sees the query images, so this rewards
             meta-weights whose adapted generators cover other images of the class rather than the shots alone.
             Needs query images. Experimental: with the bundled checkpoint's Reptile recipe, a weight of 1.0 made
-            adapted samples less recognisable and less varied, and 3.0 collapsed the generator (see its model card).
+            adapted samples less recognisable with lower recall, and 3.0 collapsed the generator (see the bundled
+            checkpoint's model card).
         query_coverage_samples (`int`): generated samples per task for the coverage term.
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
