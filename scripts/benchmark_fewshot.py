@@ -2054,7 +2054,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if not cal_path.is_file():
             cal_path.write_text(json.dumps(calibration, indent=2) + "\n", encoding="utf-8")
         for c in contenders:
-            if c.kind == "diffusion":
+            if c.kind == "diffusion" and c.name in run_names:
                 print(
                     f"{c.name}: budgets {rival_steps(calibration, c.recipe, args.rival_time_multiples)} fine-tuning "
                     f"steps for {args.rival_time_multiples} x the GAN's {calibration['gan']['adapt_seconds']:.2f} s",
