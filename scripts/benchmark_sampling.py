@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""Sampling-time fidelity / diversity trade-offs of adapted meta-GANs, judged like `benchmark_fewshot.py`.
+
+Every contender is adapted once per evaluation class with exactly the shots, seeds and `adapt()` budget of
+`benchmark_fewshot.py` (its main table's run), then its samples are judged in classifier features in two ways:
+
+- **latent scale** `s` (`--latent_scales`): the benchmark's sample latents times `s` (`s < 1` is the truncation trick,
+  `s > 1` spreads the samples);
+- **discriminator rejection** with keep fraction `f` (`--keep_fractions`): `N / f` samples are drawn (the first `N`
+  are the benchmark's), the adapted discriminator scores them (in groups of 4, its minibatch-std group size) and the
+  `N` it rates most real are kept.
+
+`s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
+with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
+resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md`.
+
+    python scripts/benchmark_sampling.py --contender bundled=checkpoints/metagan-kanji-32 \\
+        --contender pretrain=runs/baselines/pretrain-kanji-32 --domains kanji --classes 0:30 \\
+        --latent_scales 0.5,0.75,1.25,1.5,2 --keep_fractions 0.5,0.25 --num_threads 1 --output_dir runs/sampling
+
+`--quick` runs a tiny model on two digit classes (the smoke path the tests take).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark_fewshot as bf  # noqa: E402
+
+logger = logging.getLogger("benchmark_sampling")
+
+RESULTS_FILE = "sampling.jsonl"
+SUMMARY_FILE = "sampling.md"
+REPORTED = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
+DISCRIMINATOR_GROUP = 4  # the minibatch-std group size of MetaGANDiscriminator
+
+
+def _positive_floats(text: str, name: str, upper: float | None = None) -> list[float]:
+    values = bf._float_list(text, name) if text.strip() else []
+    for v in values:
+        if not (math.isfinite(v) and v > 0 and (upper is None or v <= upper)):
+            allowed = f"in (0, {upper:g}]" if upper is not None else "positive and finite"
+            raise ValueError(f"`{name}` values must be {allowed}, got {v!r}.")
+    return sorted(set(values))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contender", action="append", default=None, help="NAME=PATH of a Meta-GAN pipeline folder.")
+    parser.add_argument("--domains", default=None, help="Evaluation domains, comma-separated (default: all).")
+    parser.add_argument("--classes", default=None, help="Shard of each domain's evaluation classes, 'a:b'.")
+    parser.add_argument("--latent_scales", default="0.5,2", help="Latent scales besides 1 ('' for none).")
+    parser.add_argument("--keep_fractions", default="0.5", help="Discriminator keep fractions < 1 ('': none).")
+    parser.add_argument("--num_samples", type=int, default=None, help="Samples judged per setting (default 200).")
+    parser.add_argument("--seed", type=int, default=0, help="Base seed, as in benchmark_fewshot.py.")
+    parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's default).")
+    parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
+    parser.add_argument("--output_dir", default="runs/bench-sampling")
+    parser.add_argument("--quick", action="store_true", help="Tiny model, two digit classes: a smoke run.")
+    args = parser.parse_args(argv)
+    args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
+    args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
+    if not args.contender and not args.quick:
+        raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
+    for spec in args.contender or []:
+        if bf.parse_contender(spec).kind != "gan" or spec.strip() == "scratch":
+            raise ValueError(f"`--contender` {spec!r}: only Meta-GAN pipeline folders (NAME=PATH) are allowed here.")
+    # the few-shot benchmark's own options, so that shots, seeds, budgets and metrics are exactly its
+    fewshot = ["--output_dir", args.output_dir, "--seed", str(args.seed), "--extra_shots", "", "--no_pixel_metrics"]
+    for name in ("domains", "classes", "num_samples", "num_threads", "cache_dir"):
+        if getattr(args, name) is not None:
+            fewshot += [f"--{name}", str(getattr(args, name))]
+    if args.quick:
+        fewshot += ["--quick", "--classes", args.classes or "0:2"]
+    for spec in args.contender or []:
+        fewshot += ["--contender", spec]
+    args.fewshot = bf.parse_args(fewshot)
+    return args
+
+
+def settings(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """(latent scale, keep fraction) pairs: the benchmark's sample set first, then one knob at a time."""
+    return [(1.0, 1.0)] + [(s, 1.0) for s in args.latent_scales] + [(1.0, f) for f in args.keep_fractions]
+
+
+def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Realness logits `[N]` of `images` `[N, C, H, W]` in `[-1, 1]`, scored in consecutive groups of 4."""
+    with torch.no_grad():
+        chunks = [
+            discriminator(images[i : i + DISCRIMINATOR_GROUP]).logits.flatten()
+            for i in range(0, images.shape[0], DISCRIMINATOR_GROUP)
+        ]
+    return torch.cat(chunks).float()
+
+
+def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Adapt `contender` to class `c` as the few-shot benchmark does, then judge every sampling setting."""
+    from metagan_hub import MetaGANPipeline
+
+    fa = args.fewshot
+    k, n = fa.shots, fa.num_samples
+    shots = ctx.shots(c, k, bf.shot_seed(fa, c))
+    _, real_feats = ctx.embed(ctx.real(c))
+    _, shot_feats = ctx.embed(shots)
+    torch.manual_seed(bf.adapt_seed(fa, c, k))
+    start = time.perf_counter()
+    adapted = contender.pipeline.adapt(
+        shots,
+        num_steps=fa.num_steps,
+        generator=torch.Generator().manual_seed(bf.adapt_seed(fa, c, k)),
+        mixed_precision=fa.mixed_precision,
+        **contender.adapt_options,
+    )
+    adapt_seconds = time.perf_counter() - start
+    pool = math.ceil(n / min([1.0] + args.keep_fractions))
+    latent_dim = adapted.generator.config.latent_dim
+    # the first n latents are the benchmark's sample latents (same seed, same draw)
+    latents = torch.randn(pool, latent_dim, generator=torch.Generator().manual_seed(bf.sample_seed(fa)))
+    pipe = MetaGANPipeline(generator=adapted.generator, discriminator=None)
+    pipe.set_progress_bar_config(disable=True)
+    pool_images = pipe(batch_size=pool, latents=latents, output_type="pt").images * 2 - 1  # [pool, C, H, W]
+    scores = discriminator_scores(adapted.discriminator.eval(), pool_images)
+    rows = []
+    for scale, keep in settings(args):
+        if scale != 1.0:
+            fake = pipe(batch_size=n, latents=latents[:n] * scale, output_type="pt").images * 2 - 1
+            kept_scores = discriminator_scores(adapted.discriminator, fake)
+        else:
+            candidates = math.ceil(n / keep)
+            index = scores[:candidates].topk(n).indices.sort().values
+            fake, kept_scores = pool_images[index], scores[index]
+        metrics, _ = bf.feature_metrics(ctx, c, fake, real_feats, shot_feats, fa)
+        rows.append(
+            {
+                "contender": contender.name,
+                "path": contender.path,
+                "domain": ctx.name,
+                "class_index": c,
+                "class": ctx.domain.classes[c],
+                "shots": k,
+                "latent_scale": scale,
+                "keep_fraction": keep,
+                "num_samples": n,
+                "adapt_steps": fa.num_steps,
+                "adapt_seconds": round(adapt_seconds, 3),
+                "seeds": {"shots": bf.shot_seed(fa, c), "adapt": bf.adapt_seed(fa, c, k), "samples": fa.seed},
+                "mean_discriminator_logit": float(kept_scores.mean()),
+                "metrics": metrics,
+            }
+        )
+    return rows
+
+
+def setting_label(row: dict[str, Any]) -> str:
+    if row["keep_fraction"] != 1.0:
+        return f"keep {row['keep_fraction']:g}"
+    return f"latents x{row['latent_scale']:g}"
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per domain, each contender and setting's class means and its paired difference (mean ± s.e. over
+    classes) to the first contender's benchmark sample set."""
+    lines = []
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        drows = [r for r in rows if r["domain"] == domain]
+        reference = drows[0]["contender"]
+        base = {
+            r["class_index"]: r["metrics"]
+            for r in drows
+            if r["contender"] == reference and r["latent_scale"] == 1.0 and r["keep_fraction"] == 1.0
+        }
+        lines += [
+            f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",
+            "",
+            "| contender | setting | classes | " + " | ".join(REPORTED) + " |",
+            "|---|---|---|" + "---|" * len(REPORTED),
+        ]
+        groups: dict[tuple[str, str], dict[int, dict]] = {}
+        for r in drows:
+            groups.setdefault((r["contender"], setting_label(r)), {})[r["class_index"]] = r["metrics"]
+        for (name, label), by_class in groups.items():
+            classes = sorted(set(by_class) & set(base))
+            if not classes:
+                continue
+            cells = []
+            for m in REPORTED:
+                mean = statistics.fmean(by_class[c][m] for c in classes)
+                diffs = [by_class[c][m] - base[c][m] for c in classes]
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+                cells.append(f"{mean:.3f} ({statistics.fmean(diffs):+.3f} ± {se:.3f})")
+            lines.append(f"| {name} | {label} | {len(classes)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    fa = args.fewshot
+    if fa.num_threads is not None:
+        torch.set_num_threads(fa.num_threads)
+    env = bf.environment(torch.get_num_threads())
+    print(
+        f"benchmark_sampling: CPU capability {env['cpu_capability']} ({env['cpu']}), {env['num_threads']} threads, "
+        f"torch {env['torch']}, metagan_hub {env['metagan_hub']}",
+        flush=True,
+    )
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = list(args.contender or [])
+    if args.quick:
+        specs = specs or [f"tiny={bf.build_quick_models(out, fa.seed)['gan']}"]
+    contenders = bf.load_contenders(specs, fa)
+    ctxs = bf.load_domains(fa, contenders)
+    path = out / RESULTS_FILE
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    wanted = settings(args)
+    done = {(r["domain"], r["class_index"], r["contender"]) for r in rows}
+    for ctx in ctxs:
+        for c in ctx.class_indices:
+            for contender in contenders:
+                if (ctx.name, c, contender.name) in done:
+                    continue
+                new = run_class(contender, ctx, c, args)
+                with path.open("a", encoding="utf-8") as f:  # one class at a time, so an interrupt loses one
+                    f.write("".join(json.dumps(r) + "\n" for r in new))
+                rows += new
+                logger.info(
+                    "%s %s/%s: %s",
+                    contender.name,
+                    ctx.name,
+                    ctx.domain.classes[c],
+                    ", ".join(f"{setting_label(r)} {r['metrics']['recognisability']:.2f}" for r in new),
+                )
+    rows = [r for r in rows if (r["latent_scale"], r["keep_fraction"]) in wanted]
+    text = summary(rows)
+    (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        parsed = parse_args()
+    except ValueError as err:
+        print(f"benchmark_sampling.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    main(parsed)
