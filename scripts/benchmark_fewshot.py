@@ -898,6 +898,16 @@ def run_real_unit(ctx: DomainContext, c: int, k: int, args: argparse.Namespace, 
     return [record], tensors
 
 
+def gan_adapt_options(contender: Contender, args: argparse.Namespace) -> dict[str, Any]:
+    """The `adapt()` options a GAN contender runs with: the benchmark's precision and learning rate, then the
+    contender's own `--adapt_options` (which win)."""
+    options: dict[str, Any] = {"mixed_precision": args.mixed_precision}
+    if args.learning_rate is not None:
+        options["learning_rate"] = args.learning_rate
+    options.update(contender.adapt_options)
+    return options
+
+
 def run_gan_unit(
     contender: Contender,
     ctx: DomainContext,
@@ -929,10 +939,7 @@ def run_gan_unit(
         snapshots[steps_done] = (gen, t - start - paused)
         paused += time.perf_counter() - t
 
-    options = {"mixed_precision": args.mixed_precision}
-    if args.learning_rate is not None:
-        options["learning_rate"] = args.learning_rate
-    options.update(contender.adapt_options)
+    options = gan_adapt_options(contender, args)
     torch.manual_seed(adapt_seed(args, c, k))
     adapted = contender.pipeline.adapt(
         model_shots,

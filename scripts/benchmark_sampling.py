@@ -8,8 +8,8 @@ Every contender is adapted once per evaluation class with exactly the shots, see
 - **latent scale** `s` (`--latent_scales`): the benchmark's sample latents times `s` (`s < 1` is the truncation trick,
   `s > 1` spreads the samples);
 - **discriminator rejection** with keep fraction `f` (`--keep_fractions`): `N / f` samples are drawn (the first `N`
-  are the benchmark's), the adapted discriminator scores them (in groups of 4, its minibatch-std group size) and the
-  `N` it rates most real are kept.
+  are the benchmark's), the adapted discriminator scores them (in groups of its minibatch-std group size, 4 for the
+  bundled model) and the `N` it rates most real are kept.
 
 `s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
 with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,6 @@ logger = logging.getLogger("benchmark_sampling")
 RESULTS_FILE = "sampling.jsonl"
 SUMMARY_FILE = "sampling.md"
 REPORTED = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
-DISCRIMINATOR_GROUP = 4  # the minibatch-std group size of MetaGANDiscriminator
 
 
 def _positive_floats(text: str, name: str, upper: float | None = None) -> list[float]:
@@ -97,12 +95,11 @@ def settings(args: argparse.Namespace) -> list[tuple[float, float]]:
 
 
 def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Realness logits `[N]` of `images` `[N, C, H, W]` in `[-1, 1]`, scored in consecutive groups of 4."""
+    """Realness logits `[N]` of `images` `[N, C, H, W]` in `[-1, 1]`, scored in consecutive groups of the
+    discriminator's minibatch-std group size (the groups it saw in training)."""
+    group = discriminator.config.minibatch_std_group_size
     with torch.no_grad():
-        chunks = [
-            discriminator(images[i : i + DISCRIMINATOR_GROUP]).logits.flatten()
-            for i in range(0, images.shape[0], DISCRIMINATOR_GROUP)
-        ]
+        chunks = [discriminator(images[i : i + group]).logits.flatten() for i in range(0, images.shape[0], group)]
     return torch.cat(chunks).float()
 
 
@@ -121,8 +118,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         shots,
         num_steps=fa.num_steps,
         generator=torch.Generator().manual_seed(bf.adapt_seed(fa, c, k)),
-        mixed_precision=fa.mixed_precision,
-        **contender.adapt_options,
+        **bf.gan_adapt_options(contender, fa),
     )
     adapt_seconds = time.perf_counter() - start
     pool = math.ceil(n / min([1.0] + args.keep_fractions))
@@ -197,10 +193,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 continue
             cells = []
             for m in REPORTED:
-                mean = statistics.fmean(by_class[c][m] for c in classes)
+                mean = bf._mean([by_class[c][m] for c in classes])
                 diffs = [by_class[c][m] - base[c][m] for c in classes]
-                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-                cells.append(f"{mean:.3f} ({statistics.fmean(diffs):+.3f} ± {se:.3f})")
+                cells.append(f"{mean:.3f} ({bf._mean(diffs):+.3f} ± {bf._se(diffs):.3f})")
             lines.append(f"| {name} | {label} | {len(classes)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
