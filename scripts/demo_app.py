@@ -65,6 +65,9 @@ DEFAULT_MODEL = os.environ.get("METAGAN_MODEL") or str(
 MIN_SHOTS, MAX_SHOTS = 1, 10
 MAX_STEPS = 2000
 MAX_SAMPLES = 64
+# rank of the "LoRA adapter only" option: on 10 kanji classes rank 16 came within 0.02 of full adaptation's
+# recognisability at 200 steps, rank 4 0.11 below it (bundled card)
+APP_LORA_RANK = 16
 # uploads larger than this are refused from their header, before any pixel is decoded (decompression bombs)
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_UPLOAD_SIZE = "25mb"
@@ -573,7 +576,11 @@ def adaptation_updates(
     try:
         shots = app.load_shots(files)
         job = app.start_adaptation(
-            shots, num_steps=num_steps, mixed_precision=mixed_precision, seed=seed, lora_rank=4 if use_lora else None
+            shots,
+            num_steps=num_steps,
+            mixed_precision=mixed_precision,
+            seed=seed,
+            lora_rank=APP_LORA_RANK if use_lora else None,
         )
     except Exception as err:
         if not isinstance(err, AppError):
@@ -606,7 +613,8 @@ def adaptation_updates(
     yield {
         "status": (
             f"Adapted to {len(result.shots)} image(s) in {result.seconds:.1f} s ({len(result.losses)} steps, "
-            f"{precision}{', LoRA rank 4' if result.lora_rank else ''}). Samples for seed {result.sample_seed}."
+            f"{precision}{f', LoRA rank {result.lora_rank}' if result.lora_rank else ''}). "
+            f"Samples for seed {result.sample_seed}."
         ),
         "losses": result.losses,
         "progress": (len(result.losses), len(result.losses)),
@@ -732,7 +740,9 @@ def build_demo(app: DemoApp):
                     label="Precision",
                 )
                 seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed")
-                use_lora = gr.Checkbox(False, label="LoRA adapter only (rank 4; a small download)")
+                use_lora = gr.Checkbox(
+                    False, label=f"LoRA adapter only (rank {APP_LORA_RANK}; ~0.5 MB, a little less faithful)"
+                )
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples", elem_id="num-samples")
                 adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt")
             with gr.Column(scale=2):

@@ -430,7 +430,10 @@ class MetaGANPipeline(DiffusionPipeline):
             ema_decay (`float`, *optional*): keep an exponential moving average of the generator weights
                 (`diffusers.training_utils.EMAModel`) and return the EMA generator.
             lora_rank (`int`, *optional*): train only a LoRA adapter of this rank on the generator (needs the
-                `lora` extra); save it alone with [`save_lora_weights`] or `push_to_hub(..., lora_only=True)`.
+                `lora` extra), at 5x `learning_rate` (`LORA_LR_MULTIPLIER`; the discriminator keeps the rate); save
+                it alone with [`save_lora_weights`] or `push_to_hub(..., lora_only=True)`. Smaller to share, but
+                less faithful than full adaptation (10 kanji classes, 200 steps: 0.02 less often recognised at rank 16,
+                0.11 at rank 4).
             generator (`torch.Generator`, *optional*): source of all randomness; the same images, arguments and
                 seed give bit-identical adapted weights on CPU.
             callback (`Callable`, *optional*): `callback(step, logs)` after every step with the step's losses;
@@ -542,7 +545,7 @@ class MetaGANPipeline(DiffusionPipeline):
         Example:
 
         ```py
-        >>> adapted = pipe.adapt(images, lora_rank=4)  # doctest: +SKIP
+        >>> adapted = pipe.adapt(images, lora_rank=16)  # doctest: +SKIP
         >>> adapted.save_lora_weights("my-lora")  # doctest: +SKIP
         >>> MetaGANPipeline.from_pretrained(base).load_lora_weights("my-lora")  # doctest: +SKIP
         ```

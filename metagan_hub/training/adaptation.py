@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
+# learning-rate multiplier of a generator LoRA adapter in adapt(): at the full-adaptation rate (2e-4) a rank-4 adapter
+# reached 0.36 recognisability after 200 steps on 5 kanji classes (full adaptation 0.98); at 5x (discriminator kept at
+# 2e-4) rank 16 came within 0.02 of full adaptation on 10 classes (bundled card, "a LoRA adapter")
+LORA_LR_MULTIPLIER = 5.0
 DEFAULT_MAX_NONFINITE_STEPS = 10
 
 
@@ -352,14 +356,17 @@ def adapt_pipeline(
     d_params = [p for p in disc_t.parameters() if p.requires_grad]
     # the fused (single-kernel) Adam is ~5-10% faster per adaptation step on CPU than the default foreach one
     fused = device.type in ("cpu", "cuda")
+    # a LoRA adapter starts at zero and has few weights: it trains at LORA_LR_MULTIPLIER x the rate (the
+    # discriminator, adapted in full, keeps `learning_rate`)
+    g_lr = learning_rate * LORA_LR_MULTIPLIER if lora_rank is not None else learning_rate
     g_groups: Any = g_params
     d_groups: Any = d_params
     if lr_scales is not None:
         # meta-learned per-tensor learning rates; tensors the checkpoint has no scale for (a LoRA adapter, the CDC
-        # patch head) run at `learning_rate`
-        g_groups = _scaled_groups(gen, g_params, lr_scales.get("generator", {}), learning_rate)
+        # patch head) run at the unscaled rate
+        g_groups = _scaled_groups(gen, g_params, lr_scales.get("generator", {}), g_lr)
         d_groups = _scaled_groups(disc, d_params, lr_scales.get("discriminator", {}), learning_rate)
-    opt_g = torch.optim.Adam(g_groups, lr=learning_rate, betas=betas, fused=fused)
+    opt_g = torch.optim.Adam(g_groups, lr=g_lr, betas=betas, fused=fused)
     opt_d = torch.optim.Adam(d_groups, lr=learning_rate, betas=betas, fused=fused)
     gen_c, disc_c = gen, disc_t  # the copies the GAN steps run
     if mixed_precision == "bf16":
@@ -515,6 +522,7 @@ def adapt_pipeline(
         "freeze_discriminator_blocks": freeze_discriminator_blocks,
         "ema_decay": ema_decay,
         "lora_rank": lora_rank,
+        "lora_learning_rate": g_lr if lora_rank is not None else None,
         "diversity_loss": diversity_loss,
         "diversity_weight": diversity_weight,
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,

@@ -94,6 +94,27 @@ def test_only_the_adapter_trains(base_dir):
     assert adapted.card_info["adaptation"]["lora_rank"] == 2
 
 
+def test_adapter_trains_at_the_lora_multiple_of_the_learning_rate(base_dir):
+    # Adam's first step with beta1 = 0 moves a weight by lr * g / (|g| + eps): by the learning rate itself unless the
+    # gradient is tiny, so the largest move after one step shows each network's rate: the adapter (lora_B starts at
+    # zero) at LORA_LR_MULTIPLIER x, the discriminator (adapted in full) at `learning_rate`
+    from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER
+
+    base = load_base(base_dir)
+    meta_d = {k: v.clone() for k, v in base.discriminator.state_dict().items()}
+    adapted = adapt_lora(base, rank=2, num_steps=1, learning_rate=1e-3)
+    lora_b = torch.cat([v.flatten() for k, v in adapted.generator.state_dict().items() if "lora_B" in k])
+    moved = lora_b[lora_b != 0].abs()
+    assert moved.numel() > 0.5 * lora_b.numel()
+    assert moved.max().item() == pytest.approx(1e-3 * LORA_LR_MULTIPLIER, rel=1e-3)
+    d_moves = torch.cat([(v - meta_d[k]).flatten() for k, v in adapted.discriminator.state_dict().items()])
+    d_moved = d_moves[d_moves != 0].abs()
+    assert d_moved.numel() > 0
+    assert d_moved.max().item() == pytest.approx(1e-3, rel=1e-3)
+    record = adapted.card_info["adaptation"]
+    assert record["learning_rate"] == 1e-3 and record["lora_learning_rate"] == pytest.approx(1e-3 * LORA_LR_MULTIPLIER)
+
+
 def test_save_lora_weights_then_load_into_fresh_base_reproduces_images(base_dir, tmp_path):
     base = load_base(base_dir)
     adapted = adapt_lora(base, rank=2, ema_decay=0.9)
