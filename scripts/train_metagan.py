@@ -74,6 +74,7 @@ import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.safety import replace_nonfinite, write_json_strict
 from metagan_hub.metrics import heldout_distance
+from metagan_hub.metrics.classifiers import ClassifierRecipe, EvaluationClassifier, fit_classifier, save_classifier
 from metagan_hub.metrics.yardstick import selection_key
 from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES
@@ -81,6 +82,7 @@ from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
 from metagan_hub.training.meta_learning import (
     ALGORITHMS,
+    COVERAGE_SPACES,
     INNER_OPTIMIZERS,
     OUTER_OPTIMIZERS,
     MetaLearner,
@@ -94,6 +96,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_STATE_NAME = "training_state.json"
 TASK_SAMPLER_NAME = "task_sampler.json"  # plain JSON: resuming never unpickles anything this script wrote
 LEGACY_TASK_SAMPLER_NAME = "task_sampler.pt"  # checkpoints of earlier versions; read with weights_only=True only
+COVERAGE_CLASSIFIER_DIR = "coverage_classifier"  # the feature network of --query_coverage_space features
 SECRET_ARGS = ("hub_token",)
 
 # Values used when neither the command line nor a preset sets an option.
@@ -261,6 +264,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     algo.add_argument(
         "--query_coverage_samples", type=int, default=32, help="Generated samples per task for that term (32)."
     )
+    algo.add_argument(
+        "--query_coverage_space",
+        type=str,
+        default="pixels",
+        choices=list(COVERAGE_SPACES),
+        help="Where that term measures distances: 'pixels' (default) or 'features': unit-length penultimate features "
+        "of a small classifier trained first on the meta-training classes only (saved in "
+        f"<output_dir>/{COVERAGE_CLASSIFIER_DIR} and reused on resume).",
+    )
+    algo.add_argument(
+        "--query_coverage_classifier_epochs",
+        type=int,
+        default=3,
+        help="Epochs of that classifier over the meta-training images (3).",
+    )
     # run
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -362,6 +380,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--query_coverage_weight must be a non-negative number, got {args.query_coverage_weight}")
     if args.query_coverage_samples < 1:
         parser.error(f"--query_coverage_samples must be >= 1, got {args.query_coverage_samples}")
+    if args.query_coverage_classifier_epochs < 1:
+        parser.error(f"--query_coverage_classifier_epochs must be >= 1, got {args.query_coverage_classifier_epochs}")
+    if args.query_coverage_space != "pixels" and not args.query_coverage_weight:
+        parser.error(
+            f"--query_coverage_space {args.query_coverage_space} needs --query_coverage_weight > 0 (the term is off)"
+        )
     for name in (
         "queries",
         "checkpointing_steps",
@@ -448,6 +472,7 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         inner_lr_meta_lr=args.inner_lr_meta_lr,
         query_coverage_weight=args.query_coverage_weight,
         query_coverage_samples=args.query_coverage_samples,
+        query_coverage_space=args.query_coverage_space,
     )
 
 
@@ -463,6 +488,10 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
     if not learning.get("query_coverage_weight"):
         learning.pop("query_coverage_weight", None)  # off, as before the option
         learning.pop("query_coverage_samples", None)
+    if learning.get("query_coverage_space") == "pixels":
+        learning.pop("query_coverage_space", None)  # the default, as before the option
+    else:
+        learning["query_coverage_classifier_epochs"] = args.query_coverage_classifier_epochs
     for key, off in (
         ("inner_r1_interval", 1),
         ("inner_freeze_discriminator_blocks", 0),
@@ -593,6 +622,43 @@ def make_models(
         sample_size=args.resolution, in_channels=args.channels, block_out_channels=d_channels
     )
     return generator, discriminator, None
+
+
+def coverage_feature_classifier(
+    args: argparse.Namespace, train_classes, accelerator: Accelerator
+) -> EvaluationClassifier | None:
+    """The feature network of `--query_coverage_space features` (else `None`): an `EvaluationClassifier` trained on
+    all images of the meta-training classes only (never on validation or test classes), deterministically from
+    `--seed`, saved once in `<output_dir>/coverage_classifier` and loaded from there on resume."""
+    if not (args.query_coverage_weight and args.query_coverage_space == "features"):
+        return None
+    folder = os.path.join(args.output_dir, COVERAGE_CLASSIFIER_DIR)
+    names = list(train_classes.class_names)
+    if accelerator.is_main_process and not os.path.isfile(os.path.join(folder, "config.json")):
+        n = train_classes.num_classes
+        images = torch.cat([train_classes.class_images_uint8(i) for i in range(n)])
+        labels = torch.cat([torch.full((train_classes.num_images(i),), i, dtype=torch.long) for i in range(n)])
+        logger.info(f"training the coverage classifier on {images.shape[0]} images of {n} meta-training classes")
+        classifier = fit_classifier(
+            images,
+            labels,
+            names,
+            domain="meta-training classes",
+            recipe=ClassifierRecipe(num_epochs=args.query_coverage_classifier_epochs),
+            seed=args.seed,
+            description=f"all images of the {n} meta-training classes",
+        )
+        save_classifier(classifier, folder)
+    accelerator.wait_for_everyone()
+    classifier = EvaluationClassifier.from_pretrained(folder)
+    epochs = classifier.config.training["recipe"]["num_epochs"]
+    if list(classifier.classes) != names or epochs != args.query_coverage_classifier_epochs:
+        raise ValueError(
+            f"{folder} holds a coverage classifier of another run ({len(classifier.classes)} classes, {epochs} "
+            f"epochs; this run: {len(names)} classes, --query_coverage_classifier_epochs "
+            f"{args.query_coverage_classifier_epochs}): remove it or use another --output_dir."
+        )
+    return classifier
 
 
 def check_cpu_processes_on_gpu_machine(state: PartialState) -> None:
@@ -1137,7 +1203,15 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     if world_size > 1:
         for p in [*generator_model.parameters(), *discriminator_model.parameters()]:
             p.data.copy_(broadcast(p.data.clone(), from_process=0))
-    learner = MetaLearner(generator_model, discriminator_model, config, accelerator=accelerator, seed=args.seed)
+    coverage_classifier = coverage_feature_classifier(args, train_classes, accelerator)
+    learner = MetaLearner(
+        generator_model,
+        discriminator_model,
+        config,
+        accelerator=accelerator,
+        seed=args.seed,
+        coverage_features=None if coverage_classifier is None else coverage_classifier.features,
+    )
     if args.learn_inner_lr and init_lr_scales is not None:
         learner.set_lr_scales(init_lr_scales)  # continue the --init_from pipeline's learned scales
     ema = None
@@ -1384,6 +1458,7 @@ def card_info(
         "learn_inner_lr": args.learn_inner_lr,
         "query_coverage_weight": args.query_coverage_weight,
         "query_coverage_samples": args.query_coverage_samples if args.query_coverage_weight else None,
+        "query_coverage_space": args.query_coverage_space if args.query_coverage_weight else None,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,

@@ -342,7 +342,11 @@ def mode_seeking_loss(
     return loss, {"ms_loss": loss.item()}
 
 
-def coverage_loss(fake: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def coverage_loss(
+    fake: torch.Tensor,
+    targets: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     r"""
     Coverage of target images by generated ones, as in implicit maximum likelihood estimation (IMLE, Li & Malik,
     2018): every target picks its nearest generated image (mean squared pixel difference) and the loss is the mean of
@@ -352,11 +356,19 @@ def coverage_loss(fake: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
     `query_coverage_weight`, it rewards meta-weights whose adapted generators cover images of the class that the
     inner loop never saw (what the benchmark's recall measures).
 
+    With `features`, distances are measured in a feature space instead of pixels: both batches are mapped by
+    `features` (a frozen network, e.g. the penultimate layer of a classifier), each vector is scaled to unit length,
+    and the distance is the squared difference of the unit vectors (`2 - 2 cos`), so that "near" means "looks like
+    the same kind of image" rather than "has the same pixels". The targets' features carry no gradient; the samples'
+    gradient flows through `features` to the generator.
+
     Args:
         fake (`torch.Tensor` of shape `(N, C, H, W)`):
             Generated images, attached to the generator's graph; `N >= 1`.
         targets (`torch.Tensor` of shape `(M, C, H, W)`):
             The images to cover (no gradient flows to them); `M >= 1`.
+        features (`Callable`, *optional*):
+            Maps an image batch `(B, C, H, W)` to feature vectors `(B, F)`; `None` (default) compares pixels.
 
     Returns:
         `(loss, logs)`: the scalar float32 loss and `{"coverage_loss": float}`.
@@ -384,9 +396,15 @@ def coverage_loss(fake: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
             f"coverage_loss needs at least one generated and one target image, got {fake.shape[0]} and "
             f"{targets.shape[0]}."
         )
-    fake = fake.float().flatten(1)  # [N, D]
-    targets = targets.detach().float().flatten(1)  # [M, D]
-    distances = torch.cdist(targets, fake).pow(2) / fake.shape[1]  # [M, N] mean squared difference
+    if features is None:
+        fake = fake.float().flatten(1)  # [N, D]
+        targets = targets.detach().float().flatten(1)  # [M, D]
+        distances = torch.cdist(targets, fake).pow(2) / fake.shape[1]  # [M, N] mean squared difference
+    else:
+        fake = F.normalize(features(fake.float()).float().flatten(1), dim=1)  # [N, F] unit vectors
+        with torch.no_grad():
+            targets = F.normalize(features(targets.detach().float()).float().flatten(1), dim=1)  # [M, F]
+        distances = (2.0 - 2.0 * targets @ fake.T).clamp_min(0.0)  # [M, N] squared distance of unit vectors
     loss = distances.min(dim=1).values.mean()
     return loss, {"coverage_loss": loss.item()}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 ALGORITHMS = ("reptile", "fomaml", "pretrain")
 INNER_OPTIMIZERS = ("sgd", "adam")
 OUTER_OPTIMIZERS = ("adam", "sgd")
+COVERAGE_SPACES = ("pixels", "features")
 # learned inner learning-rate scales stay within [1 / MAX_LR_SCALE, MAX_LR_SCALE]
 MAX_LR_SCALE = 16.0
 
@@ -90,6 +91,9 @@ class MetaLearningConfig:
             adapted samples less recognisable with lower recall, and 3.0 collapsed the generator (see the bundled
             checkpoint's model card).
         query_coverage_samples (`int`): generated samples per task for the coverage term.
+        query_coverage_space (`str`): where the coverage term measures distances: `"pixels"` (mean squared pixel
+            difference) or `"features"` (unit-length feature vectors of a frozen network given to [`MetaLearner`] as
+            `coverage_features`, e.g. a classifier trained on the meta-training classes only).
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
@@ -117,6 +121,7 @@ class MetaLearningConfig:
     inner_lr_meta_lr: float = 0.01
     query_coverage_weight: float = 0.0
     query_coverage_samples: int = 32
+    query_coverage_space: str = "pixels"
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -127,6 +132,10 @@ class MetaLearningConfig:
             raise ValueError(f"`inner_optimizer` must be one of {INNER_OPTIMIZERS}, got {self.inner_optimizer!r}.")
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             raise ValueError(f"`outer_optimizer` must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}.")
+        if self.query_coverage_space not in COVERAGE_SPACES:
+            raise ValueError(
+                f"`query_coverage_space` must be one of {COVERAGE_SPACES}, got {self.query_coverage_space!r}."
+            )
         for name in ("inner_steps", "inner_batch_size", "max_nonfinite_steps", "query_coverage_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -253,6 +262,12 @@ class MetaLearner:
         config ([`MetaLearningConfig`]): the options.
         accelerator (`accelerate.Accelerator`, *optional*): used to average outer updates across processes and for
             the device; without it, the models' device and a single process are assumed.
+        seed (`int`, defaults to 0): seeds the per-task random streams.
+        coverage_features (`Callable`, *optional*): the feature map of the coverage term when
+            `config.query_coverage_space == "features"` (required then, unused otherwise): maps images `(B, C, H,
+            W)` in `[-1, 1]` to vectors `(B, F)`, e.g. the `features` method of an
+            [`~metagan_hub.metrics.classifiers.EvaluationClassifier`]. A module, or a module's method, has that
+            module moved to the device, put in eval mode and frozen; it is never updated.
 
     Example:
 
@@ -279,6 +294,7 @@ class MetaLearner:
         config: MetaLearningConfig,
         accelerator: Accelerator | None = None,
         seed: int = 0,
+        coverage_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.generator = generator_model
         self.discriminator = discriminator_model
@@ -287,6 +303,18 @@ class MetaLearner:
         self.seed = int(seed)
         self.device = accelerator.device if accelerator is not None else next(generator_model.parameters()).device
         check_mixed_precision(config.mixed_precision, self.device)
+        self.coverage_features = None
+        if config.query_coverage_weight and config.query_coverage_space == "features":
+            if coverage_features is None:
+                raise ValueError(
+                    "`query_coverage_space='features'` needs the feature map: pass `coverage_features` (e.g. a "
+                    "classifier's `features` method, mapping images to feature vectors)."
+                )
+            owner = coverage_features if isinstance(coverage_features, torch.nn.Module) else None
+            owner = owner or getattr(coverage_features, "__self__", None)
+            if isinstance(owner, torch.nn.Module):
+                owner.to(self.device).eval().requires_grad_(False)
+            self.coverage_features = coverage_features
         self.generator.to(self.device).train()
         self.discriminator.to(self.device).train()
         self.g_params = list(self.generator.parameters())
@@ -498,7 +526,7 @@ class MetaLearner:
         g_params = list(g_model.parameters())
         with autocast_context(self.device, self.config.mixed_precision):
             fake = g_model(z).sample
-        loss, logs = coverage_loss(fake.float(), query)
+        loss, logs = coverage_loss(fake.float(), query, features=self.coverage_features)
         if not torch.isfinite(loss):
             return False, [], {}
         grads = torch.autograd.grad(loss, g_params, allow_unused=True)

@@ -378,6 +378,29 @@ def test_coverage_loss_is_the_mean_nearest_sample_distance_of_each_target():
     assert {i for i in range(5) if grad[i].abs().sum() > 0} == chosen
 
 
+def test_coverage_loss_in_feature_space_uses_unit_feature_vectors_and_no_target_gradient():
+    gen = torch.Generator().manual_seed(1)
+    proj = torch.randn(16, 6, generator=gen)
+
+    def features(x):
+        return x.flatten(1) @ proj  # [B, 6]
+
+    fake = torch.rand(5, 1, 4, 4, generator=gen, requires_grad=True)
+    targets = torch.rand(3, 1, 4, 4, generator=gen, requires_grad=True)
+    loss, logs = coverage_loss(fake, targets, features=features)
+    f = torch.nn.functional.normalize(features(fake), dim=1)
+    t = torch.nn.functional.normalize(features(targets), dim=1)
+    expected = torch.stack([((f - row) ** 2).sum(dim=1).min() for row in t]).mean()
+    torch.testing.assert_close(loss, expected)
+    assert logs["coverage_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    fake_grad, target_grad = torch.autograd.grad(loss, [fake, targets], allow_unused=True)
+    assert target_grad is None and fake_grad.abs().sum() > 0
+    # near in features, far in pixels: a brighter copy of each target has the same direction of features
+    brighter = (targets.detach() * 3.0).requires_grad_()
+    assert coverage_loss(brighter, targets.detach(), features=features)[0].item() == pytest.approx(0.0, abs=1e-5)
+    assert coverage_loss(brighter, targets.detach())[0].item() > 0.1
+
+
 def test_coverage_loss_rejects_mismatched_or_empty_batches():
     with pytest.raises(ValueError, match="same"):
         coverage_loss(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 8, 8))

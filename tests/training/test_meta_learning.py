@@ -288,6 +288,49 @@ def test_query_coverage_adds_the_weighted_coverage_gradient_at_the_adapted_weigh
     assert max(grad.abs().max().item() for grad in grads) > 1e-4  # the term is not vacuous
 
 
+def test_query_coverage_in_feature_space_follows_the_frozen_feature_network():
+    """The same outer step with distances between a frozen network's unit feature vectors: the expected update
+    uses coverage_loss(..., features=net); the network is put in eval mode, frozen, and left unchanged."""
+    from metagan_hub.training.losses import coverage_loss
+
+    weight, eps, samples = 0.5, 0.25, 6
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(torch.nn.Conv2d(CHANNELS, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Dropout())
+    net_before = [p.detach().clone() for p in net.parameters()]
+    g, d = make_models()
+    cfg = config(
+        algorithm="reptile",
+        outer_optimizer="sgd",
+        meta_lr=eps,
+        query_coverage_weight=weight,
+        query_coverage_samples=samples,
+        query_coverage_space="features",
+    )
+    with pytest.raises(ValueError, match="coverage_features"):
+        MetaLearner(g, d, cfg, seed=3)
+    learner = MetaLearner(g, d, cfg, seed=3, coverage_features=net)
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    task = make_tasks(1)[0]
+    meta_g = params(g)
+    gen = learner.task_generator(0, 0)
+    ref_g, _ = reference_inner_loop(learner, task.support, gen)
+    z = torch.randn(samples, LATENT, generator=gen)
+    loss, _ = coverage_loss(ref_g(z).sample, task.query, features=net)
+    pixel_loss, _ = coverage_loss(ref_g(z).sample, task.query)
+    grads = torch.autograd.grad(loss, list(ref_g.parameters()))
+
+    logs = learner.meta_step([task], step=0)
+
+    assert logs["coverage_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(pixel_loss.item(), rel=1e-2)  # not the pixel-space term
+    for p, p0, q, grad in zip(g.parameters(), meta_g, ref_g.parameters(), grads):
+        expected = p0 + eps * (q.detach() - p0) - eps * weight * grad
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net_before))
+    with pytest.raises(ValueError, match="query_coverage_space.*'pixels', 'features'"):
+        MetaLearningConfig(query_coverage_space="logits")
+
+
 def test_query_coverage_needs_query_images_and_an_inner_loop():
     g, d = make_models()
     learner = MetaLearner(g, d, config(algorithm="reptile", query_coverage_weight=1.0))

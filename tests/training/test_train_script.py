@@ -175,6 +175,43 @@ def test_query_coverage_reaches_the_card_and_resumes_bit_for_bit(tmp_path):
     assert any(not torch.equal(a[k], plain[k]) for k in a if k.startswith("generator."))
 
 
+def test_feature_space_coverage_trains_its_classifier_on_training_classes_and_resumes_bit_for_bit(tmp_path):
+    common = ["--max_meta_steps", "2", "--checkpointing_steps", "1", "--query_coverage_weight", "0.5",
+              "--query_coverage_samples", "4", "--query_coverage_space", "features",
+              "--query_coverage_classifier_epochs", "1"]  # fmt: skip
+    full = run(*common, "--output_dir", str(tmp_path / "full"))
+    assert full.card_info["training"]["query_coverage_space"] == "features"
+    assert full.card_info["meta_learning_config"]["query_coverage_space"] == "features"
+    folder = tmp_path / "full" / train_metagan.COVERAGE_CLASSIFIER_DIR
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["classes"]) == 7 and config["training"]["recipe"]["num_epochs"] == 1  # 10 - 1 val - 2 test
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-1", resumed / "checkpoint-1")
+    run(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")  # trains the classifier again
+    a, b = weights(tmp_path / "full"), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a different space changes the trajectory; a classifier of another recipe in the folder is refused
+    run(*common[:-4], "--output_dir", str(tmp_path / "pixels"))
+    pixels = weights(tmp_path / "pixels")
+    assert any(not torch.equal(a[k], pixels[k]) for k in a if k.startswith("generator."))
+    with pytest.raises(ValueError, match="coverage classifier of another run"):
+        run(*common[:-1], "2", "--max_meta_steps", "3", "--output_dir", str(tmp_path / "full"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--query_coverage_space", "features"], "needs --query_coverage_weight > 0"),
+        (["--query_coverage_weight", "1", "--query_coverage_classifier_epochs", "0"], "must be >= 1, got 0"),
+        (["--query_coverage_weight", "1", "--query_coverage_space", "logits"], "invalid choice: 'logits'"),
+    ],
+)
+def test_feature_space_coverage_bad_input(extra, message, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, *extra])
+    assert message in capsys.readouterr().err
+
+
 def test_max_train_minutes_stops_early_saves_and_resumes(tmp_path):
     # a budget spent after the first step: the run stops there, checkpoints it and saves the pipeline as usual
     pipe = run("--max_meta_steps", "5", "--checkpointing_steps", "3", "--max_train_minutes", "1e-9",
