@@ -155,6 +155,7 @@ def test_adapter_card_points_at_hub_base(base_dir, tmp_path):
     assert card.data.base_model == "org/base"
     assert "lora" in card.data.tags
     assert 'from_pretrained("org/base")' in card.text and 'load_lora_weights("me/my-lora")' in card.text
+    assert "## Limitations" in card.text and "less faithful than full adaptation" in " ".join(card.text.split())
     info = json.loads((tmp_path / "adapter" / "metagan_hub.json").read_text(encoding="utf-8"))
     assert info["base_model"] == "org/base" and len(info["adaptation"]["losses"]) == 3
 
