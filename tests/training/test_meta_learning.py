@@ -253,38 +253,54 @@ def test_mode_seeking_weight_changes_only_what_the_generator_loss_touches(algori
             assert_outputs_close(a, b)
 
 
-def test_query_coverage_adds_the_weighted_coverage_gradient_at_the_adapted_weights():
-    """Reptile with the query-set coverage term, SGD outer step: meta + eps * (adapted - meta) - eps * w * grad,
-    where grad is the coverage gradient of the query images at the adapted generator, drawn from the task's
-    generator after its inner loop. The discriminator's update is plain Reptile."""
-    from metagan_hub.training.losses import coverage_loss
+COVERAGE_WEIGHT, COVERAGE_EPS, COVERAGE_SAMPLES = 0.5, 0.25, 6
 
-    weight, eps, samples = 0.5, 0.25, 6
-    g, d = make_models()
-    cfg = config(
+
+def coverage_config(**overrides) -> MetaLearningConfig:
+    """Reptile with the query-set coverage term and an SGD outer step of `COVERAGE_EPS`."""
+    return config(
         algorithm="reptile",
         outer_optimizer="sgd",
-        meta_lr=eps,
-        query_coverage_weight=weight,
-        query_coverage_samples=samples,
+        meta_lr=COVERAGE_EPS,
+        query_coverage_weight=COVERAGE_WEIGHT,
+        query_coverage_samples=COVERAGE_SAMPLES,
+        **overrides,
     )
-    learner = MetaLearner(g, d, cfg, seed=3)
+
+
+def check_coverage_outer_step(cfg: MetaLearningConfig, features=None):
+    """One meta step must give meta + eps * (adapted - meta) - eps * w * grad for G, where grad is the coverage
+    gradient (`coverage_loss(..., features=features)`) of the query images at the adapted generator, drawn from the
+    task's generator after its inner loop, and plain Reptile for D. Returns `(loss, grads, samples, task)` of the
+    reference computation."""
+    from metagan_hub.training.losses import coverage_loss
+
+    g, d = make_models()
+    learner = MetaLearner(g, d, cfg, seed=3, coverage_features=features)
     task = make_tasks(1)[0]
     meta_g, meta_d = params(g), params(d)
     gen = learner.task_generator(0, 0)
     ref_g, ref_d = reference_inner_loop(learner, task.support, gen)
-    z = torch.randn(samples, LATENT, generator=gen)  # drawn after the inner loop's randomness
-    loss, _ = coverage_loss(ref_g(z).sample, task.query)
+    z = torch.randn(COVERAGE_SAMPLES, LATENT, generator=gen)  # drawn after the inner loop's randomness
+    samples = ref_g(z).sample
+    loss, _ = coverage_loss(samples, task.query, features=features)
     grads = torch.autograd.grad(loss, list(ref_g.parameters()))
 
     logs = learner.meta_step([task], step=0)
 
     assert logs["nonfinite"] == 0.0 and logs["coverage_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    eps, weight = COVERAGE_EPS, COVERAGE_WEIGHT
     for p, p0, q, grad in zip(g.parameters(), meta_g, ref_g.parameters(), grads):
         expected = p0 + eps * (q.detach() - p0) - eps * weight * grad
         torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
     for p, p0, q in zip(d.parameters(), meta_d, ref_d.parameters()):
         torch.testing.assert_close(p.detach(), p0 + eps * (q.detach() - p0), rtol=0, atol=1e-6)
+    return loss, grads, samples.detach(), task
+
+
+def test_query_coverage_adds_the_weighted_coverage_gradient_at_the_adapted_weights():
+    """Reptile with the query-set coverage term in pixel space (the default)."""
+    _, grads, _, _ = check_coverage_outer_step(coverage_config())
     assert max(grad.abs().max().item() for grad in grads) > 1e-4  # the term is not vacuous
 
 
@@ -293,39 +309,19 @@ def test_query_coverage_in_feature_space_follows_the_frozen_feature_network():
     uses coverage_loss(..., features=net); the network is put in eval mode, frozen, and left unchanged."""
     from metagan_hub.training.losses import coverage_loss
 
-    weight, eps, samples = 0.5, 0.25, 6
     torch.manual_seed(7)
     net = torch.nn.Sequential(torch.nn.Conv2d(CHANNELS, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Dropout())
     net_before = [p.detach().clone() for p in net.parameters()]
-    g, d = make_models()
-    cfg = config(
-        algorithm="reptile",
-        outer_optimizer="sgd",
-        meta_lr=eps,
-        query_coverage_weight=weight,
-        query_coverage_samples=samples,
-        query_coverage_space="features",
-    )
+    cfg = coverage_config(query_coverage_space="features")
     with pytest.raises(ValueError, match="coverage_features"):
-        MetaLearner(g, d, cfg, seed=3)
-    learner = MetaLearner(g, d, cfg, seed=3, coverage_features=net)
+        MetaLearner(*make_models(), cfg, seed=3)
+
+    loss, grads, samples, task = check_coverage_outer_step(cfg, features=net)
+
     assert not net.training and not any(p.requires_grad for p in net.parameters())
-    task = make_tasks(1)[0]
-    meta_g = params(g)
-    gen = learner.task_generator(0, 0)
-    ref_g, _ = reference_inner_loop(learner, task.support, gen)
-    z = torch.randn(samples, LATENT, generator=gen)
-    loss, _ = coverage_loss(ref_g(z).sample, task.query, features=net)
-    pixel_loss, _ = coverage_loss(ref_g(z).sample, task.query)
-    grads = torch.autograd.grad(loss, list(ref_g.parameters()))
-
-    logs = learner.meta_step([task], step=0)
-
-    assert logs["coverage_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    pixel_loss, _ = coverage_loss(samples, task.query)
     assert loss.item() != pytest.approx(pixel_loss.item(), rel=1e-2)  # not the pixel-space term
-    for p, p0, q, grad in zip(g.parameters(), meta_g, ref_g.parameters(), grads):
-        expected = p0 + eps * (q.detach() - p0) - eps * weight * grad
-        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    assert max(grad.abs().max().item() for grad in grads) > 1e-4
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net_before))
     with pytest.raises(ValueError, match="query_coverage_space.*'pixels', 'features'"):
         MetaLearningConfig(query_coverage_space="logits")
