@@ -7,9 +7,10 @@ shots for 200 steps with `adapt()`'s defaults (batch size 4, lazy R1 every 4 ste
 and lowest discriminator block), in four configurations: fp32 and bf16, full fine-tuning and a rank-16 LoRA adapter
 on the generator (the rank the README and the app use; `-lora4`: rank 4; fp16 configurations are added on CUDA),
 plus `auto-full`: `mixed_precision="auto"`, the demo's default, which takes bf16 only where the device computes it
-natively and fp32 elsewhere. The header names the CPU capability (`torch.backends.cpu.get_cpu_capability()`), whether
-the device has native bf16, and the path "auto" took; the `ran in` column gives each configuration's precision as run
-(bf16 on a CPU without native bf16 is emulated, ~10x slower than fp32). For comparison, `fp32-f0` / `bf16-f0` train
+natively and fp32 elsewhere. The header names the CPU capability (`torch.backends.cpu.get_cpu_capability()`, and the
+oneDNN cap `ONEDNN_MAX_CPU_ISA` when set), whether the device has native bf16, and the path "auto" took; the `ran in`
+column gives each configuration's precision as run (bf16 on a CPU without native bf16 is emulated, ~10x slower than
+fp32). For comparison, `fp32-f0` / `bf16-f0` train
 the whole discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the
 first defaults (batch size 8, R1 every step, no FreezeD). `fp32-cdc` / `fp32-cdc-a0` / `fp32-dcl` (and `bf16-cdc`,
 `bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`).
@@ -31,6 +32,8 @@ Example:
     python scripts/benchmark_adapt.py             # 200 steps, 4 configurations, about a minute on 2 idle cores
     python scripts/benchmark_adapt.py --quick     # 20 steps, a smoke run
     python scripts/benchmark_adapt.py --threads 1 --repeats 3
+    # an AVX-512 machine on the code paths of an AVX2-only CPU (no native bf16): torch's kernels and oneDNN capped
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python scripts/benchmark_adapt.py --configs fp32-full,auto-full
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def child(args: argparse.Namespace) -> None:
     import diffusers
 
     from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
-    from metagan_hub.training.gan_step import device_has_native_bf16
+    from metagan_hub.training.gan_step import device_has_native_bf16, onednn_isa_cap
 
     mixed_precision, lora_rank, options = {**CONFIGS, **CUDA_CONFIGS}[args._child]
     torch.manual_seed(0)
@@ -194,6 +197,7 @@ def child(args: argparse.Namespace) -> None:
         "resolved_mixed_precision": record["mixed_precision"],  # what the steps ran in ("auto" resolved)
         "native_bf16": device_has_native_bf16(args.device),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": onednn_isa_cap(),
         "lora_rank": lora_rank,
         "adapt_s": adapt_s,
         "adapt_cpu_s": adapt_cpu_s,
@@ -283,7 +287,9 @@ def render(args: argparse.Namespace, results: list[dict]) -> str:
         f"(-lora4: rank {LORA_SMALL_RANK}).",
         f"Device: {first['device_name'] or cpu_name()} ({os.cpu_count()} CPUs visible); torch {first['torch']} with "
         f"{first['threads']} intra-op threads; diffusers {first['diffusers']}; Python {platform.python_version()}.",
-        f"CPU capability: {first['cpu_capability']}; native bf16 on {args.device}: "
+        f"CPU capability: {first['cpu_capability']}"
+        + (f" (oneDNN capped at {first['onednn_max_cpu_isa']})" if first.get("onednn_max_cpu_isa") else "")
+        + f"; native bf16 on {args.device}: "
         f"{'yes' if first['native_bf16'] else 'no (bf16 is emulated)'}; mixed_precision='auto' runs in "
         f"{auto_path}.",
         f"Each configuration ran in a fresh process ({results[0]['repeats']} time(s), in interleaved rounds; median "

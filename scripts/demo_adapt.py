@@ -29,7 +29,7 @@ from adapt_metagan import plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
-from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES  # noqa: E402
+from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, onednn_isa_cap  # noqa: E402
 
 DEFAULT_CHECKPOINT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "metagan-kanji-32"
@@ -143,6 +143,7 @@ def main(args: argparse.Namespace) -> None:
         "mixed_precision": record["mixed_precision"],  # what the steps ran in
         "requested_mixed_precision": args.mixed_precision,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": onednn_isa_cap(),
         "seed": args.seed,
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,

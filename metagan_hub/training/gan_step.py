@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ def autocast_context(device: torch.device, mixed_precision: str):
 def cpu_has_native_bf16() -> bool:
     """
     Whether this CPU computes bf16 in hardware, as torch reports it: AVX512-BF16 or AMX-BF16 on x86, the BF16
-    extension (NEON or SVE) on ARM; and torch's oneDNN backend, which runs bf16 convolutions and matmuls, is available.
+    extension (NEON or SVE) on ARM; and torch's oneDNN backend, which runs bf16 convolutions and matmuls, is available
+    and not capped below its bf16 instructions by the environment variable `ONEDNN_MAX_CPU_ISA` (e.g. `AVX2`, which
+    makes an AVX-512 machine behave like an AVX2-only one).
     Without these, bf16 is emulated (converted to and from float32 around every operation), which is slower than
     float32.
 
@@ -53,6 +56,8 @@ def cpu_has_native_bf16() -> bool:
     """
     if not torch.backends.mkldnn.is_available():
         return False
+    if _onednn_isa_cap_below_bf16():
+        return False
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if get_capabilities is not None:
         capabilities = get_capabilities()
@@ -63,6 +68,37 @@ def cpu_has_native_bf16() -> bool:
         getattr(torch.cpu, "_is_amx_tile_supported", None),
     )
     return any(bool(check()) for check in checks if check is not None)
+
+
+# oneDNN's instruction sets (`ONEDNN_MAX_CPU_ISA` values) that have no bf16 arithmetic: capped at one of these, oneDNN
+# emulates bf16 even on a CPU that has it
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def onednn_isa_cap() -> str | None:
+    """
+    The instruction-set cap this process set for oneDNN (torch's CPU convolution backend) with the environment
+    variable `ONEDNN_MAX_CPU_ISA` (or its older name `DNNL_MAX_CPU_ISA`), upper-cased, or `None` when unset.
+    Benchmarks print it beside `torch.backends.cpu.get_cpu_capability()`: with `ONEDNN_MAX_CPU_ISA=AVX2` (and
+    `ATEN_CPU_CAPABILITY=avx2` for torch's own kernels) an AVX-512 machine runs the code paths of an AVX2-only one.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.training.gan_step import onednn_isa_cap
+    >>> onednn_isa_cap() in (None, "AVX2", "AVX512_CORE", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
+    True
+    ```
+    """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return cap or None
+
+
+def _onednn_isa_cap_below_bf16() -> bool:
+    """Whether the oneDNN instruction-set cap ([`onednn_isa_cap`]) is below oneDNN's bf16 instructions."""
+    return onednn_isa_cap() in _ONEDNN_ISAS_WITHOUT_BF16
 
 
 def device_has_native_bf16(device: torch.device | str) -> bool:
@@ -93,7 +129,9 @@ def device_has_native_bf16(device: torch.device | str) -> bool:
 
 def _device_description(device: torch.device) -> str:
     if device.type == "cpu":
-        return f"CPU (capability {torch.backends.cpu.get_cpu_capability()})"
+        cap = onednn_isa_cap()
+        capped = f", oneDNN capped at {cap}" if cap else ""
+        return f"CPU (capability {torch.backends.cpu.get_cpu_capability()}{capped})"
     if device.type == "cuda" and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)

@@ -76,6 +76,28 @@ def test_cpu_native_bf16_follows_torchs_capabilities(monkeypatch, capabilities, 
     assert device_has_native_bf16("cpu") is expected
 
 
+@pytest.mark.parametrize(
+    ("variable", "cap", "expected"),
+    [
+        ("ONEDNN_MAX_CPU_ISA", "AVX2", False),
+        ("ONEDNN_MAX_CPU_ISA", "avx512_core", False),  # AVX-512 without its bf16 extension
+        ("DNNL_MAX_CPU_ISA", "AVX2_VNNI", False),  # oneDNN's older name of the variable
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True),
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", True),
+        ("ONEDNN_MAX_CPU_ISA", "ALL", True),
+    ],
+)
+def test_onednn_isa_cap_below_bf16_means_emulated(monkeypatch, variable, cap, expected):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_f": True, "avx512_bf16": True})
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    assert cpu_has_native_bf16() is True
+    monkeypatch.setenv(variable, cap)
+    assert cpu_has_native_bf16() is expected
+    assert resolve_mixed_precision("auto", "cpu") == ("bf16" if expected else "no")
+
+
 def test_cpu_without_onednn_has_no_native_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
