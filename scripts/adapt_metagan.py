@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Weight of the mode-seeking term against collapsed samples (default: adapt()'s default, 0 = off).",
     )
     parser.add_argument(
+        "--shot_augment",
+        type=float,
+        default=None,
+        help="Strength (0-3) of random small affine maps of the shots, learned by the generator (default: 0 = off).",
+    )
+    parser.add_argument(
         "--cdc_anchor_interval",
         type=int,
         default=None,
@@ -245,6 +251,7 @@ def main(args: argparse.Namespace) -> None:
             ("diversity_batch_size", args.diversity_batch_size),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
             ("mode_seeking_weight", args.mode_seeking_weight),
+            ("shot_augment", args.shot_augment),
         )
         if v is not None
     }

@@ -414,6 +414,7 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "cdc_anchor_interval": int,
     "layer_lr_scales": bool,
     "mode_seeking_weight": float,
+    "shot_augment": float,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -78,7 +78,7 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     assert record["base_model"] == str(base)
     # flags not given take adapt()'s defaults
     assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
-    assert record["mode_seeking_weight"] == 0.0
+    assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
     assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
 
@@ -95,6 +95,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
         "--learning_rate", "1e-3",
         "--loss", "hinge",
         "--mode_seeking_weight", "0.5",
+        "--shot_augment", "0.5",
         "--output_dir", "lora_out",
         "--validation_images", "1",
         cwd=tmp_path,
@@ -106,6 +107,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
     assert record["lora_rank"] == 2 and len(record["losses"]) == 2 and record["r1_gamma"] == 0.25
     assert record["learning_rate"] == 1e-3 and record["loss"] == "hinge" and record["mode_seeking_weight"] == 0.5
+    assert record["shot_augment"] == 0.5
 
     pipe = MetaGANPipeline.from_pretrained(base)
     pipe.set_progress_bar_config(disable=True)

@@ -382,6 +382,7 @@ class MetaGANPipeline(DiffusionPipeline):
         cdc_anchor_interval: int | None = None,
         layer_lr_scales: bool = True,
         mode_seeking_weight: float = 0.0,
+        shot_augment: float = 0.0,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -472,6 +473,11 @@ class MetaGANPipeline(DiffusionPipeline):
                 against samples collapsing onto a few images (see
                 [`~metagan_hub.training.losses.mode_seeking_loss`]). Needs a generator batch of at least 2; `0`
                 (default) adds nothing.
+            shot_augment (`float`, defaults to 0.0): strength (0 to 3) of a random small affine map of the real images
+                of each step (at 1: rotation up to 10 degrees, ±10% scale, shear 0.1, shift 5%; see
+                [`~metagan_hub.training.augment.random_affine`]). Unlike `augment`, it changes what counts as real, so
+                the generator learns varied versions of the shots: more varied samples, but also variations the class
+                may not have. `0` (default) is off.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -517,6 +523,7 @@ class MetaGANPipeline(DiffusionPipeline):
             cdc_anchor_interval=cdc_anchor_interval,
             layer_lr_scales=layer_lr_scales,
             mode_seeking_weight=mode_seeking_weight,
+            shot_augment=shot_augment,
         )
 
     # ------------------------------------------------------------------ LoRA

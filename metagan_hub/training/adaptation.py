@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .augment import AUGMENT_POLICIES, DiffAugment
+from .augment import AUGMENT_POLICIES, DiffAugment, random_affine
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
@@ -36,6 +36,8 @@ LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
 # 2e-4) rank 16 is 0.09 below full adaptation on 30 kanji classes (bundled card, "a LoRA adapter")
 LORA_LR_MULTIPLIER = 5.0
 DEFAULT_MAX_NONFINITE_STEPS = 10
+# largest `shot_augment` strength (3: rotations up to 30 degrees, see augment.SHOT_AFFINE_RANGES)
+MAX_SHOT_AUGMENT = 3.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -236,6 +238,7 @@ def adapt_pipeline(
     cdc_anchor_interval: int | None = None,
     layer_lr_scales: bool = True,
     mode_seeking_weight: float = 0.0,
+    shot_augment: float = 0.0,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -285,6 +288,14 @@ def adapt_pipeline(
         raise ValueError(
             f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
             f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
+        )
+    if (
+        isinstance(shot_augment, bool)
+        or not isinstance(shot_augment, int | float)
+        or not 0.0 <= shot_augment <= MAX_SHOT_AUGMENT
+    ):
+        raise ValueError(
+            f"`shot_augment` must be a number between 0 (off) and {MAX_SHOT_AUGMENT:g}, got {shot_augment!r}."
         )
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
@@ -435,6 +446,8 @@ def adapt_pipeline(
         for step in range(num_steps):
             idx = torch.randint(0, num_shots, (batch_size,), generator=generator)
             real = shots[idx.to(device)]  # [B, C, H, W]
+            if shot_augment > 0:
+                real = random_affine(real, float(shot_augment), generator)  # varied shots: part of what G learns
             if anchors is not None and step % cdc_anchor_interval == 0:
                 # CDC anchor region: latents near the anchors, image-level discriminator
                 disc_c.patch_level = False
@@ -528,6 +541,7 @@ def adapt_pipeline(
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
         "cdc_anchor_interval": cdc_anchor_interval,
         "mode_seeking_weight": mode_seeking_weight,
+        "shot_augment": shot_augment,
         "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied
         "seed": seed,
         "device": str(device),

@@ -189,3 +189,72 @@ class DiffAugment(torch.nn.Module):
         in_cols = (cols >= left) & (cols < left + size_x)  # [N, W]
         cut = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)  # [N, 1, H, W]
         return x.masked_fill(cut, self.fill_value)
+
+
+# largest variation of `random_affine` at strength 1: rotation (degrees), relative scale, shear, translation (fraction
+# of the image size)
+SHOT_AFFINE_RANGES = {"rotation": 10.0, "scale": 0.1, "shear": 0.1, "translation": 0.05}
+
+
+def random_affine(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""
+    A random small affine map of each image: rotation, scale, shear and translation drawn uniformly up to `strength`
+    times [`SHOT_AFFINE_RANGES`] (at strength 1: up to 10 degrees, ±10% scale per axis, shear 0.1, a shift of 5% of
+    the image), resampled bilinearly with the border pixels repeated outside the image.
+
+    `adapt(..., shot_augment=strength)` applies it to the real images of each step. Unlike [`DiffAugment`], which
+    transforms real and generated images alike so that the generator does not learn it, this changes what counts as
+    real: the generator learns slanted, shifted and rescaled versions of the shots as well.
+
+    Args:
+        images (`torch.Tensor` of shape `(N, C, H, W)`): images in `[-1, 1]`, float32.
+        strength (`float`): non-negative; 0 returns `images` unchanged.
+        generator (`torch.Generator`, *optional*): source of the randomness (a CPU generator); `None` uses torch's
+            global one.
+
+    Returns:
+        `torch.Tensor` of the shape, dtype and device of `images`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.augment import random_affine
+
+    >>> images = torch.rand(4, 1, 32, 32) * 2 - 1
+    >>> out = random_affine(images, 1.0, generator=torch.Generator().manual_seed(0))
+    >>> out.shape, torch.equal(out, random_affine(images, 1.0, generator=torch.Generator().manual_seed(0)))
+    (torch.Size([4, 1, 32, 32]), True)
+    >>> random_affine(images, 0.0) is images
+    True
+    ```
+    """
+    if images.ndim != 4:
+        raise ValueError(f"`images` must have shape [N, C, H, W], got shape {tuple(images.shape)}.")
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength < float("inf"):
+        raise ValueError(f"`strength` must be a non-negative finite number, got {strength!r}.")
+    if strength == 0:
+        return images
+    n = images.shape[0]
+    r = SHOT_AFFINE_RANGES
+    u = torch.rand(n, 6, generator=generator) * 2 - 1  # [N, 6] in [-1, 1], drawn on the CPU
+    angle = torch.deg2rad(u[:, 0] * r["rotation"] * strength)  # [N]
+    scale_x = 1 + u[:, 1] * r["scale"] * strength  # [N]
+    scale_y = 1 + u[:, 2] * r["scale"] * strength  # [N]
+    shear = u[:, 3] * r["shear"] * strength  # [N]
+    shift = u[:, 4:] * 2 * r["translation"] * strength  # [N, 2]; grid coordinates span 2 per image side
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output -> input coordinates: rotation @ shear @ scale, then the shift
+    a = cos * scale_x
+    b = (cos * shear - sin) * scale_y
+    c = sin * scale_x
+    d = (sin * shear + cos) * scale_y
+    theta = torch.stack([torch.stack([a, b, shift[:, 0]], 1), torch.stack([c, d, shift[:, 1]], 1)], 1)  # [N, 2, 3]
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)  # [N, H, W, 2]
+    out = torch.nn.functional.grid_sample(
+        images, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # [N, C, H, W]
+    if images.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out

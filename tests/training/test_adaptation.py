@@ -346,6 +346,33 @@ def test_mode_seeking_term_reaches_the_generator_loss_and_the_record(monkeypatch
     assert "| mode_seeking_weight | 1 |" in (tmp_path / "ms" / "README.md").read_text(encoding="utf-8")
 
 
+def test_shot_augment_varies_the_real_batch_and_reaches_the_record(monkeypatch, tmp_path):
+    reals = []
+    real_step = adaptation.gan_step
+
+    def spy(gen, disc, opt_g, opt_d, real, *args, **kwargs):
+        reals.append(real.clone())
+        return real_step(gen, disc, opt_g, opt_d, real, *args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "gan_step", spy)
+    pipe, shots = tiny_pipeline(), random_shots()
+    plain = pipe.adapt(shots, num_steps=3, generator=seeded(0))
+    # off (the default): every real image is one of the shots, unchanged
+    assert all(any(torch.equal(r, s) for s in shots) for batch in reals for r in batch)
+    assert plain.card_info["adaptation"]["shot_augment"] == 0.0
+    reals.clear()
+    varied = pipe.adapt(shots, num_steps=3, shot_augment=1.0, generator=seeded(0))
+    assert not any(torch.equal(r, s) for batch in reals for r in batch for s in shots)
+    assert all(batch.shape == (4, *shots.shape[1:]) and batch.abs().max() <= 1 for batch in reals)
+    assert not same_state(state(plain, "generator"), state(varied, "generator"))
+    again = pipe.adapt(shots, num_steps=3, shot_augment=1.0, generator=seeded(0))
+    assert same_state(state(varied, "generator"), state(again, "generator"))  # seeded: reproducible
+    varied.save_pretrained(tmp_path / "sa")
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "sa")
+    assert reloaded.card_info["adaptation"]["shot_augment"] == 1.0
+    assert "| shot_augment | 1 |" in (tmp_path / "sa" / "README.md").read_text(encoding="utf-8")
+
+
 def test_local_base_path_is_not_written_as_hub_base_model(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "base")
@@ -431,6 +458,10 @@ BAD_INPUTS = {
     "mode_seeking_nan": (lambda tmp: {"mode_seeking_weight": math.nan}, r"`mode_seeking_weight`.*nan"),
     "mode_seeking_inf": (lambda tmp: {"mode_seeking_weight": math.inf}, r"`mode_seeking_weight`.*inf"),
     "mode_seeking_bool": (lambda tmp: {"mode_seeking_weight": True}, r"`mode_seeking_weight`.*True"),
+    "shot_augment_negative": (lambda tmp: {"shot_augment": -0.5}, r"`shot_augment`.*between 0 \(off\) and 3.*-0\.5"),
+    "shot_augment_too_strong": (lambda tmp: {"shot_augment": 4.0}, r"`shot_augment`.*4\.0"),
+    "shot_augment_nan": (lambda tmp: {"shot_augment": math.nan}, r"`shot_augment`.*nan"),
+    "shot_augment_bool": (lambda tmp: {"shot_augment": True}, r"`shot_augment`.*True"),
     "mode_seeking_one_sample": (
         lambda tmp: {"mode_seeking_weight": 1.0, "batch_size": 1},
         r"mode_seeking_weight=1\.0.*`batch_size`.*>= 2, got 1",

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from metagan_hub.training.augment import AUGMENT_POLICIES, DiffAugment
+from metagan_hub.training.augment import AUGMENT_POLICIES, SHOT_AFFINE_RANGES, DiffAugment, random_affine
 
 
 def _images(n: int = 4, c: int = 1, h: int = 8, w: int = 8, seed: int = 0) -> torch.Tensor:
@@ -148,3 +148,53 @@ def test_bfloat16_input():
     x = _images(c=3).bfloat16()
     out = DiffAugment()(x, generator=_gen(0))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+# ------------------------------------------------------------------------------------------- random_affine (shots)
+
+
+def _dot(size: int = 32) -> torch.Tensor:
+    x = -torch.ones(64, 1, size, size)
+    x[:, :, size // 2 - 1 : size // 2 + 1, size // 2 - 1 : size // 2 + 1] = 1.0  # a 2x2 bright dot at the centre
+    return x  # [64, 1, 32, 32]
+
+
+def _centroid(x: torch.Tensor) -> torch.Tensor:
+    w = (x + 1).clamp(min=0)[:, 0]  # [N, H, W]
+    rows = torch.arange(x.shape[-2], dtype=x.dtype).view(1, -1, 1)
+    cols = torch.arange(x.shape[-1], dtype=x.dtype).view(1, 1, -1)
+    total = w.sum(dim=(1, 2))
+    return torch.stack([(w * rows).sum(dim=(1, 2)) / total, (w * cols).sum(dim=(1, 2)) / total], 1)  # [N, 2]
+
+
+def test_random_affine_is_seeded_and_zero_strength_is_the_identity():
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert random_affine(x, 0.0) is x
+    a = random_affine(x, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, random_affine(x, 1.0, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, random_affine(x, 1.0, torch.Generator().manual_seed(4)))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    # a constant image stays constant (border pixels repeat, bilinear weights sum to 1)
+    flat = torch.full((2, 1, 16, 16), 0.25)
+    assert torch.allclose(random_affine(flat, 3.0, torch.Generator().manual_seed(0)), flat)
+
+
+def test_random_affine_moves_a_dot_within_the_documented_shift():
+    size = 32
+    dot = _dot(size)
+    moved = _centroid(random_affine(dot, 1.0, torch.Generator().manual_seed(0))) - _centroid(dot)  # [N, 2] in pixels
+    # the centre moves only by the shift: up to `translation` of the image size (half a grid step of slack)
+    limit = SHOT_AFFINE_RANGES["translation"] * size + 0.5
+    assert moved.abs().max() <= limit
+    assert moved.abs().max() > limit / 2  # and it does move: 64 draws reach at least half the range
+    # stronger is further
+    stronger = _centroid(random_affine(dot, 2.0, torch.Generator().manual_seed(0))) - _centroid(dot)
+    assert stronger.abs().mean() > moved.abs().mean()
+
+
+@pytest.mark.parametrize("strength", [-0.1, float("nan"), float("inf"), True, "1"])
+def test_random_affine_rejects_bad_strength(strength):
+    with pytest.raises(ValueError, match="`strength`"):
+        random_affine(torch.zeros(1, 1, 8, 8), strength)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        random_affine(torch.zeros(8, 8), 1.0)
