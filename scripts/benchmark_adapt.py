@@ -13,7 +13,8 @@ column gives each configuration's precision as run (bf16 on a CPU without native
 fp32). For comparison, `fp32-f0` / `bf16-f0` train
 the whole discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the
 first defaults (batch size 8, R1 every step, no FreezeD). `fp32-cdc` / `fp32-cdc-a0` / `fp32-dcl` (and `bf16-cdc`,
-`bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`).
+`bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`);
+`fp32-shotaug` adds learned shot augmentation (`shot_augment=1.0`).
 
 Each configuration runs in a **fresh subprocess**, so every measurement includes what a user pays on a first call
 (lazy imports, allocator warm-up) and its peak resident memory is that process's alone: the parent reads the child's
@@ -78,6 +79,8 @@ CONFIGS = {
     "fp32-cdc": ("no", None, {"diversity_loss": "cdc"}),
     "fp32-cdc-a0": ("no", None, {"diversity_loss": "cdc", "cdc_anchor_interval": 0}),
     "fp32-dcl": ("no", None, {"diversity_loss": "dcl"}),
+    # learned shot augmentation (adapt(shot_augment=1.0)): a random affine map of each step's real images
+    "fp32-shotaug": ("no", None, {"shot_augment": 1.0}),
     "bf16-cdc": ("bf16", None, {"diversity_loss": "cdc"}),
     "bf16-dcl": ("bf16", None, {"diversity_loss": "dcl"}),
     # the mode-seeking term (adapt(mode_seeking_weight=...)) at the weight benchmarked on the test classes
