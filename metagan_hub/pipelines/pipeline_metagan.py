@@ -476,8 +476,9 @@ class MetaGANPipeline(DiffusionPipeline):
             shot_augment (`float`, defaults to 0.0): strength (0 to 3) of a random small affine map of the real images
                 of each step (at 1: rotation up to 10 degrees, ±10% scale, shear 0.1, shift 5%; see
                 [`~metagan_hub.training.augment.random_affine`]). Unlike `augment`, it changes what counts as real, so
-                the generator learns varied versions of the shots: more varied samples, but also variations the class
-                may not have. `0` (default) is off.
+                the generator learns varied versions of the shots: at 1, far fewer copies of the shots (kanji copy
+                rate 0.15 -> 0.01) but 0.03-0.07 lower recognisability and no gain in recall (bundled card). `0`
+                (default) is off.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
