@@ -308,10 +308,11 @@ def main() -> None:
     from metagan_hub.training.gan_step import onednn_isa_cap
 
     mode = "browser (headless Chromium, app in a subprocess)" if args.browser else "in-process (app logic)"
+    isa_cap = onednn_isa_cap()
     header = (
         f"# app benchmark, {mode}: 5 shots, {args.steps} steps, {args.num_samples} samples, {args.runs} runs\n"
         f"# CPU capability {torch.backends.cpu.get_cpu_capability()}"
-        + (f" (oneDNN capped at {onednn_isa_cap()})" if onednn_isa_cap() else "")
+        + (f" (oneDNN capped at {isa_cap})" if isa_cap else "")
         + f", {os.cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"load average at start {os.getloadavg()[0]:.2f}"

@@ -56,7 +56,7 @@ def cpu_has_native_bf16() -> bool:
     """
     if not torch.backends.mkldnn.is_available():
         return False
-    if _onednn_isa_cap_below_bf16():
+    if onednn_isa_cap() in _ONEDNN_ISAS_WITHOUT_BF16:  # oneDNN capped below its bf16 instructions: emulated
         return False
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
     if get_capabilities is not None:
@@ -94,11 +94,6 @@ def onednn_isa_cap() -> str | None:
     """
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     return cap or None
-
-
-def _onednn_isa_cap_below_bf16() -> bool:
-    """Whether the oneDNN instruction-set cap ([`onednn_isa_cap`]) is below oneDNN's bf16 instructions."""
-    return onednn_isa_cap() in _ONEDNN_ISAS_WITHOUT_BF16
 
 
 def device_has_native_bf16(device: torch.device | str) -> bool:
