@@ -288,7 +288,7 @@ def run_browser(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="meta-checkpoint (default: the app's default, the bundled one)")
+    parser.add_argument("--model", default=None, help="meta-checkpoint (default: the app's default, auto)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--num_samples", type=int, default=16)
     parser.add_argument("--runs", type=int, default=20)
@@ -297,11 +297,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--screenshot", default=None, help="browser mode: save a screenshot here at the end")
     args = parser.parse_args()
-    if args.model is None:
-        sys.path.insert(0, str(HERE))
-        import demo_app
+    sys.path.insert(0, str(HERE))
+    import demo_app
 
-        args.model = demo_app.DEFAULT_MODEL
+    # "auto" (the app's default) resolved here, so that the header names the checkpoint both modes run
+    args.model = demo_app.resolve_model(args.model or demo_app.DEFAULT_MODEL)
 
     import torch
 
@@ -315,7 +315,7 @@ def main() -> None:
         + (f" (oneDNN capped at {isa_cap})" if isa_cap else "")
         + f", {os.cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"load average at start {os.getloadavg()[0]:.2f}"
+        f"load average at start {os.getloadavg()[0]:.2f}\n# model {args.model}"
     )
     print(header, flush=True)
     rows = run_browser(args) if args.browser else run_in_process(args)

@@ -320,3 +320,24 @@ def test_torch_worker_runs_in_order_on_one_daemon_thread_and_passes_errors():
         assert not worker._thread.is_alive()
     finally:
         worker.shutdown()
+
+
+@pytest.mark.parametrize("native, expected", [(True, "metagan-kanji-32"), (False, "metagan-kanji-32-small")])
+def test_auto_model_follows_native_bf16(monkeypatch, caplog, native, expected):
+    monkeypatch.setattr(demo_app, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.INFO, logger="metagan_hub.demo_app"):
+        chosen = demo_app.resolve_model("auto")
+    assert Path(chosen).name == expected and Path(chosen).is_dir()
+    assert f"model 'auto' -> {chosen}" in caplog.text
+    # a named model is used as given, whatever the hardware
+    assert demo_app.resolve_model("org/some-metagan") == "org/some-metagan"
+
+
+def test_app_loads_the_auto_model(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo_app, "cpu_has_native_bf16", lambda: False)
+    app = DemoApp("auto", work_dir=str(tmp_path / "work"))
+    try:
+        assert Path(app.model_name).name == "metagan-kanji-32-small"
+        assert app.pipeline.generator.config.block_out_channels == [64, 32, 16]
+    finally:
+        app.cleanup()

@@ -228,8 +228,21 @@ def _script_args(name: str, argv: list[str]):
 def test_scripts_take_auto(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert _script_args("demo_adapt", []).mixed_precision == "auto"
+    assert _script_args("demo_adapt", []).pretrained_model_name_or_path == "auto"
     base = ["--pretrained_model_name_or_path", "x", "--train_data_dir", os.fspath(tmp_path)]
     assert _script_args("adapt_metagan", base).mixed_precision == "auto"
     assert _script_args("adapt_metagan", base + ["--mixed_precision", "no"]).mixed_precision == "no"
     train = _script_args("train_metagan", ["--dataset", "digits", "--mixed_precision", "auto", "--output_dir", "o"])
     assert train.mixed_precision == "auto"
+
+
+@pytest.mark.parametrize("native, expected", [(True, "metagan-kanji-32"), (False, "metagan-kanji-32-small")])
+def test_demo_checkpoint_auto_follows_native_bf16(monkeypatch, native, expected):
+    """The demo's default checkpoint: the full-width model where bf16 is native, the half-width one elsewhere (fp32
+    there); a named checkpoint is used as given."""
+    _script_args("demo_adapt", [])  # imports the script
+    demo_adapt = sys.modules["demo_adapt"]
+    monkeypatch.setattr(demo_adapt, "cpu_has_native_bf16", lambda: native)
+    chosen = demo_adapt.resolve_checkpoint("auto")
+    assert os.path.basename(chosen) == expected and os.path.isdir(chosen)
+    assert demo_adapt.resolve_checkpoint("some/folder") == "some/folder"
