@@ -34,19 +34,8 @@ from adapt_metagan import plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
-from metagan_hub.training.gan_step import (  # noqa: E402
-    MIXED_PRECISION_CHOICES,
-    cpu_has_native_bf16,
-    onednn_isa_cap,
-)
+from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, onednn_isa_cap  # noqa: E402
 
-logger = logging.getLogger("metagan_hub.demo_adapt")
-
-CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
-# the bundled meta-checkpoint, and its half-width sibling (about 3x cheaper per adaptation step) that "auto" takes on
-# CPUs without native bf16, where the full-width model adapts in fp32 (see the small checkpoint's card)
-DEFAULT_CHECKPOINT = os.path.join(CHECKPOINTS, "metagan-kanji-32")
-SMALL_CHECKPOINT = os.path.join(CHECKPOINTS, "metagan-kanji-32-small")
 # used only if the checkpoint does not record its held-out characters
 FALLBACK_CHARACTER = "森"
 
@@ -111,15 +100,11 @@ def grid(rows: list[list[Image.Image]], scale: int = 2, pad: int = 2) -> Image.I
 
 
 def resolve_checkpoint(name: str) -> str:
-    """`name`, or for `"auto"` the bundled checkpoint to adapt on this machine's CPU: the full-width one where the
-    CPU computes bf16 natively, else the half-width one (fp32 there; about 3x cheaper per step)."""
-    if name != "auto":
-        return name
-    small = not cpu_has_native_bf16()
-    chosen = SMALL_CHECKPOINT if small else DEFAULT_CHECKPOINT
-    reason = "no native bf16 on this CPU: the half-width model (fp32)" if small else "native bf16: the full model"
-    logger.info("checkpoint 'auto' -> %s (%s)", chosen, reason)
-    return chosen
+    """`name`, or for `"auto"` the bundled checkpoint to adapt on this machine's CPU: the web app's rule
+    (`demo_app.resolve_model`), so the demo and the app always pick the same model."""
+    from demo_app import resolve_model  # the app's module imports Gradio only when its page is built
+
+    return resolve_model(name)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -832,7 +832,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model",
         default=DEFAULT_MODEL,
         help="Meta-checkpoint folder or Hub repo id; auto (default, or $METAGAN_MODEL): the bundled full-width "
-        "checkpoint where bf16 is native or on a GPU, its half-width sibling on other CPUs (about 3x faster there).",
+        "checkpoint where the CPU computes bf16 natively, its half-width sibling elsewhere (about 3x faster there).",
     )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))

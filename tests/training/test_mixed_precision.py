@@ -242,7 +242,10 @@ def test_demo_checkpoint_auto_follows_native_bf16(monkeypatch, native, expected)
     there); a named checkpoint is used as given."""
     _script_args("demo_adapt", [])  # imports the script
     demo_adapt = sys.modules["demo_adapt"]
-    monkeypatch.setattr(demo_adapt, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import demo_app  # the rule the demo shares with the web app
+
+    monkeypatch.setattr(demo_app, "cpu_has_native_bf16", lambda: native)
     chosen = demo_adapt.resolve_checkpoint("auto")
     assert os.path.basename(chosen) == expected and os.path.isdir(chosen)
     assert demo_adapt.resolve_checkpoint("some/folder") == "some/folder"
