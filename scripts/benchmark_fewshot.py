@@ -415,6 +415,7 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "layer_lr_scales": bool,
     "mode_seeking_weight": float,
     "shot_augment": float,
+    "tone_match": bool,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -9,7 +9,10 @@ Every contender is adapted once per evaluation class with exactly the shots, see
   `s > 1` spreads the samples);
 - **discriminator rejection** with keep fraction `f` (`--keep_fractions`): `N / f` samples are drawn (the first `N`
   are the benchmark's), the adapted discriminator scores them (in groups of its minibatch-std group size, 4 for the
-  bundled model) and the `N` it rates most real are kept.
+  bundled model) and the `N` it rates most real are kept;
+- **tone matching** (`--tone_match`): the benchmark's samples through the output tone curve that
+  `adapt(..., tone_match=True)` fits (same fit latents and seed, so the generator is exactly the one that call
+  returns: its GAN steps do not change).
 
 `s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
 with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
@@ -25,6 +28,7 @@ resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -62,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", default=None, help="Shard of each domain's evaluation classes, 'a:b'.")
     parser.add_argument("--latent_scales", default="0.5,2", help="Latent scales besides 1 ('' for none).")
     parser.add_argument("--keep_fractions", default="0.5", help="Discriminator keep fractions < 1 ('': none).")
+    parser.add_argument(
+        "--tone_match", action="store_true", help="Also judge the samples with adapt()'s tone_match curve fitted."
+    )
     parser.add_argument("--num_samples", type=int, default=None, help="Samples judged per setting (default 200).")
     parser.add_argument("--seed", type=int, default=0, help="Base seed, as in benchmark_fewshot.py.")
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's default).")
@@ -89,9 +96,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def settings(args: argparse.Namespace) -> list[tuple[float, float]]:
-    """(latent scale, keep fraction) pairs: the benchmark's sample set first, then one knob at a time."""
-    return [(1.0, 1.0)] + [(s, 1.0) for s in args.latent_scales] + [(1.0, f) for f in args.keep_fractions]
+def settings(args: argparse.Namespace) -> list[tuple[float, float, bool]]:
+    """(latent scale, keep fraction, tone match) settings: the benchmark's sample set first, then one knob at a
+    time."""
+    knobs = [(1.0, 1.0, False)] + [(s, 1.0, False) for s in args.latent_scales]
+    knobs += [(1.0, f, False) for f in args.keep_fractions]
+    return knobs + ([(1.0, 1.0, True)] if args.tone_match else [])
+
+
+def setting_key(row: dict[str, Any]) -> tuple[float, float, bool]:
+    return (row["latent_scale"], row["keep_fraction"], bool(row.get("tone_match", False)))
 
 
 def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -106,6 +120,7 @@ def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -
 def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Adapt `contender` to class `c` as the few-shot benchmark does, then judge every sampling setting."""
     from metagan_hub import MetaGANPipeline
+    from metagan_hub.training.tone import match_tone, tone_fit_latents
 
     fa = args.fewshot
     k, n = fa.shots, fa.num_samples
@@ -130,8 +145,15 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
     pool_images = pipe(batch_size=pool, latents=latents, output_type="pt").images * 2 - 1  # [pool, C, H, W]
     scores = discriminator_scores(adapted.discriminator.eval(), pool_images)
     rows = []
-    for scale, keep in settings(args):
-        if scale != 1.0:
+    for scale, keep, tone in settings(args):
+        if tone:
+            toned = copy.deepcopy(adapted.generator)
+            match_tone(toned, shots, tone_fit_latents(latent_dim, bf.adapt_seed(fa, c, k)))
+            tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
+            tone_pipe.set_progress_bar_config(disable=True)
+            fake = tone_pipe(batch_size=n, latents=latents[:n], output_type="pt").images * 2 - 1
+            kept_scores = discriminator_scores(adapted.discriminator, fake)
+        elif scale != 1.0:
             fake = pipe(batch_size=n, latents=latents[:n] * scale, output_type="pt").images * 2 - 1
             kept_scores = discriminator_scores(adapted.discriminator, fake)
         else:
@@ -149,6 +171,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "shots": k,
                 "latent_scale": scale,
                 "keep_fraction": keep,
+                "tone_match": tone,
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
                 "adapt_seconds": round(adapt_seconds, 3),
@@ -161,6 +184,8 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
 
 
 def setting_label(row: dict[str, Any]) -> str:
+    if row.get("tone_match"):
+        return "tone matched"
     if row["keep_fraction"] != 1.0:
         return f"keep {row['keep_fraction']:g}"
     return f"latents x{row['latent_scale']:g}"
@@ -176,7 +201,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = {
             r["class_index"]: r["metrics"]
             for r in drows
-            if r["contender"] == reference and r["latent_scale"] == 1.0 and r["keep_fraction"] == 1.0
+            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False)
         }
         lines += [
             f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",
@@ -239,7 +264,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ctx.domain.classes[c],
                     ", ".join(f"{setting_label(r)} {r['metrics']['recognisability']:.2f}" for r in new),
                 )
-    rows = [r for r in rows if (r["latent_scale"], r["keep_fraction"]) in wanted]
+    rows = [r for r in rows if setting_key(r) in wanted]
     text = summary(rows)
     (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
     print(text)

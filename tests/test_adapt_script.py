@@ -78,7 +78,8 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     assert record["base_model"] == str(base)
     # flags not given take adapt()'s defaults
     assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
-    assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0
+    assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0 and record["tone_match"] is False
+    assert adapted.generator.tone_curve is None
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
     assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
 
@@ -171,10 +172,12 @@ def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_pa
     common = ["--pretrained_model_name_or_path", str(tmp_path / "scaled"), "--train_data_dir", str(shots),
               "--num_steps", "2", "--validation_images", "0"]  # fmt: skip
     run_script(*common, "--output_dir", "with", cwd=tmp_path)
-    run_script(*common, "--output_dir", "without", "--no_layer_lr_scales", cwd=tmp_path)
+    run_script(*common, "--output_dir", "without", "--no_layer_lr_scales", "--tone_match", cwd=tmp_path)
     with_scales = json.loads((tmp_path / "with" / "adaptation.json").read_text(encoding="utf-8"))
     without = json.loads((tmp_path / "without" / "adaptation.json").read_text(encoding="utf-8"))
     assert with_scales["layer_lr_scales"] is True and without["layer_lr_scales"] is False
+    assert with_scales["tone_match"] is False and without["tone_match"] is True  # --tone_match reaches adapt()
     a = MetaGANPipeline.from_pretrained(tmp_path / "with").generator.state_dict()
     b = MetaGANPipeline.from_pretrained(tmp_path / "without").generator.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert "tone_curve" in b and "tone_curve" not in a

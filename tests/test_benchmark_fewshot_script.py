@@ -251,3 +251,6 @@ def test_fit_images_resizes_and_converts_channels():
 def test_adapt_options_parse_booleans():
     parsed = bench.parse_adapt_options(["a:layer_lr_scales=false", "b:layer_lr_scales=True,learning_rate=1e-3"])
     assert parsed == {"a": {"layer_lr_scales": False}, "b": {"layer_lr_scales": True, "learning_rate": 1e-3}}
+    assert bench.parse_adapt_options(["t:tone_match=true"]) == {"t": {"tone_match": True}}
+    with pytest.raises(ValueError, match=r"tone_match='maybe' must be true or false"):
+        bench.parse_adapt_options(["t:tone_match=maybe"])

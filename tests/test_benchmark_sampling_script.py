@@ -24,12 +24,17 @@ def quick(out: Path, *extra: str):
 
 def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     out = tmp_path / "sampling"
-    rows = sampling.main(quick(out, "--latent_scales", "0.5,2", "--keep_fractions", "0.5"))
-    settings = {(r["latent_scale"], r["keep_fraction"]) for r in rows}
-    assert settings == {(1.0, 1.0), (0.5, 1.0), (2.0, 1.0), (1.0, 0.5)}
-    assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 8
+    argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match")
+    rows = sampling.main(quick(out, *argv))
+    settings = {sampling.setting_key(r) for r in rows}
+    assert settings == {(1.0, 1.0, False), (0.5, 1.0, False), (2.0, 1.0, False), (1.0, 0.5, False), (1.0, 1.0, True)}
+    assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 10
     for c in (0, 1):
-        by = {(r["latent_scale"], r["keep_fraction"]): r for r in rows if r["class_index"] == c}
+        by = {sampling.setting_key(r)[:2]: r for r in rows if r["class_index"] == c and not r["tone_match"]}
+        toned = next(r for r in rows if r["class_index"] == c and r["tone_match"])
+        # the same samples through adapt()'s tone curve: other metrics, same adaptation
+        assert toned["adapt_seconds"] == by[(1.0, 1.0)]["adapt_seconds"]
+        assert toned["metrics"]["relative_diversity"] != by[(1.0, 1.0)]["metrics"]["relative_diversity"]
         # the kept half are the candidates the discriminator rates highest: their mean logit is at least that of the
         # first N candidates (the benchmark's own sample set), which are a subset of the same size
         assert by[(1.0, 0.5)]["mean_discriminator_logit"] >= by[(1.0, 1.0)]["mean_discriminator_logit"] - 1e-6
@@ -38,9 +43,9 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
         # scaling the latents changes the samples
         assert by[(2.0, 1.0)]["metrics"]["relative_diversity"] != by[(1.0, 1.0)]["metrics"]["relative_diversity"]
     table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
-    assert "keep 0.5" in table and "latents x2" in table
+    assert "keep 0.5" in table and "latents x2" in table and "tone matched" in table
     lines = (out / sampling.RESULTS_FILE).read_text(encoding="utf-8")
-    again = sampling.main(quick(out, "--latent_scales", "0.5,2", "--keep_fractions", "0.5"))
+    again = sampling.main(quick(out, *argv))
     assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8") == lines  # nothing re-run
     assert [json.dumps(r, sort_keys=True) for r in again] == [json.dumps(r, sort_keys=True) for r in rows]
 

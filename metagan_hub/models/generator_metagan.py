@@ -16,7 +16,14 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub.mixin import MetaGANModelHubMixin
-from .layers import ACT_FNS, check_architecture, check_parameter_budget, compute_dtype, make_activation
+from .layers import (
+    ACT_FNS,
+    apply_tone_curve,
+    check_architecture,
+    check_parameter_budget,
+    compute_dtype,
+    make_activation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +163,11 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
             Groups for `"group"` normalization (reduced to a divisor of the channel count).
         act_fn (`str`, *optional*, defaults to `"leaky_relu"`):
             One of `"leaky_relu"` (slope 0.2), `"relu"`, `"silu"`, `"gelu"`.
+        tone_curve_points (`int`, *optional*, defaults to 0):
+            0: the `tanh` output is the image. N >= 2: the model carries a per-channel output tone curve sampled at
+            N points (buffer `tone_curve`, saved with the weights) that maps the `tanh` output to the image, e.g. the
+            one `adapt(..., tone_match=True)` fits so that the samples' pixel values are distributed like the
+            shots' (see [`set_tone_curve`]). A new curve is the identity.
 
     Example:
 
@@ -182,6 +194,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         norm_type: str = "group",
         norm_num_groups: int = 8,
         act_fn: str = "leaky_relu",
+        tone_curve_points: int = 0,
     ):
         super().__init__()
         # 0. check arguments before allocating anything
@@ -194,6 +207,15 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
             raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
         if isinstance(norm_num_groups, bool) or not isinstance(norm_num_groups, int) or norm_num_groups < 1:
             raise ValueError(f"`norm_num_groups` must be a positive integer, got {norm_num_groups!r}.")
+        if (
+            isinstance(tone_curve_points, bool)
+            or not isinstance(tone_curve_points, int)
+            or tone_curve_points < 0
+            or tone_curve_points == 1
+        ):
+            raise ValueError(
+                f"`tone_curve_points` must be 0 (no curve) or an integer >= 2, got {tone_curve_points!r}."
+            )
         check_parameter_budget(
             "MetaGANGenerator",
             self.estimate_num_parameters(latent_dim, out_channels, block_out_channels),
@@ -216,6 +238,49 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
 
         # 3. output convolution
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
+
+        # 4. optional output tone curve (identity until set)
+        identity = torch.linspace(-1.0, 1.0, tone_curve_points).repeat(out_channels, 1) if tone_curve_points else None
+        self.register_buffer("tone_curve", identity)  # None: no curve (and nothing saved)
+
+    def set_tone_curve(self, curve: torch.Tensor | None) -> None:
+        r"""
+        Set (or with `None` remove) the output tone curve: a monotone map of the `tanh` output, one row of values on
+        a uniform grid over `[-1, 1]` per output channel (see [`~metagan_hub.models.layers.apply_tone_curve`]). It
+        becomes the buffer `tone_curve`, and `config.tone_curve_points` follows, so `save_pretrained` /
+        `from_pretrained` keep it.
+
+        Args:
+            curve (`torch.Tensor` of shape `(out_channels, P)` or `None`): finite, non-decreasing along `P`, in
+                `[-1, 1]`, P >= 2.
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from metagan_hub import MetaGANGenerator
+
+        >>> model = MetaGANGenerator(latent_dim=16, sample_size=16, block_out_channels=(16, 8))
+        >>> model.set_tone_curve(torch.tensor([[-1.0, -1.0, 1.0]]))  # push mid-grey towards black and white
+        >>> model.config.tone_curve_points
+        3
+        ```
+        """
+        if curve is None:
+            self.register_buffer("tone_curve", None)
+            self.register_to_config(tone_curve_points=0)
+            return
+        channels = self.config.out_channels
+        if not isinstance(curve, torch.Tensor) or curve.ndim != 2 or curve.shape[0] != channels or curve.shape[1] < 2:
+            got = tuple(curve.shape) if isinstance(curve, torch.Tensor) else type(curve).__name__
+            raise ValueError(f"`curve` must be a tensor of shape ({channels}, points >= 2), got {got}.")
+        curve = curve.detach().float()
+        if not torch.isfinite(curve).all() or curve.min() < -1 or curve.max() > 1 or (curve.diff(dim=1) < 0).any():
+            raise ValueError("`curve` must be finite, within [-1, 1] and non-decreasing along its points.")
+        reference = self.conv_out.weight
+        curve = curve.to(device=reference.device, dtype=reference.dtype)
+        self.register_buffer("tone_curve", curve.clone())
+        self.register_to_config(tone_curve_points=int(curve.shape[1]))
 
     @staticmethod
     def estimate_num_parameters(latent_dim: int, out_channels: int, block_out_channels: tuple[int, ...]) -> int:
@@ -303,6 +368,8 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
                 features.append(x)
         # 3. to image
         sample = torch.tanh(self.conv_out(x))  # [N, out_channels, sample_size, sample_size]
+        if self.tone_curve is not None:
+            sample = apply_tone_curve(sample, self.tone_curve)
         if cpu_inference:
             sample = sample.contiguous()
         if features is not None:

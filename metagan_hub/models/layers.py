@@ -116,3 +116,44 @@ def compute_dtype(layer: nn.Module) -> torch.dtype:
             if hook is not None:
                 return hook.compute_dtype
     return layer.weight.dtype
+
+
+def apply_tone_curve(images: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
+    r"""
+    Map pixel values in `[-1, 1]` through one monotone piecewise-linear curve per channel.
+
+    The curve is sampled on a uniform grid: `curve[c, j]` is the output for input `-1 + 2 j / (P - 1)` in channel
+    `c`. Values between grid points are interpolated linearly; the map is differentiable in `images` and `curve`.
+
+    Args:
+        images (`torch.Tensor` of shape `(N, C, H, W)`): values in `[-1, 1]` (clamped to it).
+        curve (`torch.Tensor` of shape `(C, P)`, P >= 2): output values at the grid points.
+
+    Returns:
+        `torch.Tensor`: the mapped images, same shape and dtype as `images`.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.models.layers import apply_tone_curve
+
+    >>> identity = torch.linspace(-1, 1, 5)[None]  # one channel, 5 grid points
+    >>> x = torch.tensor([[[[-1.0, -0.3, 0.6, 1.0]]]])
+    >>> torch.allclose(apply_tone_curve(x, identity), x)
+    True
+    ```
+    """
+    if curve.ndim != 2 or curve.shape[0] != images.shape[1] or curve.shape[1] < 2:
+        raise ValueError(
+            f"`curve` must have shape (channels={images.shape[1]}, points >= 2), got {tuple(curve.shape)}."
+        )
+    points = curve.shape[1]
+    curve = curve.to(images.dtype)
+    t = (images.clamp(-1, 1) + 1) * (0.5 * (points - 1))  # position on the grid, in [0, P - 1]
+    low = t.detach().floor().clamp(max=points - 2)
+    weight = t - low
+    offset = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1) * points
+    index = low.long() + offset  # [N, C, H, W] into the flattened curve
+    flat = curve.reshape(-1)
+    return flat[index] * (1 - weight) + flat[index + 1] * weight

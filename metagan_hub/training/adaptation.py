@@ -22,6 +22,7 @@ from .augment import AUGMENT_POLICIES, DiffAugment, random_affine
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
+from .tone import match_tone, tone_fit_latents
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -239,6 +240,7 @@ def adapt_pipeline(
     layer_lr_scales: bool = True,
     mode_seeking_weight: float = 0.0,
     shot_augment: float = 0.0,
+    tone_match: bool = False,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -296,6 +298,14 @@ def adapt_pipeline(
     ):
         raise ValueError(
             f"`shot_augment` must be a number between 0 (off) and {MAX_SHOT_AUGMENT:g}, got {shot_augment!r}."
+        )
+    if not isinstance(tone_match, bool):
+        raise ValueError(f"`tone_match` must be True or False, got {tone_match!r}.")
+    if tone_match and lora_rank is not None:
+        raise ValueError(
+            f"`tone_match=True` stores a tone curve in the generator's weights, which a LoRA adapter file does not "
+            f"carry (got lora_rank={lora_rank!r}); use tone_match with full adaptation (lora_rank=None) or leave it "
+            "off."
         )
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
@@ -355,6 +365,11 @@ def adapt_pipeline(
         torch.nn.Module.to(model, device=device, dtype=torch.float32)
         torch.nn.Module.to(model, memory_format=torch.channels_last).train()
     gen.requires_grad_(True)
+    if tone_match:
+        # train on the plain tanh output (a curve fitted to an earlier class is dropped); the new curve is fitted at
+        # the end on samples of fixed latents drawn from their own seed, so the GAN steps are the same as without
+        gen.set_tone_curve(None)
+        tone_latents = tone_fit_latents(g_cfg.latent_dim, seed)
     disc.freeze_blocks(freeze_discriminator_blocks)
     # CDC anchor regions: a patch-level head on the discriminator, trained with it (disc_t: the model D steps train)
     disc_t = PatchDiscriminator(disc, generator=generator).to(device=device) if cdc_anchor_interval else disc
@@ -435,6 +450,8 @@ def adapt_pipeline(
         nonlocal snapshot_seconds
         t0 = time.perf_counter()
         snap = _generator_snapshot(gen_c, gen, ema)
+        if tone_match:
+            match_tone(snap, shots, tone_latents)
         snapshot_seconds += time.perf_counter() - t0
         snapshot_callback(steps_done, snap)
 
@@ -501,6 +518,8 @@ def adapt_pipeline(
         raise NonFiniteLossError("adapt() produced non-finite weights; nothing was returned. Lower `learning_rate`.")
     gen.eval().requires_grad_(False)
     disc.eval().requires_grad_(False)
+    if tone_match:
+        match_tone(gen, shots, tone_latents)
     wall_time = time.perf_counter() - start - snapshot_seconds  # snapshots are the caller's work, not adaptation
     dtype = pipeline.generator.dtype
     for model in (gen, disc):  # back to the default layout (safetensors saves contiguous tensors only)
@@ -542,6 +561,7 @@ def adapt_pipeline(
         "cdc_anchor_interval": cdc_anchor_interval,
         "mode_seeking_weight": mode_seeking_weight,
         "shot_augment": shot_augment,
+        "tone_match": tone_match,
         "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied
         "seed": seed,
         "device": str(device),
