@@ -14,7 +14,8 @@ fp32). For comparison, `fp32-f0` / `bf16-f0` train
 the whole discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the
 first defaults (batch size 8, R1 every step, no FreezeD). `fp32-cdc` / `fp32-cdc-a0` / `fp32-dcl` (and `bf16-cdc`,
 `bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`);
-`fp32-shotaug` adds learned shot augmentation (`shot_augment=1.0`).
+`fp32-shotaug` adds learned shot augmentation (`shot_augment=1.0`), `fp32-tone` the output tone curve fitted at the
+end (`tone_match=True`).
 
 Each configuration runs in a **fresh subprocess**, so every measurement includes what a user pays on a first call
 (lazy imports, allocator warm-up) and its peak resident memory is that process's alone: the parent reads the child's
@@ -81,6 +82,8 @@ CONFIGS = {
     "fp32-dcl": ("no", None, {"diversity_loss": "dcl"}),
     # learned shot augmentation (adapt(shot_augment=1.0)): a random affine map of each step's real images
     "fp32-shotaug": ("no", None, {"shot_augment": 1.0}),
+    # the output tone curve fitted after the GAN steps (adapt(tone_match=True)): a fixed cost per call
+    "fp32-tone": ("no", None, {"tone_match": True}),
     "bf16-cdc": ("bf16", None, {"diversity_loss": "cdc"}),
     "bf16-dcl": ("bf16", None, {"diversity_loss": "dcl"}),
     # the mode-seeking term (adapt(mode_seeking_weight=...)) at the weight benchmarked on the test classes
