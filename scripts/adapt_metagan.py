@@ -116,10 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Strength (0-3) of random small affine maps of the shots, learned by the generator (default: 0 = off).",
     )
     parser.add_argument(
-        "--tone_match",
+        "--no_tone_match",
         action="store_true",
-        help="Fit an output tone curve that gives the samples the shots' pixel-value distribution (crisp edges where "
-        "the shots are crisp; not with --lora_rank).",
+        help="Do not fit the output tone curve that gives the samples the shots' pixel-value distribution (adapt()'s "
+        "tone_match, on by default for full adaptation, off with --lora_rank).",
     )
     parser.add_argument(
         "--cdc_anchor_interval",
@@ -272,7 +272,7 @@ def main(args: argparse.Namespace) -> None:
         accelerator=accelerator,
         image_column=args.image_column,
         layer_lr_scales=not args.no_layer_lr_scales,
-        tone_match=args.tone_match,
+        tone_match=False if args.no_tone_match else None,
     )
     record = adapted.card_info["adaptation"]
     if not accelerator.is_main_process:

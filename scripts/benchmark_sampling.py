@@ -10,9 +10,9 @@ Every contender is adapted once per evaluation class with exactly the shots, see
 - **discriminator rejection** with keep fraction `f` (`--keep_fractions`): `N / f` samples are drawn (the first `N`
   are the benchmark's), the adapted discriminator scores them (in groups of its minibatch-std group size, 4 for the
   bundled model) and the `N` it rates most real are kept;
-- **tone matching** (`--tone_match`): the benchmark's samples through the output tone curve that
-  `adapt(..., tone_match=True)` fits (same fit latents and seed, so the generator is exactly the one that call
-  returns: its GAN steps do not change).
+- **tone matching** (`--tone_match`): the benchmark's samples through the output tone curve that `adapt()` fits by
+  default (`tone_match`; same fit latents and seed, so the generator is exactly the one that call returns: its GAN
+  steps do not change). Every other setting judges the plain `tanh` output (`adapt(..., tone_match=False)`).
 
 `s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
 with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
@@ -133,7 +133,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         shots,
         num_steps=fa.num_steps,
         generator=torch.Generator().manual_seed(bf.adapt_seed(fa, c, k)),
-        **bf.gan_adapt_options(contender, fa),
+        **{**bf.gan_adapt_options(contender, fa), "tone_match": False},  # the tone-matched setting fits its own curve
     )
     adapt_seconds = time.perf_counter() - start
     pool = math.ceil(n / min([1.0] + args.keep_fractions))

@@ -66,7 +66,8 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     assert adapted.discriminator is not None
     base_pipe = MetaGANPipeline.from_pretrained(base)
     base_g = base_pipe.generator.state_dict()
-    assert any(not torch.equal(v, base_g[k]) for k, v in adapted.generator.state_dict().items())
+    adapted_g = adapted.generator.state_dict()
+    assert any(not torch.equal(adapted_g[k], v) for k, v in base_g.items())
 
     with Image.open(out / "samples.png") as grid:
         assert grid.size == (2 * SIZE, 2 * SIZE)  # 4 images -> a 2x2 grid
@@ -78,8 +79,8 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     assert record["base_model"] == str(base)
     # flags not given take adapt()'s defaults
     assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
-    assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0 and record["tone_match"] is False
-    assert adapted.generator.tone_curve is None
+    assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0 and record["tone_match"] is True
+    assert adapted.generator.tone_curve is not None  # adapt()'s default for full adaptation
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
     assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
 
@@ -172,12 +173,12 @@ def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_pa
     common = ["--pretrained_model_name_or_path", str(tmp_path / "scaled"), "--train_data_dir", str(shots),
               "--num_steps", "2", "--validation_images", "0"]  # fmt: skip
     run_script(*common, "--output_dir", "with", cwd=tmp_path)
-    run_script(*common, "--output_dir", "without", "--no_layer_lr_scales", "--tone_match", cwd=tmp_path)
+    run_script(*common, "--output_dir", "without", "--no_layer_lr_scales", "--no_tone_match", cwd=tmp_path)
     with_scales = json.loads((tmp_path / "with" / "adaptation.json").read_text(encoding="utf-8"))
     without = json.loads((tmp_path / "without" / "adaptation.json").read_text(encoding="utf-8"))
     assert with_scales["layer_lr_scales"] is True and without["layer_lr_scales"] is False
-    assert with_scales["tone_match"] is False and without["tone_match"] is True  # --tone_match reaches adapt()
+    assert with_scales["tone_match"] is True and without["tone_match"] is False  # --no_tone_match reaches adapt()
     a = MetaGANPipeline.from_pretrained(tmp_path / "with").generator.state_dict()
     b = MetaGANPipeline.from_pretrained(tmp_path / "without").generator.state_dict()
-    assert any(not torch.equal(a[k], b[k]) for k in a)
-    assert "tone_curve" in b and "tone_curve" not in a
+    assert any(not torch.equal(a[k], b[k]) for k in b)
+    assert "tone_curve" in a and "tone_curve" not in b

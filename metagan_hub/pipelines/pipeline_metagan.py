@@ -383,7 +383,7 @@ class MetaGANPipeline(DiffusionPipeline):
         layer_lr_scales: bool = True,
         mode_seeking_weight: float = 0.0,
         shot_augment: float = 0.0,
-        tone_match: bool = False,
+        tone_match: bool | None = None,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -480,12 +480,14 @@ class MetaGANPipeline(DiffusionPipeline):
                 the generator learns varied versions of the shots: at 1, far fewer copies of the shots (kanji copy
                 rate 0.15 -> 0.01) but 0.03-0.07 lower recognisability and no gain in recall (bundled card). `0`
                 (default) is off.
-            tone_match (`bool`, defaults to `False`): after the GAN steps, fit a monotone output tone curve (one per
-                channel, stored in the generator: [`~MetaGANGenerator.set_tone_curve`]) that maps the pixel values
-                of the adapted generator's samples onto the distribution of the shots' pixel values (histogram
-                matching over 256 samples of fixed latents; the GAN steps are the same as without it). Glyph samples
-                get the shots' crisp edges instead of soft grey ones. Not with `lora_rank` (an adapter file would
-                not carry the curve).
+            tone_match (`bool`, *optional*, defaults to `None`): after the GAN steps, fit a monotone output tone
+                curve (one per channel, stored in the generator: [`~MetaGANGenerator.set_tone_curve`]) that maps the
+                pixel values of the adapted generator's samples onto the distribution of the shots' pixel values
+                (histogram matching over 256 samples of fixed latents; the GAN steps are the same as without it).
+                `None` (default) turns it on for full adaptation and off with `lora_rank` (an adapter file would not
+                carry the curve; `True` with `lora_rank` is an error). Chosen by the few-shot benchmark: on 30 kanji
+                classes the samples get the shots' crisp edges instead of grey haze, recall +0.10 and KID -0.11 at
+                the same recognisability (bundled card, "Tone matching"). `False` gives the plain `tanh` output.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,

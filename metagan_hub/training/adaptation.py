@@ -240,7 +240,7 @@ def adapt_pipeline(
     layer_lr_scales: bool = True,
     mode_seeking_weight: float = 0.0,
     shot_augment: float = 0.0,
-    tone_match: bool = False,
+    tone_match: bool | None = None,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -299,14 +299,19 @@ def adapt_pipeline(
         raise ValueError(
             f"`shot_augment` must be a number between 0 (off) and {MAX_SHOT_AUGMENT:g}, got {shot_augment!r}."
         )
-    if not isinstance(tone_match, bool):
-        raise ValueError(f"`tone_match` must be True or False, got {tone_match!r}.")
+    if tone_match is not None and not isinstance(tone_match, bool):
+        raise ValueError(
+            f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
+            f"{tone_match!r}."
+        )
     if tone_match and lora_rank is not None:
         raise ValueError(
             f"`tone_match=True` stores a tone curve in the generator's weights, which a LoRA adapter file does not "
             f"carry (got lora_rank={lora_rank!r}); use tone_match with full adaptation (lora_rank=None) or leave it "
             "off."
         )
+    if tone_match is None:
+        tone_match = lora_rank is None  # the default: on for full adaptation (an adapter file cannot carry it)
     num_d_blocks = pipeline.discriminator.num_blocks
     if (
         isinstance(freeze_discriminator_blocks, bool)

@@ -134,13 +134,12 @@ def test_bad_curve_size_in_the_config_is_refused(points):
 
 def test_adapt_tone_match_fits_the_curve_without_changing_the_gan_steps(tmp_path):
     pipe, shots = tiny_pipeline(), crisp_shots()
-    plain = pipe.adapt(shots, num_steps=3, generator=torch.Generator().manual_seed(7))
+    plain = pipe.adapt(shots, num_steps=3, generator=torch.Generator().manual_seed(7), tone_match=False)
     snaps = {}
-    toned = pipe.adapt(
+    toned = pipe.adapt(  # tone_match=None (the default): on for full adaptation
         shots,
         num_steps=3,
         generator=torch.Generator().manual_seed(7),
-        tone_match=True,
         snapshot_steps=[0, 3],
         snapshot_callback=lambda step, g: snaps.__setitem__(step, g),
     )
@@ -167,20 +166,26 @@ def test_adapt_tone_match_fits_the_curve_without_changing_the_gan_steps(tmp_path
     assert torch.allclose(
         reloaded(**same).images, toned(**dict(same, generator=torch.Generator().manual_seed(0))).images
     )
-    # adapting the adapted pipeline again: without tone_match its curve stays, with it a new one is fitted
-    again = reloaded.adapt(crisp_shots(ink=0.6, seed=1), num_steps=2, generator=torch.Generator().manual_seed(0))
+    # adapting the adapted pipeline again: with tone_match=False its curve stays, by default a new one is fitted
+    other = crisp_shots(ink=0.6, seed=1)
+    again = reloaded.adapt(other, num_steps=2, generator=torch.Generator().manual_seed(0), tone_match=False)
     assert torch.equal(again.generator.tone_curve, reloaded.generator.tone_curve)
-    refit = reloaded.adapt(
-        crisp_shots(ink=0.6, seed=1), num_steps=2, generator=torch.Generator().manual_seed(0), tone_match=True
-    )
+    refit = reloaded.adapt(other, num_steps=2, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(refit.generator.tone_curve, reloaded.generator.tone_curve)
+
+
+def test_tone_match_default_is_off_with_lora():
+    pytest.importorskip("peft")
+    seed = torch.Generator().manual_seed(0)
+    adapted = tiny_pipeline().adapt(crisp_shots(), num_steps=2, lora_rank=2, generator=seed)
+    assert adapted.card_info["adaptation"]["tone_match"] is False and adapted.generator.tone_curve is None
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"tone_match": "yes"}, r"`tone_match` must be True or False, got 'yes'"),
-        ({"tone_match": 1}, r"`tone_match` must be True or False, got 1"),
+        ({"tone_match": "yes"}, r"`tone_match` must be True, False or None.*got 'yes'"),
+        ({"tone_match": 1}, r"`tone_match` must be True, False or None.*got 1"),
         ({"tone_match": True, "lora_rank": 4}, r"`tone_match=True`.*LoRA adapter.*lora_rank=4"),
     ],
 )
