@@ -224,7 +224,8 @@ def test_adapt_keeps_the_source_bit_identical_and_records_the_options(options):
     for before, model in ((before_g, pipe.generator), (before_d, pipe.discriminator)):
         after = model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before)
-    assert any(not torch.equal(before_g[k], v) for k, v in adapted.generator.state_dict().items())
+    adapted_g = adapted.generator.state_dict()  # (plus the tone curve adapt() fits by default)
+    assert any(not torch.equal(v, adapted_g[k]) for k, v in before_g.items())
     record = adapted.card_info["adaptation"]
     assert record["diversity_loss"] == options["diversity_loss"]
     assert record["diversity_batch_size"] == options.get("diversity_batch_size", 4)
