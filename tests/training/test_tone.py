@@ -8,19 +8,17 @@ import pytest
 import torch
 
 import metagan_hub.training.adaptation as adaptation
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANGenerator, MetaGANPipeline
 from metagan_hub.models.layers import apply_tone_curve
 from metagan_hub.training.tone import TONE_CURVE_POINTS, fit_tone_curve, match_tone, tone_fit_latents
+from tests.testing_utils import tiny_gan
 
 SIZE = 16
 
 
 def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
+    generator, discriminator = tiny_gan(seed)  # 16x16, latent 8
+    pipe = MetaGANPipeline(generator=generator, discriminator=discriminator)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
