@@ -108,6 +108,16 @@ def tiny_gan(seed: int = 0):
     )
 
 
+def tiny_pipeline(seed: int = 0):
+    """A [`MetaGANPipeline`] of [`tiny_gan`]'s pair (16x16, latent 8), progress bars off."""
+    from metagan_hub import MetaGANPipeline
+
+    generator, discriminator = tiny_gan(seed)
+    pipe = MetaGANPipeline(generator=generator, discriminator=discriminator)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def saved_pipeline_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Every tensor of a saved pipeline folder's generator and discriminator, keyed `component.name`."""
     from safetensors.torch import load_file

@@ -7,15 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metagan_hub import MetaGANPipeline
 from metagan_hub.data import get_dataset
 from metagan_hub.data.base import ArrayClassDataset, ClassSubset
 from metagan_hub.metrics import ClassifierRecipe
 from metagan_hub.metrics.classifiers import classifier_cache_key
 from metagan_hub.metrics.domains import DatasetSplitDomain
 from metagan_hub.metrics.yardstick import SCORE_METRICS, YARDSTICK_METRICS, evaluate_adaptation, selection_key
-from metagan_hub.models import MetaGANDiscriminator, MetaGANGenerator
 from metagan_hub.training.adaptation import NonFiniteLossError
+from tests.testing_utils import tiny_pipeline
 
 QUICK = ClassifierRecipe(num_epochs=1, block_out_channels=(8, 16))
 
@@ -31,16 +30,6 @@ def domain(val_classes):
     d = DatasetSplitDomain(val_classes, shot_pool=5)
     d.classifier_recipe = QUICK
     return d
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, block_out_channels=(16, 8), sample_size=16),
-        discriminator=MetaGANDiscriminator(block_out_channels=(8, 16), sample_size=16),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:

@@ -9,17 +9,7 @@ import torch
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.upload import HubUploadError
-from tests.testing_utils import assert_outputs_close
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from tests.testing_utils import assert_outputs_close, tiny_pipeline
 
 
 def images(pipe: MetaGANPipeline, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.pipelines.pipeline_metagan import LORA_WEIGHT_NAME
-from tests.testing_utils import assert_outputs_close
+from tests.testing_utils import assert_outputs_close, tiny_pipeline
 
 pytest.importorskip("peft")
 
@@ -28,16 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def shots(n: int = 5, size: int = SIZE, seed: int = 0) -> torch.Tensor:

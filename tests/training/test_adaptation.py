@@ -16,9 +16,9 @@ from PIL import Image
 
 import metagan_hub.training.adaptation as adaptation
 import metagan_hub.training.gan_step as gan_step_module
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANGenerator, MetaGANPipeline
 from metagan_hub.training.adaptation import NonFiniteLossError, adapt_pipeline
-from tests.testing_utils import assert_outputs_close
+from tests.testing_utils import assert_outputs_close, tiny_pipeline
 
 SIZE = 16
 
@@ -41,16 +41,6 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def square_shot() -> torch.Tensor:

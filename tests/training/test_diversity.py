@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANPipeline
 from metagan_hub.training.diversity import (
     CDC_PAPER_WEIGHT,
     DiversityRegularizer,
@@ -21,6 +21,7 @@ from metagan_hub.training.diversity import (
     sample_anchor_latents,
 )
 from metagan_hub.training.losses import discriminator_loss, pairwise_similarity_consistency_loss
+from tests.testing_utils import tiny_pipeline
 
 SIZE = 16
 
@@ -31,16 +32,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    torch.manual_seed(seed)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def shots(n: int = 3) -> torch.Tensor:

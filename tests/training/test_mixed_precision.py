@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import metagan_hub.training.gan_step as gan_step
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.training.gan_step import (
     MIXED_PRECISION_CHOICES,
     cpu_has_native_bf16,
     device_has_native_bf16,
     resolve_mixed_precision,
 )
+from tests.testing_utils import tiny_pipeline
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 LOGGER = "metagan_hub.training.gan_step"
@@ -40,16 +40,6 @@ def native(monkeypatch):
         monkeypatch.setattr(gan_step, "cpu_has_native_bf16", lambda: value)
 
     return set_native
-
-
-def tiny_pipeline() -> MetaGANPipeline:
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def shots() -> torch.Tensor:

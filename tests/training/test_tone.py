@@ -11,16 +11,9 @@ import metagan_hub.training.adaptation as adaptation
 from metagan_hub import MetaGANGenerator, MetaGANPipeline
 from metagan_hub.models.layers import apply_tone_curve
 from metagan_hub.training.tone import TONE_CURVE_POINTS, fit_tone_curve, match_tone, tone_fit_latents
-from tests.testing_utils import tiny_gan
+from tests.testing_utils import tiny_pipeline
 
 SIZE = 16
-
-
-def tiny_pipeline(seed: int = 0) -> MetaGANPipeline:
-    generator, discriminator = tiny_gan(seed)  # 16x16, latent 8
-    pipe = MetaGANPipeline(generator=generator, discriminator=discriminator)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def crisp_shots(n: int = 5, ink: float = 0.2, seed: int = 0) -> torch.Tensor:
