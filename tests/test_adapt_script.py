@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANPipeline
+from tests.testing_utils import tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "adapt_metagan.py"
@@ -25,12 +26,7 @@ SIZE = 16
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
     """A saved tiny pipeline and a folder of 5 PNG shots."""
     root = tmp_path_factory.mktemp("adapt_script")
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
-    pipe.save_pretrained(root / "base")
+    tiny_pipeline(0).save_pretrained(root / "base")
     shots = root / "shots"
     shots.mkdir()
     rng = np.random.default_rng(0)

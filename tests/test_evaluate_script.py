@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANPipeline
+from tests.testing_utils import tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("evaluate_metagan", REPO / "scripts" / "evaluate_metagan.py")
@@ -34,11 +34,7 @@ def record(contender: str, cls: str, distance: float, kid: float, seed: int = 0)
 
 def save_tiny_pipeline(path: Path) -> None:
     """A freshly initialised 16x16 pipeline (seed 0) saved to `path`, the contender of the end-to-end tests."""
-    torch.manual_seed(0)
-    MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=16, block_out_channels=(8, 16)),
-    ).save_pretrained(path)
+    tiny_pipeline(0).save_pretrained(path)
 
 
 def test_summary_reports_paired_differences_and_ratios_to_scratch():

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+from metagan_hub import MetaGANPipeline
+from tests.testing_utils import tiny_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -31,12 +31,7 @@ SIZE = 16
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_app_model")
-    torch.manual_seed(0)
-    pipe = MetaGANPipeline(
-        generator=MetaGANGenerator(latent_dim=8, sample_size=SIZE, block_out_channels=(16, 8)),
-        discriminator=MetaGANDiscriminator(sample_size=SIZE, block_out_channels=(8, 16)),
-    )
-    pipe.save_pretrained(root / "base")
+    tiny_pipeline(0).save_pretrained(root / "base")
     return root / "base"
 
 
