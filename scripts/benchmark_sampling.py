@@ -12,7 +12,11 @@ Every contender is adapted once per evaluation class with exactly the shots, see
   bundled model) and the `N` it rates most real are kept;
 - **tone matching** (`--tone_match`): the benchmark's samples through the output tone curve that `adapt()` fits by
   default (`tone_match`; same fit latents and seed, so the generator is exactly the one that call returns: its GAN
-  steps do not change). Every other setting judges the plain `tanh` output (`adapt(..., tone_match=False)`).
+  steps do not change), at latent scale 1 and at every `--latent_scales` value. Every other setting judges the plain
+  `tanh` output (`adapt(..., tone_match=False)`).
+
+`--adapt_options NAME:key=value,...` sets `adapt()` options per contender, as in `benchmark_fewshot.py` (for example
+`variety:shot_augment=1` for a second contender on the same checkpoint); the records name the options used.
 
 `s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
 with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
@@ -69,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tone_match", action="store_true", help="Also judge the samples with adapt()'s tone_match curve fitted."
     )
+    parser.add_argument(
+        "--adapt_options",
+        action="append",
+        default=None,
+        help="NAME:key=value[,key=value]: adapt() options of one contender, as in benchmark_fewshot.py.",
+    )
     parser.add_argument("--num_samples", type=int, default=None, help="Samples judged per setting (default 200).")
     parser.add_argument("--seed", type=int, default=0, help="Base seed, as in benchmark_fewshot.py.")
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's default).")
@@ -92,7 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fewshot += ["--quick", "--classes", args.classes or "0:2"]
     for spec in args.contender or []:
         fewshot += ["--contender", spec]
+    for options in args.adapt_options or []:
+        fewshot += ["--adapt_options", options]
     args.fewshot = bf.parse_args(fewshot)
+    if args.contender:  # with --quick too: options for a name that is not a contender are refused before any work
+        bf.check_adapt_option_names(args.fewshot.adapt_option_map, [bf.parse_contender(s) for s in args.contender])
     return args
 
 
@@ -101,7 +115,7 @@ def settings(args: argparse.Namespace) -> list[tuple[float, float, bool]]:
     time."""
     knobs = [(1.0, 1.0, False)] + [(s, 1.0, False) for s in args.latent_scales]
     knobs += [(1.0, f, False) for f in args.keep_fractions]
-    return knobs + ([(1.0, 1.0, True)] if args.tone_match else [])
+    return knobs + ([(s, 1.0, True) for s in [1.0] + args.latent_scales] if args.tone_match else [])
 
 
 def setting_key(row: dict[str, Any]) -> tuple[float, float, bool]:
@@ -129,11 +143,12 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
     _, shot_feats = ctx.embed(shots)
     torch.manual_seed(bf.adapt_seed(fa, c, k))
     start = time.perf_counter()
+    adapt_options = {**bf.gan_adapt_options(contender, fa), "tone_match": False}  # tone settings fit their own curve
     adapted = contender.pipeline.adapt(
         shots,
         num_steps=fa.num_steps,
         generator=torch.Generator().manual_seed(bf.adapt_seed(fa, c, k)),
-        **{**bf.gan_adapt_options(contender, fa), "tone_match": False},  # the tone-matched setting fits its own curve
+        **adapt_options,
     )
     adapt_seconds = time.perf_counter() - start
     pool = math.ceil(n / min([1.0] + args.keep_fractions))
@@ -144,17 +159,17 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
     pipe.set_progress_bar_config(disable=True)
     pool_images = pipe(batch_size=pool, latents=latents, output_type="pt").images * 2 - 1  # [pool, C, H, W]
     scores = discriminator_scores(adapted.discriminator.eval(), pool_images)
+    tone_pipe = None
+    if args.tone_match:  # the curve adapt() would fit (same fit latents and seed), once per class
+        toned = copy.deepcopy(adapted.generator)
+        match_tone(toned, shots, tone_fit_latents(latent_dim, bf.adapt_seed(fa, c, k)))
+        tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
+        tone_pipe.set_progress_bar_config(disable=True)
     rows = []
     for scale, keep, tone in settings(args):
-        if tone:
-            toned = copy.deepcopy(adapted.generator)
-            match_tone(toned, shots, tone_fit_latents(latent_dim, bf.adapt_seed(fa, c, k)))
-            tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
-            tone_pipe.set_progress_bar_config(disable=True)
-            fake = tone_pipe(batch_size=n, latents=latents[:n], output_type="pt").images * 2 - 1
-            kept_scores = discriminator_scores(adapted.discriminator, fake)
-        elif scale != 1.0:
-            fake = pipe(batch_size=n, latents=latents[:n] * scale, output_type="pt").images * 2 - 1
+        if tone or scale != 1.0:
+            fake = (tone_pipe if tone else pipe)(batch_size=n, latents=latents[:n] * scale, output_type="pt").images
+            fake = fake * 2 - 1
             kept_scores = discriminator_scores(adapted.discriminator, fake)
         else:
             candidates = math.ceil(n / keep)
@@ -174,6 +189,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "tone_match": tone,
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
+                "adapt_options": {key: adapt_options[key] for key in sorted(adapt_options) if key != "tone_match"},
                 "adapt_seconds": round(adapt_seconds, 3),
                 "seeds": {"shots": bf.shot_seed(fa, c), "adapt": bf.adapt_seed(fa, c, k), "samples": fa.seed},
                 "mean_discriminator_logit": float(kept_scores.mean()),
@@ -185,7 +201,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
 
 def setting_label(row: dict[str, Any]) -> str:
     if row.get("tone_match"):
-        return "tone matched"
+        return "tone matched" + ("" if row["latent_scale"] == 1.0 else f", latents x{row['latent_scale']:g}")
     if row["keep_fraction"] != 1.0:
         return f"keep {row['keep_fraction']:g}"
     return f"latents x{row['latent_scale']:g}"
