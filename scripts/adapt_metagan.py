@@ -152,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", type=str, default="metagan-adapted")
     parser.add_argument("--validation_images", type=int, default=64, help="Images in the sample grid (0: none).")
+    parser.add_argument(
+        "--latent_scale",
+        type=float,
+        default=1.0,
+        help="Scale of the sample grid's latents (the pipeline's latent_scale; > 1 spreads the samples, < 1 "
+        "truncates).",
+    )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--hub_token", type=str, default=None)
@@ -165,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--push_to_hub needs --hub_model_id (e.g. me/metagan-my-glyph)")
     if args.validation_images < 0:
         parser.error(f"--validation_images must be >= 0, got {args.validation_images}")
+    if args.latent_scale <= 0:
+        parser.error(f"--latent_scale must be > 0, got {args.latent_scale}")
     return args
 
 
@@ -288,7 +297,11 @@ def main(args: argparse.Namespace) -> None:
         json.dump(record, f, indent=2, default=str)
     plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     if args.validation_images > 0:
-        samples = adapted(batch_size=args.validation_images, generator=torch.Generator().manual_seed(args.seed)).images
+        samples = adapted(
+            batch_size=args.validation_images,
+            generator=torch.Generator().manual_seed(args.seed),
+            latent_scale=args.latent_scale,
+        ).images
         save_grid(samples, os.path.join(args.output_dir, "samples.png"))
         from metagan_hub.data.images import load_images
 

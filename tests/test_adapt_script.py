@@ -94,6 +94,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
         "--loss", "hinge",
         "--mode_seeking_weight", "0.5",
         "--shot_augment", "0.5",
+        "--latent_scale", "1.5",
         "--output_dir", "lora_out",
         "--validation_images", "1",
         cwd=tmp_path,
@@ -158,6 +159,8 @@ def test_script_argument_errors():
         script.parse_args(
             ["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--mixed_precision", "fp8"]
         )
+    with pytest.raises(SystemExit):
+        script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--latent_scale", "0"])
 
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -172,6 +173,7 @@ class MetaGANPipeline(DiffusionPipeline):
         latents: torch.Tensor | None,
         output_type: str,
         chunk_size: int,
+        latent_scale: float = 1.0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -197,6 +199,13 @@ class MetaGANPipeline(DiffusionPipeline):
                 )
             if not torch.isfinite(latents).all():
                 raise ValueError("`latents` contains NaN or infinite values.")
+        if (
+            isinstance(latent_scale, bool)
+            or not isinstance(latent_scale, int | float)
+            or not math.isfinite(latent_scale)
+            or latent_scale <= 0
+        ):
+            raise ValueError(f"`latent_scale` must be a positive finite number, got {latent_scale!r}.")
 
     def prepare_latents(
         self,
@@ -220,6 +229,7 @@ class MetaGANPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         chunk_size: int = 64,
+        latent_scale: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images.
@@ -241,17 +251,23 @@ class MetaGANPipeline(DiffusionPipeline):
                 Images per generator forward pass; large batches run in chunks so memory stays bounded. All latents
                 are drawn up front, so the result does not depend on `chunk_size`. On CPU, chunks of 64-128 images
                 ran 1.2-1.4× faster than 256 for the 32×32 model (cache-friendlier activations).
+            latent_scale (`float`, *optional*, defaults to 1.0):
+                Multiplies the latents (drawn or given) before the generator: above 1 spreads the samples (more
+                variety, fewer near-copies of the shots, a little less fidelity), below 1 is the truncation trick.
+                `pipe(..., latent_scale=s)` equals `pipe(..., latents=s * latents)` for the same draw.
 
         Returns:
             [`~diffusers.ImagePipelineOutput`] or `tuple`: the generated images (first element of the tuple).
         """
         # 1. check inputs, and that the result fits in memory before anything is allocated
-        self.check_inputs(batch_size, generator, latents, output_type, chunk_size)
+        self.check_inputs(batch_size, generator, latents, output_type, chunk_size, latent_scale)
         device = self._execution_device
         self.check_memory(batch_size, chunk_size, output_type, device)
 
         # 2. latents for the whole batch, so chunking does not change the result
         latents = self.prepare_latents(batch_size, generator, latents, device)  # [N, latent_dim]
+        if latent_scale != 1.0:
+            latents = latents * latent_scale
 
         # 3. generate chunk by chunk into one preallocated result: peak memory = result + one chunk
         dtype = self.generator.dtype

@@ -146,6 +146,9 @@ CASES: list[tuple[str, Callable[[dict], Any], type[BaseException], str]] = [
     ("call-latents-shape", lambda e: _call(e, batch_size=2, latents=latents(3)), ValueError, "`latents`"),
     ("call-latents-nan", lambda e: _call(e, batch_size=1, latents=latents(1) * float("nan")), ValueError,
      "`latents`"),
+    ("call-latent_scale-zero", lambda e: _call(e, latent_scale=0.0), ValueError, "`latent_scale`"),
+    ("call-latent_scale-nan", lambda e: _call(e, latent_scale=float("nan")), ValueError, "`latent_scale`"),
+    ("call-latent_scale-bool", lambda e: _call(e, latent_scale=True), ValueError, "`latent_scale`"),
     # --- adapt()
     ("adapt-num_steps", lambda e: _adapt(e, num_steps=0), ValueError, "`num_steps`"),
     ("adapt-batch_size", lambda e: _adapt(e, batch_size=-1), ValueError, "`batch_size`"),

@@ -158,6 +158,25 @@ def test_explicit_latents(pipe):
     assert torch.equal(out, again)  # the same pipeline on the same latents twice: exact
 
 
+def test_latent_scale_multiplies_drawn_and_given_latents(pipe):
+    latents = torch.randn(3, LATENT_DIM, generator=torch.Generator().manual_seed(7))
+    scaled = pipe(batch_size=3, latents=latents, latent_scale=1.5, output_type="pt").images
+    assert torch.equal(scaled, pipe(batch_size=3, latents=1.5 * latents, output_type="pt").images)
+    assert not torch.allclose(scaled, pipe(batch_size=3, latents=latents, output_type="pt").images)
+    # drawn latents: the same draw as without the scale, then scaled
+    drawn = pipe(batch_size=3, generator=torch.Generator().manual_seed(7), latent_scale=1.5, output_type="pt").images
+    assert torch.equal(drawn, scaled)
+    plain = pipe(batch_size=3, generator=torch.Generator().manual_seed(7), output_type="pt").images
+    assert torch.equal(plain, pipe(batch_size=3, latents=latents, latent_scale=1, output_type="pt").images)
+    # more spread: the samples' mean pairwise distance grows with the scale
+    many = torch.randn(32, LATENT_DIM, generator=torch.Generator().manual_seed(0))
+    spread = [
+        torch.pdist(pipe(batch_size=32, latents=many, latent_scale=s, output_type="pt").images.flatten(1)).mean()
+        for s in (0.5, 1.0, 2.0)
+    ]
+    assert spread[0] < spread[1] < spread[2]
+
+
 BAD_CALLS = [
     (dict(batch_size=0), "batch_size"),
     (dict(batch_size=-1), "batch_size"),
@@ -172,6 +191,10 @@ BAD_CALLS = [
     (dict(batch_size=1, latents=torch.tensor([[0.0] * (LATENT_DIM - 1) + [float("inf")]])), "latents"),
     (dict(batch_size=3, generator=[torch.Generator(), torch.Generator()]), "generator"),
     (dict(batch_size=2, chunk_size=0), "chunk_size"),
+    (dict(latent_scale=0), "latent_scale"),
+    (dict(latent_scale=-1.5), "latent_scale"),
+    (dict(latent_scale=float("inf")), "latent_scale"),
+    (dict(latent_scale="2"), "latent_scale"),
 ]
 
 
