@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from metagan_hub import MetaGANPipeline
@@ -152,6 +153,29 @@ def test_lora_download(app, tmp_path):
         names = set(archive.namelist())
     assert "pytorch_lora_weights.safetensors" in names or any(n.endswith(".safetensors") for n in names)
     assert not any(n.startswith("generator/") for n in names)
+
+
+def test_variety_option_augments_the_shots_and_spreads_the_samples(app, tmp_path, monkeypatch):
+    seen = []
+    original = app.pipeline.adapt
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(app.pipeline, "adapt", spy)
+    files = write_pngs(tmp_path / "shots", 3)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert "error" not in update and "variety setting" in update["status"]
+    result = update["result"]
+    assert seen[-1]["shot_augment"] == demo_app.VARIETY_SHOT_AUGMENT and result.latent_scale == 1.5
+    # its samples are the adapted pipeline's at the variety latent scale, for the same seed
+    shown = app.samples(result, 4, seed=3)
+    drawn = result.pipeline(batch_size=4, generator=torch.Generator().manual_seed(3), latent_scale=1.5).images
+    assert all(np.array_equal(np.asarray(a), np.asarray(demo_app.enlarge(b))) for a, b in zip(shown, drawn))
+    plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4))
+    assert seen[-1]["shot_augment"] == 0.0 and plain["result"].latent_scale == 1.0
+    assert "variety" not in plain["status"]
 
 
 def test_busy_while_adapting_then_serves_again(app, tmp_path):
