@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.testing_utils import record_adapt_calls
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 spec = importlib.util.spec_from_file_location("benchmark_sampling", REPO / "scripts" / "benchmark_sampling.py")
@@ -60,16 +62,7 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
 
 
 def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
-    from metagan_hub import MetaGANPipeline
-
-    seen = []
-    adapt = MetaGANPipeline.adapt
-
-    def spy(self, images, **kwargs):
-        seen.append(kwargs)
-        return adapt(self, images, **kwargs)
-
-    monkeypatch.setattr(MetaGANPipeline, "adapt", spy)
+    seen = record_adapt_calls(monkeypatch)
     out = tmp_path / "sampling"
     args = quick(out, "--classes", "0:1", "--latent_scales", "", "--keep_fractions", "")
     tiny = sampling.bf.build_quick_models(out, args.fewshot.seed)["gan"]

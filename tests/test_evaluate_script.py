@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import tiny_pipeline
+from tests.testing_utils import record_adapt_calls, tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("evaluate_metagan", REPO / "scripts" / "evaluate_metagan.py")
@@ -131,14 +131,7 @@ def test_first_class_evaluates_further_classes_with_their_own_seeds(tmp_path):
 
 def test_adapt_options_reach_adapt_and_are_recorded(tmp_path, monkeypatch):
     save_tiny_pipeline(tmp_path / "tiny")
-    seen = []
-    original = MetaGANPipeline.adapt
-
-    def spy(self, images, **kwargs):
-        seen.append(kwargs)
-        return original(self, images, **kwargs)
-
-    monkeypatch.setattr(MetaGANPipeline, "adapt", spy)
+    seen = record_adapt_calls(monkeypatch)
     results = tmp_path / "results.jsonl"
     args = evaluate_metagan.parse_args(
         [

@@ -118,6 +118,22 @@ def tiny_pipeline(seed: int = 0):
     return pipe
 
 
+def record_adapt_calls(monkeypatch) -> list[dict]:
+    """Wrap `MetaGANPipeline.adapt` (for this test only) so that every call still runs and its keyword arguments are
+    appended to the returned list."""
+    from metagan_hub import MetaGANPipeline
+
+    calls: list[dict] = []
+    original = MetaGANPipeline.adapt
+
+    def recording_adapt(self, images, **kwargs):
+        calls.append(kwargs)
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(MetaGANPipeline, "adapt", recording_adapt)
+    return calls
+
+
 def saved_pipeline_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Every tensor of a saved pipeline folder's generator and discriminator, keyed `component.name`."""
     from safetensors.torch import load_file

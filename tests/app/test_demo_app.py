@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import tiny_pipeline
+from tests.testing_utils import record_adapt_calls, tiny_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -156,14 +156,7 @@ def test_lora_download(app, tmp_path):
 
 
 def test_variety_option_augments_the_shots_and_spreads_the_samples(app, tmp_path, monkeypatch):
-    seen = []
-    original = app.pipeline.adapt
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(app.pipeline, "adapt", spy)
+    seen = record_adapt_calls(monkeypatch)
     files = write_pngs(tmp_path / "shots", 3)
     update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
     assert "error" not in update and "variety setting" in update["status"]
