@@ -55,6 +55,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data.images import pil_to_uint8  # noqa: E402
+from metagan_hub.hub.model_card import variety_setting  # noqa: E402
 from metagan_hub.training.gan_step import cpu_has_native_bf16  # noqa: E402
 
 logger = logging.getLogger("metagan_hub.demo_app")
@@ -93,12 +94,6 @@ MAX_SAMPLES = 64
 # rank of the "LoRA adapter only" option: at 200 steps rank 16 is recognised 0.09 less often than full adaptation on
 # kanji (30 classes), rank 4 0.11 less often than rank 16 on the first 10 of them (bundled card)
 APP_LORA_RANK = 16
-# the "More variety" option: the bundled card's variety setting (shots augmented during adaptation, latents spread
-# when sampling). On 30 kanji / 10 digit / 30 font-glyph classes: recall +0.12 / +0.07 / +0.12, fewer copies of the
-# shots, recognisability -0.09 / -0.05 / -0.10 against the defaults (full-width model; the half-width one copies no
-# shots at its defaults and only loses recognisability with it: kanji 0-9, 0.86 -> 0.82)
-VARIETY_SHOT_AUGMENT = 1.0
-VARIETY_LATENT_SCALE = 1.5
 # uploads larger than this are refused from their header, before any pixel is decoded (decompression bombs)
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_UPLOAD_SIZE = "25mb"
@@ -336,6 +331,11 @@ class DemoApp:
         self._torch_worker = TorchWorker()
         training = (self.pipeline.card_info or {}).get("training") or {}
         self.examples: list[str] = list(training.get("heldout_examples") or FALLBACK_EXAMPLES)
+        # the "More variety" option: the setting the checkpoint's card recommends (shots augmented during adaptation,
+        # latents spread when sampling), or None where its benchmark found none that helps. The full-width bundled
+        # card measured it on 30 kanji / 10 digit / 30 font-glyph classes; the half-width one copies no shots at its
+        # defaults and only lost recognisability with it (kanji 0-9, 0.86 -> 0.82), so its card has none.
+        self.variety: dict[str, float] | None = variety_setting(self.pipeline.card_info)
         self.device = self.pipeline.generator.device
 
     # ------------------------------------------------------------------------------------------------ inputs
@@ -458,8 +458,9 @@ class DemoApp:
     ) -> AdaptJob:
         """
         Start adapting the meta-checkpoint to `shots` in a background thread and return the running [`AdaptJob`].
-        `variety=True` is the bundled card's variety setting: `adapt(shot_augment=1.0)`, and samples drawn with
-        `latent_scale=1.5` (more varied samples and fewer near-copies of the shots, somewhat less faithful).
+        `variety=True` applies the checkpoint card's variety setting (`self.variety`): `adapt(shot_augment=...)`, and
+        samples drawn at its `latent_scale` (more varied samples and fewer near-copies of the shots, somewhat less
+        faithful); a checkpoint whose card has none refuses it.
 
         Raises:
             [`BusyError`]: when another adaptation is running (one at a time: the CPU is shared).
@@ -468,6 +469,12 @@ class DemoApp:
         num_steps, mixed_precision, seed = self.check_options(num_steps, mixed_precision, seed)
         if not shots:
             raise AppError("No images: upload 1 to 10 images of your new class, or pick a built-in example.")
+        if variety and self.variety is None:
+            raise AppError(
+                f"More variety is not available for {os.path.basename(self.model_name.rstrip('/'))!r}: its model card "
+                "gives no variety setting (none was found to help it). Adapt without it."
+            )
+        setting = self.variety if variety else {"shot_augment": 0.0, "latent_scale": 1.0}
         if not self._lock.acquire(blocking=False):
             raise BusyError(BUSY_MESSAGE)
         job = AdaptJob(total_steps=num_steps)
@@ -485,7 +492,7 @@ class DemoApp:
                     lora_rank=lora_rank,
                     generator=torch.Generator().manual_seed(seed),
                     callback=on_step,
-                    shot_augment=VARIETY_SHOT_AUGMENT if variety else 0.0,
+                    shot_augment=setting["shot_augment"],
                 )
                 adapted.set_progress_bar_config(disable=True)
                 record = adapted.card_info.get("adaptation", {})
@@ -497,7 +504,7 @@ class DemoApp:
                     mixed_precision=str(record.get("mixed_precision", mixed_precision)),
                     lora_rank=lora_rank,
                     sample_seed=seed,
-                    latent_scale=VARIETY_LATENT_SCALE if variety else 1.0,
+                    latent_scale=setting["latent_scale"],
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -791,6 +798,7 @@ def build_demo(app: DemoApp):
                     False,
                     label="More variety (fewer near-copies of your images, a little less faithful)",
                     elem_id="variety",
+                    visible=app.variety is not None,  # only where the checkpoint's card recommends a setting
                 )
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples", elem_id="num-samples")
                 adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt")

@@ -27,12 +27,15 @@ import demo_app  # noqa: E402
 from demo_app import AppError, BusyError, DemoApp, adaptation_updates  # noqa: E402
 
 SIZE = 16
+VARIETY = {"shot_augment": 0.5, "latent_scale": 1.25}  # the tiny model card's variety setting
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_app_model")
-    tiny_pipeline(0).save_pretrained(root / "base")
+    pipe = tiny_pipeline(0)
+    pipe.card_info["variety_setting"] = VARIETY
+    pipe.save_pretrained(root / "base")
     return root / "base"
 
 
@@ -155,20 +158,34 @@ def test_lora_download(app, tmp_path):
     assert not any(n.startswith("generator/") for n in names)
 
 
-def test_variety_option_augments_the_shots_and_spreads_the_samples(app, tmp_path, monkeypatch):
+def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
+    assert app.variety == VARIETY
     seen = record_adapt_calls(monkeypatch)
     files = write_pngs(tmp_path / "shots", 3)
     update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
     assert "error" not in update and "variety setting" in update["status"]
     result = update["result"]
-    assert seen[-1]["shot_augment"] == demo_app.VARIETY_SHOT_AUGMENT and result.latent_scale == 1.5
+    assert seen[-1]["shot_augment"] == 0.5 and result.latent_scale == 1.25
     # its samples are the adapted pipeline's at the variety latent scale, for the same seed
     shown = app.samples(result, 4, seed=3)
-    drawn = result.pipeline(batch_size=4, generator=torch.Generator().manual_seed(3), latent_scale=1.5).images
+    drawn = result.pipeline(batch_size=4, generator=torch.Generator().manual_seed(3), latent_scale=1.25).images
     assert all(np.array_equal(np.asarray(a), np.asarray(demo_app.enlarge(b))) for a, b in zip(shown, drawn))
     plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4))
     assert seen[-1]["shot_augment"] == 0.0 and plain["result"].latent_scale == 1.0
     assert "variety" not in plain["status"]
+
+
+def test_no_variety_option_without_a_setting_in_the_card(tmp_path, monkeypatch):
+    tiny_pipeline(0).save_pretrained(tmp_path / "plain")
+    app = DemoApp(str(tmp_path / "plain"), work_dir=str(tmp_path / "work"))
+    assert app.variety is None
+    seen = record_adapt_calls(monkeypatch)
+    files = write_pngs(tmp_path / "shots", 3)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert "More variety is not available" in update["error"] and "plain" in update["error"]
+    assert not seen  # refused before any adaptation
+    assert "error" not in final(adaptation_updates(app, files, 2, "no", 0, False, 4))  # and the app keeps serving
+    app.cleanup()
 
 
 def test_busy_while_adapting_then_serves_again(app, tmp_path):

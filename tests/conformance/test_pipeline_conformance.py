@@ -327,6 +327,9 @@ def test_hub_base_model_is_kept(tmp_path):
         ("[1, 2, 3]", "JSON list, expected a JSON object"),
         ('{"adaptation": "abcdef"}', "`adaptation` is a str, expected dict"),
         ('{"tags": "gan"}', "`tags` is a str, expected list"),
+        ('{"variety_setting": {"shot_augment": 1.0}}', "`variety_setting` is .*expected a JSON object"),
+        ('{"variety_setting": {"shot_augment": -1, "latent_scale": 1.5}}', r"`variety_setting\.shot_augment` is -1"),
+        ('{"variety_setting": {"shot_augment": 1, "latent_scale": 0}}', r"`variety_setting\.latent_scale` is 0"),
         ("{not json", "is not valid JSON"),
     ],
 )

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from metagan_hub import MetaGANPipeline
+from metagan_hub.hub.model_card import variety_setting
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 FULL, SMALL = CHECKPOINTS / "metagan-kanji-32", CHECKPOINTS / "metagan-kanji-32-small"
@@ -70,6 +71,10 @@ def test_same_heldout_split_and_an_honest_card(pipes):
     assert "metagan-kanji-32" in card and "recognis" in card  # the comparison with the full-width model
     record = json.loads((SMALL / "metagan_hub.json").read_text(encoding="utf-8"))
     assert record["evaluation"], "the small checkpoint's card must state its benchmark comparison"
+    # the variety setting was measured to help the full-width model only (the half-width one copies no shots at its
+    # defaults and only loses recognisability with it), so only the full-width card recommends one
+    assert variety_setting(full.card_info) == {"shot_augment": 1.0, "latent_scale": 1.5}
+    assert variety_setting(small.card_info) is None
 
 
 def test_small_adapts(pipes):
