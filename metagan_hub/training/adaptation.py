@@ -576,10 +576,11 @@ def adapt_pipeline(
         "final_g_loss": losses[-1].get("g_loss") if losses else None,
         "losses": losses,
     }
+    # the start's training, evaluation and variety setting describe the start (its benchmark), not the adapted model
     card_info = {
         k: v
         for k, v in pipeline.card_info.items()
-        if k not in ("name_or_path", "adaptation", "training", "evaluation")
+        if k not in ("name_or_path", "adaptation", "training", "evaluation", "variety_setting")
     }
     card_info["base_model"] = record["base_model"]
     card_info["adaptation"] = record

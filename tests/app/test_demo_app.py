@@ -166,6 +166,7 @@ def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
     assert "error" not in update and "variety setting" in update["status"]
     result = update["result"]
     assert seen[-1]["shot_augment"] == 0.5 and result.latent_scale == 1.25
+    assert "variety_setting" not in result.pipeline.card_info  # a claim about the start, not the adapted model
     # its samples are the adapted pipeline's at the variety latent scale, for the same seed
     shown = app.samples(result, 4, seed=3)
     drawn = result.pipeline(batch_size=4, generator=torch.Generator().manual_seed(3), latent_scale=1.25).images
