@@ -27,6 +27,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
+from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
@@ -155,9 +156,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latent_scale",
         type=float,
-        default=1.0,
+        default=None,
         help="Scale of the sample grid's latents (the pipeline's latent_scale; > 1 spreads the samples, < 1 "
-        "truncates).",
+        "truncates; default 1).",
+    )
+    parser.add_argument(
+        "--variety",
+        action="store_true",
+        help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
+        "--shot_augment and --latent_scale for more varied samples and fewer near-copies of the shots, somewhat less "
+        "faithful). An error for a checkpoint whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -172,8 +180,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--push_to_hub needs --hub_model_id (e.g. me/metagan-my-glyph)")
     if args.validation_images < 0:
         parser.error(f"--validation_images must be >= 0, got {args.validation_images}")
-    if args.latent_scale <= 0:
+    if args.latent_scale is not None and args.latent_scale <= 0:
         parser.error(f"--latent_scale must be > 0, got {args.latent_scale}")
+    if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
+        parser.error(
+            "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
+            f"those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale})"
+        )
     return args
 
 
@@ -243,6 +256,16 @@ def main(args: argparse.Namespace) -> None:
             f"--resolution {args.resolution} does not match the checkpoint's sample_size "
             f"{pipe.generator.config.sample_size}; images are resized to the checkpoint's resolution."
         )
+    shot_augment, latent_scale = args.shot_augment, 1.0 if args.latent_scale is None else args.latent_scale
+    if args.variety:
+        setting = variety_setting(pipe.card_info)
+        if setting is None:
+            raise ValueError(
+                f"--variety: the card of {args.pretrained_model_name_or_path!r} recommends no variety setting (no "
+                "`variety_setting` in its metagan_hub.json); give --shot_augment and --latent_scale yourself."
+            )
+        shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
+        logger.info("--variety: the card's setting, shot_augment=%g, latent_scale=%g", shot_augment, latent_scale)
     images = load_shots(args)
     if args.train_data_dir is not None and args.max_shots is not None:
         from metagan_hub.data.images import load_images
@@ -266,7 +289,7 @@ def main(args: argparse.Namespace) -> None:
             ("diversity_batch_size", args.diversity_batch_size),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
             ("mode_seeking_weight", args.mode_seeking_weight),
-            ("shot_augment", args.shot_augment),
+            ("shot_augment", shot_augment),
         )
         if v is not None
     }
@@ -300,7 +323,7 @@ def main(args: argparse.Namespace) -> None:
         samples = adapted(
             batch_size=args.validation_images,
             generator=torch.Generator().manual_seed(args.seed),
-            latent_scale=args.latent_scale,
+            latent_scale=latent_scale,
         ).images
         save_grid(samples, os.path.join(args.output_dir, "samples.png"))
         from metagan_hub.data.images import load_images

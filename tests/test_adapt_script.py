@@ -161,6 +161,60 @@ def test_script_argument_errors():
         )
     with pytest.raises(SystemExit):
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--latent_scale", "0"])
+    for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"]):  # --variety takes both from the card
+        with pytest.raises(SystemExit):
+            script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--variety", *clash])
+
+
+def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    script = load_script_module()
+    base, shots = inputs
+    # a checkpoint whose card has no variety setting: a clear error before any adaptation, nothing written
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--variety",
+         "--output_dir", str(tmp_path / "none")]
+    )  # fmt: skip
+    original = MetaGANPipeline.adapt
+    monkeypatch.setattr(MetaGANPipeline, "adapt", lambda *a, **k: pytest.fail("adapted without a variety setting"))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        with pytest.raises(ValueError, match=r"--variety: the card of .* recommends no variety setting"):
+            script.main(args)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert not (tmp_path / "none").exists()
+
+    # with one: adapt() gets its shot_augment and the grid is drawn at its latent_scale
+    pipe = MetaGANPipeline.from_pretrained(base)
+    pipe.card_info["variety_setting"] = {"shot_augment": 0.5, "latent_scale": 1.25}
+    pipe.save_pretrained(tmp_path / "varied-base")
+    seen: dict = {}
+
+    def recording_adapt(self, images, **kwargs):
+        seen["shot_augment"] = kwargs["shot_augment"]
+        return original(self, images, **{**kwargs, "num_steps": 2})
+
+    def recording_call(self, *a, **kwargs):
+        seen["latent_scale"] = kwargs.get("latent_scale")
+        return call(self, *a, **kwargs)
+
+    call = MetaGANPipeline.__call__
+    monkeypatch.setattr(MetaGANPipeline, "adapt", recording_adapt)
+    monkeypatch.setattr(MetaGANPipeline, "__call__", recording_call)
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "varied-base"), "--train_data_dir", str(shots),
+         "--variety", "--validation_images", "2", "--mixed_precision", "no", "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        script.main(args)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert seen == {"shot_augment": 0.5, "latent_scale": 1.25}
+    assert (tmp_path / "out" / "samples.png").is_file()
+    assert json.loads((tmp_path / "out" / "adaptation.json").read_text(encoding="utf-8"))["shot_augment"] == 0.5
 
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):
