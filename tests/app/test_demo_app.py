@@ -371,3 +371,15 @@ def test_app_loads_the_auto_model(monkeypatch, tmp_path):
         assert app.pipeline.generator.config.block_out_channels == [64, 32, 16]
     finally:
         app.cleanup()
+
+
+def test_page_offers_more_variety_only_with_a_setting_in_the_card(app, tmp_path):
+    tiny_pipeline(0).save_pretrained(tmp_path / "plain")
+    plain = DemoApp(str(tmp_path / "plain"), work_dir=str(tmp_path / "work-plain"))
+    try:
+        for each, shown in ((app, True), (plain, False)):
+            page = demo_app.build_demo(each)
+            boxes = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "variety"]
+            assert [b.visible for b in boxes] == [shown]
+    finally:
+        plain.cleanup()
