@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import tiny_pipeline
+from tests.testing_utils import record_adapt_calls, tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "adapt_metagan.py"
@@ -126,9 +126,18 @@ def load_script_module():
     return module
 
 
-def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, monkeypatch):
+def run_main(script, args) -> None:
+    """`script.main(args)` in this process, with Accelerate's process-wide state fresh before and cleared after."""
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        script.main(args)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, monkeypatch):
     script = load_script_module()
     base, shots = inputs
     args = script.parse_args(
@@ -140,12 +149,8 @@ def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, mo
         ]
     )  # fmt: skip
     monkeypatch.setattr(MetaGANPipeline, "adapt", lambda *a, **k: pytest.fail("adapted despite a bad --resolution"))
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        with pytest.raises(ValueError, match=r"--resolution 32.*sample_size 16"):
-            script.main(args)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(ValueError, match=r"--resolution 32.*sample_size 16"):
+        run_main(script, args)
     assert not (tmp_path / "bad").exists()
 
 
@@ -167,8 +172,6 @@ def test_script_argument_errors():
 
 
 def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
-    from accelerate.state import AcceleratorState
-
     script = load_script_module()
     base, shots = inputs
     # a checkpoint whose card has no variety setting: a clear error before any adaptation, nothing written
@@ -176,43 +179,32 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
         ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--variety",
          "--output_dir", str(tmp_path / "none")]
     )  # fmt: skip
-    original = MetaGANPipeline.adapt
-    monkeypatch.setattr(MetaGANPipeline, "adapt", lambda *a, **k: pytest.fail("adapted without a variety setting"))
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(MetaGANPipeline, "adapt", lambda *a, **k: pytest.fail("adapted without a variety setting"))
         with pytest.raises(ValueError, match=r"--variety: the card of .* recommends no variety setting"):
-            script.main(args)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+            run_main(script, args)
     assert not (tmp_path / "none").exists()
 
     # with one: adapt() gets its shot_augment and the grid is drawn at its latent_scale
     pipe = MetaGANPipeline.from_pretrained(base)
     pipe.card_info["variety_setting"] = {"shot_augment": 0.5, "latent_scale": 1.25}
     pipe.save_pretrained(tmp_path / "varied-base")
-    seen: dict = {}
-
-    def recording_adapt(self, images, **kwargs):
-        seen["shot_augment"] = kwargs["shot_augment"]
-        return original(self, images, **{**kwargs, "num_steps": 2})
+    adapt_calls = record_adapt_calls(monkeypatch)
+    scales: list = []
+    call = MetaGANPipeline.__call__
 
     def recording_call(self, *a, **kwargs):
-        seen["latent_scale"] = kwargs.get("latent_scale")
+        scales.append(kwargs.get("latent_scale"))
         return call(self, *a, **kwargs)
 
-    call = MetaGANPipeline.__call__
-    monkeypatch.setattr(MetaGANPipeline, "adapt", recording_adapt)
     monkeypatch.setattr(MetaGANPipeline, "__call__", recording_call)
     args = script.parse_args(
         ["--pretrained_model_name_or_path", str(tmp_path / "varied-base"), "--train_data_dir", str(shots),
-         "--variety", "--validation_images", "2", "--mixed_precision", "no", "--output_dir", str(tmp_path / "out")]
+         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
+         "--output_dir", str(tmp_path / "out")]
     )  # fmt: skip
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        script.main(args)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    assert seen == {"shot_augment": 0.5, "latent_scale": 1.25}
+    run_main(script, args)
+    assert [c["shot_augment"] for c in adapt_calls] == [0.5] and scales == [1.25]
     assert (tmp_path / "out" / "samples.png").is_file()
     assert json.loads((tmp_path / "out" / "adaptation.json").read_text(encoding="utf-8"))["shot_augment"] == 0.5
 
