@@ -21,7 +21,9 @@ For every contender x evaluation domain x class (`--classes a:b` of the domain's
 - one diffusion fine-tuning run with snapshots at the meta-GAN's measured default `adapt()` time x
   `--rival_time_multiples` (converted once into fine-tuning steps by a calibration that is saved in the output folder
   and reused, so reruns see the same budgets), sampled with `--rival_default_ddim_steps` DDIM steps and, at
-  `--rival_sweep_multiples`, with every `--rival_ddim_steps`;
+  `--rival_sweep_multiples`, with every `--rival_ddim_steps`; `--rival_device cuda` fine-tunes and samples it on a
+  GPU with the same step budgets (the calibration must come from the CPU; fp32 without TF32; its seconds stay out
+  of the tables and figures, which compare CPU seconds);
 - `--num_samples` samples per snapshot -> evaluation-classifier features and logits ->
   `metagan_hub.metrics.evaluate_class` (recognisability, precision / recall, density / coverage, KID, FD, relative
   diversity, copy rate), pixel metrics (`metagan_hub.metrics.compute_metrics`) as a secondary space, adaptation
@@ -211,6 +213,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"The diffusion rival's DDPMPipeline folder (default {DEFAULT_RIVAL}; with --quick a tiny one).",
     )
     parser.add_argument(
+        "--rival_device",
+        default="cpu",
+        help="Device that fine-tunes and samples the diffusion rival ('cpu', 'cuda', 'cuda:1', ...). Its budgets stay "
+        "the calibrated step counts, so its quality is comparable across devices; its seconds on another device than "
+        "the CPU are recorded but left out of the tables' seconds columns.",
+    )
+    parser.add_argument(
         "--adapt_options",
         action="append",
         default=None,
@@ -370,6 +379,21 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("`--kid_subsets`, `--k`, `--grid_samples` and `--speed_images` must be positive.")
     if args.num_threads is not None and args.num_threads < 1:
         raise ValueError(f"`--num_threads` must be positive, got {args.num_threads}.")
+    try:
+        rival_device = torch.device(args.rival_device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"`--rival_device` must be a torch device such as 'cpu' or 'cuda', got {args.rival_device!r}."
+        ) from err
+    if rival_device.type not in ("cpu", "cuda"):
+        raise ValueError(f"`--rival_device` must be a 'cpu' or 'cuda' device, got {args.rival_device!r}.")
+    if rival_device.type != "cpu" and args.rival_budget == "wallclock":
+        raise ValueError(
+            f"`--rival_device` {args.rival_device!r} needs `--rival_budget calibrated`: wall-clock budgets compare "
+            "seconds, which only mean the same on the CPU that timed the GAN."
+        )
+    if rival_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`--rival_device` {args.rival_device!r} asks for CUDA, but torch sees no CUDA device here.")
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ValueError(f"`--max_minutes` must be positive, got {args.max_minutes}.")
     if args.resume and args.summarize_only:
@@ -551,6 +575,11 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
 
                 rival = DDPMPipeline.from_pretrained(args.rival)
                 rival.set_progress_bar_config(disable=True)
+                if torch.device(args.rival_device).type == "cuda":
+                    # float32 on the GPU as on the CPU: PyTorch lets cuDNN convolutions use TF32 by default
+                    torch.backends.cudnn.allow_tf32 = False
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                rival.to(torch.device(args.rival_device))
             c.pipeline = rival
             unet_cfg = json.loads(config_path.read_text(encoding="utf-8"))
             size = unet_cfg.get("sample_size")
@@ -1071,6 +1100,22 @@ def time_missing_recipes(
     return timed
 
 
+def check_cpu_calibration(
+    source: Path | None, contenders: Sequence[Contender], run_names: set[str], rival_device: str
+) -> None:
+    """A rival on another device than the CPU needs a calibration (every recipe that runs timed): its budgets are
+    step counts timed on the CPU, which a GPU's seconds per step would turn into different ones."""
+    recipes = sorted({c.recipe for c in contenders if c.kind == "diffusion" and c.name in run_names})
+    timed = json.loads(source.read_text(encoding="utf-8")).get("rival_seconds_per_step", {}) if source else {}
+    missing = [r for r in recipes if r not in timed]
+    if missing:
+        raise ValueError(
+            f"`--rival_device` {rival_device!r} needs a calibration made on the CPU with a timing for every recipe "
+            f"that runs; {'the calibration has none for ' + ', '.join(missing) if source else 'there is none'}. Run "
+            "these recipes once with --rival_device cpu (or pass --calibration with such a calibration.json)."
+        )
+
+
 def rival_steps(calibration: dict, recipe: str, multiples: Sequence[float]) -> dict[float, int]:
     """Fine-tuning steps of `recipe` that take `multiple` x the GAN's default adapt() time (at least 1)."""
     per_step = calibration["rival_seconds_per_step"].get(recipe)
@@ -1142,6 +1187,7 @@ def run_diffusion_unit(
                 num_inference_steps=ddim,
                 generator=torch.Generator().manual_seed(sample_seed(args)),
             ).float()
+            fake = fake.cpu()  # also waits for an accelerator to finish, so that the seconds are the sampling's
             sample_seconds = time.perf_counter() - t0
             if (contender.sample_size, contender.channels) != (res, ch):
                 fake = fit_images(fake, res, ch)
@@ -1316,12 +1362,26 @@ def run_unit(unit: Unit, args: argparse.Namespace, calibration: dict | None) -> 
         finally:
             torch.set_num_threads(old)
     budget = rival_steps(calibration, unit.contender.recipe, args.rival_time_multiples)
+    run["environment"]["rival_device"] = torch.device(args.rival_device).type
+    if run["environment"]["rival_device"] == "cuda":
+        run["environment"]["tf32"] = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
     run["calibration"] = {"gan_adapt_seconds": calibration["gan"]["adapt_seconds"], "budget_steps": budget}
     return run_diffusion_unit(unit.contender, unit.ctx, unit.class_index, unit.shots, args, run, budget)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # summary: tables
+
+
+def on_cpu(record: dict) -> bool:
+    """Whether the record's contender ran on the CPU (only a diffusion rival can run elsewhere, see --rival_device):
+    the tables' seconds columns compare CPU seconds only."""
+    return record.get("environment", {}).get("rival_device", "cpu") == "cpu"
+
+
+def cpu_adapt_seconds(record: dict) -> float | None:
+    """The record's adaptation seconds where they were taken on the CPU (see [`on_cpu`]), else `None`."""
+    return record.get("adapt_seconds") if on_cpu(record) else None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -1463,8 +1523,9 @@ def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.N
                 recs = [rows[label][c] for c in common]
                 means = {m: _mean([r["metrics"][m] for r in recs if m in r["metrics"]]) for m in metric_names}
                 g = gain.get(label, {}).get("gain") if label != REAL else None
-                adapt_s = _mean([r["adapt_seconds"] for r in recs if "adapt_seconds" in r]) if label != REAL else None
-                speeds = [r["sample_seconds_per_1000"] for r in recs if "sample_seconds_per_1000" in r]
+                timed = [r for r in recs if on_cpu(r)]
+                adapt_s = _mean([r["adapt_seconds"] for r in timed if "adapt_seconds" in r]) if label != REAL else None
+                speeds = [r["sample_seconds_per_1000"] for r in timed if "sample_seconds_per_1000" in r]
                 speed = _mean(speeds) if speeds else None
                 name = "real images (ceiling)" if label == REAL else label
                 lines.append(
@@ -1767,7 +1828,7 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
         # 2. metric vs adaptation seconds (every contender, the rival included)
         fig, axes = grid_of_axes(len(metric_names))
         for ax, m in zip(axes, metric_names):
-            for label, curve in _curves(records, domain, k, m, lambda r: r.get("adapt_seconds")).items():
+            for label, curve in _curves(records, domain, k, m, cpu_adapt_seconds).items():
                 ax.plot([max(p[0], 1e-2) for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
             if not math.isnan(real_means[domain].get(m, float("nan"))):
                 ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
@@ -1788,7 +1849,7 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
             for r in records:
                 if r["domain"] != domain or r["shots"] != k or r["variant"] != "default" or m not in r["metrics"]:
                     continue
-                if "sample_seconds_per_1000" not in r:
+                if "sample_seconds_per_1000" not in r or not on_cpu(r):
                     continue
                 if r["kind"] == "diffusion":
                     if r["snapshot"]["multiple"] not in args.rival_sweep_multiples:
@@ -2046,6 +2107,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if any(c.kind == "diffusion" and c.name in run_names for c in contenders):
         cal_path = Path(args.output_dir) / CALIBRATION_FILE
         source = Path(args.calibration) if args.calibration else cal_path
+        if torch.device(args.rival_device).type != "cpu":
+            check_cpu_calibration(source if source.is_file() else None, contenders, run_names, args.rival_device)
         if source.is_file():
             calibration = json.loads(source.read_text(encoding="utf-8"))
             logger.info("using the calibration in %s", source)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -217,6 +218,9 @@ def test_paired_differences_count_better_classes_in_each_metric_direction():
         (["--quick", "--rival_time_multiples", "1,-3"], "--rival_time_multiples"),
         (["--quick", "--classes", "5:2"], "--classes"),
         (["--quick", "--max_minutes", "0"], "--max_minutes"),
+        (["--quick", "--rival_device", "gpu0"], "`--rival_device` must be a torch device such as 'cpu' or 'cuda'"),
+        (["--quick", "--rival_device", "meta"], "`--rival_device` must be a 'cpu' or 'cuda' device, got 'meta'"),
+        (["--quick", "--rival_device", "cuda", "--rival_budget", "wallclock"], "needs `--rival_budget calibrated`"),
         ([], "give at least one --contender"),
         (["--quick", "--adapt_options", "tiny"], "must look like 'NAME:key=value"),
         (["--quick", "--adapt_options", "tiny:lr=1e-3"], "bad option 'lr=1e-3'; give key=value with a key among"),
@@ -233,6 +237,42 @@ def test_bad_arguments_are_refused_with_what_is_allowed(argv, message, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where torch sees no CUDA device")
+def test_rival_device_cuda_without_a_gpu_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--quick", "--rival_device", "cuda"])
+    assert "asks for CUDA, but torch sees no CUDA device here" in capsys.readouterr().err
+
+
+def test_a_rival_off_the_cpu_needs_a_cpu_calibration_of_every_recipe_that_runs(tmp_path):
+    lora = SimpleNamespace(kind="diffusion", recipe="lora", name="ddpm-lora")
+    full = SimpleNamespace(kind="diffusion", recipe="full", name="ddpm-full")
+    gan = SimpleNamespace(kind="gan", recipe=None, name="bundled")
+    contenders, running = [gan, full, lora], {"bundled", "ddpm-full", "ddpm-lora"}
+    with pytest.raises(ValueError, match=r"needs a calibration made on the CPU .* there is none"):
+        bench.check_cpu_calibration(None, contenders, running, "cuda")
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps({"gan": {"adapt_seconds": 1.0}, "rival_seconds_per_step": {"full": 0.1}}))
+    with pytest.raises(ValueError, match=r"the calibration has none for lora"):
+        bench.check_cpu_calibration(cal, contenders, running, "cuda")
+    bench.check_cpu_calibration(cal, contenders, {"bundled", "ddpm-full"}, "cuda")  # LoRA does not run: fine
+
+
+def test_seconds_columns_compare_cpu_runs_only():
+    assert bench.on_cpu({"environment": {"cpu_capability": "AVX2"}})
+    assert bench.on_cpu({"environment": {"rival_device": "cpu"}})
+    assert not bench.on_cpu({"environment": {"rival_device": "cuda"}})
+    gpu = {"environment": {"rival_device": "cuda"}, "adapt_seconds": 1.0}
+    cpu = {"environment": {"rival_device": "cpu"}, "adapt_seconds": 30.0}
+    base = {"domain": "d", "shots": 5, "variant": "default", "kind": "diffusion", "default_ddim": True}
+    records = [
+        {**base, **r, "contender": "x", "snapshot": {"multiple": 1.0}, "metrics": {"recall": v}}
+        for r, v in ((gpu, 0.2), (cpu, 0.4))
+    ]
+    curves = bench._curves(records, "d", 5, "recall", bench.cpu_adapt_seconds)
+    assert curves == {"x": [(30.0, 0.4)]}
 
 
 def test_images_that_do_not_fit_the_model_need_an_explicit_resize(tmp_path):
