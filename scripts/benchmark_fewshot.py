@@ -669,6 +669,19 @@ def quick_classifier(domain: Any, output_dir: Path, seed: int) -> Any:
 # results store: JSON lines + unit artifacts, resumable
 
 
+def rival_fingerprint(folder: str | os.PathLike) -> str:
+    """What identifies the diffusion rival in the resume keys: a hash of its UNet's and scheduler's files (names and
+    bytes), so that a copy of the folder elsewhere (another checkout, another machine) resumes the same units and a
+    retrained rival does not."""
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for sub in ("unet", "scheduler"):
+        for path in sorted(p for p in (root / sub).rglob("*") if p.is_file()):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return "sha256:" + digest.hexdigest()[:24]
+
+
 def unit_key(fields: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
@@ -714,6 +727,18 @@ class ResultStore:
 
     def done(self, key: str) -> bool:
         return any(r["unit_key"] == key for r in self.records)
+
+    def rekey(self, keys: dict[str, str]) -> None:
+        """Give the records and artifacts of the units `keys` maps their new keys (the file is rewritten atomically,
+        then the artifacts are renamed)."""
+        for r in self.records:
+            r["unit_key"] = keys.get(r["unit_key"], r["unit_key"])
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records), encoding="utf-8")
+        os.replace(tmp, self.path)
+        for old, new in keys.items():
+            if self.artifact_path(old).is_file():
+                os.replace(self.artifact_path(old), self.artifact_path(new))
 
     def artifact_path(self, key: str) -> Path:
         return self.units_dir / f"{key}.safetensors"
@@ -1242,6 +1267,9 @@ class Unit:
     variant: str = "default"
     threads: int | None = None
     key: str = ""
+    legacy_keys: list[str] = field(
+        default_factory=list
+    )  # keys earlier versions gave this unit (see ResultStore.rekey)
 
     @property
     def label(self) -> str:
@@ -1341,8 +1369,10 @@ def plan_units(
         if u.contender is not None and u.contender.adapt_options:
             fields["adapt_options"] = u.contender.adapt_options
         if u.kind == "diffusion":
-            fields["rival"] = os.path.abspath(args.rival)
+            fields["rival"] = rival_fingerprint(args.rival)
             fields["budget_steps"] = rival_steps(calibration, u.contender.recipe, args.rival_time_multiples)
+            # earlier versions keyed the rival by its absolute path, so a moved folder ran everything again
+            u.legacy_keys = [unit_key({**fields, "rival": os.path.abspath(args.rival)})]
         u.key = unit_key(fields)
     return units
 
@@ -2134,6 +2164,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
 
     units = plan_units(contenders, ctxs, args, calibration, run_names)
+    done_keys = {r["unit_key"] for r in store.records}
+    rekey = {old: u.key for u in units if u.key not in done_keys for old in u.legacy_keys[:1] if old in done_keys}
+    if rekey:
+        store.rekey(rekey)
+        logger.info("%d finished units had a key of an earlier version (the rival's path): re-keyed", len(rekey))
     todo = [u for u in units if not store.done(u.key)]
     skipped = len(units) - len(todo)
     print(f"{len(units)} units of work, {skipped} already done, {len(todo)} to run", flush=True)

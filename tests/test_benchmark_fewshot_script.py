@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +62,33 @@ def test_a_recipe_added_to_a_resumed_run_is_timed_and_the_others_keep_their_budg
     assert "domainstudio" not in after["rival_seconds_per_step"]  # only the recipes that run are timed
     records = read_records(out / "results.jsonl")
     assert result["ran"] == 1 and {r["contender"] for r in records} >= {"ddpm-full", "ddpm-lora"}
+
+
+def test_rival_units_are_keyed_by_the_rival_files_not_by_its_path(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    common = ("--classes", "0:1", "--extra_shots", "", "--no_figures", "--contenders", "ddpm-full")
+    # a folder written when the rival was keyed by its absolute path
+    with monkeypatch.context() as m:
+        m.setattr(bench, "rival_fingerprint", os.path.abspath)
+        bench.main(quick_args(out, *common))
+    (legacy,) = {r["unit_key"] for r in read_records(out / "results.jsonl") if r["kind"] == "diffusion"}
+    assert (out / "units" / f"{legacy}.safetensors").is_file()
+
+    result = bench.main(quick_args(out, *common, "--resume"))  # re-keyed, nothing runs again
+    (key,) = {r["unit_key"] for r in read_records(out / "results.jsonl") if r["kind"] == "diffusion"}
+    assert result["ran"] == 0 and key != legacy
+    assert (out / "units" / f"{key}.safetensors").is_file() and not (out / "units" / f"{legacy}.safetensors").exists()
+
+    # a copy of the rival elsewhere resumes the same units; other weights are another rival
+    rival = next(p for p in out.rglob("model_index.json") if (p.parent / "unet").is_dir()).parent
+    moved = tmp_path / "elsewhere" / "rival"
+    shutil.copytree(rival, moved)
+    assert bench.main(quick_args(out, *common, "--resume", "--rival", str(moved)))["ran"] == 0
+    weights = next((moved / "unet").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert bench.rival_fingerprint(moved) != bench.rival_fingerprint(rival)
 
 
 def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
