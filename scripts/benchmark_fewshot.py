@@ -1309,9 +1309,11 @@ def plan_units(
     args: argparse.Namespace,
     calibration: dict | None,
     run_names: set[str] | None = None,
+    legacy_rivals: Sequence[str] = (),
 ) -> list[Unit]:
     """Every unit of work in a fixed order; `run_names` keeps only those contenders (the roles - extra K for the
-    first two checkpoint contenders, the noise floor for the first - stay those of the full list)."""
+    first two checkpoint contenders, the noise floor for the first - stay those of the full list). `legacy_rivals`:
+    rival paths that earlier versions may have keyed finished units with (see [`ResultStore.rekey`])."""
     gans = [c for c in contenders if c.kind == "gan"]
     extra_contenders = {c.name for c in gans[:2]}
     run_names = {c.name for c in contenders} if run_names is None else run_names
@@ -1372,7 +1374,8 @@ def plan_units(
             fields["rival"] = rival_fingerprint(args.rival)
             fields["budget_steps"] = rival_steps(calibration, u.contender.recipe, args.rival_time_multiples)
             # earlier versions keyed the rival by its absolute path, so a moved folder ran everything again
-            u.legacy_keys = [unit_key({**fields, "rival": os.path.abspath(args.rival)})]
+            paths = dict.fromkeys([os.path.abspath(args.rival), *legacy_rivals])
+            u.legacy_keys = [unit_key({**fields, "rival": path}) for path in paths]
         u.key = unit_key(fields)
     return units
 
@@ -2163,9 +2166,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
 
-    units = plan_units(contenders, ctxs, args, calibration, run_names)
+    # earlier versions keyed the rival's units by its absolute path: the paths its records name are tried (records of
+    # one output folder are taken to be of the rival given now)
+    legacy_rivals = sorted(
+        {os.path.abspath(r["path"]) for r in store.records if r["kind"] == "diffusion" and r["path"]}
+    )
+    units = plan_units(contenders, ctxs, args, calibration, run_names, legacy_rivals)
     done_keys = {r["unit_key"] for r in store.records}
-    rekey = {old: u.key for u in units if u.key not in done_keys for old in u.legacy_keys[:1] if old in done_keys}
+    rekey = {}
+    for u in units:
+        old = next((k for k in u.legacy_keys if k in done_keys), None)
+        if u.key not in done_keys and old is not None:
+            rekey[old] = u.key
     if rekey:
         store.rekey(rekey)
         logger.info("%d finished units had a key of an earlier version (the rival's path): re-keyed", len(rekey))

@@ -67,10 +67,15 @@ def test_a_recipe_added_to_a_resumed_run_is_timed_and_the_others_keep_their_budg
 def test_rival_units_are_keyed_by_the_rival_files_not_by_its_path(tmp_path, monkeypatch):
     out = tmp_path / "bench"
     common = ("--classes", "0:1", "--extra_shots", "", "--no_figures", "--contenders", "ddpm-full")
-    # a folder written when the rival was keyed by its absolute path
+    bench.main(quick_args(out, *common, "--max_minutes", "1e-6"))  # builds the quick models, runs nothing
+    rival = out / "quick_models" / "tiny-ddpm"
+    # a folder written when the rival was keyed by its absolute path, from another checkout that is gone since
+    other = tmp_path / "other-checkout" / "tiny-ddpm"
+    shutil.copytree(rival, other)
     with monkeypatch.context() as m:
         m.setattr(bench, "rival_fingerprint", os.path.abspath)
-        bench.main(quick_args(out, *common))
+        bench.main(quick_args(out, *common, "--resume", "--rival", str(other)))
+    shutil.rmtree(other.parent)
     (legacy,) = {r["unit_key"] for r in read_records(out / "results.jsonl") if r["kind"] == "diffusion"}
     assert (out / "units" / f"{legacy}.safetensors").is_file()
 
@@ -80,7 +85,6 @@ def test_rival_units_are_keyed_by_the_rival_files_not_by_its_path(tmp_path, monk
     assert (out / "units" / f"{key}.safetensors").is_file() and not (out / "units" / f"{legacy}.safetensors").exists()
 
     # a copy of the rival elsewhere resumes the same units; other weights are another rival
-    rival = next(p for p in out.rglob("model_index.json") if (p.parent / "unet").is_dir()).parent
     moved = tmp_path / "elsewhere" / "rival"
     shutil.copytree(rival, moved)
     assert bench.main(quick_args(out, *common, "--resume", "--rival", str(moved)))["ran"] == 0
