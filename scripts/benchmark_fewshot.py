@@ -1267,9 +1267,8 @@ class Unit:
     variant: str = "default"
     threads: int | None = None
     key: str = ""
-    legacy_keys: list[str] = field(
-        default_factory=list
-    )  # keys earlier versions gave this unit (see ResultStore.rekey)
+    # keys that earlier versions gave this unit (see ResultStore.rekey)
+    legacy_keys: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -1354,6 +1353,7 @@ def plan_units(
                 if extra:
                     units.append(Unit(REAL, None, ctx, c, k))
                     units += [Unit(cont.kind, cont, ctx, c, k) for cont in extra]
+    fingerprint = rival_fingerprint(args.rival) if any(u.kind == "diffusion" for u in units) else None
     for u in units:
         fields: dict[str, Any] = {
             "kind": u.kind,
@@ -1371,7 +1371,7 @@ def plan_units(
         if u.contender is not None and u.contender.adapt_options:
             fields["adapt_options"] = u.contender.adapt_options
         if u.kind == "diffusion":
-            fields["rival"] = rival_fingerprint(args.rival)
+            fields["rival"] = fingerprint
             fields["budget_steps"] = rival_steps(calibration, u.contender.recipe, args.rival_time_multiples)
             # earlier versions keyed the rival by its absolute path, so a moved folder ran everything again
             paths = dict.fromkeys([os.path.abspath(args.rival), *legacy_rivals])
