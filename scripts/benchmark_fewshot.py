@@ -720,10 +720,14 @@ class ResultStore:
                 bad,
                 len(records) - len(complete),
             )
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in complete), encoding="utf-8")
-            os.replace(tmp, self.path)
+            self._rewrite(complete)
         self.records = complete
+
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the results file by `records` atomically (temporary file + `os.replace`)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def done(self, key: str) -> bool:
         return any(r["unit_key"] == key for r in self.records)
@@ -733,9 +737,7 @@ class ResultStore:
         then the artifacts are renamed)."""
         for r in self.records:
             r["unit_key"] = keys.get(r["unit_key"], r["unit_key"])
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records), encoding="utf-8")
-        os.replace(tmp, self.path)
+        self._rewrite(self.records)
         for old, new in keys.items():
             if self.artifact_path(old).is_file():
                 os.replace(self.artifact_path(old), self.artifact_path(new))
@@ -1126,17 +1128,18 @@ def time_missing_recipes(
 
 
 def check_cpu_calibration(
-    source: Path | None, contenders: Sequence[Contender], run_names: set[str], rival_device: str
+    calibration: dict | None, contenders: Sequence[Contender], run_names: set[str], rival_device: str
 ) -> None:
     """A rival on another device than the CPU needs a calibration (every recipe that runs timed): its budgets are
     step counts timed on the CPU, which a GPU's seconds per step would turn into different ones."""
     recipes = sorted({c.recipe for c in contenders if c.kind == "diffusion" and c.name in run_names})
-    timed = json.loads(source.read_text(encoding="utf-8")).get("rival_seconds_per_step", {}) if source else {}
+    timed = calibration.get("rival_seconds_per_step", {}) if calibration is not None else {}
     missing = [r for r in recipes if r not in timed]
     if missing:
+        have = "the calibration has none for " + ", ".join(missing) if calibration is not None else "there is none"
         raise ValueError(
             f"`--rival_device` {rival_device!r} needs a calibration made on the CPU with a timing for every recipe "
-            f"that runs; {'the calibration has none for ' + ', '.join(missing) if source else 'there is none'}. Run "
+            f"that runs; {have}. Run "
             "these recipes once with --rival_device cpu (or pass --calibration with such a calibration.json)."
         )
 
@@ -2140,10 +2143,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if any(c.kind == "diffusion" and c.name in run_names for c in contenders):
         cal_path = Path(args.output_dir) / CALIBRATION_FILE
         source = Path(args.calibration) if args.calibration else cal_path
-        if torch.device(args.rival_device).type != "cpu":
-            check_cpu_calibration(source if source.is_file() else None, contenders, run_names, args.rival_device)
         if source.is_file():
             calibration = json.loads(source.read_text(encoding="utf-8"))
+        if torch.device(args.rival_device).type != "cpu":
+            check_cpu_calibration(calibration, contenders, run_names, args.rival_device)
+        if calibration is not None:
             logger.info("using the calibration in %s", source)
             added = time_missing_recipes(calibration, [c for c in contenders if c.name in run_names], ctxs, args)
             if added:

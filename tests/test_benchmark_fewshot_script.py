@@ -279,15 +279,14 @@ def test_rival_device_cuda_without_a_gpu_is_refused(capsys):
     assert "asks for CUDA, but torch sees no CUDA device here" in capsys.readouterr().err
 
 
-def test_a_rival_off_the_cpu_needs_a_cpu_calibration_of_every_recipe_that_runs(tmp_path):
+def test_a_rival_off_the_cpu_needs_a_cpu_calibration_of_every_recipe_that_runs():
     lora = SimpleNamespace(kind="diffusion", recipe="lora", name="ddpm-lora")
     full = SimpleNamespace(kind="diffusion", recipe="full", name="ddpm-full")
     gan = SimpleNamespace(kind="gan", recipe=None, name="bundled")
     contenders, running = [gan, full, lora], {"bundled", "ddpm-full", "ddpm-lora"}
     with pytest.raises(ValueError, match=r"needs a calibration made on the CPU .* there is none"):
         bench.check_cpu_calibration(None, contenders, running, "cuda")
-    cal = tmp_path / "calibration.json"
-    cal.write_text(json.dumps({"gan": {"adapt_seconds": 1.0}, "rival_seconds_per_step": {"full": 0.1}}))
+    cal = {"gan": {"adapt_seconds": 1.0}, "rival_seconds_per_step": {"full": 0.1}}
     with pytest.raises(ValueError, match=r"the calibration has none for lora"):
         bench.check_cpu_calibration(cal, contenders, running, "cuda")
     bench.check_cpu_calibration(cal, contenders, {"bundled", "ddpm-full"}, "cuda")  # LoRA does not run: fine
