@@ -307,6 +307,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def rival_device_type(args: argparse.Namespace) -> str:
+    """The kind of device (`"cpu"` or `"cuda"`) the diffusion rival runs on (`--rival_device`, checked by
+    `finalize_args`)."""
+    return torch.device(args.rival_device).type
+
+
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill defaults (full or `--quick`) and check every option; raises `ValueError` naming the option."""
     defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
@@ -394,6 +400,7 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         )
     if rival_device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`--rival_device` {args.rival_device!r} asks for CUDA, but torch sees no CUDA device here.")
+    args.rival_device = str(rival_device)  # normalized once: "cpu", "cuda" or "cuda:1"
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ValueError(f"`--max_minutes` must be positive, got {args.max_minutes}.")
     if args.resume and args.summarize_only:
@@ -575,7 +582,7 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
 
                 rival = DDPMPipeline.from_pretrained(args.rival)
                 rival.set_progress_bar_config(disable=True)
-                if torch.device(args.rival_device).type == "cuda":
+                if rival_device_type(args) == "cuda":
                     # float32 on the GPU as on the CPU: PyTorch lets cuDNN convolutions use TF32 by default
                     torch.backends.cudnn.allow_tf32 = False
                     torch.backends.cuda.matmul.allow_tf32 = False
@@ -1398,7 +1405,7 @@ def run_unit(unit: Unit, args: argparse.Namespace, calibration: dict | None) -> 
         finally:
             torch.set_num_threads(old)
     budget = rival_steps(calibration, unit.contender.recipe, args.rival_time_multiples)
-    run["environment"]["rival_device"] = torch.device(args.rival_device).type
+    run["environment"]["rival_device"] = rival_device_type(args)
     if run["environment"]["rival_device"] == "cuda":
         run["environment"]["tf32"] = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
     run["calibration"] = {"gan_adapt_seconds": calibration["gan"]["adapt_seconds"], "budget_steps": budget}
@@ -2145,7 +2152,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         source = Path(args.calibration) if args.calibration else cal_path
         if source.is_file():
             calibration = json.loads(source.read_text(encoding="utf-8"))
-        if torch.device(args.rival_device).type != "cpu":
+        if rival_device_type(args) != "cpu":
             check_cpu_calibration(calibration, contenders, run_names, args.rival_device)
         if calibration is not None:
             logger.info("using the calibration in %s", source)
