@@ -77,7 +77,7 @@ from metagan_hub.metrics import heldout_distance
 from metagan_hub.metrics.classifiers import ClassifierRecipe, EvaluationClassifier, fit_classifier, save_classifier
 from metagan_hub.metrics.yardstick import selection_key
 from metagan_hub.training.adaptation import LR_SCALES_KEY
-from metagan_hub.training.augment import AUGMENT_POLICIES
+from metagan_hub.training.augment import AUGMENT_POLICIES, check_shot_augment
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed_precision
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
 from metagan_hub.training.meta_learning import (
@@ -252,6 +252,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "loss); 0: off. Counters the sample-diversity loss of meta-learning on a few shots.",
     )
     algo.add_argument(
+        "--shot_augment",
+        type=float,
+        default=0.0,
+        help="Random affine distortion of the support images in every inner step, as adapt(shot_augment=...) "
+        "distorts the shots (0: off; 1: the variety setting's strength).",
+    )
+    algo.add_argument(
         "--query_coverage_weight",
         type=float,
         default=0.0,
@@ -380,6 +387,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
     if not 0 <= args.query_coverage_weight < float("inf"):
         parser.error(f"--query_coverage_weight must be a non-negative number, got {args.query_coverage_weight}")
+    try:
+        check_shot_augment(args.shot_augment, "--shot_augment")
+    except ValueError as err:
+        parser.error(str(err).replace("`", ""))
+    if args.shot_augment and args.algorithm == "pretrain":
+        parser.error(f"--shot_augment {args.shot_augment:g} needs an inner loop: --algorithm reptile or fomaml")
     if args.query_coverage_samples < 1:
         parser.error(f"--query_coverage_samples must be >= 1, got {args.query_coverage_samples}")
     if args.query_coverage_classifier_epochs < 1:
@@ -466,6 +479,7 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         mixed_precision=mixed_precision,
         max_nonfinite_steps=args.max_nonfinite_steps,
         mode_seeking_weight=args.mode_seeking_weight,
+        shot_augment=args.shot_augment,
         inner_r1_interval=args.inner_r1_interval,
         inner_freeze_discriminator_blocks=args.inner_freeze_discriminator_blocks,
         diversity_loss=args.diversity_loss,
@@ -487,6 +501,8 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         learning.pop("inner_lr_meta_lr", None)  # only used with learned scales
     if not learning.get("mode_seeking_weight"):
         learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
+    if not learning.get("shot_augment"):
+        learning.pop("shot_augment", None)  # off, as before the option
     if not learning.get("query_coverage_weight"):
         learning.pop("query_coverage_weight", None)  # off, as before the option
         learning.pop("query_coverage_samples", None)
@@ -1453,6 +1469,7 @@ def card_info(
         "wgan_drift": args.wgan_drift,
         "augment": args.augment,
         "mode_seeking_weight": args.mode_seeking_weight,
+        "shot_augment": args.shot_augment,
         "inner_r1_interval": args.inner_r1_interval,
         "inner_freeze_discriminator_blocks": args.inner_freeze_discriminator_blocks,
         "diversity_loss": args.diversity_loss,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .augment import AUGMENT_POLICIES, DiffAugment, random_affine
+from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
@@ -37,8 +37,6 @@ LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
 # 2e-4) rank 16 is 0.09 below full adaptation on 30 kanji classes (bundled card, "a LoRA adapter")
 LORA_LR_MULTIPLIER = 5.0
 DEFAULT_MAX_NONFINITE_STEPS = 10
-# largest `shot_augment` strength (3: rotations up to 30 degrees, see augment.SHOT_AFFINE_RANGES)
-MAX_SHOT_AUGMENT = 3.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -291,14 +289,7 @@ def adapt_pipeline(
             f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
             f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
         )
-    if (
-        isinstance(shot_augment, bool)
-        or not isinstance(shot_augment, int | float)
-        or not 0.0 <= shot_augment <= MAX_SHOT_AUGMENT
-    ):
-        raise ValueError(
-            f"`shot_augment` must be a number between 0 (off) and {MAX_SHOT_AUGMENT:g}, got {shot_augment!r}."
-        )
+    check_shot_augment(shot_augment)
     if tone_match is not None and not isinstance(tone_match, bool):
         raise ValueError(
             f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "

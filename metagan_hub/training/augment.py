@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -194,6 +195,16 @@ class DiffAugment(torch.nn.Module):
 # largest variation of `random_affine` at strength 1: rotation (degrees), relative scale, shear, translation (fraction
 # of the image size)
 SHOT_AFFINE_RANGES = {"rotation": 10.0, "scale": 0.1, "shear": 0.1, "translation": 0.05}
+# largest shot-augmentation strength (3: rotations up to 30 degrees)
+MAX_SHOT_AUGMENT = 3.0
+
+
+def check_shot_augment(value: Any, name: str = "shot_augment") -> float:
+    """`value` as a float if it is a shot-augmentation strength between 0 (off) and `MAX_SHOT_AUGMENT`, else a
+    `ValueError` naming the argument `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= MAX_SHOT_AUGMENT:
+        raise ValueError(f"`{name}` must be a number between 0 (off) and {MAX_SHOT_AUGMENT:g}, got {value!r}.")
+    return float(value)
 
 
 def random_affine(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .augment import AUGMENT_POLICIES, DiffAugment
+from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
 from .diversity import DiversityRegularizer, check_diversity_options
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step, generator_step_loss
 from .losses import LOSS_TYPES, WGAN_DRIFT, coverage_loss, discriminator_loss, generator_loss
@@ -81,6 +81,9 @@ class MetaLearningConfig:
             `[1 / MAX_LR_SCALE, MAX_LR_SCALE]` and exported with [`MetaLearner.lr_scales`], so that `adapt()` uses
             them.
         inner_lr_meta_lr (`float`): Adam learning rate of the log-scales (with `learn_inner_lr`).
+        shot_augment (`float`): strength of a random affine distortion of every inner-loop batch of support images
+            (0: off), as `adapt(shot_augment=...)` applies to the shots, so that meta-training can run the inner loop
+            of `adapt()`'s variety setting. Query images stay as they are.
         query_coverage_weight (`float`): weight of a query-set coverage term in the outer update (Reptile and
             FOMAML; 0: off). After a task's inner loop, `query_coverage_samples` samples of the adapted generator
             are drawn and [`~metagan_hub.training.losses.coverage_loss`] pulls, for each of the task's *query*
@@ -124,6 +127,7 @@ class MetaLearningConfig:
     query_coverage_weight: float = 0.0
     query_coverage_samples: int = 32
     query_coverage_space: str = "pixels"
+    shot_augment: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -156,6 +160,9 @@ class MetaLearningConfig:
                 raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
         self.augment = tuple(self.augment or ())
         DiffAugment(self.augment)  # validates the policy names
+        self.shot_augment = check_shot_augment(self.shot_augment)
+        if self.shot_augment and self.algorithm == "pretrain":
+            raise ValueError("`shot_augment` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
         r1i, frz = self.inner_r1_interval, self.inner_freeze_discriminator_blocks
         if isinstance(r1i, bool) or not isinstance(r1i, int) or r1i < 1:
             raise ValueError(f"`inner_r1_interval` must be a positive integer, got {r1i!r}.")
@@ -183,7 +190,8 @@ class MetaLearningConfig:
     def adapt_inner_loop(cls, **overrides: Any) -> MetaLearningConfig:
         """Reptile whose inner loop is the one `MetaGANPipeline.adapt()` runs at use time, read from its defaults:
         Adam (betas `(0.0, 0.99)`) at adapt()'s learning rate, its batch size, loss, R1 weight and lazy-R1 interval,
-        DiffAugment policies and FreezeD blocks. `overrides` (e.g. `diversity_loss="cdc"`, `inner_steps=50`) win."""
+        DiffAugment policies, FreezeD blocks and shot augmentation. `overrides` (e.g. `diversity_loss="cdc"`,
+        `inner_steps=50`, `shot_augment=1.0` for the variety setting's inner loop) win."""
         import inspect
 
         from .adaptation import adapt_pipeline
@@ -199,6 +207,7 @@ class MetaLearningConfig:
             inner_r1_interval=defaults["r1_interval"],
             augment=tuple(defaults["augment"] or ()),
             inner_freeze_discriminator_blocks=defaults["freeze_discriminator_blocks"],
+            shot_augment=defaults["shot_augment"],
         )
         values.update(overrides)
         return cls(**values)
@@ -454,6 +463,8 @@ class MetaLearner:
         for i in range(cfg.inner_steps):
             idx = torch.randint(0, support.shape[0], (cfg.inner_batch_size,), generator=gen)
             real = support[idx.to(support.device)]  # [B, C, H, W]
+            if cfg.shot_augment:
+                real = random_affine(real, cfg.shot_augment, gen)  # as adapt(shot_augment=...) distorts the shots
             z_d = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
             z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
             ok, logs = gan_step(

@@ -1,6 +1,6 @@
 """Meta-training with the inner loop that `adapt()` runs at use time (`MetaLearningConfig.adapt_inner_loop`,
-`train_metagan.py --preset adapt`): the preset follows adapt()'s defaults, FreezeD and the diversity term reach the
-inner loop, bad combinations fail early, and a run with them resumes bit-exactly."""
+`train_metagan.py --preset adapt`): the preset follows adapt()'s defaults, FreezeD, the diversity term and shot
+augmentation reach the inner loop, bad combinations fail early, and a run with them resumes bit-exactly."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def test_adapt_inner_loop_follows_adapt_defaults():
     assert cfg.inner_r1_interval == defaults["r1_interval"] and cfg.r1_gamma == defaults["r1_gamma"]
     assert cfg.inner_freeze_discriminator_blocks == defaults["freeze_discriminator_blocks"]
     assert cfg.augment == tuple(defaults["augment"]) and cfg.loss == defaults["loss"]
+    assert cfg.shot_augment == defaults["shot_augment"]
     assert MetaLearningConfig.adapt_inner_loop(inner_steps=50, diversity_loss="cdc").inner_steps == 50
 
 
@@ -71,6 +72,11 @@ def test_inner_freezed_keeps_the_frozen_meta_blocks_and_the_diversity_term_runs(
         ({"diversity_loss": "xyz"}, "diversity_loss"),
         ({"diversity_loss": "dcl", "diversity_weight": -1.0}, "diversity_weight"),
         ({"inner_r1_interval": 0}, "inner_r1_interval"),
+        ({"shot_augment": -0.5}, r"`shot_augment`.*between 0 \(off\) and 3, got -0\.5"),
+        ({"shot_augment": 3.5}, r"`shot_augment`.*got 3\.5"),
+        ({"shot_augment": float("nan")}, r"`shot_augment`.*nan"),
+        ({"shot_augment": True}, r"`shot_augment`.*True"),
+        ({"algorithm": "pretrain", "shot_augment": 1.0}, r"`shot_augment` needs an inner loop"),
     ],
 )
 def test_bad_inner_loop_options(options, match):
@@ -78,16 +84,47 @@ def test_bad_inner_loop_options(options, match):
         MetaLearningConfig(**options)
 
 
-@pytest.mark.parametrize("method", ["cdc", "dcl"])
+def test_inner_shot_augmentation_distorts_the_support_batches_it_trains_on(monkeypatch):
+    import metagan_hub.training.meta_learning as meta_learning
+
+    original, seen = meta_learning.random_affine, []
+
+    def spy(images, strength, generator=None):
+        seen.append((tuple(images.shape), strength))
+        return original(images, strength, generator)
+
+    def step(shot_augment: float) -> dict[str, torch.Tensor]:
+        g, d = tiny_gan()
+        cfg = MetaLearningConfig.adapt_inner_loop(inner_steps=3, shot_augment=shot_augment)
+        MetaLearner(g, d, cfg, seed=0).meta_step(tasks(), step=0)
+        return {**g.state_dict(), **{f"d.{k}": v for k, v in d.state_dict().items()}}
+
+    monkeypatch.setattr(meta_learning, "random_affine", spy)
+    plain = step(0.0)
+    assert seen == []  # off: the support images go in as they are
+    augmented = step(1.0)
+    assert seen == [((4, 1, 16, 16), 1.0)] * 6  # every inner step of both tasks, at adapt()'s batch size
+    assert any(not torch.equal(plain[k], augmented[k]) for k in plain)
+    again = step(1.0)
+    assert all(torch.equal(augmented[k], again[k]) for k in augmented)  # seeded: reproducible
+
+
+@pytest.mark.parametrize("method", ["cdc", "dcl", "shot_augment"])
 def test_meta_training_with_the_adapt_inner_loop_resumes_bit_exactly(tmp_path, method):
     def run(*extra: str):
         return train_metagan.main(train_metagan.parse_args([*TINY, *extra]))
 
-    common = ["--preset", "adapt", "--diversity_loss", method, "--max_meta_steps", "3", "--checkpointing_steps", "1"]
+    option = ["--shot_augment", "1.5"] if method == "shot_augment" else ["--diversity_loss", method]
+    common = ["--preset", "adapt", *option, "--max_meta_steps", "3", "--checkpointing_steps", "1"]
     full = tmp_path / "full"
     pipe = run(*common, "--output_dir", str(full))
     training = pipe.card_info["training"]
-    assert (training["inner_batch_size"], training["inner_r1_interval"], training["diversity_loss"]) == (4, 4, method)
+    assert (training["inner_batch_size"], training["inner_r1_interval"]) == (4, 4)
+    if method == "shot_augment":
+        assert training["shot_augment"] == 1.5 and training["diversity_loss"] is None
+        assert pipe.card_info["meta_learning_config"]["shot_augment"] == 1.5
+    else:
+        assert training["diversity_loss"] == method and training["shot_augment"] == 0.0
     assert pipe.card_info["meta_learning_config"]["inner_freeze_discriminator_blocks"] == 1
 
     resumed = tmp_path / "resumed"

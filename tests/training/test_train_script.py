@@ -157,6 +157,21 @@ def test_mode_seeking_weight_reaches_the_learner_and_the_card(tmp_path):
         train_metagan.parse_args([*TINY, "--mode_seeking_weight", "-1"])
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--shot_augment", "-1"], "--shot_augment must be a number between 0 (off) and 3, got -1.0"),
+        (["--shot_augment", "4"], "--shot_augment must be a number between 0 (off) and 3, got 4.0"),
+        (["--shot_augment", "nan"], "--shot_augment must be a finite number, got nan"),
+        (["--algorithm", "pretrain", "--shot_augment", "1"], "--shot_augment 1 needs an inner loop"),
+    ],
+)
+def test_shot_augment_bad_input(extra, message, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, *extra])
+    assert message in capsys.readouterr().err
+
+
 def test_query_coverage_reaches_the_card_and_resumes_bit_for_bit(tmp_path):
     common = ["--max_meta_steps", "2", "--checkpointing_steps", "1", "--query_coverage_weight", "0.5",
               "--query_coverage_samples", "4"]  # fmt: skip
