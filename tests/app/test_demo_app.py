@@ -374,6 +374,7 @@ def test_app_loads_the_auto_model(monkeypatch, tmp_path):
 
 
 def test_page_offers_more_variety_only_with_a_setting_in_the_card(app, tmp_path):
+    pytest.importorskip("gradio")  # the page itself; the test extra does not install the app's Gradio
     tiny_pipeline(0).save_pretrained(tmp_path / "plain")
     plain = DemoApp(str(tmp_path / "plain"), work_dir=str(tmp_path / "work-plain"))
     try:
