@@ -391,8 +391,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_shot_augment(args.shot_augment, "--shot_augment")
     except ValueError as err:
         parser.error(str(err).replace("`", ""))
-    if args.shot_augment and args.algorithm == "pretrain":
-        parser.error(f"--shot_augment {args.shot_augment:g} needs an inner loop: --algorithm reptile or fomaml")
     if args.query_coverage_samples < 1:
         parser.error(f"--query_coverage_samples must be >= 1, got {args.query_coverage_samples}")
     if args.query_coverage_classifier_epochs < 1:
@@ -432,12 +430,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
     if args.algorithm == "fomaml" and args.queries < 1:
         parser.error("--algorithm fomaml needs --queries >= 1 (the meta-gradient is taken on the query images)")
-    if args.learn_inner_lr and args.algorithm == "pretrain":
-        parser.error("--learn_inner_lr needs an inner loop: --algorithm reptile or fomaml, got pretrain")
+    for name in ("learn_inner_lr", "shot_augment", "query_coverage_weight"):
+        if getattr(args, name) and args.algorithm == "pretrain":
+            parser.error(f"--{name} needs an inner loop: --algorithm reptile or fomaml, got pretrain")
     if args.learn_inner_lr and args.queries < 1:
         parser.error(f"--learn_inner_lr needs --queries >= 1 (the scales follow the query loss), got {args.queries}")
-    if args.query_coverage_weight and args.algorithm == "pretrain":
-        parser.error("--query_coverage_weight needs an inner loop: --algorithm reptile or fomaml, got pretrain")
     if args.query_coverage_weight and args.queries < 1:
         parser.error(f"--query_coverage_weight needs --queries >= 1 (the images to cover), got {args.queries}")
     if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:

@@ -148,8 +148,6 @@ class MetaLearningConfig:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if not isinstance(self.learn_inner_lr, bool):
             raise ValueError(f"`learn_inner_lr` must be True or False, got {self.learn_inner_lr!r}.")
-        if self.learn_inner_lr and self.algorithm == "pretrain":
-            raise ValueError("`learn_inner_lr` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
         for name in ("inner_lr", "meta_lr", "inner_lr_meta_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
@@ -161,8 +159,15 @@ class MetaLearningConfig:
         self.augment = tuple(self.augment or ())
         DiffAugment(self.augment)  # validates the policy names
         self.shot_augment = check_shot_augment(self.shot_augment)
-        if self.shot_augment and self.algorithm == "pretrain":
-            raise ValueError("`shot_augment` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
+        inner_loop_options = {
+            "learn_inner_lr": self.learn_inner_lr,
+            "shot_augment": self.shot_augment,
+            "query_coverage_weight": self.query_coverage_weight,
+            "diversity_loss": self.diversity_loss is not None,
+        }
+        for name, used in inner_loop_options.items():
+            if used and self.algorithm == "pretrain":
+                raise ValueError(f"`{name}` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
         r1i, frz = self.inner_r1_interval, self.inner_freeze_discriminator_blocks
         if isinstance(r1i, bool) or not isinstance(r1i, int) or r1i < 1:
             raise ValueError(f"`inner_r1_interval` must be a positive integer, got {r1i!r}.")
@@ -173,12 +178,6 @@ class MetaLearningConfig:
                 f"`inner_freeze_discriminator_blocks`={frz} needs algorithm='reptile' (FOMAML's query gradient and "
                 f"pretraining train the whole discriminator), got algorithm={self.algorithm!r}."
             )
-        if self.query_coverage_weight and self.algorithm == "pretrain":
-            raise ValueError(
-                "`query_coverage_weight` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'."
-            )
-        if self.diversity_loss is not None and self.algorithm == "pretrain":
-            raise ValueError("`diversity_loss` needs an inner loop (algorithm 'reptile' or 'fomaml'), got 'pretrain'.")
         anchors = 0 if self.diversity_loss == "cdc" else None  # no anchor regions in the short inner loops
         _, weight, _, _ = check_diversity_options(
             self.diversity_loss, self.diversity_weight, None, anchors, self.inner_batch_size

@@ -163,7 +163,10 @@ def test_mode_seeking_weight_reaches_the_learner_and_the_card(tmp_path):
         (["--shot_augment", "-1"], "--shot_augment must be a number between 0 (off) and 3, got -1.0"),
         (["--shot_augment", "4"], "--shot_augment must be a number between 0 (off) and 3, got 4.0"),
         (["--shot_augment", "nan"], "--shot_augment must be a finite number, got nan"),
-        (["--algorithm", "pretrain", "--shot_augment", "1"], "--shot_augment 1 needs an inner loop"),
+        (
+            ["--algorithm", "pretrain", "--shot_augment", "1"],
+            "--shot_augment needs an inner loop: --algorithm reptile or fomaml, got pretrain",
+        ),
     ],
 )
 def test_shot_augment_bad_input(extra, message, capsys):
