@@ -26,7 +26,9 @@ nearest-neighbour (Chamfer) distance in pixel space between the generated sample
 images -- the mean of (for each sample, the RMS pixel distance to its nearest held-out real image) and (for each
 held-out real image, the RMS distance to its nearest sample), images in [-1, 1]. Lower is better; the second term
 penalizes mode collapse. It is feature-free (no pretrained network exists offline), so compare it only between runs
-on the same data, resolution and validation settings.
+on the same data, resolution and validation settings. Beside it, `statistic_spread` (and `_unadapted`, the
+meta-weights' own samples) gives how much the samples vary per-image pixel statistics such as stroke width relative to
+the held-out images (`metagan_hub.metrics.statistic_spread`; 1: as much as the data, below 1: a dropped factor).
 
 The yardstick (`--yardstick_classes N`, at the same times) judges what users get instead: it adapts the current
 meta-weights with `adapt()` as users run it (`--yardstick_adapt_steps`, default 200) to the first N *validation*
@@ -73,7 +75,7 @@ from tqdm.auto import tqdm
 import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.safety import replace_nonfinite, write_json_strict
-from metagan_hub.metrics import heldout_distance
+from metagan_hub.metrics import IMAGE_STATISTICS, heldout_distance, statistic_spread
 from metagan_hub.metrics.classifiers import ClassifierRecipe, EvaluationClassifier, fit_classifier, save_classifier
 from metagan_hub.metrics.yardstick import selection_key
 from metagan_hub.training.adaptation import LR_SCALES_KEY
@@ -887,7 +889,8 @@ def validate(
     test_classes,
     mixed_precision: str,
 ) -> dict[str, Any]:
-    """Adapt copies of the meta-weights to held-out test classes (main process only); grid PNG + distances."""
+    """Adapt copies of the meta-weights to held-out test classes (main process only); grid PNG, distances and
+    statistic spreads."""
     from metagan_hub.training.adaptation import NonFiniteLossError
 
     pipe = MetaGANPipeline(
@@ -897,6 +900,8 @@ def validate(
     k = args.validation_shots
     num_classes = min(args.num_validation_classes, test_classes.num_classes)
     per_class, unadapted, rows = {}, {}, []
+    spreads: list[dict[str, float]] = []  # per adapted class
+    all_before, all_held_out = [], []
     start = time.perf_counter()
     for c in range(num_classes):
         name = test_classes.class_names[c]
@@ -905,6 +910,8 @@ def validate(
         sample_gen = torch.Generator().manual_seed(args.seed + 1000 + c)
         before = pipe(batch_size=args.validation_samples, generator=sample_gen, output_type="pt").images * 2 - 1
         unadapted[name] = heldout_distance(before, held_out)
+        all_before.append(before)
+        all_held_out.append(held_out)
         try:
             adapted = pipe.adapt(
                 shots,
@@ -921,11 +928,17 @@ def validate(
         sample_gen = torch.Generator().manual_seed(args.seed + 1000 + c)
         samples = adapted(batch_size=args.validation_samples, generator=sample_gen, output_type="pt").images * 2 - 1
         per_class[name] = heldout_distance(samples, held_out)
+        if len(held_out) >= 2 and len(samples) >= 2:
+            spreads.append(statistic_spread(samples, held_out))
         rows.append(to_pil(shots) + to_pil(samples[: max(8, k)]))
     result = {
         "step": step,
         "heldout_distance": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         "heldout_distance_unadapted": float(np.mean(list(unadapted.values()))) if unadapted else float("nan"),
+        # how much the samples vary per-image pixel statistics (stroke width, ink, ...) relative to the held-out
+        # renders: adapted, mean over classes; unadapted, all classes' samples against all their held-out images
+        "statistic_spread": {s: float(np.mean([d[s] for d in spreads])) for s in IMAGE_STATISTICS} if spreads else {},
+        "statistic_spread_unadapted": validation_spread(all_before, all_held_out),
         "per_class": per_class,
         "per_class_unadapted": unadapted,
         "split": "test",
@@ -948,11 +961,22 @@ def validate(
                 tracker.writer.add_image("validation/grid", np.asarray(grid.convert("RGB")), step, dataformats="HWC")
     with open(os.path.join(args.output_dir, "validation.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
+    spread = result["statistic_spread"].get("structure_scale", float("nan"))
+    spread_before = result["statistic_spread_unadapted"].get("structure_scale", float("nan"))
     logger.info(
         f"validation at step {step}: heldout_distance {result['heldout_distance']:.4f} "
-        f"(unadapted {result['heldout_distance_unadapted']:.4f}) in {result['wall_time_s']} s"
+        f"(unadapted {result['heldout_distance_unadapted']:.4f}), structure-scale spread {spread:.2f} "
+        f"(unadapted {spread_before:.2f}) in {result['wall_time_s']} s"
     )
     return result
+
+
+def validation_spread(samples: list[torch.Tensor], held_out: list[torch.Tensor]) -> dict[str, float]:
+    """[`statistic_spread`] of all unadapted validation samples against all held-out images ({} with fewer than 2
+    of either)."""
+    if sum(len(x) for x in samples) < 2 or sum(len(x) for x in held_out) < 2:
+        return {}
+    return statistic_spread(torch.cat(samples), torch.cat(held_out))
 
 
 # ---------------------------------------------------------------------------------------------------- yardstick

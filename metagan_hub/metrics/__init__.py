@@ -55,6 +55,11 @@ from metagan_hub.metrics.fewshot import (  # noqa: F401  (public re-exports)
     recognisability,
     relative_diversity,
 )
+from metagan_hub.metrics.image_statistics import (  # noqa: F401  (public re-exports)
+    IMAGE_STATISTICS,
+    image_statistics,
+    statistic_spread,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -364,6 +364,21 @@ def test_non_finite_losses_stop_the_run_without_saving(tmp_path):
         assert all(torch.isfinite(v).all() for v in weights(checkpoint).values())
 
 
+def test_validation_reports_statistic_spreads(tmp_path):
+    from metagan_hub.metrics import IMAGE_STATISTICS
+
+    run(
+        "--max_meta_steps", "1", "--num_validation_classes", "2", "--validation_adapt_steps", "1",
+        "--validation_samples", "6", "--validation_shots", "3", "--output_dir", str(tmp_path),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "validation.jsonl").read_text().splitlines()[-1])
+    for key in ("statistic_spread", "statistic_spread_unadapted"):
+        assert list(result[key]) == list(IMAGE_STATISTICS)
+        assert all(np.isfinite(v) and v >= 0 for v in result[key].values()), result[key]
+    # not simply a copy of each other: the adapted samples differ from the unadapted ones
+    assert result["statistic_spread"] != result["statistic_spread_unadapted"]
+
+
 def test_validation_needs_held_out_images(tmp_path):
     with pytest.raises(ValueError, match="--validation_shots"):
         run("--num_validation_classes", "1", "--validation_shots", "500", "--output_dir", str(tmp_path))
