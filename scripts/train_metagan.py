@@ -928,8 +928,9 @@ def validate(
         sample_gen = torch.Generator().manual_seed(args.seed + 1000 + c)
         samples = adapted(batch_size=args.validation_samples, generator=sample_gen, output_type="pt").images * 2 - 1
         per_class[name] = heldout_distance(samples, held_out)
-        if len(held_out) >= 2 and len(samples) >= 2:
-            spreads.append(statistic_spread(samples, held_out))
+        class_spread = validation_spread([samples], [held_out])
+        if class_spread:
+            spreads.append(class_spread)
         rows.append(to_pil(shots) + to_pil(samples[: max(8, k)]))
     result = {
         "step": step,
@@ -972,8 +973,8 @@ def validate(
 
 
 def validation_spread(samples: list[torch.Tensor], held_out: list[torch.Tensor]) -> dict[str, float]:
-    """[`statistic_spread`] of all unadapted validation samples against all held-out images ({} with fewer than 2
-    of either)."""
+    """[`statistic_spread`] of the concatenated `samples` against the concatenated `held_out` images ({} with fewer
+    than 2 of either)."""
     if sum(len(x) for x in samples) < 2 or sum(len(x) for x in held_out) < 2:
         return {}
     return statistic_spread(torch.cat(samples), torch.cat(held_out))

@@ -66,7 +66,11 @@ def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
     [1.7, 3.1]
     ```
     """
-    x = _check_images(images, "images")
+    return _statistics(_check_images(images, "images"))
+
+
+def _statistics(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """[`image_statistics`] of images already checked and converted by `_check_images`."""
     n = x.shape[0]
     flat = x.reshape(n, -1)
     mean = flat.mean(dim=1)
@@ -109,8 +113,8 @@ def statistic_spread(fake_images: torch.Tensor, real_images: torch.Tensor) -> di
     (True, 1.0)
     ```
     """
-    fake = image_statistics(_check_images(fake_images, "fake_images", min_images=2))
-    real = image_statistics(_check_images(real_images, "real_images", min_images=2))
+    fake = _statistics(_check_images(fake_images, "fake_images", min_images=2))
+    real = _statistics(_check_images(real_images, "real_images", min_images=2))
     out = {}
     for name in IMAGE_STATISTICS:
         real_std = float(real[name].std())
