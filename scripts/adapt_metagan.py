@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.hub.model_card import variety_setting
-from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER
+from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
 
@@ -63,6 +63,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_steps", type=int, default=None, help="Default: adapt()'s default (200).")
     parser.add_argument("--learning_rate", type=float, default=None, help="Default: adapt()'s default (2e-4).")
     parser.add_argument("--batch_size", type=int, default=None, help="Default: adapt()'s default.")
+    parser.add_argument(
+        "--lr_scheduler",
+        type=str,
+        default=None,
+        choices=list(LR_SCHEDULERS),
+        help="Learning-rate schedule over the steps (diffusers' get_scheduler; default: adapt()'s, constant).",
+    )
+    parser.add_argument(
+        "--lr_warmup_steps", type=int, default=None, help="Linear warm-up steps of the schedule (default: 0)."
+    )
     parser.add_argument(
         "--loss",
         type=str,
@@ -279,6 +289,8 @@ def main(args: argparse.Namespace) -> None:
         for k, v in (
             ("num_steps", args.num_steps),
             ("learning_rate", args.learning_rate),
+            ("lr_scheduler", args.lr_scheduler),
+            ("lr_warmup_steps", args.lr_warmup_steps),
             ("loss", args.loss),
             ("batch_size", args.batch_size),
             ("r1_gamma", args.r1_gamma),

@@ -447,6 +447,8 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "mode_seeking_weight": float,
     "shot_augment": float,
     "tone_match": bool,
+    "lr_scheduler": str,
+    "lr_warmup_steps": int,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

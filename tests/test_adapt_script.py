@@ -76,6 +76,7 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     # flags not given take adapt()'s defaults
     assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
     assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0 and record["tone_match"] is True
+    assert record["lr_scheduler"] == "constant" and record["lr_warmup_steps"] == 0
     assert adapted.generator.tone_curve is not None  # adapt()'s default for full adaptation
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
     assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
@@ -95,6 +96,8 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
         "--mode_seeking_weight", "0.5",
         "--shot_augment", "0.5",
         "--latent_scale", "1.5",
+        "--lr_scheduler", "cosine",
+        "--lr_warmup_steps", "1",
         "--output_dir", "lora_out",
         "--validation_images", "1",
         cwd=tmp_path,
@@ -107,6 +110,8 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     assert record["lora_rank"] == 2 and len(record["losses"]) == 2 and record["r1_gamma"] == 0.25
     assert record["learning_rate"] == 1e-3 and record["loss"] == "hinge" and record["mode_seeking_weight"] == 0.5
     assert record["shot_augment"] == 0.5
+    assert record["lr_scheduler"] == "cosine" and record["lr_warmup_steps"] == 1
+    assert [row["lr"] for row in record["losses"]] == [0.0, record["lora_learning_rate"]]  # warm-up, then the peak
 
     pipe = MetaGANPipeline.from_pretrained(base)
     pipe.set_progress_bar_config(disable=True)
@@ -166,6 +171,8 @@ def test_script_argument_errors():
         )
     with pytest.raises(SystemExit):
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--latent_scale", "0"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--lr_scheduler", "cos"])
     for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"]):  # --variety takes both from the card
         with pytest.raises(SystemExit):
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--variety", *clash])

@@ -400,6 +400,8 @@ class MetaGANPipeline(DiffusionPipeline):
         mode_seeking_weight: float = 0.0,
         shot_augment: float = 0.0,
         tone_match: bool | None = None,
+        lr_scheduler: str = "constant",
+        lr_warmup_steps: int = 0,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -506,6 +508,13 @@ class MetaGANPipeline(DiffusionPipeline):
                 get the shots' crisp edges instead of grey haze, recall +0.10 on 30 kanji classes (+0.04 font
                 glyphs, +0.05 digits) with lower or equal KID at the same recognisability (bundled card, "Tone
                 matching"). `False` gives the plain `tanh` output.
+            lr_scheduler (`str`, defaults to `"constant"`): learning-rate schedule of both networks over the
+                `num_steps` steps, by name through `diffusers.optimization.get_scheduler`: `"constant"`,
+                `"constant_with_warmup"`, `"linear"`, `"cosine"`, `"cosine_with_restarts"` or `"polynomial"` (the
+                decaying ones end near 0 at `num_steps`). Each step's rate is in the `lr` entry of the step's logs
+                (`callback`, `card_info["adaptation"]["losses"]`).
+            lr_warmup_steps (`int`, defaults to 0): steps of linear warm-up from 0 at the start of the schedule
+                (fewer than `num_steps`; not with `"constant"`).
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -553,6 +562,8 @@ class MetaGANPipeline(DiffusionPipeline):
             mode_seeking_weight=mode_seeking_weight,
             shot_augment=shot_augment,
             tone_match=tone_match,
+            lr_scheduler=lr_scheduler,
+            lr_warmup_steps=lr_warmup_steps,
         )
 
     # ------------------------------------------------------------------ LoRA

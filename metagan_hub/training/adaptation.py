@@ -37,6 +37,9 @@ LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
 # 2e-4) rank 16 is 0.09 below full adaptation on 30 kanji classes (bundled card, "a LoRA adapter")
 LORA_LR_MULTIPLIER = 5.0
 DEFAULT_MAX_NONFINITE_STEPS = 10
+# learning-rate schedules of `adapt()`: diffusers' `get_scheduler` names (all but "piecewise_constant", which needs
+# step rules)
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,6 +92,26 @@ def check_adapt_memory(pipeline: MetaGANPipeline, batch_size: int, generator_bat
             f"{batch_size} real and fake images through the discriminator and {generator_batch_size} through the "
             f"generator, kept for the backward passes), but only {format_bytes(available)} is available on "
             f"{device}. Few-shot adaptation needs small batches: the default is 4."
+        )
+
+
+def check_lr_schedule(lr_scheduler: Any, lr_warmup_steps: Any, num_steps: int) -> None:
+    """Raise a `ValueError` naming the argument unless `lr_scheduler` is one of `LR_SCHEDULERS` and
+    `lr_warmup_steps` an integer in `[0, num_steps)` (and 0 for `"constant"`, which has no warm-up)."""
+    if not isinstance(lr_scheduler, str) or lr_scheduler not in LR_SCHEDULERS:
+        raise ValueError(f"`lr_scheduler` must be one of {LR_SCHEDULERS}, got {lr_scheduler!r}.")
+    if (
+        isinstance(lr_warmup_steps, bool)
+        or not isinstance(lr_warmup_steps, int)
+        or not 0 <= lr_warmup_steps < num_steps
+    ):
+        raise ValueError(
+            f"`lr_warmup_steps` must be an integer from 0 to num_steps - 1 = {num_steps - 1}, got {lr_warmup_steps!r}."
+        )
+    if lr_scheduler == "constant" and lr_warmup_steps:
+        raise ValueError(
+            f"`lr_warmup_steps={lr_warmup_steps}` with lr_scheduler='constant', which has no warm-up; use "
+            "lr_scheduler='constant_with_warmup'."
         )
 
 
@@ -239,6 +262,8 @@ def adapt_pipeline(
     mode_seeking_weight: float = 0.0,
     shot_augment: float = 0.0,
     tone_match: bool | None = None,
+    lr_scheduler: str = "constant",
+    lr_warmup_steps: int = 0,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -290,6 +315,7 @@ def adapt_pipeline(
             f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
         )
     check_shot_augment(shot_augment)
+    check_lr_schedule(lr_scheduler, lr_warmup_steps, num_steps)
     if tone_match is not None and not isinstance(tone_match, bool):
         raise ValueError(
             f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
@@ -390,6 +416,14 @@ def adapt_pipeline(
         d_groups = _scaled_groups(disc, d_params, lr_scales.get("discriminator", {}), learning_rate)
     opt_g = torch.optim.Adam(g_groups, lr=g_lr, betas=betas, fused=fused)
     opt_d = torch.optim.Adam(d_groups, lr=learning_rate, betas=betas, fused=fused)
+    from diffusers.optimization import get_scheduler
+
+    # one schedule for both networks, stepped once per GAN step (also a skipped one), so step i runs at the same
+    # fraction of each group's rate in G and D
+    schedulers = [
+        get_scheduler(lr_scheduler, opt, num_warmup_steps=lr_warmup_steps, num_training_steps=num_steps)
+        for opt in (opt_g, opt_d)
+    ]
     gen_c, disc_c = gen, disc_t  # the copies the GAN steps run
     if mixed_precision == "bf16":
         # bf16 compute copies run the steps; gen / disc keep the float32 master weights (see MasterWeightsOptimizer).
@@ -472,9 +506,12 @@ def adapt_pipeline(
                 z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
                 z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
 
+            lr_now = schedulers[0].get_last_lr()[0]  # the generator's (first group's) rate of this step
             ok, logs = gan_step(
                 gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step
             )
+            for scheduler in schedulers:
+                scheduler.step()
             if ok and ema is not None:
                 ema.step(g_params)
 
@@ -490,7 +527,7 @@ def adapt_pipeline(
                         f"adapt() stopped: {nonfinite_in_a_row} steps in a row had NaN/inf losses (last at step "
                         f"{step}). Lower `learning_rate`, use mixed_precision='no', or check the images."
                     )
-            logs = {"step": step, **logs}
+            logs = {"step": step, **logs, "lr": lr_now}
             losses.append(logs)
             if main_process:
                 # refresh=False: the bar redraws at its own rate (in update), not on every step
@@ -540,6 +577,8 @@ def adapt_pipeline(
         "stopped_early": stopped_early,
         "skipped_nonfinite_steps": skipped,
         "learning_rate": learning_rate,
+        "lr_scheduler": lr_scheduler,
+        "lr_warmup_steps": lr_warmup_steps,
         "batch_size": batch_size,
         "mixed_precision": mixed_precision,  # the precision the steps ran in
         "requested_mixed_precision": requested_mixed_precision,  # what the caller asked for, e.g. "auto"

@@ -363,6 +363,49 @@ def test_shot_augment_varies_the_real_batch_and_reaches_the_record(monkeypatch, 
     assert "| shot_augment | 1 |" in (tmp_path / "sa" / "README.md").read_text(encoding="utf-8")
 
 
+def test_lr_scheduler_sets_every_steps_rate_of_both_networks_and_reaches_the_record(monkeypatch, tmp_path):
+    rates = []
+    real_step = adaptation.gan_step
+
+    def spy(gen, disc, opt_g, opt_d, *args, **kwargs):
+        rates.append(({g["lr"] for g in opt_g.param_groups}, {g["lr"] for g in opt_d.param_groups}))
+        return real_step(gen, disc, opt_g, opt_d, *args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "gan_step", spy)
+    pipe, shots, lr, n = tiny_pipeline(), random_shots(), 1e-3, 6
+    logged = []
+    plain = pipe.adapt(shots, num_steps=n, learning_rate=lr, generator=seeded(0))
+    assert rates == [({lr}, {lr})] * n  # the default: constant
+    assert [row["lr"] for row in plain.card_info["adaptation"]["losses"]] == [lr] * n
+    rates.clear()
+    cosine = pipe.adapt(
+        shots,
+        num_steps=n,
+        learning_rate=lr,
+        lr_scheduler="cosine",
+        lr_warmup_steps=2,
+        generator=seeded(0),
+        callback=lambda step, logs: logged.append(logs["lr"]),
+    )
+    # linear warm-up from 0 over 2 steps, then half a cosine period down to 0 at step n
+    expected = [0.0, lr / 2] + [lr * 0.5 * (1 + math.cos(math.pi * (i - 2) / (n - 2))) for i in range(2, n)]
+    for (g_rates, d_rates), want in zip(rates, expected, strict=True):
+        assert g_rates == d_rates and len(g_rates) == 1
+        assert math.isclose(g_rates.pop(), want, rel_tol=1e-9, abs_tol=1e-15)
+    assert logged == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert not same_state(state(plain, "generator"), state(cosine, "generator"))
+    record = cosine.card_info["adaptation"]
+    assert (record["lr_scheduler"], record["lr_warmup_steps"]) == ("cosine", 2)
+    assert (plain.card_info["adaptation"]["lr_scheduler"], plain.card_info["adaptation"]["lr_warmup_steps"]) == (
+        "constant",
+        0,
+    )
+    cosine.save_pretrained(tmp_path / "cos")
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "cos")
+    assert reloaded.card_info["adaptation"]["lr_scheduler"] == "cosine"
+    assert "| lr_scheduler | cosine |" in (tmp_path / "cos" / "README.md").read_text(encoding="utf-8")
+
+
 def test_local_base_path_is_not_written_as_hub_base_model(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "base")
@@ -452,6 +495,12 @@ BAD_INPUTS = {
     "shot_augment_too_strong": (lambda tmp: {"shot_augment": 4.0}, r"`shot_augment`.*4\.0"),
     "shot_augment_nan": (lambda tmp: {"shot_augment": math.nan}, r"`shot_augment`.*nan"),
     "shot_augment_bool": (lambda tmp: {"shot_augment": True}, r"`shot_augment`.*True"),
+    "unknown_lr_scheduler": (lambda tmp: {"lr_scheduler": "cos"}, r"`lr_scheduler`.*'cosine'.*'cos'"),
+    "piecewise_lr_scheduler": (lambda tmp: {"lr_scheduler": "piecewise_constant"}, r"`lr_scheduler`"),
+    "warmup_negative": (lambda tmp: {"lr_scheduler": "linear", "lr_warmup_steps": -1}, r"`lr_warmup_steps`.*-1"),
+    "warmup_whole_run": (lambda tmp: {"lr_scheduler": "linear", "lr_warmup_steps": 2}, r"`lr_warmup_steps`.*1.*2"),
+    "warmup_float": (lambda tmp: {"lr_scheduler": "linear", "lr_warmup_steps": 1.0}, r"`lr_warmup_steps`.*1\.0"),
+    "warmup_with_constant": (lambda tmp: {"lr_warmup_steps": 1}, r"`lr_warmup_steps=1`.*constant_with_warmup"),
     "mode_seeking_one_sample": (
         lambda tmp: {"mode_seeking_weight": 1.0, "batch_size": 1},
         r"mode_seeking_weight=1\.0.*`batch_size`.*>= 2, got 1",
