@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -510,8 +511,12 @@ def adapt_pipeline(
             ok, logs = gan_step(
                 gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step
             )
-            for scheduler in schedulers:
-                scheduler.step()
+            with warnings.catch_warnings():
+                # the schedule follows the step index, also over a skipped (non-finite) step, where torch would warn
+                # that the optimizer did not step first
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                for scheduler in schedulers:
+                    scheduler.step()
             if ok and ema is not None:
                 ema.step(g_params)
 
