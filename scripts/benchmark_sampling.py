@@ -26,6 +26,15 @@ resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md
         --contender pretrain=runs/baselines/pretrain-kanji-32 --domains kanji --classes 0:30 \\
         --latent_scales 0.5,0.75,1.25,1.5,2 --keep_fractions 0.5,0.25 --num_threads 1 --output_dir runs/sampling
 
+`--pair_with RESULTS` (a `benchmark_fewshot.py` results file, `.jsonl` or `.jsonl.gz`; repeatable) adds a table per
+domain of every setting minus one of its contenders at one snapshot, paired by class (`--pair_contender`, default
+`ddpm-full`, at `--pair_snapshot`, default `3x time, DDIM 25`): the GAN's sampling settings against the diffusion rival
+on the same shots and seeds. `--records FILE` adds earlier sampling records (for example the committed
+`model_cards/results/*.jsonl.gz`) to the tables, and `--summarize_only` only rebuilds the tables, without a contender:
+
+    python scripts/benchmark_sampling.py --summarize_only --records model_cards/results/bench-variety.jsonl.gz \
+        --pair_with model_cards/results/bench-rival-fonts.jsonl.gz --output_dir runs/variety-vs-rival
+
 `--quick` runs a tiny model on two digit classes (the smoke path the tests take).
 """
 
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import logging
 import math
@@ -85,7 +95,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
     parser.add_argument("--output_dir", default="runs/bench-sampling")
     parser.add_argument("--quick", action="store_true", help="Tiny model, two digit classes: a smoke run.")
+    parser.add_argument(
+        "--records", action="append", default=None, help="Earlier sampling records (.jsonl[.gz]) for the tables."
+    )
+    parser.add_argument(
+        "--pair_with",
+        action="append",
+        default=None,
+        help="benchmark_fewshot.py results (.jsonl[.gz]) holding the contender to pair every setting with.",
+    )
+    parser.add_argument("--pair_contender", default="ddpm-full", help="Contender of --pair_with to subtract.")
+    parser.add_argument("--pair_snapshot", default="3x time, DDIM 25", help="Its snapshot label, e.g. '200 steps'.")
+    parser.add_argument(
+        "--summarize_only", action="store_true", help="Only rebuild the tables from the records; run nothing."
+    )
     args = parser.parse_args(argv)
+    for name in ("records", "pair_with"):
+        for path in getattr(args, name) or []:
+            if not os.path.isfile(path):
+                raise ValueError(f"`--{name}` {path!r}: no such file.")
+    if args.summarize_only:
+        if args.contender or args.quick:
+            raise ValueError("`--summarize_only` runs nothing: leave out --contender and --quick.")
+        return args
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
     if not args.contender and not args.quick:
@@ -242,8 +274,107 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a `.jsonl` or gzip-compressed `.jsonl.gz` file."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[tuple[str, int, int], dict[str, float]]:
+    """`{(domain, class_index, shots): metrics}` of `contender` at the snapshot labelled `snapshot` in
+    `benchmark_fewshot.py` results files (its plain runs, not the noise-floor re-runs; a class's first row wins)."""
+    found: dict[tuple[str, int, int], dict[str, float]] = {}
+    labels: set[str] = set()
+    for path in paths:
+        for r in read_jsonl(path):
+            if r.get("contender") != contender or not isinstance(r.get("snapshot"), dict):
+                continue
+            labels.add(r["snapshot"].get("label", ""))
+            if r["snapshot"].get("label") == snapshot and r.get("variant", "default") == "default":
+                found.setdefault((r["domain"], r["class_index"], r["shots"]), r["metrics"])
+    if not found:
+        raise ValueError(
+            f"`--pair_contender` {contender!r} at `--pair_snapshot` {snapshot!r}: no such rows in --pair_with; its "
+            f"snapshot labels there: {sorted(labels) or 'none (no rows of that contender)'}."
+        )
+    return found
+
+
+def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> str:
+    """Markdown: per domain, each contender and setting's class means and its paired difference (mean ± s.e. over the
+    classes both have) to the reference's metrics."""
+    lines = []
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        groups: dict[tuple[str, str], dict[int, dict]] = {}
+        ref: dict[int, dict[str, float]] = {}
+        for r in rows:
+            key = (domain, r["class_index"], r["shots"])
+            if r["domain"] == domain and key in reference:
+                groups.setdefault((r["contender"], setting_label(r)), {})[r["class_index"]] = r["metrics"]
+                ref[r["class_index"]] = reference[key]
+        if not groups:
+            continue
+        lines += [
+            f"### {domain}: minus {name}, mean ± s.e. over the classes both have",
+            "",
+            "| contender | setting | classes | " + " | ".join(REPORTED) + " |",
+            "|---|---|---|" + "---|" * len(REPORTED),
+        ]
+        ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
+        lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
+        for (contender, label), by_class in groups.items():
+            cells = []
+            for m in REPORTED:
+                diffs = [by_class[c][m] - ref[c][m] for c in sorted(by_class)]
+                mean = bf._mean([by_class[c][m] for c in sorted(by_class)])
+                cells.append(f"{mean:.3f} ({bf._mean(diffs):+.3f} ± {bf._se(diffs):.3f})")
+            lines.append(f"| {contender} | {label} | {len(by_class)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The summary tables of `rows`: against the first contender, then against `--pair_with`'s contender."""
+    text = summary(rows)
+    if args.pair_with:
+        reference = reference_metrics(args.pair_with, args.pair_contender, args.pair_snapshot)
+        text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})")
+    return text
+
+
+def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` without repeats of a (contender, domain, class, setting): the first one stays."""
+    seen: set[tuple] = set()
+    kept = []
+    for r in rows:
+        key = (r["contender"], r["domain"], r["class_index"], setting_key(r))
+        if key not in seen:
+            seen.add(key)
+            kept.append(r)
+    return kept
+
+
+def summarize_only(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = Path(args.output_dir)
+    path = out / RESULTS_FILE
+    rows = read_jsonl(path) if path.is_file() else []
+    for extra in args.records or []:
+        rows += read_jsonl(extra)
+    if not rows:
+        raise ValueError(f"`--summarize_only`: no records in {path} and none given with --records.")
+    rows = unique_rows(rows)
+    text = tables(rows, args)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    print(text)
+    return rows
+
+
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if args.summarize_only:
+        return summarize_only(args)
     fa = args.fewshot
     if fa.num_threads is not None:
         torch.set_num_threads(fa.num_threads)
@@ -281,7 +412,10 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ", ".join(f"{setting_label(r)} {r['metrics']['recognisability']:.2f}" for r in new),
                 )
     rows = [r for r in rows if setting_key(r) in wanted]
-    text = summary(rows)
+    for extra in args.records or []:
+        rows += read_jsonl(extra)
+    rows = unique_rows(rows)
+    text = tables(rows, args)
     (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
     print(text)
     return rows

@@ -90,3 +90,102 @@ def test_bad_arguments_are_refused_naming_the_argument(argv, message, tmp_path):
     with pytest.raises(ValueError) as err:
         sampling.parse_args([*argv, "--output_dir", str(tmp_path / "out")])
     assert message in str(err.value)
+
+
+def _sampling_row(contender: str, c: int, scale: float, **metrics: float) -> dict:
+    return {
+        "contender": contender,
+        "domain": "kanji",
+        "class_index": c,
+        "shots": 5,
+        "latent_scale": scale,
+        "keep_fraction": 1.0,
+        "tone_match": True,
+        "metrics": {m: metrics.get(m, 0.5) for m in sampling.REPORTED},
+    }
+
+
+def _rival_row(c: int, label: str, shots: int = 5, variant: str = "default", **metrics: float) -> dict:
+    return {
+        "contender": "ddpm-full",
+        "domain": "kanji",
+        "class_index": c,
+        "shots": shots,
+        "variant": variant,
+        "snapshot": {"label": label},
+        "metrics": {m: metrics.get(m, 0.5) for m in sampling.REPORTED},
+    }
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    import gzip
+
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_summarize_only_pairs_settings_with_a_fewshot_contender_by_class(tmp_path):
+    label = "3x time, DDIM 25"
+    records = _write(
+        tmp_path / "sampling.jsonl.gz",
+        [_sampling_row("variety", c, 1.5, copy_rate=0.03 + 0.01 * c, recognisability=0.9) for c in range(3)]
+        + [_sampling_row("variety", 0, 1.5, copy_rate=9.0)],  # a repeat: the first row of a class and setting wins
+    )
+    rival = _write(
+        tmp_path / "results.jsonl",
+        [_rival_row(c, label, copy_rate=0.01, recognisability=0.8) for c in range(2)]  # class 2 has no rival row
+        + [_rival_row(0, "1x time, DDIM 25", copy_rate=5.0), _rival_row(1, label, shots=10, copy_rate=5.0)]
+        + [_rival_row(0, label, variant="noise_floor", copy_rate=5.0)],
+    )
+    out = tmp_path / "tables"
+    args = sampling.parse_args(
+        ["--summarize_only", "--records", str(records), "--pair_with", str(rival), "--output_dir", str(out)]
+    )
+    sampling.main(args)
+    table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "### kanji: minus ddpm-full (3x time, DDIM 25)" in table
+    paired = table.split("minus ddpm-full")[1]
+    rival_line = next(line for line in paired.splitlines() if line.startswith("| ddpm-full"))
+    assert "| 2 |" in rival_line and "0.010" in rival_line  # the two classes it has, K=5, that label, plain runs
+    variety = next(line for line in paired.splitlines() if line.startswith("| variety"))
+    cells = [cell.strip() for cell in variety.strip("|").split("|")]
+    assert cells[1] == "tone matched, latents x1.5" and cells[2] == "2"
+    copy = cells[3 + list(sampling.REPORTED).index("copy_rate")]
+    recognised = cells[3 + list(sampling.REPORTED).index("recognisability")]
+    # classes 0 and 1: copy rates 0.03 and 0.04 minus 0.01 each -> +0.025 ± 0.005
+    assert copy == "0.035 (+0.025 ± 0.005)" and recognised == "0.900 (+0.100 ± 0.000)"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--summarize_only", "--contender", "a=b"], "`--summarize_only` runs nothing"),
+        (["--summarize_only", "--records", "missing.jsonl"], "`--records` 'missing.jsonl': no such file"),
+        (["--summarize_only", "--pair_with", "missing.jsonl"], "`--pair_with` 'missing.jsonl': no such file"),
+    ],
+)
+def test_bad_summary_arguments_are_refused_naming_the_argument(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as err:
+        sampling.parse_args([*argv, "--output_dir", str(tmp_path / "out")])
+    assert message in str(err.value)
+
+
+def test_pairing_with_a_missing_contender_or_snapshot_names_what_is_there(tmp_path):
+    records = _write(tmp_path / "s.jsonl", [_sampling_row("variety", 0, 1.0)])
+    rival = _write(tmp_path / "r.jsonl", [_rival_row(0, "3x time, DDIM 25")])
+    for extra, message in (
+        (["--pair_snapshot", "10x time, DDIM 25"], "its snapshot labels there: ['3x time, DDIM 25']"),
+        (["--pair_contender", "ddpm-lora"], "none (no rows of that contender)"),
+    ):
+        argv = ["--summarize_only", "--records", str(records), "--pair_with", str(rival), *extra]
+        with pytest.raises(ValueError, match="`--pair_contender`") as err:
+            sampling.main(sampling.parse_args([*argv, "--output_dir", str(tmp_path / "out")]))
+        assert message in str(err.value)
+    with pytest.raises(ValueError, match="no records"):
+        sampling.main(sampling.parse_args(["--summarize_only", "--output_dir", str(tmp_path / "empty")]))
