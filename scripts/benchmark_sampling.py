@@ -239,6 +239,17 @@ def setting_label(row: dict[str, Any]) -> str:
     return f"latents x{row['latent_scale']:g}"
 
 
+def paired_cells(by_class: dict[int, dict], base: dict[int, dict], classes: list[int]) -> list[str]:
+    """Per reported metric: the class mean over `classes` and, in brackets, the paired difference to `base` (mean ±
+    s.e. over the classes)."""
+    cells = []
+    for m in REPORTED:
+        mean = bf._mean([by_class[c][m] for c in classes])
+        diffs = [by_class[c][m] - base[c][m] for c in classes]
+        cells.append(f"{mean:.3f} ({bf._mean(diffs):+.3f} ± {bf._se(diffs):.3f})")
+    return cells
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """Markdown: per domain, each contender and setting's class means and its paired difference (mean ± s.e. over
     classes) to the first contender's benchmark sample set."""
@@ -264,11 +275,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
             classes = sorted(set(by_class) & set(base))
             if not classes:
                 continue
-            cells = []
-            for m in REPORTED:
-                mean = bf._mean([by_class[c][m] for c in classes])
-                diffs = [by_class[c][m] - base[c][m] for c in classes]
-                cells.append(f"{mean:.3f} ({bf._mean(diffs):+.3f} ± {bf._se(diffs):.3f})")
+            cells = paired_cells(by_class, base, classes)
             lines.append(f"| {name} | {label} | {len(classes)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -324,11 +331,7 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> st
         ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
         lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
         for (contender, label), by_class in groups.items():
-            cells = []
-            for m in REPORTED:
-                diffs = [by_class[c][m] - ref[c][m] for c in sorted(by_class)]
-                mean = bf._mean([by_class[c][m] for c in sorted(by_class)])
-                cells.append(f"{mean:.3f} ({bf._mean(diffs):+.3f} ± {bf._se(diffs):.3f})")
+            cells = paired_cells(by_class, ref, sorted(by_class))
             lines.append(f"| {contender} | {label} | {len(by_class)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -392,7 +395,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     contenders = bf.load_contenders(specs, fa)
     ctxs = bf.load_domains(fa, contenders)
     path = out / RESULTS_FILE
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    rows = read_jsonl(path) if path.is_file() else []
     wanted = settings(args)
     done = {(r["domain"], r["class_index"], r["contender"]) for r in rows}
     for ctx in ctxs:
