@@ -358,20 +358,29 @@ def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def summarize_only(args: argparse.Namespace) -> list[dict[str, Any]]:
-    out = Path(args.output_dir)
-    path = out / RESULTS_FILE
-    rows = read_jsonl(path) if path.is_file() else []
+def with_records(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`rows` and the `--records` rows, without repeats."""
     for extra in args.records or []:
-        rows += read_jsonl(extra)
-    if not rows:
-        raise ValueError(f"`--summarize_only`: no records in {path} and none given with --records.")
-    rows = unique_rows(rows)
+        rows = rows + read_jsonl(extra)
+    return unique_rows(rows)
+
+
+def write_tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Write the tables of `rows` to `OUTPUT_DIR/sampling.md` and print them; returns `rows`."""
     text = tables(rows, args)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
     print(text)
     return rows
+
+
+def summarize_only(args: argparse.Namespace) -> list[dict[str, Any]]:
+    path = Path(args.output_dir) / RESULTS_FILE
+    rows = with_records(read_jsonl(path) if path.is_file() else [], args)
+    if not rows:
+        raise ValueError(f"`--summarize_only`: no records in {path} and none given with --records.")
+    return write_tables(rows, args)
 
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -414,14 +423,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ctx.domain.classes[c],
                     ", ".join(f"{setting_label(r)} {r['metrics']['recognisability']:.2f}" for r in new),
                 )
-    rows = [r for r in rows if setting_key(r) in wanted]
-    for extra in args.records or []:
-        rows += read_jsonl(extra)
-    rows = unique_rows(rows)
-    text = tables(rows, args)
-    (out / SUMMARY_FILE).write_text(text, encoding="utf-8")
-    print(text)
-    return rows
+    return write_tables(with_records([r for r in rows if setting_key(r) in wanted], args), args)
 
 
 if __name__ == "__main__":
