@@ -171,11 +171,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "truncates; default 1).",
     )
     parser.add_argument(
+        "--avoid_copies",
+        action="store_true",
+        help="Replace the sample grid's near-copies of the training images (the pipeline's avoid_copies_of: judged in "
+        "the adapted discriminator's features, see --copy_margin).",
+    )
+    parser.add_argument(
+        "--copy_margin",
+        type=float,
+        default=None,
+        help="With --avoid_copies: the pipeline's copy_margin (default 1; larger replaces more).",
+    )
+    parser.add_argument(
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
-        "--shot_augment and --latent_scale for more varied samples and fewer near-copies of the shots, somewhat less "
-        "faithful). An error for a checkpoint whose card has none.",
+        "--shot_augment and --latent_scale, and --avoid_copies with its --copy_margin where the card gives one, for "
+        "more varied samples and fewer near-copies of the shots, somewhat less faithful). An error for a checkpoint "
+        "whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -192,10 +205,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--validation_images must be >= 0, got {args.validation_images}")
     if args.latent_scale is not None and args.latent_scale <= 0:
         parser.error(f"--latent_scale must be > 0, got {args.latent_scale}")
-    if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
+    if args.copy_margin is not None and not args.avoid_copies:
+        parser.error(f"--copy_margin {args.copy_margin} needs --avoid_copies")
+    if args.copy_margin is not None and args.copy_margin <= 0:
+        parser.error(f"--copy_margin must be > 0, got {args.copy_margin}")
+    if args.variety and (args.shot_augment is not None or args.latent_scale is not None or args.copy_margin):
         parser.error(
-            "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
-            f"those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale})"
+            "--variety takes --shot_augment, --latent_scale and --copy_margin from the checkpoint's card; give either "
+            f"--variety or those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale}, "
+            f"--copy_margin {args.copy_margin})"
         )
     return args
 
@@ -267,6 +285,7 @@ def main(args: argparse.Namespace) -> None:
             f"{pipe.generator.config.sample_size}; images are resized to the checkpoint's resolution."
         )
     shot_augment, latent_scale = args.shot_augment, 1.0 if args.latent_scale is None else args.latent_scale
+    copy_margin = (args.copy_margin or 1.0) if args.avoid_copies else None
     if args.variety:
         setting = variety_setting(pipe.card_info)
         if setting is None:
@@ -275,7 +294,8 @@ def main(args: argparse.Namespace) -> None:
                 "`variety_setting` in its metagan_hub.json); give --shot_augment and --latent_scale yourself."
             )
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
-        logger.info("--variety: the card's setting, shot_augment=%g, latent_scale=%g", shot_augment, latent_scale)
+        copy_margin = setting.get("copy_margin", copy_margin)
+        logger.info("--variety: the card's setting, %s", ", ".join(f"{k}={v:g}" for k, v in setting.items()))
     images = load_shots(args)
     if args.train_data_dir is not None and args.max_shots is not None:
         from metagan_hub.data.images import load_images
@@ -332,18 +352,22 @@ def main(args: argparse.Namespace) -> None:
         json.dump(record, f, indent=2, default=str)
     plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     if args.validation_images > 0:
-        samples = adapted(
-            batch_size=args.validation_images,
-            generator=torch.Generator().manual_seed(args.seed),
-            latent_scale=latent_scale,
-        ).images
-        save_grid(samples, os.path.join(args.output_dir, "samples.png"))
         from metagan_hub.data.images import load_images
 
         cfg = pipe.generator.config
         shots = load_images(
             images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column
         )
+        filter_options = {}
+        if copy_margin is not None:
+            filter_options = {"avoid_copies_of": shots, "copy_margin": copy_margin}
+        samples = adapted(
+            batch_size=args.validation_images,
+            generator=torch.Generator().manual_seed(args.seed),
+            latent_scale=latent_scale,
+            **filter_options,
+        ).images
+        save_grid(samples, os.path.join(args.output_dir, "samples.png"))
         shots = ((shots.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         save_grid(
             MetaGANPipeline.numpy_to_pil(shots.astype(np.float32) / 255.0), os.path.join(args.output_dir, "shots.png")

@@ -13,7 +13,10 @@ Every contender is adapted once per evaluation class with exactly the shots, see
 - **tone matching** (`--tone_match`): the benchmark's samples through the output tone curve that `adapt()` fits by
   default (`tone_match`; same fit latents and seed, so the generator is exactly the one that call returns: its GAN
   steps do not change), at latent scale 1 and at every `--latent_scales` value. Every other setting judges the plain
-  `tanh` output (`adapt(..., tone_match=False)`).
+  `tanh` output (`adapt(..., tone_match=False)`);
+- **near-copy filter** with margin `m` (`--copy_margins`): the pipeline's `avoid_copies_of=shots, copy_margin=m` on
+  the benchmark's samples at every latent scale (tone matched with `--tone_match`); replacement latents come from seed
+  `seed + 1`, and each row records how many samples were near-copies, replaced or kept, and the extra draws.
 
 `--adapt_options NAME:key=value,...` sets `adapt()` options per contender, as in `benchmark_fewshot.py` (for example
 `variety:shot_augment=1` for a second contender on the same checkpoint); the records name the options used.
@@ -84,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tone_match", action="store_true", help="Also judge the samples with adapt()'s tone_match curve fitted."
     )
     parser.add_argument(
+        "--copy_margins",
+        default="",
+        help="Near-copy filter margins (the pipeline's avoid_copies_of=shots, copy_margin=m), each at every latent "
+        "scale, tone matched with --tone_match ('': none).",
+    )
+    parser.add_argument(
         "--adapt_options",
         action="append",
         default=None,
@@ -120,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return args
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
+    args.copy_margins = _positive_floats(args.copy_margins, "--copy_margins")
     if not args.contender and not args.quick:
         raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
     for spec in args.contender or []:
@@ -142,16 +152,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def settings(args: argparse.Namespace) -> list[tuple[float, float, bool]]:
-    """(latent scale, keep fraction, tone match) settings: the benchmark's sample set first, then one knob at a
-    time."""
-    knobs = [(1.0, 1.0, False)] + [(s, 1.0, False) for s in args.latent_scales]
-    knobs += [(1.0, f, False) for f in args.keep_fractions]
-    return knobs + ([(s, 1.0, True) for s in [1.0] + args.latent_scales] if args.tone_match else [])
+def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, float]]:
+    """(latent scale, keep fraction, tone match, copy margin) settings: the benchmark's sample set first, then one
+    knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every latent scale."""
+    scales = [1.0] + args.latent_scales
+    knobs = [(s, 1.0, False, 0.0) for s in scales] + [(1.0, f, False, 0.0) for f in args.keep_fractions]
+    knobs += [(s, 1.0, True, 0.0) for s in scales] if args.tone_match else []
+    return knobs + [(s, 1.0, args.tone_match, m) for m in args.copy_margins for s in scales]
 
 
-def setting_key(row: dict[str, Any]) -> tuple[float, float, bool]:
-    return (row["latent_scale"], row["keep_fraction"], bool(row.get("tone_match", False)))
+def setting_key(row: dict[str, Any]) -> tuple[float, float, bool, float]:
+    return (
+        row["latent_scale"],
+        row["keep_fraction"],
+        bool(row.get("tone_match", False)),
+        float(row.get("copy_margin", 0.0)),
+    )
 
 
 def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -198,9 +214,21 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
         tone_pipe.set_progress_bar_config(disable=True)
     rows = []
-    for scale, keep, tone in settings(args):
-        if tone or scale != 1.0:
+    for scale, keep, tone, margin in settings(args):
+        filter_stats, seconds = None, None
+        t0 = time.perf_counter()
+        if margin > 0:  # the pipeline's near-copy filter; replacements continue the sample seed's stream
+            filter_pipe = MetaGANPipeline(
+                generator=(tone_pipe if tone else pipe).generator, discriminator=adapted.discriminator
+            )
+            fake, filter_stats = filter_pipe.replace_near_copies(
+                latents[:n] * scale, shots, margin, scale, torch.Generator().manual_seed(bf.sample_seed(fa) + 1)
+            )
+            seconds = time.perf_counter() - t0
+            kept_scores = discriminator_scores(adapted.discriminator, fake)
+        elif tone or scale != 1.0:
             fake = (tone_pipe if tone else pipe)(batch_size=n, latents=latents[:n] * scale, output_type="pt").images
+            seconds = time.perf_counter() - t0
             fake = fake * 2 - 1
             kept_scores = discriminator_scores(adapted.discriminator, fake)
         else:
@@ -219,6 +247,9 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "latent_scale": scale,
                 "keep_fraction": keep,
                 "tone_match": tone,
+                "copy_margin": margin,
+                "copy_filter": filter_stats,
+                "sample_seconds": None if seconds is None else round(seconds, 4),  # generating this setting's samples
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
                 "adapt_options": {key: adapt_options[key] for key in sorted(adapt_options) if key != "tone_match"},
@@ -232,6 +263,13 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
 
 
 def setting_label(row: dict[str, Any]) -> str:
+    label = _knob_label(row)
+    if row.get("copy_margin"):
+        label += f", near-copies replaced (margin {row['copy_margin']:g})"
+    return label
+
+
+def _knob_label(row: dict[str, Any]) -> str:
     if row.get("tone_match"):
         return "tone matched" + ("" if row["latent_scale"] == 1.0 else f", latents x{row['latent_scale']:g}")
     if row["keep_fraction"] != 1.0:
@@ -260,7 +298,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = {
             r["class_index"]: r["metrics"]
             for r in drows
-            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False)
+            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0)
         }
         lines += [
             f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",

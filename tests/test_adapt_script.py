@@ -173,7 +173,11 @@ def test_script_argument_errors():
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--latent_scale", "0"])
     with pytest.raises(SystemExit):
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--lr_scheduler", "cos"])
-    for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"]):  # --variety takes both from the card
+    for bad in (["--copy_margin", "2"], ["--avoid_copies", "--copy_margin", "0"]):  # margin only with the filter, > 0
+        with pytest.raises(SystemExit):
+            script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", *bad])
+    for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"], ["--avoid_copies", "--copy_margin", "2"]):
+        # --variety takes these from the card
         with pytest.raises(SystemExit):
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--variety", *clash])
 
@@ -215,6 +219,20 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "samples.png").is_file()
     assert json.loads((tmp_path / "out" / "adaptation.json").read_text(encoding="utf-8"))["shot_augment"] == 0.5
 
+    # a card whose setting replaces near-copies: the grid is drawn with the training images as references
+    pipe.card_info["variety_setting"] = {"shot_augment": 0.5, "latent_scale": 1.25, "copy_margin": 0.75}
+    pipe.save_pretrained(tmp_path / "filtered-base")
+    filters: list = []
+
+    def filter_call(self, *a, **kwargs):
+        filters.append((kwargs.get("copy_margin"), getattr(kwargs.get("avoid_copies_of"), "shape", None)))
+        return call(self, *a, **kwargs)
+
+    monkeypatch.setattr(MetaGANPipeline, "__call__", filter_call)
+    args.pretrained_model_name_or_path, args.output_dir = str(tmp_path / "filtered-base"), str(tmp_path / "out2")
+    run_main(script, args)
+    assert filters == [(0.75, (5, 1, SIZE, SIZE))]
+
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):
     base, shots = inputs
@@ -234,3 +252,27 @@ def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_pa
     b = MetaGANPipeline.from_pretrained(tmp_path / "without").generator.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in b)
     assert "tone_curve" in a and "tone_curve" not in b
+
+
+def test_script_avoid_copies_filters_the_grid_against_the_training_images(inputs, tmp_path, monkeypatch):
+    script = load_script_module()
+    base, shots = inputs
+    calls: list = []
+    call = MetaGANPipeline.__call__
+
+    def recording_call(self, *a, **kwargs):
+        calls.append(kwargs)
+        return call(self, *a, **kwargs)
+
+    monkeypatch.setattr(MetaGANPipeline, "__call__", recording_call)
+    common = ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--num_steps", "2",
+              "--validation_images", "3", "--mixed_precision", "no"]  # fmt: skip
+    run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "plain")]))
+    run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "a"), "--avoid_copies"]))
+    argv = [*common, "--output_dir", str(tmp_path / "b"), "--avoid_copies", "--copy_margin", "2"]
+    run_main(script, script.parse_args(argv))
+    assert "avoid_copies_of" not in calls[0]
+    for kwargs, margin in zip(calls[1:], (1.0, 2.0)):
+        references = kwargs["avoid_copies_of"]  # the 5 training images, as the pipeline sees them
+        assert references.shape == (5, 1, SIZE, SIZE) and kwargs["copy_margin"] == margin
+    assert all((tmp_path / name / "samples.png").is_file() for name in ("plain", "a", "b"))

@@ -26,15 +26,26 @@ def quick(out: Path, *extra: str):
 
 def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     out = tmp_path / "sampling"
-    argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match")
+    argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match", "--copy_margins", "1")
     rows = sampling.main(quick(out, *argv))
     settings = {sampling.setting_key(r) for r in rows}
-    plain = {(1.0, 1.0, False), (0.5, 1.0, False), (2.0, 1.0, False), (1.0, 0.5, False)}
-    assert settings == plain | {(1.0, 1.0, True), (0.5, 1.0, True), (2.0, 1.0, True)}  # tone at every latent scale
-    assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 14
+    plain = {(1.0, 1.0, False, 0.0), (0.5, 1.0, False, 0.0), (2.0, 1.0, False, 0.0), (1.0, 0.5, False, 0.0)}
+    toned_keys = {(s, 1.0, True, 0.0) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
+    filtered_keys = {(s, 1.0, True, 1.0) for s in (1.0, 0.5, 2.0)}  # and the near-copy filter on top
+    assert settings == plain | toned_keys | filtered_keys
+    assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 20
     for c in (0, 1):
         by = {sampling.setting_key(r)[:2]: r for r in rows if r["class_index"] == c and not r["tone_match"]}
-        toned = {r["latent_scale"]: r for r in rows if r["class_index"] == c and r["tone_match"]}
+        toned = {
+            r["latent_scale"]: r for r in rows if r["class_index"] == c and r["tone_match"] and not r["copy_margin"]
+        }
+        filtered = {r["latent_scale"]: r for r in rows if r["class_index"] == c and r["copy_margin"]}
+        for scale, r in filtered.items():
+            stats = r["copy_filter"]
+            assert stats["replaced"] + stats["kept_copies"] == stats["near_copies"] <= 24 and stats["threshold"] > 0
+            if stats["replaced"] == 0:  # nothing replaced: the toned samples themselves
+                assert r["metrics"] == pytest.approx(toned[scale]["metrics"], rel=1e-5, abs=1e-6)
+        assert all(r["copy_filter"] is None for r in rows if not r["copy_margin"])
         # the same samples through adapt()'s tone curve: other metrics, same adaptation
         assert toned[1.0]["adapt_seconds"] == by[(1.0, 1.0)]["adapt_seconds"]
         assert toned[1.0]["metrics"]["relative_diversity"] != by[(1.0, 1.0)]["metrics"]["relative_diversity"]
@@ -54,7 +65,7 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
         assert by[(2.0, 1.0)]["metrics"]["relative_diversity"] != by[(1.0, 1.0)]["metrics"]["relative_diversity"]
     table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
     assert "keep 0.5" in table and "latents x2" in table and "tone matched" in table
-    assert "tone matched, latents x2" in table
+    assert "tone matched, latents x2" in table and "tone matched, latents x2, near-copies replaced (margin 1)" in table
     lines = (out / sampling.RESULTS_FILE).read_text(encoding="utf-8")
     again = sampling.main(quick(out, *argv))
     assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8") == lines  # nothing re-run
@@ -81,6 +92,8 @@ def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
         (["--quick", "--latent_scales", "nan"], "`--latent_scales` values must be positive and finite"),
         (["--quick", "--keep_fractions", "1.5"], "`--keep_fractions` values must be in (0, 1], got 1.5"),
         (["--quick", "--keep_fractions", "0"], "`--keep_fractions` values must be in (0, 1], got 0.0"),
+        (["--quick", "--copy_margins", "0"], "`--copy_margins` values must be positive and finite, got 0.0"),
+        (["--quick", "--copy_margins", "inf"], "`--copy_margins` values must be positive and finite, got inf"),
         (["--contender", "scratch"], "only Meta-GAN pipeline folders"),
         (["--contender", "ddpm-full"], "only Meta-GAN pipeline folders"),
         ([], "give at least one --contender"),

@@ -1,0 +1,131 @@
+"""The pipeline's near-copy filter (`avoid_copies_of`, `copy_margin`) and its helpers."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from metagan_hub.pipelines.copy_filter import (
+    copy_threshold_of_references,
+    discriminator_features,
+    nearest_reference_distance,
+)
+from tests.pipelines.test_pipeline_metagan import LATENT_DIM, make_pipe
+
+N = 12
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_pipe()
+
+
+def latents(seed: int = 3, n: int = N) -> torch.Tensor:
+    return torch.randn(n, LATENT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def plain(pipe, z: torch.Tensor) -> torch.Tensor:
+    return pipe(batch_size=z.shape[0], latents=z, output_type="pt").images * 2 - 1  # [N, C, H, W] in [-1, 1]
+
+
+def test_threshold_and_distances():
+    refs = torch.tensor([[0.0, 0.0], [3.0, 0.0], [3.0, 4.0]])
+    # nearest other reference: 3, 3, 4 -> median 3
+    assert copy_threshold_of_references(refs) == pytest.approx(3.0)
+    assert copy_threshold_of_references(refs, copy_margin=0.5) == pytest.approx(1.5)
+    d = nearest_reference_distance(torch.tensor([[0.0, 1.0], [3.0, 5.0]]), refs)
+    torch.testing.assert_close(d, torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match="at least 2"):
+        copy_threshold_of_references(refs[:1])
+    with pytest.raises(ValueError, match="copy_margin"):
+        copy_threshold_of_references(refs, copy_margin=0)
+
+
+def test_discriminator_features_do_not_depend_on_the_batch(pipe):
+    images = plain(pipe, latents())
+    whole = discriminator_features(pipe.discriminator, images)
+    assert whole.shape == (N, 16 * 8 * 8)  # the first of the 16x16 test model's two down blocks: 16 channels, 8x8
+    torch.testing.assert_close(discriminator_features(pipe.discriminator, images, chunk_size=5), whole)
+    torch.testing.assert_close(discriminator_features(pipe.discriminator, images[3:4]), whole[3:4])
+
+
+def test_exact_copies_are_replaced_and_the_rest_kept(pipe):
+    z = latents()
+    before = plain(pipe, z)
+    references = before[:3].clone()  # samples 0-2 are exact copies of the references
+    # a small margin: the random test model's samples are all alike, so only the exact copies count
+    kwargs = dict(batch_size=N, latents=z, avoid_copies_of=references, copy_margin=1e-3)
+    after = pipe(**kwargs, generator=torch.Generator().manual_seed(0), output_type="pt").images * 2 - 1
+    # the copies are gone, every other sample is untouched
+    assert not torch.isclose(after[:3], before[:3], atol=1e-4).flatten(1).all(dim=1).any()
+    torch.testing.assert_close(after[3:], before[3:], rtol=0, atol=1e-6)
+    # no output sample is a near-copy under the filter's own rule
+    features = discriminator_features(pipe.discriminator, references)
+    threshold = copy_threshold_of_references(features, copy_margin=1e-3)
+    distance = nearest_reference_distance(discriminator_features(pipe.discriminator, after), features)
+    assert (distance >= threshold).all()
+    # deterministic given the generator
+    again = pipe(**kwargs, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in again.images])) / 255,
+        (after / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).squeeze(-1),
+        rtol=0,
+        atol=1 / 255 + 1e-6,
+    )
+
+
+def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
+    z = latents() * 1.5
+    references = plain(pipe, z)[:2]
+    images, stats = pipe.replace_near_copies(z, references, 1.0, 1.5, torch.Generator().manual_seed(0))
+    assert stats["near_copies"] >= 2 and stats["replaced"] + stats["kept_copies"] == stats["near_copies"]
+    assert stats["extra_draws"] >= 16 and stats["threshold"] > 0
+    # the replacements are the generator's images of the next draws from the generator, times the scale
+    g = torch.Generator().manual_seed(0)
+    candidates = plain(pipe, 1.5 * torch.randn(stats["extra_draws"], LATENT_DIM, generator=g))
+    for i in range(2):
+        assert torch.isclose(images[i : i + 1], candidates, atol=1e-5).flatten(1).all(dim=1).any()
+
+
+def test_all_near_copies_are_kept_with_a_warning(pipe, caplog):
+    z = latents()
+    before = plain(pipe, z)
+    with caplog.at_level(logging.WARNING, logger="metagan_hub.pipelines.pipeline_metagan"):
+        images, stats = pipe.replace_near_copies(z, before[:4], 1e6, 1.0, torch.Generator().manual_seed(0))
+    assert stats == {**stats, "near_copies": N, "replaced": 0, "kept_copies": N, "extra_draws": 3 * N}
+    torch.testing.assert_close(images, before, rtol=0, atol=1e-6)
+    assert "still near-copies" in caplog.text
+
+
+def test_every_output_type(pipe):
+    references = plain(pipe, latents(seed=9, n=3))
+    kwargs = dict(batch_size=5, avoid_copies_of=references)
+    pt = pipe(**kwargs, generator=torch.Generator().manual_seed(1), output_type="pt").images
+    np_images = pipe(**kwargs, generator=torch.Generator().manual_seed(1), output_type="np").images
+    pil = pipe(**kwargs, generator=torch.Generator().manual_seed(1)).images
+    assert pt.shape == (5, 1, 16, 16) and np_images.shape == (5, 16, 16, 1) and len(pil) == 5
+    torch.testing.assert_close(torch.from_numpy(np_images).permute(0, 3, 1, 2), pt)
+
+
+BAD = [
+    (dict(avoid_copies_of=torch.zeros(1, 1, 16, 16)), "at least 2"),
+    (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), copy_margin=0), "copy_margin"),
+    (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), copy_margin=-1.0), "copy_margin"),
+    (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), copy_margin=float("nan")), "copy_margin"),
+    (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), copy_margin=True), "copy_margin"),
+    (dict(avoid_copies_of=torch.full((3, 1, 16, 16), 2.0)), r"avoid_copies_of.*\[-1, 1\]"),
+    (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), generator=[torch.Generator()] * 2), "generator"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD, ids=[f"{i}" for i in range(len(BAD))])
+def test_bad_filter_arguments_raise(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(batch_size=2, **kwargs)
+
+
+def test_filter_needs_a_discriminator():
+    pipe = make_pipe(discriminator=False)
+    with pytest.raises(ValueError, match="avoid_copies_of.*discriminator"):
+        pipe(batch_size=2, avoid_copies_of=torch.zeros(3, 1, 16, 16))
