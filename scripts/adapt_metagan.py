@@ -186,9 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
-        "--shot_augment and --latent_scale, and --avoid_copies with its --copy_margin where the card gives one, for "
-        "more varied samples and fewer near-copies of the shots, somewhat less faithful). An error for a checkpoint "
-        "whose card has none.",
+        "--shot_augment and --latent_scale for more varied samples and fewer near-copies of the shots, somewhat less "
+        "faithful). An error for a checkpoint whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -209,11 +208,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--copy_margin {args.copy_margin} needs --avoid_copies")
     if args.copy_margin is not None and args.copy_margin <= 0:
         parser.error(f"--copy_margin must be > 0, got {args.copy_margin}")
-    if args.variety and (args.shot_augment is not None or args.latent_scale is not None or args.copy_margin):
+    if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
         parser.error(
-            "--variety takes --shot_augment, --latent_scale and --copy_margin from the checkpoint's card; give either "
-            f"--variety or those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale}, "
-            f"--copy_margin {args.copy_margin})"
+            "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
+            f"those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale})"
         )
     return args
 
@@ -294,8 +292,7 @@ def main(args: argparse.Namespace) -> None:
                 "`variety_setting` in its metagan_hub.json); give --shot_augment and --latent_scale yourself."
             )
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
-        copy_margin = setting.get("copy_margin", copy_margin)
-        logger.info("--variety: the card's setting, %s", ", ".join(f"{k}={v:g}" for k, v in setting.items()))
+        logger.info("--variety: the card's setting, shot_augment=%g, latent_scale=%g", shot_augment, latent_scale)
     images = load_shots(args)
     if args.train_data_dir is not None and args.max_shots is not None:
         from metagan_hub.data.images import load_images

@@ -133,7 +133,6 @@ class AdaptResult:
     lora_rank: int | None
     sample_seed: int = 0
     latent_scale: float = 1.0
-    copy_margin: float | None = None  # set: samples replace their near-copies of `shots` (`avoid_copies_of`)
 
 
 class TorchWorker:
@@ -333,10 +332,9 @@ class DemoApp:
         training = (self.pipeline.card_info or {}).get("training") or {}
         self.examples: list[str] = list(training.get("heldout_examples") or FALLBACK_EXAMPLES)
         # the "More variety" option: the setting the checkpoint's card recommends (shots augmented during adaptation,
-        # latents spread when sampling, near-copies of the shots replaced where it gives a margin), or None where its
-        # benchmark found none that helps. The full-width bundled card measured it on kanji, digit and font-glyph
-        # classes; the half-width one copies no shots at its defaults and only lost recognisability with it (kanji
-        # 0-9, 0.86 -> 0.82), so its card has none.
+        # latents spread when sampling), or None where its benchmark found none that helps. The full-width bundled
+        # card measured it on 30 kanji / 10 digit / 30 font-glyph classes; the half-width one copies no shots at its
+        # defaults and only lost recognisability with it (kanji 0-9, 0.86 -> 0.82), so its card has none.
         self.variety: dict[str, float] | None = variety_setting(self.pipeline.card_info)
         self.device = self.pipeline.generator.device
 
@@ -461,9 +459,8 @@ class DemoApp:
         """
         Start adapting the meta-checkpoint to `shots` in a background thread and return the running [`AdaptJob`].
         `variety=True` applies the checkpoint card's variety setting (`self.variety`): `adapt(shot_augment=...)`, and
-        samples drawn at its `latent_scale`, with near-copies of the shots replaced where it gives a `copy_margin`
-        (more varied samples and fewer near-copies of the shots, somewhat less faithful); a checkpoint whose card has
-        none refuses it.
+        samples drawn at its `latent_scale` (more varied samples and fewer near-copies of the shots, somewhat less
+        faithful); a checkpoint whose card has none refuses it.
 
         Raises:
             [`BusyError`]: when another adaptation is running (one at a time: the CPU is shared).
@@ -508,7 +505,6 @@ class DemoApp:
                     lora_rank=lora_rank,
                     sample_seed=seed,
                     latent_scale=setting["latent_scale"],
-                    copy_margin=setting.get("copy_margin"),
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -540,11 +536,8 @@ class DemoApp:
 
         def draw() -> list[Image.Image]:
             generator = torch.Generator().manual_seed(seed)
-            filter_options = {}
-            if result.copy_margin is not None:
-                filter_options = {"avoid_copies_of": result.shots, "copy_margin": result.copy_margin}
             return result.pipeline(
-                batch_size=num_samples, generator=generator, latent_scale=result.latent_scale, **filter_options
+                batch_size=num_samples, generator=generator, latent_scale=result.latent_scale
             ).images
 
         images = self._torch_worker.submit(draw).result()  # on the torch worker thread, after a running adaptation

@@ -176,8 +176,7 @@ def test_script_argument_errors():
     for bad in (["--copy_margin", "2"], ["--avoid_copies", "--copy_margin", "0"]):  # margin only with the filter, > 0
         with pytest.raises(SystemExit):
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", *bad])
-    for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"], ["--avoid_copies", "--copy_margin", "2"]):
-        # --variety takes these from the card
+    for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"]):  # --variety takes both from the card
         with pytest.raises(SystemExit):
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--variety", *clash])
 
@@ -218,20 +217,6 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     assert [c["shot_augment"] for c in adapt_calls] == [0.5] and scales == [1.25]
     assert (tmp_path / "out" / "samples.png").is_file()
     assert json.loads((tmp_path / "out" / "adaptation.json").read_text(encoding="utf-8"))["shot_augment"] == 0.5
-
-    # a card whose setting replaces near-copies: the grid is drawn with the training images as references
-    pipe.card_info["variety_setting"] = {"shot_augment": 0.5, "latent_scale": 1.25, "copy_margin": 0.75}
-    pipe.save_pretrained(tmp_path / "filtered-base")
-    filters: list = []
-
-    def filter_call(self, *a, **kwargs):
-        filters.append((kwargs.get("copy_margin"), getattr(kwargs.get("avoid_copies_of"), "shape", None)))
-        return call(self, *a, **kwargs)
-
-    monkeypatch.setattr(MetaGANPipeline, "__call__", filter_call)
-    args.pretrained_model_name_or_path, args.output_dir = str(tmp_path / "filtered-base"), str(tmp_path / "out2")
-    run_main(script, args)
-    assert filters == [(0.75, (5, 1, SIZE, SIZE))]
 
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):

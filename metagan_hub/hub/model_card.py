@@ -34,10 +34,8 @@ CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
     "variety_setting": (dict,),
 }
 # `variety_setting`: the setting a checkpoint's benchmark found to give more varied samples and fewer near-copies of
-# the shots, as `adapt(shot_augment=...)` plus sampling at `latent_scale=...` and, where given, with the shots'
-# near-copies replaced (`avoid_copies_of=shots, copy_margin=...`); absent where none was found to help.
+# the shots, as `adapt(shot_augment=...)` plus sampling at `latent_scale=...`; absent where none was found to help.
 VARIETY_SETTING_KEYS = ("shot_augment", "latent_scale")
-VARIETY_SETTING_OPTIONAL_KEYS = ("copy_margin",)
 
 
 def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -94,10 +92,9 @@ def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
 def variety_setting(card_info: dict[str, Any] | None) -> dict[str, float] | None:
     """
     The variety setting a checkpoint's card recommends (`card_info["variety_setting"]`): `{"shot_augment": float,
-    "latent_scale": float}` and optionally `"copy_margin": float`, to pass as `adapt(shot_augment=...)` and as the
-    adapted pipeline's `__call__(latent_scale=...)` (with `avoid_copies_of=shots, copy_margin=...` where the card gives
-    a margin); `None` when the card has none (its benchmark found no setting that helps). A malformed entry raises a
-    `ValueError` naming the key, the value and what is allowed.
+    "latent_scale": float}`, to pass as `adapt(shot_augment=...)` and as the adapted pipeline's
+    `__call__(latent_scale=...)`; `None` when the card has none (its benchmark found no setting that helps). A
+    malformed entry raises a `ValueError` naming the key, the value and what is allowed.
 
     Example:
 
@@ -106,8 +103,6 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, float] | None
 
     >>> variety_setting({"variety_setting": {"shot_augment": 1.0, "latent_scale": 1.5}})
     {'shot_augment': 1.0, 'latent_scale': 1.5}
-    >>> variety_setting({"variety_setting": {"shot_augment": 1, "latent_scale": 1.5, "copy_margin": 1}})
-    {'shot_augment': 1.0, 'latent_scale': 1.5, 'copy_margin': 1.0}
     >>> variety_setting({"title": "no setting"}) is None
     True
     ```
@@ -115,22 +110,14 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, float] | None
     value = (card_info or {}).get("variety_setting")
     if value is None:
         return None
-    allowed = (
-        'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0} with optionally "copy_margin": '
-        "number > 0"
-    )
-    keys = set(value) if isinstance(value, dict) else set()
-    if (
-        not isinstance(value, dict)
-        or not set(VARIETY_SETTING_KEYS) <= keys
-        or not keys <= set(VARIETY_SETTING_KEYS + VARIETY_SETTING_OPTIONAL_KEYS)
-    ):
+    allowed = 'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0}'
+    if not isinstance(value, dict) or set(value) != set(VARIETY_SETTING_KEYS):
         raise ValueError(f"`variety_setting` is {value!r}; expected {allowed}.")
     setting: dict[str, float] = {}
-    for key in [k for k in VARIETY_SETTING_KEYS + VARIETY_SETTING_OPTIONAL_KEYS if k in value]:
+    for key in VARIETY_SETTING_KEYS:
         number = value[key]
         ok = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
-        if not ok or number < 0 or (key != "shot_augment" and number == 0):
+        if not ok or number < 0 or (key == "latent_scale" and number == 0):
             raise ValueError(f"`variety_setting.{key}` is {number!r}; expected {allowed}.")
         setting[key] = float(number)
     return setting

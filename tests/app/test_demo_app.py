@@ -174,29 +174,6 @@ def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
     plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4))
     assert seen[-1]["shot_augment"] == 0.0 and plain["result"].latent_scale == 1.0
     assert "variety" not in plain["status"]
-    assert result.copy_margin is None and plain["result"].copy_margin is None  # this card's setting has no margin
-
-
-def test_variety_option_with_a_copy_margin_replaces_near_copies_of_the_shots(tmp_path):
-    pipe = tiny_pipeline(0)
-    pipe.card_info["variety_setting"] = {**VARIETY, "copy_margin": 0.5}
-    pipe.save_pretrained(tmp_path / "filtered")
-    app = DemoApp(str(tmp_path / "filtered"), work_dir=str(tmp_path / "work"))
-    try:
-        files = write_pngs(tmp_path / "shots", 3)
-        result = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))["result"]
-        assert result.copy_margin == 0.5 and result.latent_scale == 1.25
-        shown = app.samples(result, 4, seed=3)
-        drawn = result.pipeline(
-            batch_size=4,
-            generator=torch.Generator().manual_seed(3),
-            latent_scale=1.25,
-            avoid_copies_of=result.shots,
-            copy_margin=0.5,
-        ).images
-        assert all(np.array_equal(np.asarray(a), np.asarray(demo_app.enlarge(b))) for a, b in zip(shown, drawn))
-    finally:
-        app.cleanup()
 
 
 def test_no_variety_option_without_a_setting_in_the_card(tmp_path, monkeypatch):

@@ -330,14 +330,6 @@ def test_hub_base_model_is_kept(tmp_path):
         ('{"variety_setting": {"shot_augment": 1.0}}', "`variety_setting` is .*expected a JSON object"),
         ('{"variety_setting": {"shot_augment": -1, "latent_scale": 1.5}}', r"`variety_setting\.shot_augment` is -1"),
         ('{"variety_setting": {"shot_augment": 1, "latent_scale": 0}}', r"`variety_setting\.latent_scale` is 0"),
-        (
-            '{"variety_setting": {"shot_augment": 1, "latent_scale": 1.5, "copy_margin": 0}}',
-            r"`variety_setting\.copy_margin` is 0",
-        ),
-        (
-            '{"variety_setting": {"shot_augment": 1, "latent_scale": 1.5, "copies": 1}}',
-            "`variety_setting` is .*expected a JSON object",
-        ),
         ("{not json", "is not valid JSON"),
     ],
 )
