@@ -116,6 +116,7 @@ BAD = [
     (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), copy_margin=True), "copy_margin"),
     (dict(avoid_copies_of=torch.full((3, 1, 16, 16), 2.0)), r"avoid_copies_of.*\[-1, 1\]"),
     (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), generator=[torch.Generator()] * 2), "generator"),
+    (dict(copy_margin=-1.0), "copy_margin"),  # checked even without avoid_copies_of
 ]
 
 
