@@ -51,6 +51,7 @@ def discriminator_features(
     with torch.no_grad():
         for start in range(0, images.shape[0], chunk_size):
             x = images[start : start + chunk_size].to(discriminator.device, discriminator.dtype)
+            x = x.contiguous(memory_format=torch.channels_last)  # fast with channels_last weights, neutral without
             features = discriminator(x, return_features=True).features
             chunks.append(features[block].float().flatten(1))
     return torch.cat(chunks)

@@ -273,7 +273,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 from `generator`, times `latent_scale`), with at most `4 * batch_size` draws in all; samples that
                 are still near-copies after that are kept and a warning says how many. Other samples keep their
                 latents. Costs the extra draws and one discriminator pass per candidate: with the variety setting on
-                kanji, 0.5-0.7 extra draws per image and 2.3-7x the sampling time (the bundled model's card).
+                kanji, 0.5-0.7 extra draws per image and 2.5-6x the sampling time (the bundled model's card).
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
@@ -374,6 +374,9 @@ class MetaGANPipeline(DiffusionPipeline):
         """
         device, dtype = latents.device, self.generator.dtype
         discriminator = self.discriminator
+        if device.type == "cpu":
+            # a channels_last copy: its feature pass ran 1.3-1.4x faster on a 2-core AVX-512 CPU (200 images, fp32)
+            discriminator = copy.deepcopy(discriminator).to(memory_format=torch.channels_last)
 
         def generate(z: torch.Tensor) -> torch.Tensor:
             chunks = [
