@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from ..models.layers import check_positive_float, check_positive_int
 from ..training.losses import pairwise_similarity_consistency_loss
 
 logger = logging.getLogger(__name__)
@@ -60,18 +61,6 @@ class DiffusionAdaptationOutput:
 
 
 # ---------------------------------------------------------------------------------------------------- input checks
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-    return float(value)
 
 
 def _resolve_unet_and_scheduler(model: Any, name: str) -> tuple[UNet2DModel, dict[str, Any]]:
@@ -127,13 +116,13 @@ def _check_snapshots(
     steps: list[int] = []
     if snapshot_seconds is not None:
         for value in snapshot_seconds:
-            _positive_float("snapshot_seconds", value)
+            check_positive_float("snapshot_seconds", value)
             if max_seconds is not None and value > max_seconds:
                 raise ValueError(f"`snapshot_seconds` {value!r} is beyond `max_seconds`={max_seconds!r}.")
         seconds = sorted({float(v) for v in snapshot_seconds})
     if snapshot_steps is not None:
         for value in snapshot_steps:
-            _positive_int("snapshot_steps", value)
+            check_positive_int("snapshot_steps", value)
             if num_steps is not None and value > num_steps:
                 raise ValueError(f"`snapshot_steps` {value!r} is beyond `num_steps`={num_steps!r}.")
         steps = sorted(set(snapshot_steps))
@@ -329,17 +318,17 @@ def adapt_diffusion(
             f"max_seconds={max_seconds!r}."
         )
     if num_steps is not None:
-        _positive_int("num_steps", num_steps)
+        check_positive_int("num_steps", num_steps)
     if max_seconds is not None:
-        max_seconds = _positive_float("max_seconds", max_seconds)
-    learning_rate = _positive_float("learning_rate", learning_rate)
-    _positive_int("batch_size", batch_size)
-    _positive_int("lora_rank", lora_rank)
+        max_seconds = check_positive_float("max_seconds", max_seconds)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("lora_rank", lora_rank)
     if isinstance(domainstudio_weight, bool) or not isinstance(domainstudio_weight, int | float):
         raise ValueError(f"`domainstudio_weight` must be a non-negative number, got {domainstudio_weight!r}.")
     if not 0 <= domainstudio_weight < math.inf:
         raise ValueError(f"`domainstudio_weight` must be a non-negative finite number, got {domainstudio_weight!r}.")
-    _positive_float("domainstudio_temperature", domainstudio_temperature)
+    check_positive_float("domainstudio_temperature", domainstudio_temperature)
     if recipe == "domainstudio" and batch_size < 3:
         raise ValueError(
             f"`batch_size` must be at least 3 for recipe='domainstudio' (pairwise term), got {batch_size}."
@@ -526,9 +515,9 @@ def sample_diffusion(
     ```
     """
     unet, scheduler_config = _resolve_unet_and_scheduler(unet_or_pipeline, "unet_or_pipeline")
-    _positive_int("num_images", num_images)
-    _positive_int("num_inference_steps", num_inference_steps)
-    _positive_int("batch_size", batch_size)
+    check_positive_int("num_images", num_images)
+    check_positive_int("num_inference_steps", num_inference_steps)
+    check_positive_int("batch_size", batch_size)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     scheduler = DDIMScheduler.from_config(scheduler_config)

@@ -193,14 +193,15 @@ def evaluate_adaptation(
         `dict` with `score` (mean recognisability + mean recall; NaN if either is), `means` (class means of
         [`YARDSTICK_METRICS`]), `per_class`, `failed`, the settings and `wall_time_s`.
     """
-    from ..training.adaptation import NonFiniteLossError, _positive_int
+    from ..models.layers import check_positive_int
+    from ..training.adaptation import NonFiniteLossError
 
-    n = domain.num_classes if num_classes is None else _positive_int("num_classes", num_classes)
+    n = domain.num_classes if num_classes is None else check_positive_int("num_classes", num_classes)
     if n > domain.num_classes:
         raise ValueError(f"`num_classes` must be at most the domain's {domain.num_classes} classes, got {n}.")
-    shots = _positive_int("shots", shots)
-    num_steps = _positive_int("num_steps", num_steps)
-    num_samples = _positive_int("num_samples", num_samples)
+    shots = check_positive_int("shots", shots)
+    num_steps = check_positive_int("num_steps", num_steps)
+    num_samples = check_positive_int("num_samples", num_samples)
     if num_samples < 4:
         raise ValueError(
             f"`num_samples` must be at least 4 (k-NN precision / recall need neighbours), got {num_samples}."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,6 +92,21 @@ def format_bytes(num: float) -> str:
             return f"{num:.1f} {unit}" if unit != "B" else f"{int(num)} B"
         num /= 1024
     return f"{num:.1f} PiB"  # pragma: no cover
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """`value` if it is an integer >= 1 (not a bool); otherwise a `ValueError` naming the argument `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """`value` as a float if it is a positive finite number (not a bool); otherwise a `ValueError` naming the argument
+    `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+    return float(value)
 
 
 def check_parameter_budget(model_name: str, num_params: int, arguments: str) -> None:

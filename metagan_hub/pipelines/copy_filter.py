@@ -4,9 +4,9 @@ was adapted on) than those images sit to each other, judged in the adapted discr
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..models.layers import check_positive_float
 
 # Which discriminator block's output is the feature space: the second-to-last down block (8x8 maps for a 32x32
 # model). Of the blocks and raw pixels it told the evaluation classifier's copies from the other samples best on
@@ -14,17 +14,6 @@ import torch
 COPY_FILTER_BLOCK = -2
 # At most this many latents per requested image are drawn in all before the filter gives up on replacing copies.
 MAX_DRAWS_PER_IMAGE = 4
-
-
-def check_copy_margin(copy_margin: float) -> None:
-    """`copy_margin` must be a positive finite number (not a bool)."""
-    if (
-        isinstance(copy_margin, bool)
-        or not isinstance(copy_margin, int | float)
-        or not math.isfinite(copy_margin)
-        or copy_margin <= 0
-    ):
-        raise ValueError(f"`copy_margin` must be a positive finite number, got {copy_margin!r}.")
 
 
 def discriminator_features(
@@ -72,7 +61,7 @@ def copy_threshold_of_references(reference_features: torch.Tensor, copy_margin: 
     0.5
     ```
     """
-    check_copy_margin(copy_margin)
+    check_positive_float("copy_margin", copy_margin)
     k = reference_features.shape[0]
     if k < 2:
         raise ValueError(f"A copy threshold needs at least 2 reference images, got {k}.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,10 +24,9 @@ from ..hub.safety import check_finite_weights, public_card_info, strip_local_con
 from ..hub.upload import upload_folder_to_hub
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
-from ..models.layers import available_memory_bytes, format_bytes
+from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
 from .copy_filter import (
     MAX_DRAWS_PER_IMAGE,
-    check_copy_margin,
     copy_threshold_of_references,
     discriminator_features,
     nearest_reference_distance,
@@ -206,13 +204,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 )
             if not torch.isfinite(latents).all():
                 raise ValueError("`latents` contains NaN or infinite values.")
-        if (
-            isinstance(latent_scale, bool)
-            or not isinstance(latent_scale, int | float)
-            or not math.isfinite(latent_scale)
-            or latent_scale <= 0
-        ):
-            raise ValueError(f"`latent_scale` must be a positive finite number, got {latent_scale!r}.")
+        check_positive_float("latent_scale", latent_scale)
 
     def prepare_latents(
         self,
@@ -283,10 +275,10 @@ class MetaGANPipeline(DiffusionPipeline):
         """
         # 1. check inputs, and that the result fits in memory before anything is allocated
         self.check_inputs(batch_size, generator, latents, output_type, chunk_size, latent_scale)
-        check_copy_margin(copy_margin)
+        check_positive_float("copy_margin", copy_margin)
         references = None
         if avoid_copies_of is not None:
-            references = self.check_copy_filter_inputs(avoid_copies_of, copy_margin, generator)
+            references = self.check_copy_filter_inputs(avoid_copies_of, generator)
         device = self._execution_device
         self.check_memory(batch_size, chunk_size, output_type, device)
 
@@ -328,12 +320,12 @@ class MetaGANPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
     def check_copy_filter_inputs(
-        self, avoid_copies_of: Any, copy_margin: float, generator: torch.Generator | list[torch.Generator] | None
+        self, avoid_copies_of: Any, generator: torch.Generator | list[torch.Generator] | None
     ) -> torch.Tensor:
-        """Check the near-copy filter's arguments; returns the reference images as `[K, C, H, W]` in `[-1, 1]`."""
+        """Check the near-copy filter's images and `generator` (`__call__` checks `copy_margin` on every call);
+        returns the reference images as `[K, C, H, W]` in `[-1, 1]`."""
         from ..data.images import load_images
 
-        check_copy_margin(copy_margin)
         if self.discriminator is None:
             raise ValueError(
                 "`avoid_copies_of` judges near-copies with the pipeline's discriminator, but this pipeline has none: "

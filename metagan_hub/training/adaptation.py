@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..models.layers import check_positive_float, check_positive_int
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
@@ -45,18 +46,6 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 
 class NonFiniteLossError(RuntimeError):
     """Raised when too many steps in a row produced a NaN or infinite loss; no weights are returned or saved."""
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
-
-
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-    return float(value)
 
 
 def _nonnegative_float(name: str, value: Any) -> None:
@@ -210,7 +199,7 @@ def check_lr_scales(scales: Any, names: dict[str, Sequence[str]]) -> dict[str, d
                     f"{len(known)} parameter tensors, e.g. {sorted(known)[:3]}); the scales belong to another "
                     "architecture."
                 )
-            out[model][name] = _positive_float(f"{LR_SCALES_KEY}[{model!r}][{name!r}]", value)
+            out[model][name] = check_positive_float(f"{LR_SCALES_KEY}[{model!r}][{name!r}]", value)
     return out
 
 
@@ -276,20 +265,20 @@ def adapt_pipeline(
             "adapt() needs a discriminator, but this pipeline was loaded without one (a generation-only checkpoint). "
             "Load a checkpoint saved with its discriminator."
         )
-    num_steps = _positive_int("num_steps", num_steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    learning_rate = _positive_float("learning_rate", learning_rate)
-    max_nonfinite_steps = _positive_int("max_nonfinite_steps", max_nonfinite_steps)
+    num_steps = check_positive_int("num_steps", num_steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    learning_rate = check_positive_float("learning_rate", learning_rate)
+    max_nonfinite_steps = check_positive_int("max_nonfinite_steps", max_nonfinite_steps)
     if loss not in LOSS_TYPES:
         raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {loss!r}.")
     _nonnegative_float("r1_gamma", r1_gamma)
-    r1_interval = _positive_int("r1_interval", r1_interval)
+    r1_interval = check_positive_int("r1_interval", r1_interval)
     if ema_decay is not None and (
         isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0.0 < ema_decay < 1.0
     ):
         raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {ema_decay!r}.")
     if lora_rank is not None:
-        _positive_int("lora_rank", lora_rank)
+        check_positive_int("lora_rank", lora_rank)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     if not isinstance(layer_lr_scales, bool):
