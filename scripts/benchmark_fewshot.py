@@ -1634,18 +1634,85 @@ def summary_tables(store: ResultStore, records: Sequence[dict], args: argparse.N
                 lines.append("")
             curve_lines, curves = adaptation_curves(records, domain, k, labels + left_out)
             lines += curve_lines
+            sweep_lines, sweeps = ddim_sweeps(records, domain, k, args.rival_default_ddim_steps)
+            lines += sweep_lines
             summary[f"{domain}/K={k}"] = {
                 "classes": common,
                 "table": table,
                 "paired": paired,
                 "subsets": subsets,
                 "curves": curves,
+                "ddim_sweeps": sweeps,
             }
     noise = noise_floor(records, args)
     if noise:
         lines += noise["lines"]
         summary["noise_floor"] = {k: v for k, v in noise.items() if k != "lines"}
     return "\n".join(lines) + "\n", summary
+
+
+SWEEP_METRICS = ("recognisability", "kid", "relative_diversity", "copy_rate")
+
+
+def ddim_sweeps(records: Sequence[dict], domain: str, k: int, default_ddim: int) -> tuple[list[str], dict[str, Any]]:
+    """
+    Markdown table per diffusion recipe and swept time multiple: each DDIM step count's class means, its paired
+    difference to `default_ddim` steps on the same classes (the snapshot every other table uses) and its median
+    seconds per 1,000 images (CPU runs only). The sampling-speed comparison is made at the step count where the
+    rival's quality is best; this table is where that count is read off.
+    """
+    by: dict[tuple[str, float], dict[int, dict[int, dict]]] = {}
+    for r in records:
+        if r["domain"] != domain or r["shots"] != k or r["variant"] != "default" or r["kind"] != "diffusion":
+            continue
+        snap = r["snapshot"]
+        if "ddim_steps" in snap:
+            by.setdefault((r["contender"], snap["multiple"]), {}).setdefault(snap["ddim_steps"], {})[
+                r["class_index"]
+            ] = r
+    lines: list[str] = []
+    sweeps: dict[str, Any] = {}
+    for (name, multiple), per_steps in by.items():
+        if len(per_steps) < 2 or default_ddim not in per_steps:
+            continue
+        classes = sorted(set.intersection(*(set(v) for v in per_steps.values())))
+        if not classes:
+            continue
+        steps = [default_ddim] + sorted(s for s in per_steps if s != default_ddim)
+        rows = {f"DDIM {s}": per_steps[s] for s in steps}
+        paired = paired_differences(rows, list(rows), classes)
+        if not lines:
+            lines += [
+                f"DDIM step counts of the diffusion recipes (class means; paired difference to DDIM {default_ddim}, "
+                "mean ± standard error, better in k of n classes; median seconds per 1,000 images on the CPU):",
+                "",
+                "| recipe | time | DDIM steps | classes | "
+                + " | ".join("KID×1e3" if m == "kid" else m for m in SWEEP_METRICS)
+                + " | s / 1k img |",
+                "|---" * (len(SWEEP_METRICS) + 5) + "|",
+            ]
+        table = {}
+        for s, label in zip(steps, rows):
+            recs = [rows[label][c] for c in classes]
+            cells = []
+            for m in SWEEP_METRICS:
+                mean = _mean([r["metrics"][m] for r in recs if m in r["metrics"]])
+                cell = _fmt(m, mean)
+                if s != default_ddim and m in paired["rows"][label]:
+                    cell += f" ({paired['rows'][label][m]['text']})"
+                cells.append(cell)
+            seconds = [r["sample_seconds_per_1000"] for r in recs if on_cpu(r) and "sample_seconds_per_1000" in r]
+            median = statistics.median(seconds) if seconds else None
+            table[s] = {"paired": paired["rows"].get(label), "median_seconds_per_1000": median}
+            lines.append(
+                f"| {name} | {multiple:g}x | {s} | {len(classes)} | "
+                + " | ".join(cells)
+                + f" | {_fmt('seconds', median)} |"
+            )
+        sweeps[f"{name} ({multiple:g}x time)"] = {"classes": classes, "steps": table}
+    if lines:
+        lines.append("")
+    return lines, sweeps
 
 
 CURVE_METRICS = ("recognisability", "recall")

@@ -160,6 +160,9 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
         "### digits, K = 1: 1 classes",
         "Adaptation curves (recognisability / recall by adapt() steps",
         "| tiny | 2 | ",
+        "DDIM step counts of the diffusion recipes",
+        "| ddpm-full | 3x | 2 | 2 | ",
+        "| ddpm-full | 3x | 4 | 2 | ",
     ):
         assert needle in md, needle
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
@@ -290,6 +293,52 @@ def test_a_rival_off_the_cpu_needs_a_cpu_calibration_of_every_recipe_that_runs()
     with pytest.raises(ValueError, match=r"the calibration has none for lora"):
         bench.check_cpu_calibration(cal, contenders, running, "cuda")
     bench.check_cpu_calibration(cal, contenders, {"bundled", "ddpm-full"}, "cuda")  # LoRA does not run: fine
+
+
+def test_ddim_sweep_pairs_each_step_count_with_the_default_on_shared_classes():
+    def rec(c, ddim, recog, seconds, multiple=3.0, device="cpu"):
+        return {
+            "domain": "d",
+            "shots": 5,
+            "variant": "default",
+            "kind": "diffusion",
+            "contender": "ddpm-full",
+            "class_index": c,
+            "snapshot": {"multiple": multiple, "ddim_steps": ddim},
+            "metrics": {"recognisability": recog, "kid": 0.001, "relative_diversity": 1.0, "copy_rate": 0.0},
+            "sample_seconds_per_1000": seconds,
+            "environment": {"rival_device": device},
+        }
+
+    records = [
+        rec(0, 25, 0.5, 300.0),
+        rec(1, 25, 0.7, 320.0),
+        rec(0, 10, 0.6, 100.0),
+        rec(1, 10, 0.6, 140.0),
+        rec(2, 10, 0.9, 90.0),  # no DDIM 25 row for class 2: left out
+        rec(0, 25, 0.1, 50.0, multiple=1.0),  # one step count only at 1x: no sweep
+        rec(1, 50, 0.2, 1.0, device="cuda"),  # class 1 only: the 50-step row is left out of the shared classes
+    ]
+    lines, sweeps = bench.ddim_sweeps(records, "d", 5, 25)
+    assert list(sweeps) == ["ddpm-full (3x time)"]
+    sweep = sweeps["ddpm-full (3x time)"]
+    assert sweep["classes"] == [1]  # the classes every step count has (50 steps ran on class 1 only)
+    records = records[:-1]
+    lines, sweeps = bench.ddim_sweeps(records, "d", 5, 25)
+    sweep = sweeps["ddpm-full (3x time)"]
+    assert sweep["classes"] == [0, 1] and list(sweep["steps"]) == [25, 10]
+    assert sweep["steps"][25]["paired"] is None and sweep["steps"][25]["median_seconds_per_1000"] == 310.0
+    ten = sweep["steps"][10]
+    assert ten["median_seconds_per_1000"] == 120.0
+    assert ten["paired"]["recognisability"]["mean"] == pytest.approx(0.0)  # +0.1 and -0.1
+    assert ten["paired"]["recognisability"]["better"] == 1
+    text = "\n".join(lines)
+    assert "paired difference to DDIM 25" in text
+    assert "| ddpm-full | 3x | 10 | 2 | 0.600 (+0.000 ± 0.100 (1/2))" in text
+    # a GPU run's seconds are not CPU seconds
+    gpu = [r | {"environment": {"rival_device": "cuda"}} for r in records]
+    assert bench.ddim_sweeps(gpu, "d", 5, 25)[1]["ddpm-full (3x time)"]["steps"][10]["median_seconds_per_1000"] is None
+    assert bench.ddim_sweeps(records, "d", 5, 50) == ([], {})  # no row at the default step count
 
 
 def test_seconds_columns_compare_cpu_runs_only():

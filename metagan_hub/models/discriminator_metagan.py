@@ -208,6 +208,54 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             for block in self.blocks[:n]:
                 block.requires_grad_(False)
 
+    def _check_sample(self, sample: torch.Tensor) -> None:
+        expected = (self.config.in_channels, self.config.sample_size, self.config.sample_size)
+        if sample.ndim != 4 or tuple(sample.shape[1:]) != expected:
+            raise ValueError(
+                f"`sample` must have shape (batch_size, {', '.join(map(str, expected))}), got {tuple(sample.shape)}."
+            )
+
+    def block_features(self, sample: torch.Tensor, num_blocks: int | None = None) -> tuple[torch.Tensor, ...]:
+        r"""
+        The outputs of the first `num_blocks` down blocks (default: all), from the image side, without running the
+        rest of the network. `forward(..., return_features=True)` returns the same tensors for all blocks.
+
+        Args:
+            sample (`torch.Tensor` of shape `(batch_size, in_channels, sample_size, sample_size)`):
+                Images in `[-1, 1]`.
+            num_blocks (`int`, *optional*):
+                How many blocks to run, `1 <= num_blocks <= self.num_blocks`.
+
+        Returns:
+            `tuple[torch.Tensor]`: one `[batch_size, C_i, H_i, W_i]` tensor per block run.
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from metagan_hub import MetaGANDiscriminator
+
+        >>> disc = MetaGANDiscriminator(sample_size=32, in_channels=1)
+        >>> [tuple(f.shape) for f in disc.block_features(torch.zeros(2, 1, 32, 32), num_blocks=2)]
+        [(2, 64, 16, 16), (2, 128, 8, 8)]
+        ```
+        """
+        self._check_sample(sample)
+        if num_blocks is None:
+            num_blocks = self.num_blocks
+        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or not 1 <= num_blocks <= self.num_blocks:
+            raise ValueError(
+                f"`num_blocks` must be an integer between 1 and {self.num_blocks} (the discriminator's number of "
+                f"blocks), got {num_blocks!r}."
+            )
+        # (cast to the compute dtype, never to a float8 storage dtype of layerwise casting)
+        x = self.act(self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
+        features = []
+        for block in self.blocks[:num_blocks]:
+            x = block(x)
+            features.append(x)
+        return tuple(features)
+
     def forward(
         self, sample: torch.Tensor, return_dict: bool = True, num_batches: int = 1, return_features: bool = False
     ) -> MetaGANDiscriminatorOutput | tuple:
@@ -228,11 +276,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
             [`MetaGANDiscriminatorOutput`] or `tuple`: logits of shape `(batch_size,)` (and, with
             `return_features`, the block outputs; the tuple is then `(logits, features)`).
         """
-        expected = (self.config.in_channels, self.config.sample_size, self.config.sample_size)
-        if sample.ndim != 4 or tuple(sample.shape[1:]) != expected:
-            raise ValueError(
-                f"`sample` must have shape (batch_size, {', '.join(map(str, expected))}), got {tuple(sample.shape)}."
-            )
+        self._check_sample(sample)
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
         if sample.shape[0] % num_batches:
@@ -240,22 +284,16 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 f"`num_batches`={num_batches} must divide the batch size of `sample` ({sample.shape[0]}): the input "
                 "is that many equal batches stacked."
             )
-        # 1. features
-        # (cast to the compute dtype, never to a float8 storage dtype of layerwise casting)
-        x = self.act(self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
-        # 2. downsample to 4x4
-        features = [] if return_features else None
-        for block in self.blocks:
-            x = block(x)
-            if features is not None:
-                features.append(x)
+        # 1.-2. features, downsampled to 4x4
+        features = self.block_features(sample)
+        x = features[-1]  # [N, C, 4, 4]
         # 3. head
         if self.mbstd is not None:
             x = self.mbstd(x, num_batches)  # [N, C + 1, 4, 4]
         x = self.act(self.conv_out(x))
         logits = self.fc(x.flatten(1)).squeeze(1)  # [N]
-        if features is not None:
-            features = tuple(features)
+        if not return_features:
+            features = None
         if not return_dict:
             return (logits,) if features is None else (logits, features)
         return MetaGANDiscriminatorOutput(logits=logits, features=features)

@@ -241,6 +241,28 @@ def test_wrong_input_shape_raises(shape):
     model = tiny_discriminator()
     with pytest.raises(ValueError, match="sample"):
         model(torch.zeros(shape))
+    with pytest.raises(ValueError, match="sample"):
+        model.block_features(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("sample_size", [16, 32])
+def test_block_features_are_the_forward_features_of_the_blocks_run(sample_size):
+    model = tiny_discriminator(sample_size).eval()
+    x = images(4, size=sample_size)
+    with torch.no_grad():
+        everything = model(x, return_features=True).features
+        for n in range(1, model.num_blocks + 1):
+            first = model.block_features(x, num_blocks=n)
+            assert len(first) == n
+            for got, want in zip(first, everything):
+                assert torch.equal(got, want)
+        assert len(model.block_features(x)) == model.num_blocks
+
+
+@pytest.mark.parametrize("num_blocks", [0, 3, -1, 1.0, True])
+def test_block_features_rejects_bad_num_blocks(num_blocks):
+    with pytest.raises(ValueError, match="`num_blocks` must be an integer between 1 and 2"):
+        tiny_discriminator().block_features(images(2), num_blocks=num_blocks)
 
 
 # ---------------------------------------------------------------- save / load

@@ -45,9 +45,33 @@ def test_threshold_and_distances():
 def test_discriminator_features_do_not_depend_on_the_batch(pipe):
     images = plain(pipe, latents())
     whole = discriminator_features(pipe.discriminator, images)
-    assert whole.shape == (N, 16 * 8 * 8)  # the first of the 16x16 test model's two down blocks: 16 channels, 8x8
+    # the first of the 16x16 test model's two down blocks (16 channels, 8x8), pooled over 2x2 cells: 16 x 4 x 4
+    assert whole.shape == (N, 16 * 4 * 4)
+    torch.testing.assert_close(whole.norm(dim=1), torch.ones(N))
     torch.testing.assert_close(discriminator_features(pipe.discriminator, images, chunk_size=5), whole)
     torch.testing.assert_close(discriminator_features(pipe.discriminator, images[3:4]), whole[3:4])
+
+
+def test_discriminator_features_are_the_pooled_block_output_and_run_only_up_to_it(pipe):
+    disc = pipe.discriminator
+    images = plain(pipe, latents())
+    with torch.no_grad():
+        block = disc(images, return_features=True).features[-2]  # [N, 16, 8, 8]
+    pooled = torch.nn.functional.avg_pool2d(block, 2).flatten(1)
+    expected = pooled / pooled.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(discriminator_features(disc, images), expected)
+    torch.testing.assert_close(discriminator_features(disc, images, block=0), expected)  # -2 of 2 blocks is block 0
+    ran = []
+    hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(disc.blocks)]
+    try:
+        discriminator_features(disc, images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == [0]  # the last block and the head are skipped
+    for bad in (2, -3, 1.0, True):
+        with pytest.raises(ValueError, match="`block` must be an integer between -2 and 1"):
+            discriminator_features(disc, images, block=bad)
 
 
 def test_exact_copies_are_replaced_and_the_rest_kept(pipe):
