@@ -38,6 +38,11 @@ on the same shots and seeds. `--records FILE` adds earlier sampling records (for
     python scripts/benchmark_sampling.py --summarize_only --records model_cards/results/bench-variety.jsonl.gz \
         --pair_with model_cards/results/bench-rival-fonts.jsonl.gz --output_dir runs/variety-vs-rival
 
+`--rival_ddim_steps 10,25` also times the diffusion rival's DDIM sampling (`--rival`, default the bundled
+`checkpoints/ddpm-rival-kanji-32`) in the same process and threads, `--num_samples` images per step count, saves it to
+`OUTPUT_DIR/rival_speed.json` and adds a table of every timed setting's seconds per 1,000 images and how many times
+faster than the rival that is (median and slowest class); `--summarize_only` rebuilds it from that file.
+
 `--quick` runs a tiny model on two digit classes (the smoke path the tests take).
 """
 
@@ -50,6 +55,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,6 +70,7 @@ logger = logging.getLogger("benchmark_sampling")
 
 RESULTS_FILE = "sampling.jsonl"
 SUMMARY_FILE = "sampling.md"
+RIVAL_SPEED_FILE = "rival_speed.json"
 REPORTED = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
 
 
@@ -74,6 +81,17 @@ def _positive_floats(text: str, name: str, upper: float | None = None) -> list[f
             allowed = f"in (0, {upper:g}]" if upper is not None else "positive and finite"
             raise ValueError(f"`{name}` values must be {allowed}, got {v!r}.")
     return sorted(set(values))
+
+
+def _positive_ints(text: str, name: str) -> list[int]:
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"`{name}` values must be positive integers, got {part!r}.")
+        values.append(int(part))
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,6 +134,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pair_contender", default="ddpm-full", help="Contender of --pair_with to subtract.")
     parser.add_argument("--pair_snapshot", default="3x time, DDIM 25", help="Its snapshot label, e.g. '200 steps'.")
     parser.add_argument(
+        "--rival_ddim_steps",
+        default="",
+        help="Also time the diffusion rival's DDIM sampling at these step counts in this run (comma-separated; "
+        "'': no rival timing), for a sampling-cost table of every setting against it.",
+    )
+    parser.add_argument(
+        "--rival",
+        default=None,
+        help="The rival's DDPMPipeline folder for --rival_ddim_steps (default: the bundled one).",
+    )
+    parser.add_argument(
         "--summarize_only", action="store_true", help="Only rebuild the tables from the records; run nothing."
     )
     args = parser.parse_args(argv)
@@ -130,6 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
     args.copy_margins = _positive_floats(args.copy_margins, "--copy_margins")
+    args.rival_ddim_steps = _positive_ints(args.rival_ddim_steps, "--rival_ddim_steps")
     if not args.contender and not args.quick:
         raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
     for spec in args.contender or []:
@@ -375,12 +405,80 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> st
     return "\n".join(lines)
 
 
+def time_rival(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per 1,000 images of the diffusion rival's DDIM sampling at each `--rival_ddim_steps` count, in this
+    process (same threads as the GAN settings), `num_samples` images each after a short warm-up; saved to
+    `OUTPUT_DIR/rival_speed.json`."""
+    from diffusers import DDPMPipeline
+
+    from metagan_hub.baselines import sample_diffusion
+
+    fa = args.fewshot
+    path = args.rival or (bf.build_quick_models(Path(args.output_dir), fa.seed)["rival"] if args.quick else None)
+    path = path or bf.DEFAULT_RIVAL
+    rival = DDPMPipeline.from_pretrained(path)
+    n = fa.num_samples
+    sample_diffusion(rival, min(n, 8), num_inference_steps=2, generator=torch.Generator().manual_seed(0))  # warm-up
+    timings = {}
+    for steps in args.rival_ddim_steps:
+        t0 = time.perf_counter()
+        sample_diffusion(rival, n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
+        timings[str(steps)] = round((time.perf_counter() - t0) * 1000 / n, 3)
+        logger.info("rival %s, DDIM %d: %.1f s per 1,000 images", path, steps, timings[str(steps)])
+    speed = {
+        "rival": str(path),
+        "num_images": n,
+        "seconds_per_1000": timings,
+        "environment": bf.environment(torch.get_num_threads()),
+    }
+    (Path(args.output_dir) / RIVAL_SPEED_FILE).write_text(json.dumps(speed, indent=2) + "\n", encoding="utf-8")
+    return speed
+
+
+def speed_summary(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
+    """Markdown: per domain, each timed setting's seconds per 1,000 images (median and slowest class) and how many
+    times faster than the rival's DDIM sampling timed in the same run that is."""
+    rival = speed["seconds_per_1000"]
+    env = speed["environment"]
+    lines = [
+        "### Sampling cost against the rival's DDIM sampling in the same run "
+        f"(CPU capability {env['cpu_capability']}, {env['num_threads']} threads; rival: "
+        + ", ".join(f"DDIM {k} {v:.1f} s" for k, v in rival.items())
+        + " per 1,000 images)",
+        "",
+        "| domain | contender | setting | classes | s / 1k images, median (slowest) | "
+        + " | ".join(f"x faster than DDIM {k}, median (slowest)" for k in rival)
+        + " |",
+        "|---" * (5 + len(rival)) + "|",
+    ]
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        groups: dict[tuple[str, str], list[float]] = {}
+        for r in rows:
+            if r["domain"] == domain and r.get("sample_seconds"):
+                per_1000 = r["sample_seconds"] * 1000 / r["num_samples"]
+                groups.setdefault((r["contender"], setting_label(r)), []).append(per_1000)
+        for (name, label), seconds in groups.items():
+            median, slowest = statistics.median(seconds), max(seconds)
+            ratios = [f"{v / median:.0f}x ({v / slowest:.0f}x)" for v in rival.values()]
+            lines.append(
+                f"| {domain} | {name} | {label} | {len(seconds)} | {median:.2f} ({slowest:.2f}) | "
+                + " | ".join(ratios)
+                + " |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
 def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """The summary tables of `rows`: against the first contender, then against `--pair_with`'s contender."""
+    """The summary tables of `rows`: against the first contender, then against `--pair_with`'s contender, then the
+    sampling cost against the rival's when `OUTPUT_DIR/rival_speed.json` holds its timing."""
     text = summary(rows)
     if args.pair_with:
         reference = reference_metrics(args.pair_with, args.pair_contender, args.pair_snapshot)
         text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})")
+    speed_path = Path(args.output_dir) / RIVAL_SPEED_FILE
+    if speed_path.is_file():
+        text += "\n" + speed_summary(rows, json.loads(speed_path.read_text(encoding="utf-8")))
     return text
 
 
@@ -461,6 +559,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ctx.domain.classes[c],
                     ", ".join(f"{setting_label(r)} {r['metrics']['recognisability']:.2f}" for r in new),
                 )
+    if args.rival_ddim_steps:
+        time_rival(args)
     return write_tables(with_records([r for r in rows if setting_key(r) in wanted], args), args)
 
 

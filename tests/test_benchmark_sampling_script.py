@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.testing_utils import record_adapt_calls
 
@@ -85,6 +86,50 @@ def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
         quick(out, "--contender", f"augmented={tiny}", "--adapt_options", "other:shot_augment=1")
 
 
+def test_rival_timing_in_the_same_run_gives_every_timed_setting_its_speed_ratio(tmp_path):
+    out = tmp_path / "sampling"
+    argv = ("--classes", "0:1", "--latent_scales", "", "--keep_fractions", "", "--tone_match", "--copy_margins", "1")
+    sampling.main(quick(out, *argv, "--rival_ddim_steps", "2,3"))
+    speed = json.loads((out / sampling.RIVAL_SPEED_FILE).read_text(encoding="utf-8"))
+    assert list(speed["seconds_per_1000"]) == ["2", "3"] and all(v > 0 for v in speed["seconds_per_1000"].values())
+    assert speed["num_images"] == 24 and speed["environment"]["num_threads"] == torch.get_num_threads()
+    assert speed["rival"].endswith("tiny-ddpm")
+    table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "### Sampling cost against the rival's DDIM sampling in the same run" in table
+    assert "x faster than DDIM 2, median (slowest)" in table and "x faster than DDIM 3" in table
+    assert "| digits | tiny | tone matched, near-copies replaced (margin 1) | 1 | " in table
+    # the table comes back from the records and the saved timing alone
+    (out / sampling.SUMMARY_FILE).unlink()
+    sampling.main(sampling.parse_args(["--summarize_only", "--output_dir", str(out)]))
+    assert (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8") == table
+
+
+def test_speed_summary_ratios_use_the_median_and_the_slowest_class():
+    def row(c, seconds, margin=0.0):
+        return {
+            "contender": "g",
+            "domain": "kanji",
+            "class_index": c,
+            "latent_scale": 1.0,
+            "keep_fraction": 1.0,
+            "tone_match": True,
+            "copy_margin": margin,
+            "sample_seconds": seconds,
+            "num_samples": 200,
+        }
+
+    rows = [row(0, 0.2), row(1, 0.3), row(2, 0.4), row(0, 1.0, 1.0), row(1, None)]
+    speed = {"seconds_per_1000": {"10": 120.0, "25": 300.0}, "environment": {"cpu_capability": "X", "num_threads": 1}}
+    text = sampling.speed_summary(rows, speed)
+    # 0.2 / 0.3 / 0.4 s per 200 images -> 1.0 / 1.5 / 2.0 s per 1,000: median 1.5, slowest 2.0
+    assert "| kanji | g | tone matched | 3 | 1.50 (2.00) | 80x (60x) | 200x (150x) |" in text
+    filtered = (
+        "| kanji | g | tone matched, near-copies replaced (margin 1) | 1 | 5.00 (5.00) | 24x (24x) | 60x (60x) |"
+    )
+    assert filtered in text
+    assert "CPU capability X, 1 threads; rival: DDIM 10 120.0 s, DDIM 25 300.0 s per 1,000 images" in text
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -94,6 +139,8 @@ def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
         (["--quick", "--keep_fractions", "0"], "`--keep_fractions` values must be in (0, 1], got 0.0"),
         (["--quick", "--copy_margins", "0"], "`--copy_margins` values must be positive and finite, got 0.0"),
         (["--quick", "--copy_margins", "inf"], "`--copy_margins` values must be positive and finite, got inf"),
+        (["--quick", "--rival_ddim_steps", "0"], "`--rival_ddim_steps` values must be positive integers, got '0'"),
+        (["--quick", "--rival_ddim_steps", "2.5"], "`--rival_ddim_steps` values must be positive integers, got '2.5'"),
         (["--contender", "scratch"], "only Meta-GAN pipeline folders"),
         (["--contender", "ddpm-full"], "only Meta-GAN pipeline folders"),
         ([], "give at least one --contender"),
