@@ -27,6 +27,7 @@ from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
 from .copy_filter import (
     MAX_DRAWS_PER_IMAGE,
+    capped_copy_threshold,
     copy_threshold_of_references,
     discriminator_features,
     nearest_reference_distance,
@@ -377,11 +378,11 @@ class MetaGANPipeline(DiffusionPipeline):
             return torch.cat(chunks)  # [n, C, H, W]
 
         reference_features = discriminator_features(discriminator, references.to(device), chunk_size=chunk_size)
-        threshold = copy_threshold_of_references(reference_features, copy_margin)
         images = generate(latents)
         distance = nearest_reference_distance(
             discriminator_features(discriminator, images, chunk_size=chunk_size), reference_features
         )  # [N]
+        threshold = capped_copy_threshold(copy_threshold_of_references(reference_features, copy_margin), distance)
         copies = (distance < threshold).nonzero().flatten().tolist()  # positions still holding a near-copy
         n, draws, budget = latents.shape[0], latents.shape[0], MAX_DRAWS_PER_IMAGE * latents.shape[0]
         num_copies = len(copies)

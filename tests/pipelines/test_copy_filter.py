@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from metagan_hub.pipelines.copy_filter import (
+    COPY_CAP_FRACTION,
+    COPY_CAP_MIN_BATCH,
+    capped_copy_threshold,
     copy_threshold_of_references,
     discriminator_features,
     nearest_reference_distance,
@@ -120,6 +123,24 @@ def test_all_near_copies_are_kept_with_a_warning(pipe, caplog):
     assert stats == {**stats, "near_copies": N, "replaced": 0, "kept_copies": N, "extra_draws": 3 * N}
     torch.testing.assert_close(images, before, rtol=0, atol=1e-6)
     assert "still near-copies" in caplog.text
+
+
+def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe):
+    n = 40
+    z = latents(seed=5, n=n)
+    before = plain(pipe, z)
+    references = before[:4]
+    # a huge margin: by the distance rule alone every sample would be a near-copy
+    images, stats = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
+    features = discriminator_features(pipe.discriminator, references)
+    distance = nearest_reference_distance(discriminator_features(pipe.discriminator, before), features)
+    assert stats["threshold"] == pytest.approx(float(distance.quantile(COPY_CAP_FRACTION)))
+    flagged = distance < stats["threshold"]
+    assert stats["near_copies"] == int(flagged.sum()) <= COPY_CAP_FRACTION * n
+    assert flagged[:4].all()  # the references themselves are the closest
+    torch.testing.assert_close(images[~flagged], before[~flagged], rtol=0, atol=1e-6)  # the rest are kept
+    # below COPY_CAP_MIN_BATCH images there is no cap (test_all_near_copies_are_kept_with_a_warning: all flagged)
+    assert capped_copy_threshold(1e6, distance[: COPY_CAP_MIN_BATCH - 1]) == 1e6
 
 
 def test_every_output_type(pipe):
