@@ -425,8 +425,9 @@ def time_rival(args: argparse.Namespace) -> dict[str, Any]:
         sample_diffusion(rival, n, num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
         timings[str(steps)] = round((time.perf_counter() - t0) * 1000 / n, 3)
         logger.info("rival %s, DDIM %d: %.1f s per 1,000 images", path, steps, timings[str(steps)])
+    shown = os.path.relpath(path)  # the record names the folder as the command line would, not the machine's path
     speed = {
-        "rival": str(path),
+        "rival": path if shown.startswith("..") else shown,
         "num_images": n,
         "seconds_per_1000": timings,
         "environment": bf.environment(torch.get_num_threads()),

@@ -262,11 +262,12 @@ class MetaGANPipeline(DiffusionPipeline):
                 adaptation) whose near-copies are replaced. In the features of the pipeline's discriminator (so the
                 pipeline needs one: [`~MetaGANPipeline.adapt`] returns it), a sample is a near-copy when it is closer
                 to one of these images than `copy_margin` times the median distance between each of them and its
-                nearest other one. Each near-copy is replaced by the next new draw that is not one (latents drawn
-                from `generator`, times `latent_scale`), with at most `4 * batch_size` draws in all; samples that
-                are still near-copies after that are kept and a warning says how many. Other samples keep their
-                latents. Costs the extra draws and one discriminator pass per candidate: with the variety setting on
-                kanji, 0.5-0.7 extra draws per image and 2.5-6x the sampling time (the bundled model's card).
+                nearest other one; in a batch of 20 or more, at most the closest fifth count. Each near-copy is
+                replaced by the next new draw that is not one (latents drawn from `generator`, times
+                `latent_scale`), with at most `4 * batch_size` draws in all; samples that are still near-copies
+                after that are kept and a warning says how many. Other samples keep their latents. Costs one
+                discriminator pass per candidate plus the extra draws: with `shot_augment=1.25` on kanji and digits,
+                0.1-0.2 extra draws per image and 2.3-2.7x the sampling time (the bundled model's card).
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
