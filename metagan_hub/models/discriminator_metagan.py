@@ -248,6 +248,9 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 f"`num_blocks` must be an integer between 1 and {self.num_blocks} (the discriminator's number of "
                 f"blocks), got {num_blocks!r}."
             )
+        return self._run_blocks(sample, num_blocks)
+
+    def _run_blocks(self, sample: torch.Tensor, num_blocks: int) -> tuple[torch.Tensor, ...]:
         # (cast to the compute dtype, never to a float8 storage dtype of layerwise casting)
         x = self.act(self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
         features = []
@@ -285,7 +288,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
                 "is that many equal batches stacked."
             )
         # 1.-2. features, downsampled to 4x4
-        features = self.block_features(sample)
+        features = self._run_blocks(sample, self.num_blocks)
         x = features[-1]  # [N, C, 4, 4]
         # 3. head
         if self.mbstd is not None:
