@@ -436,9 +436,21 @@ def time_rival(args: argparse.Namespace) -> dict[str, Any]:
     return speed
 
 
+def filter_work(rows: list[dict[str, Any]]) -> str:
+    """The near-copy filter's extra draws and discriminator passes per requested image, class means (`-` where the
+    rows did not filter; passes `-` in records from before the gate counted them)."""
+    stats = [(r["copy_filter"], r["num_samples"]) for r in rows if r.get("copy_filter")]
+    if not stats:
+        return "-"
+    draws = statistics.mean(f["extra_draws"] / n for f, n in stats)
+    if any("discriminator_passes" not in f for f, _ in stats):
+        return f"{draws:.2f} / -"
+    return f"{draws:.2f} / " + f"{statistics.mean(f['discriminator_passes'] / n for f, n in stats):.2f}"
+
+
 def speed_summary(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
-    """Markdown: per domain, each timed setting's seconds per 1,000 images (median and slowest class) and how many
-    times faster than the rival's DDIM sampling timed in the same run that is."""
+    """Markdown: per domain, each timed setting's seconds per 1,000 images (median and slowest class), how many
+    times faster than the rival's DDIM sampling timed in the same run that is, and the near-copy filter's work."""
     rival = speed["seconds_per_1000"]
     env = speed["environment"]
     lines = [
@@ -449,22 +461,22 @@ def speed_summary(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
         "",
         "| domain | contender | setting | classes | s / 1k images, median (slowest) | "
         + " | ".join(f"x faster than DDIM {k}, median (slowest)" for k in rival)
-        + " |",
-        "|---" * (5 + len(rival)) + "|",
+        + " | filter: extra draws / discriminator passes per image |",
+        "|---" * (6 + len(rival)) + "|",
     ]
     for domain in dict.fromkeys(r["domain"] for r in rows):
-        groups: dict[tuple[str, str], list[float]] = {}
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in rows:
             if r["domain"] == domain and r.get("sample_seconds"):
-                per_1000 = r["sample_seconds"] * 1000 / r["num_samples"]
-                groups.setdefault((r["contender"], setting_label(r)), []).append(per_1000)
-        for (name, label), seconds in groups.items():
+                groups.setdefault((r["contender"], setting_label(r)), []).append(r)
+        for (name, label), timed in groups.items():
+            seconds = [r["sample_seconds"] * 1000 / r["num_samples"] for r in timed]
             median, slowest = statistics.median(seconds), max(seconds)
             ratios = [f"{v / median:.0f}x ({v / slowest:.0f}x)" for v in rival.values()]
             lines.append(
                 f"| {domain} | {name} | {label} | {len(seconds)} | {median:.2f} ({slowest:.2f}) | "
                 + " | ".join(ratios)
-                + " |"
+                + f" | {filter_work(timed)} |"
             )
     lines.append("")
     return "\n".join(lines)

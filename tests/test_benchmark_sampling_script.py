@@ -118,15 +118,22 @@ def test_speed_summary_ratios_use_the_median_and_the_slowest_class():
             "num_samples": 200,
         }
 
-    rows = [row(0, 0.2), row(1, 0.3), row(2, 0.4), row(0, 1.0, 1.0), row(1, None)]
+    rows = [row(0, 0.2), row(1, 0.3), row(2, 0.4), row(0, 1.0, 1.0), row(1, 0.8, 1.0), row(1, None)]
+    rows[3]["copy_filter"] = {"extra_draws": 20, "discriminator_passes": 90}
+    rows[4]["copy_filter"] = {"extra_draws": 40, "discriminator_passes": 110}
     speed = {"seconds_per_1000": {"10": 120.0, "25": 300.0}, "environment": {"cpu_capability": "X", "num_threads": 1}}
     text = sampling.speed_summary(rows, speed)
     # 0.2 / 0.3 / 0.4 s per 200 images -> 1.0 / 1.5 / 2.0 s per 1,000: median 1.5, slowest 2.0
-    assert "| kanji | g | tone matched | 3 | 1.50 (2.00) | 80x (60x) | 200x (150x) |" in text
+    assert "| kanji | g | tone matched | 3 | 1.50 (2.00) | 80x (60x) | 200x (150x) | - |" in text
+    # 4.0 / 5.0 s per 1,000: median 4.5, slowest 5.0; per image 0.10 / 0.20 extra draws, 0.45 / 0.55 passes
     filtered = (
-        "| kanji | g | tone matched, near-copies replaced (margin 1) | 1 | 5.00 (5.00) | 24x (24x) | 60x (60x) |"
+        "| kanji | g | tone matched, near-copies replaced (margin 1) | 2 | 4.50 (5.00) | 27x (24x) | 67x (60x) "
+        "| 0.15 / 0.50 |"
     )
     assert filtered in text
+    # records from before the gate have no pass count
+    del rows[4]["copy_filter"]["discriminator_passes"]
+    assert "| 67x (60x) | 0.15 / - |" in sampling.speed_summary(rows, speed)
     assert "CPU capability X, 1 threads; rival: DDIM 10 120.0 s, DDIM 25 300.0 s per 1,000 images" in text
 
 

@@ -25,13 +25,7 @@ from ..hub.upload import upload_folder_to_hub
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
-from .copy_filter import (
-    MAX_DRAWS_PER_IMAGE,
-    capped_copy_threshold,
-    copy_threshold_of_references,
-    discriminator_features,
-    nearest_reference_distance,
-)
+from .copy_filter import MAX_DRAWS_PER_IMAGE, NearCopyDistance, capped_copy_threshold
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -363,8 +357,9 @@ class MetaGANPipeline(DiffusionPipeline):
         """
         Images `[N, C, H, W]` in `[-1, 1]` of `latents` `[N, latent_dim]` (already scaled), with each near-copy of
         `references` `[K, C, H, W]` replaced by a new draw that is not one (`__call__`'s `avoid_copies_of`). Also
-        returns counts: `near_copies` (among the first `N`), `replaced`, `kept_copies` and `extra_draws`, and the
-        feature-space `threshold`.
+        returns counts: `near_copies` (among the first `N`), `replaced`, `kept_copies`, `extra_draws` and
+        `discriminator_passes` (images that went through the gate, [`~pipelines.copy_filter.NearCopyDistance`]), and
+        the feature-space `threshold`.
         """
         device, dtype = latents.device, self.generator.dtype
         discriminator = self.discriminator
@@ -378,12 +373,10 @@ class MetaGANPipeline(DiffusionPipeline):
             ]
             return torch.cat(chunks)  # [n, C, H, W]
 
-        reference_features = discriminator_features(discriminator, references.to(device), chunk_size=chunk_size)
+        near_copy_distance = NearCopyDistance(discriminator, references.to(device), chunk_size=chunk_size)
         images = generate(latents)
-        distance = nearest_reference_distance(
-            discriminator_features(discriminator, images, chunk_size=chunk_size), reference_features
-        )  # [N]
-        threshold = capped_copy_threshold(copy_threshold_of_references(reference_features, copy_margin), distance)
+        distance = near_copy_distance(images, set_gate=True)  # [N]; inf where the gate let an image pass as far
+        threshold = capped_copy_threshold(near_copy_distance.threshold(copy_margin), distance)
         copies = (distance < threshold).nonzero().flatten().tolist()  # positions still holding a near-copy
         n, draws, budget = latents.shape[0], latents.shape[0], MAX_DRAWS_PER_IMAGE * latents.shape[0]
         num_copies = len(copies)
@@ -391,8 +384,7 @@ class MetaGANPipeline(DiffusionPipeline):
             m = min(max(len(copies), 16), budget - draws)  # small rounds draw at least 16 candidates
             z = randn_tensor((m, latents.shape[1]), generator=generator, device=device, dtype=torch.float32)
             candidates = generate(z * latent_scale)
-            features = discriminator_features(discriminator, candidates, chunk_size=chunk_size)
-            candidate_distance = nearest_reference_distance(features, reference_features)
+            candidate_distance = near_copy_distance(candidates)
             draws += m
             for j in (candidate_distance >= threshold).nonzero().flatten().tolist():
                 if not copies:
@@ -420,6 +412,7 @@ class MetaGANPipeline(DiffusionPipeline):
             "replaced": num_copies - len(copies),
             "kept_copies": len(copies),
             "extra_draws": draws - n,
+            "discriminator_passes": near_copy_distance.discriminator_passes,
             "threshold": threshold,
         }
         return images, stats

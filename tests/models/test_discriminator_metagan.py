@@ -243,6 +243,26 @@ def test_wrong_input_shape_raises(shape):
         model(torch.zeros(shape))
     with pytest.raises(ValueError, match="sample"):
         model.block_features(torch.zeros(shape))
+    with pytest.raises(ValueError, match="sample"):
+        model.input_features(torch.zeros(shape))
+
+
+def test_input_features_are_the_first_convolution_and_activation_and_run_no_block():
+    model = tiny_discriminator().eval()
+    x = images(3)
+    ran = []
+    hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]
+    try:
+        with torch.no_grad():
+            got = model.input_features(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == [] and got.shape == (3, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(got, torch.nn.functional.leaky_relu(model.conv_in(x), 0.2))
+        # the blocks start from them
+        assert torch.equal(model.blocks[0](got), model.block_features(x, num_blocks=1)[0])
 
 
 @pytest.mark.parametrize("sample_size", [16, 32])

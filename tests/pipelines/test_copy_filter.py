@@ -9,9 +9,12 @@ import torch
 from metagan_hub.pipelines.copy_filter import (
     COPY_CAP_FRACTION,
     COPY_CAP_MIN_BATCH,
+    COPY_GATE_FRACTION,
+    NearCopyDistance,
     capped_copy_threshold,
     copy_threshold_of_references,
     discriminator_features,
+    gate_features,
     nearest_reference_distance,
 )
 from tests.pipelines.test_pipeline_metagan import LATENT_DIM, make_pipe
@@ -77,6 +80,62 @@ def test_discriminator_features_are_the_pooled_block_output_and_run_only_up_to_i
             discriminator_features(disc, images, block=bad)
 
 
+def test_gate_features_are_the_pooled_unit_length_input_features(pipe):
+    disc = pipe.discriminator
+    images = plain(pipe, latents())
+    with torch.no_grad():
+        pooled = torch.nn.functional.avg_pool2d(disc.input_features(images), 4).flatten(1)  # [N, 8 * 4 * 4]
+    torch.testing.assert_close(gate_features(disc, images), pooled / pooled.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(gate_features(disc, images, chunk_size=5), gate_features(disc, images))
+
+
+def gated_by_hand(disc, images, references):
+    """The gate's cut, and which images of a batch of 20 or more go through it, computed from the definitions."""
+    gate_distance = nearest_reference_distance(gate_features(disc, images), gate_features(disc, references))
+    cut = float(gate_distance.quantile(COPY_GATE_FRACTION))
+    return cut, gate_distance < cut
+
+
+def test_small_batches_all_go_through_the_gate(pipe):
+    disc = pipe.discriminator
+    images, references = plain(pipe, latents()), plain(pipe, latents(seed=4, n=3))
+    near = NearCopyDistance(disc, references)
+    distance = near(images, set_gate=True)  # N = 12 < COPY_CAP_MIN_BATCH: no cut
+    expected = nearest_reference_distance(
+        discriminator_features(disc, images), discriminator_features(disc, references)
+    )
+    torch.testing.assert_close(distance, expected)
+    assert near.gate == float("inf") and near.discriminator_passes == N
+    assert near.threshold(2.0) == pytest.approx(copy_threshold_of_references(near.reference_features, 2.0))
+
+
+def test_in_a_large_batch_only_the_images_nearest_in_the_gate_features_go_through(pipe):
+    disc = pipe.discriminator
+    n = 50
+    images, references = plain(pipe, latents(seed=6, n=n)), plain(pipe, latents(seed=4, n=3))
+    near = NearCopyDistance(disc, references, chunk_size=7)
+    ran = []
+    hook = disc.blocks[0].register_forward_hook(lambda _, args, __: ran.append(args[0].shape[0]))
+    try:
+        distance = near(images, set_gate=True)
+    finally:
+        hook.remove()
+    cut, through = gated_by_hand(disc, images, references)
+    assert near.gate == pytest.approx(cut)
+    assert 0 < int(through.sum()) <= COPY_GATE_FRACTION * n
+    assert sum(ran) == int(through.sum()) == near.discriminator_passes  # the blocks saw only those
+    full = nearest_reference_distance(discriminator_features(disc, images), discriminator_features(disc, references))
+    torch.testing.assert_close(distance[through], full[through])
+    assert distance[~through].isinf().all()
+    # later calls keep the first batch's cut, whatever their own spread
+    later = plain(pipe, latents(seed=8, n=30))
+    again = near(later)
+    assert near.gate == pytest.approx(cut)
+    later_through = nearest_reference_distance(gate_features(disc, later), gate_features(disc, references)) < cut
+    assert near.discriminator_passes == int(through.sum()) + int(later_through.sum())
+    assert again[~later_through].isinf().all() and again[later_through].isfinite().all()
+
+
 def test_exact_copies_are_replaced_and_the_rest_kept(pipe):
     z = latents()
     before = plain(pipe, z)
@@ -108,6 +167,7 @@ def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
     images, stats = pipe.replace_near_copies(z, references, 1.0, 1.5, torch.Generator().manual_seed(0))
     assert stats["near_copies"] >= 2 and stats["replaced"] + stats["kept_copies"] == stats["near_copies"]
     assert stats["extra_draws"] >= 16 and stats["threshold"] > 0
+    assert stats["discriminator_passes"] == N + stats["extra_draws"]  # small rounds: no gate
     # the replacements are the generator's images of the next draws from the generator, times the scale
     g = torch.Generator().manual_seed(0)
     candidates = plain(pipe, 1.5 * torch.randn(stats["extra_draws"], LATENT_DIM, generator=g))
@@ -132,9 +192,12 @@ def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe)
     references = before[:4]
     # a huge margin: by the distance rule alone every sample would be a near-copy
     images, stats = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
-    features = discriminator_features(pipe.discriminator, references)
-    distance = nearest_reference_distance(discriminator_features(pipe.discriminator, before), features)
-    assert stats["threshold"] == pytest.approx(float(distance.quantile(COPY_CAP_FRACTION)))
+    disc = pipe.discriminator
+    features = discriminator_features(disc, references)
+    distance = nearest_reference_distance(discriminator_features(disc, before), features)
+    _, through = gated_by_hand(disc, before, references)
+    distance[~through] = float("inf")  # images the gate does not let through count as far
+    assert stats["threshold"] == pytest.approx(float(distance.quantile(COPY_CAP_FRACTION)), rel=1e-5)
     flagged = distance < stats["threshold"]
     assert stats["near_copies"] == int(flagged.sum()) <= COPY_CAP_FRACTION * n
     assert flagged[:4].all()  # the references themselves are the closest
