@@ -133,6 +133,7 @@ class AdaptResult:
     lora_rank: int | None
     sample_seed: int = 0
     latent_scale: float = 1.0
+    avoid_copies: bool = False
 
 
 class TorchWorker:
@@ -455,12 +456,15 @@ class DemoApp:
         seed: int = 0,
         lora_rank: int | None = None,
         variety: bool = False,
+        avoid_copies: bool = False,
     ) -> AdaptJob:
         """
         Start adapting the meta-checkpoint to `shots` in a background thread and return the running [`AdaptJob`].
         `variety=True` applies the checkpoint card's variety setting (`self.variety`): `adapt(shot_augment=...)`, and
         samples drawn at its `latent_scale` (more varied samples and fewer near-copies of the shots, somewhat less
-        faithful); a checkpoint whose card has none refuses it.
+        faithful); a checkpoint whose card has none refuses it. `avoid_copies=True` makes every sample batch replace
+        near-copies of the shots (`avoid_copies_of`; at least 2 shots, whose distances to each other set what counts
+        as one).
 
         Raises:
             [`BusyError`]: when another adaptation is running (one at a time: the CPU is shared).
@@ -473,6 +477,11 @@ class DemoApp:
             raise AppError(
                 f"More variety is not available for {os.path.basename(self.model_name.rstrip('/'))!r}: its model card "
                 "gives no variety setting (none was found to help it). Adapt without it."
+            )
+        if avoid_copies and len(shots) < 2:
+            raise AppError(
+                "Replacing near-copies needs at least 2 images (how far apart they are sets what counts as a copy); "
+                f"got {len(shots)}. Add images or untick it."
             )
         setting = self.variety if variety else {"shot_augment": 0.0, "latent_scale": 1.0}
         if not self._lock.acquire(blocking=False):
@@ -505,6 +514,7 @@ class DemoApp:
                     lora_rank=lora_rank,
                     sample_seed=seed,
                     latent_scale=setting["latent_scale"],
+                    avoid_copies=bool(avoid_copies),
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -521,7 +531,8 @@ class DemoApp:
 
     # ------------------------------------------------------------------------------------------------ outputs
     def samples(self, result: AdaptResult | None, num_samples: int = 16, seed: int = 0) -> list[Image.Image]:
-        """`num_samples` samples of the adapted generator for `seed`, enlarged for display."""
+        """`num_samples` samples of the adapted generator for `seed` (near-copies of the shots replaced when the
+        adaptation asked for it), enlarged for display."""
         if result is None:
             raise AppError("Nothing adapted yet: upload images (or pick an example) and press Adapt first.")
         try:
@@ -537,7 +548,10 @@ class DemoApp:
         def draw() -> list[Image.Image]:
             generator = torch.Generator().manual_seed(seed)
             return result.pipeline(
-                batch_size=num_samples, generator=generator, latent_scale=result.latent_scale
+                batch_size=num_samples,
+                generator=generator,
+                latent_scale=result.latent_scale,
+                avoid_copies_of=result.shots if result.avoid_copies else None,
             ).images
 
         images = self._torch_worker.submit(draw).result()  # on the torch worker thread, after a running adaptation
@@ -616,6 +630,7 @@ def adaptation_updates(
     poll_seconds: float = 0.25,
     on_progress: Callable[[int, int], None] | None = None,
     variety: bool = False,
+    avoid_copies: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """
     The Adapt button's work as a stream of page updates (plain dicts, so it is testable without Gradio): status text,
@@ -631,6 +646,7 @@ def adaptation_updates(
             seed=seed,
             lora_rank=APP_LORA_RANK if use_lora else None,
             variety=bool(variety),
+            avoid_copies=bool(avoid_copies),
         )
     except Exception as err:
         if not isinstance(err, AppError):
@@ -664,7 +680,8 @@ def adaptation_updates(
         "status": (
             f"Adapted to {len(result.shots)} image(s) in {result.seconds:.1f} s ({len(result.losses)} steps, "
             f"{precision}{f', LoRA rank {result.lora_rank}' if result.lora_rank else ''}"
-            f"{', variety setting' if result.latent_scale != 1.0 else ''}). "
+            f"{', variety setting' if result.latent_scale != 1.0 else ''}"
+            f"{', near-copies replaced' if result.avoid_copies else ''}). "
             f"Samples for seed {result.sample_seed}."
         ),
         "losses": result.losses,
@@ -689,14 +706,34 @@ def build_demo(app: DemoApp):
             warn(describe_error(err))
             return gr.update(), describe_error(err)
 
-    def on_adapt(files, steps, precision, seed, use_lora, variety, num_samples, state, progress=gr.Progress()):  # noqa: B008
+    def on_adapt(
+        files,
+        steps,
+        precision,
+        seed,
+        use_lora,
+        variety,
+        avoid_copies,
+        num_samples,
+        state,
+        progress=gr.Progress(),  # noqa: B008
+    ):
         def report(done: int, total: int) -> None:
             progress((done, total), desc="Adapting", unit="steps")
 
         last_losses: list[dict[str, float]] = []
         last_plot = -math.inf
         for update in adaptation_updates(
-            app, files, steps, precision, seed, use_lora, num_samples, on_progress=report, variety=variety
+            app,
+            files,
+            steps,
+            precision,
+            seed,
+            use_lora,
+            num_samples,
+            on_progress=report,
+            variety=variety,
+            avoid_copies=avoid_copies,
         ):
             if "error" in update:
                 warn(update["error"])
@@ -800,6 +837,11 @@ def build_demo(app: DemoApp):
                     elem_id="variety",
                     visible=app.variety is not None,  # only where the checkpoint's card recommends a setting
                 )
+                avoid_copies = gr.Checkbox(
+                    False,
+                    label="Replace near-copies of your images (needs 2 or more images)",
+                    elem_id="avoid-copies",
+                )
                 num_samples = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples", elem_id="num-samples")
                 adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt")
             with gr.Column(scale=2):
@@ -825,7 +867,7 @@ def build_demo(app: DemoApp):
         example_btn.click(on_example, [example], [files, status], concurrency_limit=4)
         adapt_btn.click(
             on_adapt,
-            [files, steps, precision, seed, use_lora, variety, num_samples, state],
+            [files, steps, precision, seed, use_lora, variety, avoid_copies, num_samples, state],
             [status, loss_plot, shots_view, gallery, state, sample_seed],
             concurrency_limit=2,  # a second tab gets the busy message at once instead of waiting unseen
             concurrency_id="adapt",

@@ -176,6 +176,42 @@ def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
     assert "variety" not in plain["status"]
 
 
+def test_avoid_copies_option_replaces_near_copies_of_the_shots(app, tmp_path, monkeypatch):
+    files = write_pngs(tmp_path / "shots", 3)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, avoid_copies=True))
+    assert "error" not in update and "near-copies replaced" in update["status"]
+    result = update["result"]
+    assert result.avoid_copies and result.latent_scale == 1.0
+    # its samples are the adapted pipeline's with the shots' near-copies replaced, for the same seed
+    calls = []
+    original = type(result.pipeline).__call__
+
+    def spy(pipe, *args, **kwargs):
+        calls.append(kwargs)
+        return original(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(result.pipeline), "__call__", spy)
+    shown = app.samples(result, 4, seed=3)
+    assert calls[-1]["avoid_copies_of"] is result.shots
+    drawn = original(
+        result.pipeline, batch_size=4, generator=torch.Generator().manual_seed(3), avoid_copies_of=result.shots
+    )
+    assert all(np.array_equal(np.asarray(a), np.asarray(demo_app.enlarge(b))) for a, b in zip(shown, drawn.images))
+    plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4))
+    assert not plain["result"].avoid_copies and "near-copies" not in plain["status"]
+    app.samples(plain["result"], 4, seed=3)
+    assert calls[-1]["avoid_copies_of"] is None
+
+
+def test_avoid_copies_needs_two_images(app, tmp_path, monkeypatch):
+    seen = record_adapt_calls(monkeypatch)
+    files = write_pngs(tmp_path / "shots", 1)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, avoid_copies=True))
+    assert "Replacing near-copies needs at least 2 images" in update["error"] and "got 1" in update["error"]
+    assert not seen  # refused before any adaptation
+    assert "error" not in final(adaptation_updates(app, files, 2, "no", 0, False, 4))
+
+
 def test_no_variety_option_without_a_setting_in_the_card(tmp_path, monkeypatch):
     tiny_pipeline(0).save_pretrained(tmp_path / "plain")
     app = DemoApp(str(tmp_path / "plain"), work_dir=str(tmp_path / "work"))
