@@ -9,6 +9,7 @@ import torch
 from metagan_hub.pipelines.copy_filter import (
     COPY_CAP_FRACTION,
     COPY_CAP_MIN_BATCH,
+    COPY_FILTER_CHUNK,
     COPY_GATE_FRACTION,
     NearCopyDistance,
     capped_copy_threshold,
@@ -124,6 +125,8 @@ def test_in_a_large_batch_only_the_images_nearest_in_the_gate_features_go_throug
     assert near.gate == pytest.approx(cut)
     assert 0 < int(through.sum()) <= COPY_GATE_FRACTION * n
     assert sum(ran) == int(through.sum()) == near.discriminator_passes  # the blocks saw only those
+    assert max(ran) <= 7  # in chunks of at most chunk_size, and by default of at most COPY_FILTER_CHUNK
+    assert NearCopyDistance(disc, references).chunk_size == COPY_FILTER_CHUNK < 64
     full = nearest_reference_distance(discriminator_features(disc, images), discriminator_features(disc, references))
     torch.testing.assert_close(distance[through], full[through])
     assert distance[~through].isinf().all()
