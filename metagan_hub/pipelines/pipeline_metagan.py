@@ -259,9 +259,11 @@ class MetaGANPipeline(DiffusionPipeline):
                 nearest other one; in a batch of 20 or more, at most the closest fifth count. Each near-copy is
                 replaced by the next new draw that is not one (latents drawn from `generator`, times
                 `latent_scale`), with at most `4 * batch_size` draws in all; samples that are still near-copies
-                after that are kept and a warning says how many. Other samples keep their latents. Costs one
-                discriminator pass per candidate plus the extra draws: with `shot_augment=1.25` on kanji and digits,
-                0.1-0.2 extra draws per image and 2.3-2.7x the sampling time (the bundled model's card).
+                after that are kept and a warning says how many. Other samples keep their latents. In a batch of
+                20 or more, only the 40% of candidates nearest one of these images in the discriminator's input
+                features go through the discriminator pass; the others count as far. With `shot_augment=1.25` on
+                kanji and digits: 0.1-0.25 extra draws and 0.45-0.5 discriminator passes per image, 1.45-1.8x the
+                sampling time (the bundled model's card).
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
