@@ -4,6 +4,8 @@ was adapted on) than those images sit to each other, judged in the adapted discr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -69,13 +71,30 @@ def discriminator_features(
             f"discriminator), got {block!r}."
         )
     last = block % num_blocks  # index of the block whose output is used
+    return _pooled_unit_features(
+        discriminator,
+        images,
+        lambda x: discriminator.block_features(x, num_blocks=last + 1)[-1],
+        COPY_FILTER_POOL,
+        chunk_size,
+    )
+
+
+def _pooled_unit_features(
+    discriminator: torch.nn.Module,
+    images: torch.Tensor,
+    features_of: Callable[[torch.Tensor], torch.Tensor],
+    pool: int,
+    chunk_size: int,
+) -> torch.Tensor:
+    """`features_of` (feature maps `[n, C, h, w]` of the discriminator) of `images`, chunk by chunk without autograd,
+    average-pooled over `pool` x `pool` cells, flattened and scaled to unit length; float32 `[N, F]`."""
     chunks = []
     with torch.no_grad():
         for start in range(0, images.shape[0], chunk_size):
             x = images[start : start + chunk_size].to(discriminator.device, discriminator.dtype)
             x = x.contiguous(memory_format=torch.channels_last)  # fast with channels_last weights, neutral without
-            features = discriminator.block_features(x, num_blocks=last + 1)[-1].float()  # [n, C, h, w]
-            pooled = F.avg_pool2d(features, COPY_FILTER_POOL).flatten(1)  # [n, F]
+            pooled = F.avg_pool2d(features_of(x).float(), pool).flatten(1)  # [n, F]
             chunks.append(F.normalize(pooled, dim=1))
     return torch.cat(chunks)
 
@@ -98,13 +117,7 @@ def gate_features(discriminator: torch.nn.Module, images: torch.Tensor, chunk_si
     torch.Size([3, 2048])
     ```
     """
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], chunk_size):
-            x = images[start : start + chunk_size].to(discriminator.device, discriminator.dtype)
-            features = discriminator.input_features(x).float()  # [n, C0, H, W]
-            chunks.append(F.normalize(F.avg_pool2d(features, COPY_GATE_POOL).flatten(1), dim=1))
-    return torch.cat(chunks)
+    return _pooled_unit_features(discriminator, images, discriminator.input_features, COPY_GATE_POOL, chunk_size)
 
 
 class NearCopyDistance:
@@ -136,8 +149,8 @@ class NearCopyDistance:
 
     def __init__(self, discriminator: torch.nn.Module, references: torch.Tensor, chunk_size: int = 64):
         self.discriminator, self.chunk_size = discriminator, min(chunk_size, COPY_FILTER_CHUNK)
-        self.reference_features = discriminator_features(discriminator, references, chunk_size=chunk_size)  # [K, F]
-        self.reference_gate_features = gate_features(discriminator, references, chunk_size=chunk_size)  # [K, F0]
+        self.reference_features = discriminator_features(discriminator, references, chunk_size=self.chunk_size)
+        self.reference_gate_features = gate_features(discriminator, references, chunk_size=self.chunk_size)
         self.gate = float("inf")
         self.discriminator_passes = 0
 
