@@ -29,7 +29,7 @@ COPY_CAP_MIN_BATCH = 20
 # A gate in front of the discriminator pass, which costs about as much arithmetic as generating the image: in a batch
 # of at least COPY_CAP_MIN_BATCH images only the COPY_GATE_FRACTION nearest a reference image in the discriminator's
 # input features (its first convolution, 4x4-pooled, unit length; under 1% of the pass) go through the pass, and later
-# draws only when they are nearer than that batch's cut; the others count as far. Twice the cap, so that the cap's
+# draws only when they are no farther than that batch's cut; the others count as far. Twice the cap, so that the cap's
 # closest fifth fits. Replayed on 800 draws per held-out class (30 kanji, 10 font-glyph, 10 digit classes), the gated
 # test kept the same copy rates as the ungated one (within 0.001 at margins 1 and 1.25) with 0.45-0.50 passes per
 # requested image instead of 1.1-1.2 (the bundled model's card).
@@ -166,7 +166,7 @@ class NearCopyDistance:
         if set_gate and gate_distance.numel() >= COPY_CAP_MIN_BATCH:
             self.gate = float(gate_distance.quantile(COPY_GATE_FRACTION))
         distance = torch.full_like(gate_distance, float("inf"))
-        near = (gate_distance < self.gate).nonzero().flatten() if self.gate < float("inf") else None
+        near = (gate_distance <= self.gate).nonzero().flatten() if self.gate < float("inf") else None
         through = images if near is None else images[near]
         if through.shape[0]:
             features = discriminator_features(self.discriminator, through, chunk_size=self.chunk_size)
@@ -211,7 +211,10 @@ def nearest_reference_distance(features: torch.Tensor, reference_features: torch
 def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
     """
     `threshold` lowered, for a batch of at least `COPY_CAP_MIN_BATCH` samples, to the `COPY_CAP_FRACTION` quantile of
-    their nearest-reference `distances` `[N]`, so that at most that fraction of the batch counts as near-copies.
+    their nearest-reference `distances` `[N]`, so that at most that fraction of the batch counts as near-copies
+    (samples closer than the returned value). Except for ties at the cut: when samples at one distance below
+    `threshold` fill the cut, so that fewer than that fraction would count, all of them count (a generator that
+    collapsed onto a reference image draws many exact copies, at distance 0).
 
     Example:
 
@@ -225,8 +228,20 @@ def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
     19.8
     >>> capped_copy_threshold(50.0, torch.arange(10.0))  # too few samples for a cap
     50.0
+    >>> copies = torch.cat([torch.zeros(30), torch.arange(1.0, 71.0)])  # 30 exact copies
+    >>> int((copies < capped_copy_threshold(50.0, copies)).sum())  # all of them count
+    30
     ```
     """
     if distances.numel() < COPY_CAP_MIN_BATCH:
         return threshold
-    return min(threshold, float(distances.float().quantile(COPY_CAP_FRACTION)))
+    distances = distances.float().flatten()
+    cap = float(distances.quantile(COPY_CAP_FRACTION))
+    if cap >= threshold:
+        return threshold
+    below = int((distances < cap).sum())
+    if below < int(COPY_CAP_FRACTION * (distances.numel() - 1)):  # a tie fills the cut
+        tied = distances.sort().values[below]
+        farther = distances[distances > tied]  # the cut moves to the next distance up: every tied sample counts
+        cap = min(threshold, float(farther.min())) if farther.numel() else threshold
+    return cap

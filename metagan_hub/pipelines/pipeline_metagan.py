@@ -256,7 +256,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 adaptation) whose near-copies are replaced. In the features of the pipeline's discriminator (so the
                 pipeline needs one: [`~MetaGANPipeline.adapt`] returns it), a sample is a near-copy when it is closer
                 to one of these images than `copy_margin` times the median distance between each of them and its
-                nearest other one; in a batch of 20 or more, at most the closest fifth count. Each near-copy is
+                nearest other one; in a batch of 20 or more, at most the closest fifth count (more only when
+                samples tie at one distance, e.g. exact copies from a collapsed generator). Each near-copy is
                 replaced by the next new draw that is not one (latents drawn from `generator`, times
                 `latent_scale`), with at most `4 * batch_size` draws in all; samples that are still near-copies
                 after that are kept and a warning says how many. Other samples keep their latents. In a batch of

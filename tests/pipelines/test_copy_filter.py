@@ -94,7 +94,7 @@ def gated_by_hand(disc, images, references):
     """The gate's cut, and which images of a batch of 20 or more go through it, computed from the definitions."""
     gate_distance = nearest_reference_distance(gate_features(disc, images), gate_features(disc, references))
     cut = float(gate_distance.quantile(COPY_GATE_FRACTION))
-    return cut, gate_distance < cut
+    return cut, gate_distance <= cut
 
 
 def test_small_batches_all_go_through_the_gate(pipe):
@@ -134,7 +134,7 @@ def test_in_a_large_batch_only_the_images_nearest_in_the_gate_features_go_throug
     later = plain(pipe, latents(seed=8, n=30))
     again = near(later)
     assert near.gate == pytest.approx(cut)
-    later_through = nearest_reference_distance(gate_features(disc, later), gate_features(disc, references)) < cut
+    later_through = nearest_reference_distance(gate_features(disc, later), gate_features(disc, references)) <= cut
     assert near.discriminator_passes == int(through.sum()) + int(later_through.sum())
     assert again[~later_through].isinf().all() and again[later_through].isfinite().all()
 
@@ -207,6 +207,32 @@ def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe)
     torch.testing.assert_close(images[~flagged], before[~flagged], rtol=0, atol=1e-6)  # the rest are kept
     # below COPY_CAP_MIN_BATCH images there is no cap (test_all_near_copies_are_kept_with_a_warning: all flagged)
     assert capped_copy_threshold(1e6, distance[: COPY_CAP_MIN_BATCH - 1]) == 1e6
+
+
+def test_ties_at_the_cap_all_count():
+    threshold = 1.0
+    # no ties: the 20% quantile, as many samples below it as the cap allows
+    distances = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    cap = capped_copy_threshold(threshold, distances)
+    assert cap == pytest.approx(float(distances.quantile(COPY_CAP_FRACTION)))
+    assert int((distances < cap).sum()) == 40
+    # every sample at one distance (a collapsed generator's exact copies): all of them count, not none
+    for n in (20, 30):
+        same = torch.full((n,), 0.25)
+        assert (same < capped_copy_threshold(threshold, same)).all()
+    # ... unless the distance rule says they are no copies
+    assert capped_copy_threshold(0.25, torch.full((30,), 0.25)) == 0.25
+
+
+def test_a_collapsed_generator_has_its_exact_copies_replaced(pipe):
+    n = 25
+    z = latents(n=1).repeat(n, 1)  # one latent 25 times: 25 identical images
+    before = plain(pipe, z)
+    references = torch.cat([before[:1], plain(pipe, latents(seed=11, n=2))])  # the image is one of them
+    images, stats = pipe.replace_near_copies(z, references, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert stats["near_copies"] == n and stats["discriminator_passes"] >= n  # the gate let all ties through
+    assert stats["replaced"] == n and stats["kept_copies"] == 0
+    assert not torch.isclose(images, before[:1], atol=1e-4).flatten(1).all(dim=1).any()
 
 
 def test_every_output_type(pipe):
