@@ -307,7 +307,13 @@ def _knob_label(row: dict[str, Any]) -> str:
     return f"latents x{row['latent_scale']:g}"
 
 
-def paired_cells(by_class: dict[int, dict], base: dict[int, dict], classes: list[int]) -> list[str]:
+def unit(row: dict[str, Any]) -> tuple[int, int]:
+    """What a paired comparison pairs on: (shot seed, class index). Runs with other `--seed`s draw other shots of the
+    same classes, so their rows are further pairs, not repeats (records without seeds count as seed 0)."""
+    return (row.get("seeds", {}).get("shots", 0), row["class_index"])
+
+
+def paired_cells(by_class: dict[Any, dict], base: dict[Any, dict], classes: list[Any]) -> list[str]:
     """Per reported metric: the class mean over `classes` and, in brackets, the paired difference to `base` (mean ±
     s.e. over the classes)."""
     cells = []
@@ -326,7 +332,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         drows = [r for r in rows if r["domain"] == domain]
         reference = drows[0]["contender"]
         base = {
-            r["class_index"]: r["metrics"]
+            unit(r): r["metrics"]
             for r in drows
             if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0)
         }
@@ -336,9 +342,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
             "| contender | setting | classes | " + " | ".join(REPORTED) + " |",
             "|---|---|---|" + "---|" * len(REPORTED),
         ]
-        groups: dict[tuple[str, str], dict[int, dict]] = {}
+        groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
         for r in drows:
-            groups.setdefault((r["contender"], setting_label(r)), {})[r["class_index"]] = r["metrics"]
+            groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
         for (name, label), by_class in groups.items():
             classes = sorted(set(by_class) & set(base))
             if not classes:
@@ -356,10 +362,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[tuple[str, int, int], dict[str, float]]:
-    """`{(domain, class_index, shots): metrics}` of `contender` at the snapshot labelled `snapshot` in
+def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[tuple, dict[str, float]]:
+    """`{(domain, (shot seed, class_index), shots): metrics}` of `contender` at the snapshot labelled `snapshot` in
     `benchmark_fewshot.py` results files (its plain runs, not the noise-floor re-runs; a class's first row wins)."""
-    found: dict[tuple[str, int, int], dict[str, float]] = {}
+    found: dict[tuple, dict[str, float]] = {}
     labels: set[str] = set()
     for path in paths:
         for r in read_jsonl(path):
@@ -367,7 +373,7 @@ def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[t
                 continue
             labels.add(r["snapshot"].get("label", ""))
             if r["snapshot"].get("label") == snapshot and r.get("variant", "default") == "default":
-                found.setdefault((r["domain"], r["class_index"], r["shots"]), r["metrics"])
+                found.setdefault((r["domain"], unit(r), r["shots"]), r["metrics"])
     if not found:
         raise ValueError(
             f"`--pair_contender` {contender!r} at `--pair_snapshot` {snapshot!r}: no such rows in --pair_with; its "
@@ -381,13 +387,13 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> st
     classes both have) to the reference's metrics."""
     lines = []
     for domain in dict.fromkeys(r["domain"] for r in rows):
-        groups: dict[tuple[str, str], dict[int, dict]] = {}
-        ref: dict[int, dict[str, float]] = {}
+        groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
+        ref: dict[tuple[int, int], dict[str, float]] = {}
         for r in rows:
-            key = (domain, r["class_index"], r["shots"])
+            key = (domain, unit(r), r["shots"])
             if r["domain"] == domain and key in reference:
-                groups.setdefault((r["contender"], setting_label(r)), {})[r["class_index"]] = r["metrics"]
-                ref[r["class_index"]] = reference[key]
+                groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
+                ref[unit(r)] = reference[key]
         if not groups:
             continue
         lines += [
@@ -496,11 +502,11 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`rows` without repeats of a (contender, domain, class, setting): the first one stays."""
+    """`rows` without repeats of a (contender, domain, shot seed and class, setting): the first one stays."""
     seen: set[tuple] = set()
     kept = []
     for r in rows:
-        key = (r["contender"], r["domain"], r["class_index"], setting_key(r))
+        key = (r["contender"], r["domain"], unit(r), setting_key(r))
         if key not in seen:
             seen.add(key)
             kept.append(r)

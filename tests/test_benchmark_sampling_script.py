@@ -228,6 +228,29 @@ def test_summarize_only_pairs_settings_with_a_fewshot_contender_by_class(tmp_pat
     assert copy == "0.035 (+0.025 ± 0.005)" and recognised == "0.900 (+0.100 ± 0.000)"
 
 
+def test_runs_with_other_shot_seeds_pair_as_further_classes(tmp_path):
+    label = "3x time, DDIM 25"
+    rows, rival = [], []
+    for seed, (ours, theirs) in enumerate([(0.9, 0.8), (0.8, 0.8)]):  # seed 0: +0.1, seed 1: 0
+        row = _sampling_row("variety", 0, 1.5, recognisability=ours)
+        rows.append({**row, "seeds": {"shots": seed, "adapt": 5000 + seed, "samples": seed}})
+        rival.append({**_rival_row(0, label, recognisability=theirs), "seeds": {"shots": seed}})
+    records = _write(tmp_path / "sampling.jsonl", rows)
+    results = _write(tmp_path / "results.jsonl", rival)
+    out = tmp_path / "tables"
+    sampling.main(
+        sampling.parse_args(
+            ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
+        )
+    )
+    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
+    variety = next(line for line in paired.splitlines() if line.startswith("| variety"))
+    cells = [cell.strip() for cell in variety.strip("|").split("|")]
+    # both shot sets of class 0 are kept (not dropped as repeats) and each is paired with the rival on its shots
+    assert cells[2] == "2"
+    assert cells[3 + list(sampling.REPORTED).index("recognisability")] == "0.850 (+0.050 ± 0.050)"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
