@@ -451,7 +451,8 @@ def filter_work(rows: list[dict[str, Any]]) -> str:
     draws = statistics.mean(f["extra_draws"] / n for f, n in stats)
     if any("discriminator_passes" not in f for f, _ in stats):
         return f"{draws:.2f} / -"
-    return f"{draws:.2f} / " + f"{statistics.mean(f['discriminator_passes'] / n for f, n in stats):.2f}"
+    passes = statistics.mean(f["discriminator_passes"] / n for f, n in stats)
+    return f"{draws:.2f} / {passes:.2f}"
 
 
 def speed_summary(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:

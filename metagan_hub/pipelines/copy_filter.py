@@ -160,23 +160,25 @@ class NearCopyDistance:
 
     def __call__(self, images: torch.Tensor, set_gate: bool = False) -> torch.Tensor:
         """Distances `[N]` of `images` `[N, C, H, W]` in `[-1, 1]`; `set_gate`: set the gate's cut from them."""
+        set_gate = set_gate and images.shape[0] >= COPY_CAP_MIN_BATCH
+        if not set_gate and self.gate == float("inf"):  # no cut (yet): every image goes through
+            return self._distance(images)
         gate_distance = nearest_reference_distance(
             gate_features(self.discriminator, images, chunk_size=self.chunk_size), self.reference_gate_features
         )  # [N]
-        if set_gate and gate_distance.numel() >= COPY_CAP_MIN_BATCH:
+        if set_gate:
             self.gate = float(gate_distance.quantile(COPY_GATE_FRACTION))
         distance = torch.full_like(gate_distance, float("inf"))
-        near = (gate_distance <= self.gate).nonzero().flatten() if self.gate < float("inf") else None
-        through = images if near is None else images[near]
-        if through.shape[0]:
-            features = discriminator_features(self.discriminator, through, chunk_size=self.chunk_size)
-            through_distance = nearest_reference_distance(features, self.reference_features)
-            if near is None:
-                distance = through_distance
-            else:
-                distance[near] = through_distance
-        self.discriminator_passes += through.shape[0]
+        near = (gate_distance <= self.gate).nonzero().flatten()
+        if near.numel():
+            distance[near] = self._distance(images[near])
         return distance
+
+    def _distance(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator pass: distances `[n]` of `images` to the nearest reference, counted in the passes."""
+        self.discriminator_passes += images.shape[0]
+        features = discriminator_features(self.discriminator, images, chunk_size=self.chunk_size)
+        return nearest_reference_distance(features, self.reference_features)
 
 
 def copy_threshold_of_references(reference_features: torch.Tensor, copy_margin: float = 1.0) -> float:
