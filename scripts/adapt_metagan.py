@@ -121,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Weight of the mode-seeking term against collapsed samples (default: adapt()'s default, 0 = off).",
     )
     parser.add_argument(
+        "--copy_repulsion_weight",
+        type=float,
+        default=None,
+        help="Weight of the term that pushes samples away from near-copies of the shots (default: 0 = off).",
+    )
+    parser.add_argument(
         "--shot_augment",
         type=float,
         default=None,
@@ -318,6 +324,7 @@ def main(args: argparse.Namespace) -> None:
             ("diversity_batch_size", args.diversity_batch_size),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
             ("mode_seeking_weight", args.mode_seeking_weight),
+            ("copy_repulsion_weight", args.copy_repulsion_weight),
             ("shot_augment", shot_augment),
         )
         if v is not None

@@ -445,6 +445,8 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "cdc_anchor_interval": int,
     "layer_lr_scales": bool,
     "mode_seeking_weight": float,
+    "copy_repulsion_weight": float,
+    "copy_repulsion_margin": float,
     "shot_augment": float,
     "tone_match": bool,
     "lr_scheduler": str,

@@ -80,6 +80,11 @@ def discriminator_features(
     )
 
 
+def _pool_unit(feature_maps: torch.Tensor, pool: int) -> torch.Tensor:
+    """Feature maps `[n, C, h, w]` average-pooled over `pool` x `pool` cells, flattened, unit length; float32."""
+    return F.normalize(F.avg_pool2d(feature_maps.float(), pool).flatten(1), dim=1)
+
+
 def _pooled_unit_features(
     discriminator: torch.nn.Module,
     images: torch.Tensor,
@@ -94,8 +99,7 @@ def _pooled_unit_features(
         for start in range(0, images.shape[0], chunk_size):
             x = images[start : start + chunk_size].to(discriminator.device, discriminator.dtype)
             x = x.contiguous(memory_format=torch.channels_last)  # fast with channels_last weights, neutral without
-            pooled = F.avg_pool2d(features_of(x).float(), pool).flatten(1)  # [n, F]
-            chunks.append(F.normalize(pooled, dim=1))
+            chunks.append(_pool_unit(features_of(x), pool))  # [n, F]
     return torch.cat(chunks)
 
 
@@ -247,3 +251,49 @@ def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
         farther = distances[distances > tied]  # the cut moves to the next distance up: every tied sample counts
         cap = min(threshold, float(farther.min())) if farther.numel() else threshold
     return cap
+
+
+def near_copy_repulsion(
+    discriminator: torch.nn.Module, images: torch.Tensor, references: torch.Tensor, copy_margin: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    A training term that pushes generated `images` `[N, C, H, W]` (in `[-1, 1]`, with gradient) away from the
+    reference images `references` `[K, C, H, W]` (K >= 2, the shots) where they are near-copies by the filter's
+    distance rule, in the filter's features of `discriminator` ([`discriminator_features`]: block -2, 2x2-pooled, unit
+    length; here with gradient to the images). With `tau` the rule's threshold ([`copy_threshold_of_references`] of
+    the references' features, computed without gradient) and `d_i` each image's distance to its nearest reference,
+    the term is the mean over the images of `relu(tau - d_i) / tau`: 0 for images at least `tau` away, up to 1 for an
+    exact copy. Zero (and no gradient) when `tau` is 0 (references that repeat one image). The caller freezes the
+    discriminator's weights if only the generator is to learn from it.
+
+    Returns:
+        `(term, near_fraction)`: the scalar term, and the fraction of `images` closer than `tau` (without gradient).
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANDiscriminator
+    >>> from metagan_hub.pipelines.copy_filter import near_copy_repulsion
+
+    >>> disc = MetaGANDiscriminator(sample_size=32, in_channels=1)
+    >>> shots = torch.rand(5, 1, 32, 32) * 2 - 1
+    >>> term, near = near_copy_repulsion(disc, shots[:2], shots)  # exact copies of two shots
+    >>> round(float(term), 4), float(near)
+    (1.0, 1.0)
+    ```
+    """
+    num_blocks = discriminator.num_blocks
+    last = COPY_FILTER_BLOCK % num_blocks
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return _pool_unit(discriminator.block_features(x, num_blocks=last + 1)[-1], COPY_FILTER_POOL)
+
+    with torch.no_grad():
+        reference_features = features(references)
+        tau = copy_threshold_of_references(reference_features, copy_margin)
+    distance = nearest_reference_distance(features(images), reference_features)  # [N]
+    near = (distance < tau).float().mean()
+    if tau <= 0:
+        return torch.zeros((), device=images.device), near
+    return (torch.relu(tau - distance) / tau).mean(), near

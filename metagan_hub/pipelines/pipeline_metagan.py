@@ -525,6 +525,8 @@ class MetaGANPipeline(DiffusionPipeline):
         cdc_anchor_interval: int | None = None,
         layer_lr_scales: bool = True,
         mode_seeking_weight: float = 0.0,
+        copy_repulsion_weight: float = 0.0,
+        copy_repulsion_margin: float = 1.0,
         shot_augment: float = 0.0,
         tone_match: bool | None = None,
         lr_scheduler: str = "constant",
@@ -619,6 +621,13 @@ class MetaGANPipeline(DiffusionPipeline):
                 against samples collapsing onto a few images (see
                 [`~metagan_hub.training.losses.mode_seeking_loss`]). Needs a generator batch of at least 2; `0`
                 (default) adds nothing.
+            copy_repulsion_weight (`float`, defaults to 0.0): weight of a term in the generator loss that pushes
+                generated images away from the shots where they are near-copies by the sampling filter's rule
+                (`avoid_copies_of`, margin 1), judged in the features of the discriminator being adapted (see
+                [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`]): fewer copies without the filter's
+                sampling cost. Needs at least 2 images; `0` (default) adds nothing.
+            copy_repulsion_margin (`float`, defaults to 1.0): the term's `copy_margin`: images closer to a shot than
+                this times the shots' median nearest-other distance are pushed.
             shot_augment (`float`, defaults to 0.0): strength (0 to 3) of a random small affine map of the real images
                 of each step (at 1: rotation up to 10 degrees, ±10% scale, shear 0.1, shift 5%; see
                 [`~metagan_hub.training.augment.random_affine`]). Unlike `augment`, it changes what counts as real, so
@@ -687,6 +696,8 @@ class MetaGANPipeline(DiffusionPipeline):
             cdc_anchor_interval=cdc_anchor_interval,
             layer_lr_scales=layer_lr_scales,
             mode_seeking_weight=mode_seeking_weight,
+            copy_repulsion_weight=copy_repulsion_weight,
+            copy_repulsion_margin=copy_repulsion_margin,
             shot_augment=shot_augment,
             tone_match=tone_match,
             lr_scheduler=lr_scheduler,

@@ -250,6 +250,8 @@ def adapt_pipeline(
     cdc_anchor_interval: int | None = None,
     layer_lr_scales: bool = True,
     mode_seeking_weight: float = 0.0,
+    copy_repulsion_weight: float = 0.0,
+    copy_repulsion_margin: float = 1.0,
     shot_augment: float = 0.0,
     tone_match: bool | None = None,
     lr_scheduler: str = "constant",
@@ -304,6 +306,8 @@ def adapt_pipeline(
             f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
             f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
         )
+    _nonnegative_float("copy_repulsion_weight", copy_repulsion_weight)
+    check_positive_float("copy_repulsion_margin", copy_repulsion_margin)
     check_shot_augment(shot_augment)
     check_lr_schedule(lr_scheduler, lr_warmup_steps, num_steps)
     if tone_match is not None and not isinstance(tone_match, bool):
@@ -358,6 +362,11 @@ def adapt_pipeline(
     # channels_last: oneDNN / cuDNN convolutions at these small sizes train ~15% faster in it (see benchmark_adapt.py)
     shots = shots.to(device=device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)  # [-1, 1]
     num_shots = shots.shape[0]
+    if copy_repulsion_weight > 0 and num_shots < 2:
+        raise ValueError(
+            f"copy_repulsion_weight={copy_repulsion_weight!r} pushes samples away from the shots by the near-copy "
+            f"rule, whose threshold is the shots' spacing: it needs at least 2 images, got {num_shots}."
+        )
 
     # 1. randomness: everything is drawn from one CPU generator (reproducible on every device)
     if generator is None:
@@ -446,6 +455,18 @@ def adapt_pipeline(
         )
         if cdc_anchor_interval:
             anchors = torch.randn(num_shots, latent_dim, generator=generator)  # one anchor latent per shot
+    image_regularizer = None
+    if copy_repulsion_weight > 0:
+        from ..pipelines.copy_filter import near_copy_repulsion
+
+        # the discriminator the steps train (its compute copy in bf16), without a CDC patch head
+        repel_disc = disc_c.discriminator if isinstance(disc_c, PatchDiscriminator) else disc_c
+
+        def image_regularizer(fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            term, near = near_copy_repulsion(repel_disc, fake, shots, copy_repulsion_margin)
+            logs = {"copy_repulsion": float(term.detach()), "near_copy_fraction": float(near)}
+            return copy_repulsion_weight * term, logs
+
     step_config = GANStepConfig(
         loss=loss,
         r1_gamma=float(r1_gamma),
@@ -455,6 +476,7 @@ def adapt_pipeline(
         mode_seeking_weight=float(mode_seeking_weight),
         generator_regularizer=None if regularizer is None else regularizer.generator_term,
         discriminator_regularizer=regularizer.discriminator_term if diversity_loss == "dcl" else None,
+        generator_image_regularizer=image_regularizer,
     )
     losses: list[dict[str, float]] = []
     nonfinite_in_a_row = 0
@@ -589,6 +611,8 @@ def adapt_pipeline(
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
         "cdc_anchor_interval": cdc_anchor_interval,
         "mode_seeking_weight": mode_seeking_weight,
+        "copy_repulsion_weight": copy_repulsion_weight,
+        "copy_repulsion_margin": copy_repulsion_margin,
         "shot_augment": shot_augment,
         "tone_match": tone_match,
         "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied

@@ -307,6 +307,9 @@ class GANStepConfig:
     `discriminator_regularizer(discriminator, real, fake, latents, step) -> (loss, logs)`, when set, is added to the
     discriminator loss (`fake` are the images of `latents`, without gradient to the generator; `step` is the step
     index given to [`gan_step`], e.g. for lazy regularization).
+    `generator_image_regularizer(fake) -> (loss, logs)`, when set, is added to the generator loss; `fake` are the
+    generated images of the generator update (float32, with gradient to the generator, before augmentation; the
+    discriminator's weights are frozen meanwhile), e.g. [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`].
     """
 
     loss: str = "nonsaturating"
@@ -320,6 +323,7 @@ class GANStepConfig:
     mode_seeking_weight: float = 0.0
     generator_regularizer: Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, dict]] | None = None
     discriminator_regularizer: Callable[..., tuple[torch.Tensor, dict]] | None = None
+    generator_image_regularizer: Callable[[torch.Tensor], tuple[torch.Tensor, dict]] | None = None
 
     def __post_init__(self) -> None:
         w = self.mode_seeking_weight
@@ -361,6 +365,10 @@ def generator_step_loss(
             )
             if config.generator_regularizer is not None:
                 reg_loss, reg_logs = config.generator_regularizer(z_g, out.features)
+                loss = loss + reg_loss
+                logs.update(reg_logs)
+            if config.generator_image_regularizer is not None:
+                reg_loss, reg_logs = config.generator_image_regularizer(fake.float())
                 loss = loss + reg_loss
                 logs.update(reg_logs)
             return loss, logs

@@ -267,3 +267,56 @@ def test_filter_needs_a_discriminator():
     pipe = make_pipe(discriminator=False)
     with pytest.raises(ValueError, match="avoid_copies_of.*discriminator"):
         pipe(batch_size=2, avoid_copies_of=torch.zeros(3, 1, 16, 16))
+
+
+def test_near_copy_repulsion_is_the_hinge_on_the_filters_distance(pipe):
+    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
+
+    disc = pipe.discriminator
+    references = plain(pipe, latents(seed=5, n=5))
+    images = torch.cat([references[:2], plain(pipe, latents(seed=6, n=6))]).requires_grad_(True)
+    term, near = near_copy_repulsion(disc, images, references)
+    # by hand, from the filter's own (no-gradient) features and threshold
+    tau = copy_threshold_of_references(discriminator_features(disc, references))
+    reference_features = discriminator_features(disc, references)
+    distance = nearest_reference_distance(discriminator_features(disc, images.detach()), reference_features)
+    torch.testing.assert_close(term.detach(), (torch.relu(tau - distance) / tau).mean())
+    assert float(near) == pytest.approx(float((distance < tau).float().mean()))
+    assert float(near) >= 2 / 8  # the two exact copies at least
+    disc.zero_grad(set_to_none=True)
+    term.backward()
+    grad = images.grad.flatten(1).abs().sum(1)
+    assert bool((grad[distance >= tau] == 0).all())  # images beyond the threshold are not pushed
+    assert bool((grad[2:][distance[2:] < tau] > 0).all())  # nearer ones are (exact copies sit at a kink of the norm)
+    # exact copies alone: the term's maximum
+    copies, near = near_copy_repulsion(disc, references[:3], references)
+    assert float(copies.detach()) == pytest.approx(1.0, abs=1e-5) and float(near) == 1.0
+
+
+def test_near_copy_repulsion_of_repeated_references_is_zero(pipe):
+    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
+
+    references = plain(pipe, latents(seed=5, n=1)).repeat(3, 1, 1, 1)  # the threshold is 0
+    term, near = near_copy_repulsion(pipe.discriminator, plain(pipe, latents(seed=6, n=4)), references)
+    assert float(term) == 0.0 and float(near) == 0.0
+
+
+def test_near_copy_repulsion_moves_near_copies_away(pipe):
+    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
+
+    disc = pipe.discriminator
+    references = plain(pipe, latents(seed=5, n=5))
+    noise = torch.randn(references[:3].shape, generator=torch.Generator().manual_seed(0))
+    images = (references[:3] + 0.05 * noise).clamp(-1, 1).requires_grad_(True)  # near-copies of three references
+    reference_features = discriminator_features(disc, references)
+
+    def distance():
+        return nearest_reference_distance(discriminator_features(disc, images.detach()), reference_features)
+
+    before = distance()
+    optimizer = torch.optim.SGD([images], lr=0.5)
+    for _ in range(10):
+        optimizer.zero_grad()
+        near_copy_repulsion(disc, images, references)[0].backward()
+        optimizer.step()
+    assert bool((distance() > before).all())

@@ -336,6 +336,37 @@ def test_mode_seeking_term_reaches_the_generator_loss_and_the_record(monkeypatch
     assert "| mode_seeking_weight | 1 |" in (tmp_path / "ms" / "README.md").read_text(encoding="utf-8")
 
 
+def test_copy_repulsion_reaches_the_generator_loss_and_the_record(monkeypatch, tmp_path):
+    import metagan_hub.pipelines.copy_filter as copy_filter
+
+    calls = []
+    real_term = copy_filter.near_copy_repulsion
+
+    def spy(discriminator, images, references, *args, **kwargs):
+        calls.append((discriminator, images.shape, images.requires_grad, references))
+        return real_term(discriminator, images, references, *args, **kwargs)
+
+    monkeypatch.setattr(copy_filter, "near_copy_repulsion", spy)
+    pipe = tiny_pipeline()
+    shots = samples(pipe, n=5)  # the generator's own samples: others fall within the shots' spacing
+    plain = pipe.adapt(shots, num_steps=3, generator=seeded(0))
+    assert calls == [] and plain.card_info["adaptation"]["copy_repulsion_weight"] == 0.0
+    assert all("copy_repulsion" not in row for row in plain.card_info["adaptation"]["losses"])
+    repelled = pipe.adapt(shots, num_steps=3, copy_repulsion_weight=2.0, generator=seeded(0))
+    assert len(calls) == 3
+    disc, shape, requires_grad, references = calls[0]
+    assert type(disc).__name__ == "MetaGANDiscriminator" and shape == (4, 1, SIZE, SIZE) and requires_grad
+    torch.testing.assert_close(references, shots)  # the shots, as adapt() loaded them
+    rows = repelled.card_info["adaptation"]["losses"]
+    assert all(0 <= row["copy_repulsion"] <= 1 and 0 <= row["near_copy_fraction"] <= 1 for row in rows)
+    assert rows[0]["copy_repulsion"] > 0  # near-copies at the first step: the term pushed
+    assert not same_state(state(plain, "generator"), state(repelled, "generator"))
+    repelled.save_pretrained(tmp_path / "repelled")
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "repelled")
+    assert reloaded.card_info["adaptation"]["copy_repulsion_weight"] == 2.0
+    assert "| copy_repulsion_weight | 2 |" in (tmp_path / "repelled" / "README.md").read_text(encoding="utf-8")
+
+
 def test_shot_augment_varies_the_real_batch_and_reaches_the_record(monkeypatch, tmp_path):
     reals = []
     real_step = adaptation.gan_step
@@ -491,6 +522,15 @@ BAD_INPUTS = {
     "mode_seeking_nan": (lambda tmp: {"mode_seeking_weight": math.nan}, r"`mode_seeking_weight`.*nan"),
     "mode_seeking_inf": (lambda tmp: {"mode_seeking_weight": math.inf}, r"`mode_seeking_weight`.*inf"),
     "mode_seeking_bool": (lambda tmp: {"mode_seeking_weight": True}, r"`mode_seeking_weight`.*True"),
+    "copy_repulsion_negative": (lambda tmp: {"copy_repulsion_weight": -1.0}, r"`copy_repulsion_weight`.*-1\.0"),
+    "copy_repulsion_nan": (lambda tmp: {"copy_repulsion_weight": math.nan}, r"`copy_repulsion_weight`.*nan"),
+    "copy_repulsion_inf": (lambda tmp: {"copy_repulsion_weight": math.inf}, r"`copy_repulsion_weight`.*inf"),
+    "copy_repulsion_bool": (lambda tmp: {"copy_repulsion_weight": True}, r"`copy_repulsion_weight`.*True"),
+    "copy_repulsion_margin_0": (lambda tmp: {"copy_repulsion_margin": 0.0}, r"`copy_repulsion_margin`.*0\.0"),
+    "copy_repulsion_one_image": (
+        lambda tmp: {"copy_repulsion_weight": 1.0, "images": random_shots(n=1)},
+        r"copy_repulsion_weight=1\.0.*at least 2 images, got 1",
+    ),
     "shot_augment_negative": (lambda tmp: {"shot_augment": -0.5}, r"`shot_augment`.*between 0 \(off\) and 3.*-0\.5"),
     "shot_augment_too_strong": (lambda tmp: {"shot_augment": 4.0}, r"`shot_augment`.*4\.0"),
     "shot_augment_nan": (lambda tmp: {"shot_augment": math.nan}, r"`shot_augment`.*nan"),

@@ -130,3 +130,30 @@ def test_master_weights_optimizer_skips_parameters_without_gradient_like_the_opt
     # step 1: Adam's momentum from step 0 would move "unused" if it got a zero gradient instead of none
     assert all(torch.equal(p, q) for p, q in zip(master["unused"].parameters(), unused_before))
     assert all(p.grad is None for p in master["unused"].parameters())
+
+
+def test_generator_image_regularizer_adds_to_the_generator_update_only():
+    seen = []
+
+    def regularizer(fake):
+        seen.append((fake.shape, fake.dtype, fake.requires_grad))
+        return (fake - 1).square().mean(), {"pull": 1.0}
+
+    def one_step(config):
+        g, d = _models()
+        opt_g = torch.optim.SGD(g.parameters(), lr=0.1)
+        opt_d = torch.optim.SGD(d.parameters(), lr=0.1)
+        data = torch.Generator().manual_seed(1)
+        real = torch.rand(4, 1, 16, 16, generator=data, dtype=torch.float64) * 2 - 1
+        z_d, z_g = torch.randn(2, 4, 8, generator=data, dtype=torch.float64)
+        ok, logs = gan_step(g, d, opt_g, opt_d, real, z_d, z_g, config)
+        assert ok
+        return g, d, logs
+
+    g0, d0, logs0 = one_step(GANStepConfig())
+    g1, d1, logs1 = one_step(GANStepConfig(generator_image_regularizer=regularizer))
+    assert seen == [((4, 1, 16, 16), torch.float32, True)]  # the generator update's images, float32, with gradient
+    assert "pull" not in logs0 and logs1["pull"] == 1.0
+    for a, b in zip(d0.parameters(), d1.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
