@@ -88,6 +88,10 @@ CONFIGS = {
     "bf16-dcl": ("bf16", None, {"diversity_loss": "dcl"}),
     # the mode-seeking term (adapt(mode_seeking_weight=...)) at the weight benchmarked on the test classes
     "fp32-ms": ("no", None, {"mode_seeking_weight": 0.03}),
+    # the near-copy repulsion term (adapt(copy_repulsion_weight=...)) with learned shot augmentation, against the same
+    # without it (fp32-shotaug125): an extra discriminator pass per step, a backward pass only with a near-copy
+    "fp32-shotaug125": ("no", None, {"shot_augment": 1.25}),
+    "fp32-repel": ("no", None, {"shot_augment": 1.25, "copy_repulsion_weight": 3.0}),
 }
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 

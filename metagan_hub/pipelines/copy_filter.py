@@ -263,8 +263,10 @@ def near_copy_repulsion(
     length; here with gradient to the images). With `tau` the rule's threshold ([`copy_threshold_of_references`] of
     the references' features, computed without gradient) and `d_i` each image's distance to its nearest reference,
     the term is the mean over the images of `relu(tau - d_i) / tau`: 0 for images at least `tau` away, up to 1 for an
-    exact copy. Zero (and no gradient) when `tau` is 0 (references that repeat one image). The caller freezes the
-    discriminator's weights if only the generator is to learn from it.
+    exact copy. Zero (and no gradient) when no image is nearer than `tau`, or when `tau` is 0 (references that repeat
+    one image). One pass without gradient over the references and the images finds the near-copies; only those run
+    through the discriminator again with gradient, so steps without a near-copy cost no backward pass. The caller
+    freezes the discriminator's weights if only the generator is to learn from it.
 
     Returns:
         `(term, near_fraction)`: the scalar term, and the fraction of `images` closer than `tau` (without gradient).
@@ -283,17 +285,19 @@ def near_copy_repulsion(
     (1.0, 1.0)
     ```
     """
-    num_blocks = discriminator.num_blocks
-    last = COPY_FILTER_BLOCK % num_blocks
+    last = COPY_FILTER_BLOCK % discriminator.num_blocks
 
     def features(x: torch.Tensor) -> torch.Tensor:
         return _pool_unit(discriminator.block_features(x, num_blocks=last + 1)[-1], COPY_FILTER_POOL)
 
-    with torch.no_grad():
-        reference_features = features(references)
+    k = references.shape[0]
+    with torch.no_grad():  # one pass finds the near-copies; only they run again, with gradient
+        both = features(torch.cat([references.to(images.dtype), images.detach()]))
+        reference_features = both[:k]
         tau = copy_threshold_of_references(reference_features, copy_margin)
-    distance = nearest_reference_distance(features(images), reference_features)  # [N]
-    near = (distance < tau).float().mean()
-    if tau <= 0:
-        return torch.zeros((), device=images.device), near
-    return (torch.relu(tau - distance) / tau).mean(), near
+        near = nearest_reference_distance(both[k:], reference_features) < tau  # [N]
+        near_fraction = near.float().mean()
+    if tau <= 0 or not bool(near.any()):
+        return torch.zeros((), device=images.device), near_fraction
+    distance = nearest_reference_distance(features(images[near]), reference_features)
+    return torch.relu(tau - distance).sum() / (tau * images.shape[0]), near_fraction

@@ -320,3 +320,24 @@ def test_near_copy_repulsion_moves_near_copies_away(pipe):
         near_copy_repulsion(disc, images, references)[0].backward()
         optimizer.step()
     assert bool((distance() > before).all())
+
+
+def test_near_copy_repulsion_runs_only_the_near_copies_again_with_gradient(pipe):
+    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
+
+    disc = pipe.discriminator
+    references = plain(pipe, latents(seed=5, n=5))
+    batches = []
+    hook = disc.blocks[0].register_forward_hook(
+        lambda module, args, out: batches.append((args[0].shape[0], torch.is_grad_enabled()))
+    )
+    try:
+        images = torch.cat([references[:2], plain(pipe, latents(seed=6, n=6))]).requires_grad_(True)
+        term, near = near_copy_repulsion(disc, images, references)
+        assert batches == [(13, False), (round(float(near) * 8), True)]  # references + images, then the near ones
+        batches.clear()
+        repeated = references[:1].repeat(3, 1, 1, 1)  # threshold 0: nothing is near, no second pass, no graph
+        term, near = near_copy_repulsion(disc, images, repeated)
+        assert batches == [(11, False)] and not term.requires_grad
+    finally:
+        hook.remove()
