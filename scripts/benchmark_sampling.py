@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "scale, tone matched with --tone_match ('': none).",
     )
     parser.add_argument(
+        "--replacement_spread",
+        type=float,
+        default=1.0,
+        help="The filter's replacement_spread in (0, 1] for every --copy_margins setting (1: new draws; smaller: "
+        "drawn near the near-copy's latent).",
+    )
+    parser.add_argument(
         "--adapt_options",
         action="append",
         default=None,
@@ -159,6 +166,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
     args.copy_margins = _positive_floats(args.copy_margins, "--copy_margins")
+    from metagan_hub.pipelines.copy_filter import check_replacement_spread
+
+    check_replacement_spread(args.replacement_spread)
     args.rival_ddim_steps = _positive_ints(args.rival_ddim_steps, "--rival_ddim_steps")
     if not args.contender and not args.quick:
         raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
@@ -182,21 +192,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, float]]:
-    """(latent scale, keep fraction, tone match, copy margin) settings: the benchmark's sample set first, then one
-    knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every latent scale."""
+def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, float, float]]:
+    """(latent scale, keep fraction, tone match, copy margin, replacement spread) settings: the benchmark's sample set
+    first, then one knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every latent scale."""
     scales = [1.0] + args.latent_scales
-    knobs = [(s, 1.0, False, 0.0) for s in scales] + [(1.0, f, False, 0.0) for f in args.keep_fractions]
-    knobs += [(s, 1.0, True, 0.0) for s in scales] if args.tone_match else []
-    return knobs + [(s, 1.0, args.tone_match, m) for m in args.copy_margins for s in scales]
+    knobs = [(s, 1.0, False, 0.0, 1.0) for s in scales] + [(1.0, f, False, 0.0, 1.0) for f in args.keep_fractions]
+    knobs += [(s, 1.0, True, 0.0, 1.0) for s in scales] if args.tone_match else []
+    spread = args.replacement_spread
+    return knobs + [(s, 1.0, args.tone_match, m, spread) for m in args.copy_margins for s in scales]
 
 
-def setting_key(row: dict[str, Any]) -> tuple[float, float, bool, float]:
+def setting_key(row: dict[str, Any]) -> tuple[float, float, bool, float, float]:
     return (
         row["latent_scale"],
         row["keep_fraction"],
         bool(row.get("tone_match", False)),
         float(row.get("copy_margin", 0.0)),
+        float(row.get("replacement_spread", 1.0)),  # records from before the option: new draws
     )
 
 
@@ -244,7 +256,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
         tone_pipe.set_progress_bar_config(disable=True)
     rows = []
-    for scale, keep, tone, margin in settings(args):
+    for scale, keep, tone, margin, spread in settings(args):
         filter_stats, seconds = None, None
         t0 = time.perf_counter()
         if margin > 0:  # the pipeline's near-copy filter; replacements continue the sample seed's stream
@@ -252,7 +264,12 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 generator=(tone_pipe if tone else pipe).generator, discriminator=adapted.discriminator
             )
             fake, filter_stats = filter_pipe.replace_near_copies(
-                latents[:n] * scale, shots, margin, scale, torch.Generator().manual_seed(bf.sample_seed(fa) + 1)
+                latents[:n] * scale,
+                shots,
+                margin,
+                scale,
+                torch.Generator().manual_seed(bf.sample_seed(fa) + 1),
+                replacement_spread=spread,
             )
             seconds = time.perf_counter() - t0
             kept_scores = discriminator_scores(adapted.discriminator, fake)
@@ -279,6 +296,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "tone_match": tone,
                 "copy_margin": margin,
                 "copy_filter": filter_stats,
+                **({"replacement_spread": spread} if margin > 0 else {}),
                 "sample_seconds": None if seconds is None else round(seconds, 4),  # generating this setting's samples
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
@@ -295,7 +313,9 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
 def setting_label(row: dict[str, Any]) -> str:
     label = _knob_label(row)
     if row.get("copy_margin"):
-        label += f", near-copies replaced (margin {row['copy_margin']:g})"
+        spread = row.get("replacement_spread", 1.0)
+        label += f", near-copies replaced (margin {row['copy_margin']:g}"
+        label += f", spread {spread:g})" if spread != 1 else ")"
     return label
 
 
@@ -334,7 +354,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = {
             unit(r): r["metrics"]
             for r in drows
-            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0)
+            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0, 1.0)
         }
         lines += [
             f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",

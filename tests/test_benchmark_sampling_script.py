@@ -30,9 +30,10 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match", "--copy_margins", "1")
     rows = sampling.main(quick(out, *argv))
     settings = {sampling.setting_key(r) for r in rows}
-    plain = {(1.0, 1.0, False, 0.0), (0.5, 1.0, False, 0.0), (2.0, 1.0, False, 0.0), (1.0, 0.5, False, 0.0)}
-    toned_keys = {(s, 1.0, True, 0.0) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
-    filtered_keys = {(s, 1.0, True, 1.0) for s in (1.0, 0.5, 2.0)}  # and the near-copy filter on top
+    plain = {(1.0, 1.0, False, 0.0, 1.0), (0.5, 1.0, False, 0.0, 1.0), (2.0, 1.0, False, 0.0, 1.0)}
+    plain.add((1.0, 0.5, False, 0.0, 1.0))
+    toned_keys = {(s, 1.0, True, 0.0, 1.0) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
+    filtered_keys = {(s, 1.0, True, 1.0, 1.0) for s in (1.0, 0.5, 2.0)}  # and the near-copy filter on top
     assert settings == plain | toned_keys | filtered_keys
     assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 20
     for c in (0, 1):

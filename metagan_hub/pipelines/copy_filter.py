@@ -185,6 +185,17 @@ class NearCopyDistance:
         return nearest_reference_distance(features, self.reference_features)
 
 
+def check_replacement_spread(replacement_spread: float) -> float:
+    """Return `replacement_spread` if it is a number in `(0, 1]`, else raise a `ValueError` naming it."""
+    s = replacement_spread
+    if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s <= 1:
+        raise ValueError(
+            f"`replacement_spread` must be a number in (0, 1] (1: each replacement is a new draw; smaller: drawn "
+            f"nearer the near-copy it replaces), got {s!r}."
+        )
+    return s
+
+
 def copy_threshold_of_references(reference_features: torch.Tensor, copy_margin: float = 1.0) -> float:
     """
     `copy_margin` times the median, over the reference images `[K, F]` (K >= 2), of each one's distance to its nearest

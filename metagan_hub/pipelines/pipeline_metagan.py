@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from ..hub.upload import upload_folder_to_hub
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
-from .copy_filter import MAX_DRAWS_PER_IMAGE, NearCopyDistance, capped_copy_threshold
+from .copy_filter import MAX_DRAWS_PER_IMAGE, NearCopyDistance, capped_copy_threshold, check_replacement_spread
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -226,6 +227,7 @@ class MetaGANPipeline(DiffusionPipeline):
         latent_scale: float = 1.0,
         avoid_copies_of: Any | None = None,
         copy_margin: float = 1.0,
+        replacement_spread: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images.
@@ -268,6 +270,11 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
+            replacement_spread (`float`, *optional*, defaults to 1.0):
+                In `(0, 1]`: how far from a near-copy its replacement is drawn (with `avoid_copies_of`). At 1 each
+                replacement is a new draw; below 1 it is drawn near the near-copy's latent `z`, as
+                `sqrt(1 - s**2) * z + s * n` for a new draw `n` (a rejected try becomes the next try's `z`), so it
+                stays similar to the sample it replaces. Checked always, used only with `avoid_copies_of`.
 
         Returns:
             [`~diffusers.ImagePipelineOutput`] or `tuple`: the generated images (first element of the tuple).
@@ -275,6 +282,7 @@ class MetaGANPipeline(DiffusionPipeline):
         # 1. check inputs, and that the result fits in memory before anything is allocated
         self.check_inputs(batch_size, generator, latents, output_type, chunk_size, latent_scale)
         check_positive_float("copy_margin", copy_margin)
+        check_replacement_spread(replacement_spread)
         references = None
         if avoid_copies_of is not None:
             references = self.check_copy_filter_inputs(avoid_copies_of, generator)
@@ -289,7 +297,7 @@ class MetaGANPipeline(DiffusionPipeline):
         filtered = None
         if references is not None:  # images in [-1, 1] with the near-copies replaced
             filtered, _ = self.replace_near_copies(
-                latents, references, copy_margin, latent_scale, generator, chunk_size
+                latents, references, copy_margin, latent_scale, generator, chunk_size, replacement_spread
             )  # [N, C, H, W]
 
         # 3. generate chunk by chunk into one preallocated result: peak memory = result + one chunk
@@ -356,10 +364,12 @@ class MetaGANPipeline(DiffusionPipeline):
         latent_scale: float,
         generator: torch.Generator | None,
         chunk_size: int = 64,
+        replacement_spread: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """
         Images `[N, C, H, W]` in `[-1, 1]` of `latents` `[N, latent_dim]` (already scaled), with each near-copy of
-        `references` `[K, C, H, W]` replaced by a new draw that is not one (`__call__`'s `avoid_copies_of`). Also
+        `references` `[K, C, H, W]` replaced by a draw that is not one (`__call__`'s `avoid_copies_of` and
+        `replacement_spread`). Also
         returns counts: `near_copies` (among the first `N`), `replaced`, `kept_copies`, `extra_draws` and
         `discriminator_passes` (images that went through the gate, [`~pipelines.copy_filter.NearCopyDistance`]), and
         the feature-space `threshold`.
@@ -383,16 +393,35 @@ class MetaGANPipeline(DiffusionPipeline):
         copies = (distance < threshold).nonzero().flatten().tolist()  # positions still holding a near-copy
         n, draws, budget = latents.shape[0], latents.shape[0], MAX_DRAWS_PER_IMAGE * latents.shape[0]
         num_copies = len(copies)
+        s = replacement_spread
+        # near draws: each position's latent so far, unscaled (its near-copy's, then its last rejected try's)
+        walk = {i: latents[i] / latent_scale for i in copies} if s < 1 else None
         while copies and draws < budget:
-            m = min(max(len(copies), 16), budget - draws)  # small rounds draw at least 16 candidates
-            z = randn_tensor((m, latents.shape[1]), generator=generator, device=device, dtype=torch.float32)
+            if walk is None:  # new draws, first come first placed
+                m = min(max(len(copies), 16), budget - draws)  # small rounds draw at least 16 candidates
+                z = randn_tensor((m, latents.shape[1]), generator=generator, device=device, dtype=torch.float32)
+                candidates = generate(z * latent_scale)
+                candidate_distance = near_copy_distance(candidates)
+                draws += m
+                for j in (candidate_distance >= threshold).nonzero().flatten().tolist():
+                    if not copies:
+                        break
+                    images[copies.pop(0)] = candidates[j]
+                continue
+            positions = copies[: budget - draws]  # one try per position still holding a near-copy
+            noise = randn_tensor(
+                (len(positions), latents.shape[1]), generator=generator, device=device, dtype=torch.float32
+            )
+            z = torch.stack([walk[i] for i in positions]) * math.sqrt(1 - s * s) + s * noise
             candidates = generate(z * latent_scale)
             candidate_distance = near_copy_distance(candidates)
-            draws += m
-            for j in (candidate_distance >= threshold).nonzero().flatten().tolist():
-                if not copies:
-                    break
-                images[copies.pop(0)] = candidates[j]
+            draws += len(positions)
+            for k, i in enumerate(positions):
+                if candidate_distance[k] >= threshold:
+                    images[i] = candidates[k]
+                    copies.remove(i)
+                else:
+                    walk[i] = z[k]
         logger.info(
             "avoid_copies_of: %d of %d samples were near-copies (distance < %.4g); %d replaced with %d extra draws.",
             num_copies,

@@ -178,6 +178,43 @@ def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
         assert torch.isclose(images[i : i + 1], candidates, atol=1e-5).flatten(1).all(dim=1).any()
 
 
+def test_near_replacements_walk_from_the_near_copys_latent(pipe):
+    import math
+
+    z = latents() * 1.5
+    before = plain(pipe, z)
+    references = before[:3].clone()  # samples 0-2 are exact copies
+    spread = 0.5
+    images, stats = pipe.replace_near_copies(
+        z, references, 1e-3, 1.5, torch.Generator().manual_seed(0), replacement_spread=spread
+    )
+    assert stats["near_copies"] == 3 and stats["replaced"] == 3 and stats["extra_draws"] == 3  # one try each
+    torch.testing.assert_close(images[3:], before[3:], rtol=0, atol=1e-6)
+    # by hand: one new draw per near-copy, in order, mixed into its latent (unscaled), then scaled
+    noise = torch.randn(3, LATENT_DIM, generator=torch.Generator().manual_seed(0))
+    expected = plain(pipe, ((z[:3] / 1.5) * math.sqrt(1 - spread**2) + spread * noise) * 1.5)
+    torch.testing.assert_close(images[:3], expected, rtol=0, atol=1e-5)
+    # the same through the pipeline call, and a spread of 1 is the default (new draws)
+    kwargs = dict(batch_size=N, latents=latents(), latent_scale=1.5, avoid_copies_of=references, copy_margin=1e-3)
+    kwargs["output_type"] = "pt"
+    called = pipe(**kwargs, replacement_spread=spread, generator=torch.Generator().manual_seed(0)).images * 2 - 1
+    torch.testing.assert_close(called, images, rtol=0, atol=1e-5)
+    default = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    one = pipe(**kwargs, replacement_spread=1.0, generator=torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(one, default, rtol=0, atol=0)
+
+
+def test_a_rejected_near_try_becomes_the_next_start(pipe):
+    z = latents()
+    before = plain(pipe, z)
+    # an enormous margin: every try is a near-copy, so every position walks until the budget is spent
+    images, stats = pipe.replace_near_copies(
+        z, before[:4], 1e6, 1.0, torch.Generator().manual_seed(0), replacement_spread=0.5
+    )
+    assert stats == {**stats, "near_copies": N, "replaced": 0, "kept_copies": N, "extra_draws": 3 * N}
+    torch.testing.assert_close(images, before, rtol=0, atol=1e-6)  # nothing replaced: the originals are kept
+
+
 def test_all_near_copies_are_kept_with_a_warning(pipe, caplog):
     z = latents()
     before = plain(pipe, z)
@@ -254,6 +291,10 @@ BAD = [
     (dict(avoid_copies_of=torch.full((3, 1, 16, 16), 2.0)), r"avoid_copies_of.*\[-1, 1\]"),
     (dict(avoid_copies_of=torch.zeros(3, 1, 16, 16), generator=[torch.Generator()] * 2), "generator"),
     (dict(copy_margin=-1.0), "copy_margin"),  # checked even without avoid_copies_of
+    (dict(replacement_spread=0.0), r"`replacement_spread` must be a number in \(0, 1\]"),
+    (dict(replacement_spread=1.5), "replacement_spread"),
+    (dict(replacement_spread=float("nan")), "replacement_spread"),
+    (dict(replacement_spread=True), "replacement_spread"),
 ]
 
 
