@@ -653,8 +653,11 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_repulsion_weight (`float`, defaults to 0.0): weight of a term in the generator loss that pushes
                 generated images away from the shots where they are near-copies by the sampling filter's rule
                 (`avoid_copies_of`, margin 1), judged in the features of the discriminator being adapted (see
-                [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`]): fewer copies without the filter's
-                sampling cost. Needs at least 2 images; `0` (default) adds nothing.
+                [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`]), without the filter's sampling cost.
+                Measured at 3 with `shot_augment=1.25` (bundled card): on 40 kanji classes the copy rate fell from
+                0.023 to 0.017 for 0.01 recognisability, less than the filter achieves; on digits it broke simple
+                classes (digit 1 recognised 0.49 less often), so it stays off. 1.14x the adaptation time. Needs at
+                least 2 images; `0` (default) adds nothing.
             copy_repulsion_margin (`float`, defaults to 1.0): the term's `copy_margin`: images closer to a shot than
                 this times the shots' median nearest-other distance are pushed.
             shot_augment (`float`, defaults to 0.0): strength (0 to 3) of a random small affine map of the real images
