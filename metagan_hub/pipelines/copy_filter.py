@@ -292,7 +292,7 @@ def near_copy_repulsion(
     >>> disc = MetaGANDiscriminator(sample_size=32, in_channels=1)
     >>> shots = torch.rand(5, 1, 32, 32) * 2 - 1
     >>> term, near = near_copy_repulsion(disc, shots[:2], shots)  # exact copies of two shots
-    >>> round(float(term), 4), float(near)
+    >>> round(float(term.detach()), 4), float(near)
     (1.0, 1.0)
     ```
     """
