@@ -189,6 +189,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="With --avoid_copies: the pipeline's copy_margin (default 1; larger replaces more).",
     )
     parser.add_argument(
+        "--replacement_spread",
+        type=float,
+        default=None,
+        help="With --avoid_copies: the pipeline's replacement_spread in (0, 1] (default 1: new draws; 0.5: drawn "
+        "near the near-copy, more faithful and slower).",
+    )
+    parser.add_argument(
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
@@ -214,6 +221,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--copy_margin {args.copy_margin} needs --avoid_copies")
     if args.copy_margin is not None and args.copy_margin <= 0:
         parser.error(f"--copy_margin must be > 0, got {args.copy_margin}")
+    if args.replacement_spread is not None and not args.avoid_copies:
+        parser.error(f"--replacement_spread {args.replacement_spread} needs --avoid_copies")
+    if args.replacement_spread is not None and not 0 < args.replacement_spread <= 1:
+        parser.error(f"--replacement_spread must be in (0, 1], got {args.replacement_spread}")
     if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
         parser.error(
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
@@ -365,6 +376,8 @@ def main(args: argparse.Namespace) -> None:
         filter_options = {}
         if copy_margin is not None:
             filter_options = {"avoid_copies_of": shots, "copy_margin": copy_margin}
+            if args.replacement_spread is not None:
+                filter_options["replacement_spread"] = args.replacement_spread
         samples = adapted(
             batch_size=args.validation_images,
             generator=torch.Generator().manual_seed(args.seed),

@@ -175,7 +175,14 @@ def test_script_argument_errors():
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--latent_scale", "0"])
     with pytest.raises(SystemExit):
         script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--lr_scheduler", "cos"])
-    for bad in (["--copy_margin", "2"], ["--avoid_copies", "--copy_margin", "0"]):  # margin only with the filter, > 0
+    bad_filter_options = (
+        ["--copy_margin", "2"],  # only with the filter
+        ["--avoid_copies", "--copy_margin", "0"],  # > 0
+        ["--replacement_spread", "0.5"],  # only with the filter
+        ["--avoid_copies", "--replacement_spread", "0"],  # in (0, 1]
+        ["--avoid_copies", "--replacement_spread", "1.5"],
+    )
+    for bad in bad_filter_options:
         with pytest.raises(SystemExit):
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", *bad])
     for clash in (["--shot_augment", "1"], ["--latent_scale", "1.5"]):  # --variety takes both from the card
@@ -257,9 +264,10 @@ def test_script_avoid_copies_filters_the_grid_against_the_training_images(inputs
     run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "plain")]))
     run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "a"), "--avoid_copies"]))
     argv = [*common, "--output_dir", str(tmp_path / "b"), "--avoid_copies", "--copy_margin", "2"]
-    run_main(script, script.parse_args(argv))
+    run_main(script, script.parse_args(argv + ["--replacement_spread", "0.5"]))
     assert "avoid_copies_of" not in calls[0]
     for kwargs, margin in zip(calls[1:], (1.0, 2.0)):
         references = kwargs["avoid_copies_of"]  # the 5 training images, as the pipeline sees them
         assert references.shape == (5, 1, SIZE, SIZE) and kwargs["copy_margin"] == margin
+    assert "replacement_spread" not in calls[1] and calls[2]["replacement_spread"] == 0.5
     assert all((tmp_path / name / "samples.png").is_file() for name in ("plain", "a", "b"))
