@@ -397,31 +397,29 @@ class MetaGANPipeline(DiffusionPipeline):
         # near draws: each position's latent so far, unscaled (its near-copy's, then its last rejected try's)
         walk = {i: latents[i] / latent_scale for i in copies} if s < 1 else None
         while copies and draws < budget:
-            if walk is None:  # new draws, first come first placed
-                m = min(max(len(copies), 16), budget - draws)  # small rounds draw at least 16 candidates
-                z = randn_tensor((m, latents.shape[1]), generator=generator, device=device, dtype=torch.float32)
-                candidates = generate(z * latent_scale)
-                candidate_distance = near_copy_distance(candidates)
-                draws += m
+            if walk is None:  # new draws; small rounds draw at least 16 candidates
+                m = min(max(len(copies), 16), budget - draws)
+            else:  # one try per position still holding a near-copy
+                positions = copies[: budget - draws]
+                m = len(positions)
+            z = randn_tensor((m, latents.shape[1]), generator=generator, device=device, dtype=torch.float32)
+            if walk is not None:
+                z = torch.stack([walk[i] for i in positions]) * math.sqrt(1 - s * s) + s * z
+            candidates = generate(z * latent_scale)
+            candidate_distance = near_copy_distance(candidates)
+            draws += m
+            if walk is None:  # first come, first placed
                 for j in (candidate_distance >= threshold).nonzero().flatten().tolist():
                     if not copies:
                         break
                     images[copies.pop(0)] = candidates[j]
                 continue
-            positions = copies[: budget - draws]  # one try per position still holding a near-copy
-            noise = randn_tensor(
-                (len(positions), latents.shape[1]), generator=generator, device=device, dtype=torch.float32
-            )
-            z = torch.stack([walk[i] for i in positions]) * math.sqrt(1 - s * s) + s * noise
-            candidates = generate(z * latent_scale)
-            candidate_distance = near_copy_distance(candidates)
-            draws += len(positions)
             for k, i in enumerate(positions):
                 if candidate_distance[k] >= threshold:
                     images[i] = candidates[k]
                     copies.remove(i)
                 else:
-                    walk[i] = z[k]
+                    walk[i] = z[k]  # still a near-copy: the next try starts here
         logger.info(
             "avoid_copies_of: %d of %d samples were near-copies (distance < %.4g); %d replaced with %d extra draws.",
             num_copies,
