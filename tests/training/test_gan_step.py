@@ -42,20 +42,22 @@ def test_joint_discriminator_forward_trains_like_separate_calls(loss):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
-def test_mode_seeking_weight_adds_the_regularizer_to_the_generator_update_only():
-    def one_step(weight: float):
-        g, d = _models()
-        opt_g = torch.optim.SGD(g.parameters(), lr=0.1)
-        opt_d = torch.optim.SGD(d.parameters(), lr=0.1)
-        data = torch.Generator().manual_seed(1)
-        real = torch.rand(4, 1, 16, 16, generator=data, dtype=torch.float64) * 2 - 1
-        z_d, z_g = torch.randn(2, 4, 8, generator=data, dtype=torch.float64)
-        ok, logs = gan_step(g, d, opt_g, opt_d, real, z_d, z_g, GANStepConfig(mode_seeking_weight=weight))
-        assert ok
-        return g, d, logs
+def _one_sgd_step(config: GANStepConfig):
+    """One GAN step of freshly built models with SGD at 0.1 on a fixed batch; returns `(g, d, logs)`."""
+    g, d = _models()
+    opt_g = torch.optim.SGD(g.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(d.parameters(), lr=0.1)
+    data = torch.Generator().manual_seed(1)
+    real = torch.rand(4, 1, 16, 16, generator=data, dtype=torch.float64) * 2 - 1
+    z_d, z_g = torch.randn(2, 4, 8, generator=data, dtype=torch.float64)
+    ok, logs = gan_step(g, d, opt_g, opt_d, real, z_d, z_g, config)
+    assert ok
+    return g, d, logs
 
-    g0, d0, logs0 = one_step(0.0)
-    g1, d1, logs1 = one_step(0.5)
+
+def test_mode_seeking_weight_adds_the_regularizer_to_the_generator_update_only():
+    g0, d0, logs0 = _one_sgd_step(GANStepConfig(mode_seeking_weight=0.0))
+    g1, d1, logs1 = _one_sgd_step(GANStepConfig(mode_seeking_weight=0.5))
     assert "ms_loss" not in logs0 and logs1["ms_loss"] > 0
     # two separately built model pairs: compared up to rounding (tests/testing_utils.py)
     assert logs0["g_loss"] == pytest.approx(logs1["g_loss"], rel=1e-12)  # the adversarial part is reported on its own
@@ -139,19 +141,8 @@ def test_generator_image_regularizer_adds_to_the_generator_update_only():
         seen.append((fake.shape, fake.dtype, fake.requires_grad))
         return (fake - 1).square().mean(), {"pull": 1.0}
 
-    def one_step(config):
-        g, d = _models()
-        opt_g = torch.optim.SGD(g.parameters(), lr=0.1)
-        opt_d = torch.optim.SGD(d.parameters(), lr=0.1)
-        data = torch.Generator().manual_seed(1)
-        real = torch.rand(4, 1, 16, 16, generator=data, dtype=torch.float64) * 2 - 1
-        z_d, z_g = torch.randn(2, 4, 8, generator=data, dtype=torch.float64)
-        ok, logs = gan_step(g, d, opt_g, opt_d, real, z_d, z_g, config)
-        assert ok
-        return g, d, logs
-
-    g0, d0, logs0 = one_step(GANStepConfig())
-    g1, d1, logs1 = one_step(GANStepConfig(generator_image_regularizer=regularizer))
+    g0, d0, logs0 = _one_sgd_step(GANStepConfig())
+    g1, d1, logs1 = _one_sgd_step(GANStepConfig(generator_image_regularizer=regularizer))
     assert seen == [((4, 1, 16, 16), torch.float32, True)]  # the generator update's images, float32, with gradient
     assert "pull" not in logs0 and logs1["pull"] == 1.0
     for a, b in zip(d0.parameters(), d1.parameters()):
