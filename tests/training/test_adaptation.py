@@ -239,6 +239,15 @@ def test_ema_uses_diffusers_ema_model_and_returns_its_weights(monkeypatch):
     assert ema.card_info["adaptation"]["ema_decay"] == 0.9 and plain.card_info["adaptation"]["ema_decay"] is None
 
 
+def test_ema_decay_ramps_up_over_the_first_steps():
+    # EMAModel without warmup uses min(ema_decay, (1 + t) / (10 + t)) at update t: over 6 steps the ramp (at most
+    # 0.6) is below both caps, so 0.9 and 0.99 return the same weights; a cap under the ramp changes them
+    pipe, shots = tiny_pipeline(), random_shots()
+    adapted = {d: pipe.adapt(shots, num_steps=6, ema_decay=d, generator=seeded(0)) for d in (0.3, 0.9, 0.99)}
+    assert same_state(state(adapted[0.9], "generator"), state(adapted[0.99], "generator"))
+    assert not same_state(state(adapted[0.3], "generator"), state(adapted[0.9], "generator"))
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_freeze_discriminator_blocks(n):
     pipe = tiny_pipeline()
