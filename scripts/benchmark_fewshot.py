@@ -2021,9 +2021,11 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
                 ),
                 None,
             )
-            if real_rec is None:
+            shots = store.artifact(real_rec["unit_key"]).get("shots") if real_rec is not None else None
+            if shots is None:  # e.g. a folder rebuilt from committed records, which keep no images
+                logger.info("No sample grid for %s class %d: the run's image files are not in this folder.", domain, c)
                 continue
-            rows_img: list[tuple[str, torch.Tensor]] = [("shots", store.artifact(real_rec["unit_key"])["shots"])]
+            rows_img: list[tuple[str, torch.Tensor]] = [("shots", shots)]
             seen = set()
             for r in records:
                 if r["domain"] != domain or r["class_index"] != c or r["shots"] != k or r["variant"] != "default":
@@ -2033,7 +2035,8 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
                 seen.add(r["unit_key"])
                 art = store.artifact(r["unit_key"])
                 if r["kind"] == "gan":
-                    rows_img.append((f"{r['contender']} ({args.num_steps} steps)", art[f"grid_{args.num_steps}"]))
+                    if f"grid_{args.num_steps}" in art:
+                        rows_img.append((f"{r['contender']} ({args.num_steps} steps)", art[f"grid_{args.num_steps}"]))
                 else:
                     for m in args.rival_time_multiples:
                         if f"grid_{m:g}x" in art:

@@ -204,6 +204,14 @@ def test_quick_end_to_end_writes_every_output_and_resumes(tmp_path, capsys):
     (out / "results.md").unlink()
     summary_only = bench.main(bench.parse_args(["--summarize_only", "--output_dir", str(out)]))
     assert summary_only["ran"] == 0 and "### digits, K = 5: 2 classes" in (out / "results.md").read_text("utf-8")
+    # ... also from committed records without the run's image files: every curve, no sample grid
+    records_only = tmp_path / "records-only"
+    records_only.mkdir()
+    for name in ("results.jsonl", "run_config.json"):
+        shutil.copy(out / name, records_only / name)
+    bench.main(bench.parse_args(["--summarize_only", "--output_dir", str(records_only)]))
+    rebuilt = sorted(p.name for p in (records_only / "figures").glob("*.png"))
+    assert rebuilt == [name for name in figures if "_samples_" not in name]
 
     # records of one folder come from one evaluation classifier: resuming with another one is refused
     config = json.loads((out / "run_config.json").read_text(encoding="utf-8"))
