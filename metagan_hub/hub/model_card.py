@@ -162,6 +162,18 @@ def format_table(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     return "\n".join(rows)
 
 
+def _shots_note(adaptation: Any) -> str:
+    """The cards' sentence on the images an adapted model (or adapter) was trained on; empty without a record."""
+    shots = adaptation.get("shots") if isinstance(adaptation, dict) else None
+    if shots is None:
+        return ""
+    return (
+        f"Adapted on the {shots} image{'s' if shots != 1 else ''} given to `adapt()`. They are not part of this "
+        "repository, and metagan_hub records neither their source nor their licence: make sure you may share a model "
+        "adapted on them (a few-shot GAN can reproduce its shots)."
+    )
+
+
 def _card_data(base_model: str | None, extra_tags: list[str] | None, license: str) -> ModelCardData:
     tags = list(dict.fromkeys(BASE_TAGS + list(extra_tags or [])))
     data = ModelCardData(
@@ -223,7 +235,8 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
     card = ModelCard.from_template(
         _card_data(base_model, info.get("tags"), info.get("license", "apache-2.0")),
         template_str=_template_text("pipeline.md"),
-        title=info.get("title") or (repo_id.split("/")[-1] if repo_id else "Meta-GAN pipeline"),
+        title=info.get("title")
+        or (repo_id.split("/")[-1] if repo_id else ("Adapted Meta-GAN" if adaptation else "Meta-GAN pipeline")),
         summary=info.get("summary", ""),
         repo_id=repo_id or "path/to/this/folder",
         components=components,
@@ -233,6 +246,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
         base_model_local_name=info.get("base_model_local_name"),
         base_model_url=_hub_url(base_model),
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
+        shots_note=_shots_note(adaptation),
         training_details=format_table(training) if isinstance(training, dict) else (training or ""),
         data_notes=info.get("data_notes", ""),
         evaluation=info.get("evaluation", ""),
@@ -267,4 +281,5 @@ def render_lora_card(
         weight_name=weight_name,
         repo_id=repo_id or "path/to/this/folder",
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
+        shots_note=_shots_note(adaptation),
     )

@@ -221,6 +221,17 @@ def _scaled_groups(
     return groups
 
 
+def _adapted_summary(num_shots: int, steps_run: int, start_card_info: dict[str, Any]) -> str:
+    """The model card summary of an adapted pipeline; the start's own summary follows unless the start was itself
+    adapted (its summary then describes an earlier adaptation; the card's base model link leads to it)."""
+    images = f"{num_shots} image{'s' if num_shots != 1 else ''}"
+    summary = f"Adapted with `MetaGANPipeline.adapt()` to {images} in {steps_run} step{'s' if steps_run != 1 else ''}."
+    start_summary = start_card_info.get("summary")
+    if start_summary and "adaptation" not in start_card_info:
+        summary += f" The checkpoint it started from: {start_summary}"
+    return summary
+
+
 def adapt_pipeline(
     pipeline: MetaGANPipeline,
     images: Any,
@@ -624,12 +635,14 @@ def adapt_pipeline(
         "final_g_loss": losses[-1].get("g_loss") if losses else None,
         "losses": losses,
     }
-    # the start's training, evaluation and variety setting describe the start (its benchmark), not the adapted model
+    # the start's title, summary, training, evaluation and variety setting describe the start (a meta-checkpoint and
+    # its benchmark), not the adapted model; its data notes (and their licence) still apply
     card_info = {
         k: v
         for k, v in pipeline.card_info.items()
-        if k not in ("name_or_path", "adaptation", "training", "evaluation", "variety_setting")
+        if k not in ("name_or_path", "title", "summary", "adaptation", "training", "evaluation", "variety_setting")
     }
+    card_info["summary"] = _adapted_summary(num_shots, len(losses), pipeline.card_info)
     card_info["base_model"] = record["base_model"]
     card_info["adaptation"] = record
     adapted = MetaGANPipeline(generator=gen, discriminator=disc, card_info=card_info)

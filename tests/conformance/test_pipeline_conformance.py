@@ -304,6 +304,11 @@ def test_adapted_from_local_folder_never_writes_the_local_path(tmp_path):
     assert info["adaptation"]["base_model"] is None
     assert "Adapted from a local checkpoint (`my-meta-checkpoint`) that is not on the Hub." in texts["README.md"]
     assert "| shots | 4 |" in texts["README.md"]
+    # an adapted pipeline's card is titled as one and says what it was adapted on
+    assert "\n# Adapted Meta-GAN\n" in texts["README.md"]
+    assert "Adapted with `MetaGANPipeline.adapt()` to 4 images in 2 steps." in texts["README.md"]
+    assert "Adapted on the 4 images given to `adapt()`." in texts["README.md"]
+    assert "whose weights are adapted from a meta-learned starting point." in texts["README.md"]
 
 
 def test_resaved_configs_have_no_name_or_path(saved, tmp_path):

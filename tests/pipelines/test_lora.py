@@ -146,6 +146,8 @@ def test_adapter_card_points_at_hub_base(base_dir, tmp_path):
     assert "lora" in card.data.tags
     assert 'from_pretrained("org/base")' in card.text and 'load_lora_weights("me/my-lora")' in card.text
     assert "## Limitations" in card.text and "less faithful than full adaptation" in " ".join(card.text.split())
+    shots = adapted.card_info["adaptation"]["shots"]
+    assert f"## Data\n\nAdapted on the {shots} images given to `adapt()`." in card.text
     info = json.loads((tmp_path / "adapter" / "metagan_hub.json").read_text(encoding="utf-8"))
     assert info["base_model"] == "org/base" and len(info["adaptation"]["losses"]) == 3
 

@@ -686,12 +686,26 @@ def test_gan_step_config_rejects_bad_r1_interval(interval):
         gan_step_module.GANStepConfig(r1_interval=interval)
 
 
-def test_adapted_pipeline_does_not_inherit_the_base_evaluation_or_training_record():
+def test_adapted_pipeline_does_not_inherit_the_base_title_evaluation_or_training_record():
     pipe = tiny_pipeline()
-    pipe.card_info = {"title": "base", "evaluation": "| x | 1 |", "training": {"algorithm": "reptile"}}
-    adapted = pipe.adapt(random_shots(), num_steps=1, generator=seeded(0))
+    pipe.card_info = {
+        "title": "base",
+        "summary": "A meta-checkpoint.",
+        "data_notes": "Meta-trained on renders (CC BY-SA).",
+        "evaluation": "| x | 1 |",
+        "training": {"algorithm": "reptile"},
+    }
+    adapted = pipe.adapt(random_shots(), num_steps=2, generator=seeded(0))
     assert "evaluation" not in adapted.card_info and "training" not in adapted.card_info
-    assert adapted.card_info["title"] == "base"
+    assert "title" not in adapted.card_info  # the card then takes the repo name, or "Adapted Meta-GAN"
+    assert adapted.card_info["data_notes"] == "Meta-trained on renders (CC BY-SA)."  # the start's licence applies
+    assert adapted.card_info["summary"] == (
+        "Adapted with `MetaGANPipeline.adapt()` to 5 images in 2 steps. The checkpoint it started from: "
+        "A meta-checkpoint."
+    )
+    # adapted again: the summary describes the last adaptation only, it does not nest
+    again = adapted.adapt(random_shots(3), num_steps=1, generator=seeded(0))
+    assert again.card_info["summary"] == "Adapted with `MetaGANPipeline.adapt()` to 3 images in 1 step."
 
 
 def test_bf16_trains_a_bf16_compute_copy_and_returns_the_float32_master_weights(monkeypatch):
