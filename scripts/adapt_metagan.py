@@ -8,7 +8,8 @@ Example:
         --train_data_dir my_images/ --output_dir runs/adapted --num_steps 200 --mixed_precision auto
 
 Writes the adapted pipeline (or only its LoRA adapter with --lora_rank), a sample grid `samples.png`, the shots
-`shots.png`, a loss curve `loss_curve.png` and `adaptation.json` into --output_dir; --push_to_hub uploads them.
+`shots.png` (both shown in the model card), a loss curve `loss_curve.png` and `adaptation.json` into
+--output_dir; --push_to_hub uploads them.
 """
 
 from __future__ import annotations
@@ -359,13 +360,7 @@ def main(args: argparse.Namespace) -> None:
         return
 
     os.makedirs(args.output_dir, exist_ok=True)
-    if args.lora_rank is not None:
-        adapted.save_lora_weights(args.output_dir, repo_id=args.hub_model_id)
-    else:
-        adapted.save_pretrained(args.output_dir, repo_id=args.hub_model_id)
-    with open(os.path.join(args.output_dir, "adaptation.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, default=str)
-    plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
+    card_images = []  # the grids go into the folder first, so that the model card can show them
     if args.validation_images > 0:
         from metagan_hub.data.images import load_images
 
@@ -389,6 +384,14 @@ def main(args: argparse.Namespace) -> None:
         save_grid(
             MetaGANPipeline.numpy_to_pil(shots.astype(np.float32) / 255.0), os.path.join(args.output_dir, "shots.png")
         )
+        card_images = ["shots.png", "samples.png"]
+    if args.lora_rank is not None:
+        adapted.save_lora_weights(args.output_dir, repo_id=args.hub_model_id, card_images=card_images)
+    else:
+        adapted.save_pretrained(args.output_dir, repo_id=args.hub_model_id, card_images=card_images)
+    with open(os.path.join(args.output_dir, "adaptation.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, default=str)
+    plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     logger.info(
         "adapted %d shots for %d steps in %.1f s; wrote %s",
         record["shots"],
@@ -402,6 +405,7 @@ def main(args: argparse.Namespace) -> None:
             token=args.hub_token,
             lora_only=args.lora_rank is not None,
             save_directory=args.output_dir,
+            card_images=card_images,
         )
         logger.info("pushed to %s", url)
     accelerator.end_training()

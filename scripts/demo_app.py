@@ -51,6 +51,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from diffusers.utils import make_image_grid  # noqa: E402
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
@@ -251,6 +252,10 @@ def enlarge(image: Image.Image, size: int = 128) -> Image.Image:
 
 # while adapting, the page's loss curve is redrawn at most this often (the status line updates every poll)
 PLOT_SECONDS = 2.0
+
+
+# the model card of a download or push shows the shots and this many samples (the page's seed and settings)
+CARD_SAMPLES = 16
 
 
 def plot_losses(losses: Sequence[dict[str, float]], size: tuple[int, int] = (480, 240)) -> Image.Image:
@@ -557,13 +562,26 @@ class DemoApp:
         images = self._torch_worker.submit(draw).result()  # on the torch worker thread, after a running adaptation
         return [enlarge(image) for image in images]
 
+    def _write_card_grids(self, result: AdaptResult, folder: Path) -> list[str]:
+        """Write the shots and `CARD_SAMPLES` samples (the page's sample seed and settings) into `folder` as
+        `shots.png` and `samples.png`, for the model card to show; returns their file names."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shots = [enlarge(shot) for shot in result.shots]
+        make_image_grid(shots, rows=1, cols=len(shots)).save(folder / "shots.png")
+        samples = self.samples(result, CARD_SAMPLES, result.sample_seed)
+        make_image_grid(samples, rows=2, cols=CARD_SAMPLES // 2).save(folder / "samples.png")
+        return ["shots.png", "samples.png"]
+
     def export_pipeline(self, result: AdaptResult | None) -> str:
-        """Save the adapted pipeline (safetensors, configs, model card) and return the path of a zip of it."""
+        """Save the adapted pipeline (safetensors, configs, model card with the shots and samples) and return the
+        path of a zip of it."""
         if result is None:
             raise AppError("Nothing adapted yet: press Adapt first, then download.")
         folder = Path(tempfile.mkdtemp(prefix="pipeline-", dir=self.work_dir))
         try:
-            result.pipeline.save_pretrained(folder / "metagan-adapted")  # a LoRA adapter is saved fused
+            card_images = self._write_card_grids(result, folder / "metagan-adapted")
+            # a LoRA adapter is saved fused
+            result.pipeline.save_pretrained(folder / "metagan-adapted", card_images=card_images)
             return str(_zip_folder(folder / "metagan-adapted", folder / "metagan-adapted.zip"))
         finally:
             shutil.rmtree(folder / "metagan-adapted", ignore_errors=True)
@@ -578,7 +596,8 @@ class DemoApp:
             )
         folder = Path(tempfile.mkdtemp(prefix="lora-", dir=self.work_dir))
         try:
-            result.pipeline.save_lora_weights(folder / "metagan-lora")
+            card_images = self._write_card_grids(result, folder / "metagan-lora")
+            result.pipeline.save_lora_weights(folder / "metagan-lora", card_images=card_images)
             return str(_zip_folder(folder / "metagan-lora", folder / "metagan-lora.zip"))
         finally:
             shutil.rmtree(folder / "metagan-lora", ignore_errors=True)
@@ -597,11 +616,19 @@ class DemoApp:
         token = (token or "").strip() or None
         if lora_only and not result.pipeline.has_lora:
             raise AppError("Push LoRA only needs an adaptation with LoRA ticked.")
+        folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.work_dir))
         try:
-            return str(result.pipeline.push_to_hub(repo_id, token=token, lora_only=lora_only))
+            card_images = self._write_card_grids(result, folder)
+            return str(
+                result.pipeline.push_to_hub(
+                    repo_id, token=token, lora_only=lora_only, save_directory=folder, card_images=card_images
+                )
+            )
         except Exception as err:
             logger.warning("push to %s failed: %s", repo_id, _redact(f"{type(err).__name__}: {err}", token))
             raise AppError(_redact(f"Push to {repo_id} failed: {err}", token)) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def cleanup(self) -> None:
         """Stop the torch worker thread (a running adaptation finishes) and remove the app's temporary folder (when

@@ -79,7 +79,9 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     assert record["lr_scheduler"] == "constant" and record["lr_warmup_steps"] == 0
     assert adapted.generator.tone_curve is not None  # adapt()'s default for full adaptation
     assert adapted.card_info["adaptation"]["losses"] == record["losses"]
-    assert "| shots | 5 |" in (out / "README.md").read_text(encoding="utf-8")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| shots | 5 |" in card
+    assert "![shots.png](shots.png)" in card and "![samples.png](samples.png)" in card  # the grids beside it
 
 
 def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
@@ -107,6 +109,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert not (out / "model_index.json").exists() and not (out / "generator").exists()
     assert (out / "samples.png").is_file() and (out / "loss_curve.png").is_file()
+    assert "![samples.png](samples.png)" in (out / "README.md").read_text(encoding="utf-8")
     record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
     assert record["lora_rank"] == 2 and len(record["losses"]) == 2 and record["r1_gamma"] == 0.25
     assert record["learning_rate"] == 1e-3 and record["loss"] == "hinge" and record["mode_seeking_weight"] == 0.5

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -162,6 +163,52 @@ def format_table(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     return "\n".join(rows)
 
 
+CARD_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+def check_card_images(card_images: Sequence[str], folder: str | os.PathLike) -> list[str]:
+    """
+    Return `card_images` as a list if each is the file name of an image already in `folder` (a relative path inside
+    it, ending in one of `CARD_IMAGE_SUFFIXES`), else raise a `ValueError` naming the argument, the value and what is
+    allowed. The model card then shows them (e.g. the shots and a sample grid).
+
+    Example:
+
+    ```py
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from metagan_hub.hub.model_card import check_card_images
+
+    >>> folder = tempfile.mkdtemp()
+    >>> Image.new("L", (8, 8)).save(f"{folder}/samples.png")
+    >>> check_card_images(["samples.png"], folder)
+    ['samples.png']
+    ```
+    """
+    if isinstance(card_images, str) or not isinstance(card_images, Sequence):
+        raise ValueError(f"`card_images` must be a list of image file names in the saved folder, got {card_images!r}.")
+    names = list(card_images)
+    for name in names:
+        parts = name.replace("\\", "/").split("/") if isinstance(name, str) else []
+        if (
+            not isinstance(name, str)
+            or not name
+            or os.path.isabs(name)
+            or ".." in parts
+            or not name.lower().endswith(CARD_IMAGE_SUFFIXES)
+        ):
+            raise ValueError(
+                f"`card_images` entries must be relative image file names ({', '.join(CARD_IMAGE_SUFFIXES)}) inside "
+                f"the saved folder, got {name!r}."
+            )
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise ValueError(
+                f"`card_images` entry {name!r} is not a file in {os.fspath(folder)!r}: write the image there before "
+                "saving, so that the card's link works once the folder is uploaded."
+            )
+    return names
+
+
 def _shots_note(adaptation: Any) -> str:
     """The cards' sentence on the images an adapted model (or adapter) was trained on; empty without a record."""
     shots = adaptation.get("shots") if isinstance(adaptation, dict) else None
@@ -187,7 +234,7 @@ def _card_data(base_model: str | None, extra_tags: list[str] | None, license: st
     return data
 
 
-def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
+def render_pipeline_card(pipeline, repo_id: str | None = None, images: Sequence[str] = ()) -> ModelCard:
     """
     Render the model card of a [`MetaGANPipeline`], or of a single Meta-GAN model, from `model_cards/pipeline.md`.
 
@@ -198,6 +245,8 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
     Args:
         pipeline (`MetaGANPipeline`, `MetaGANGenerator` or `MetaGANDiscriminator`): what to describe.
         repo_id (`str`, *optional*): the Hub repo id (or local folder) the usage snippet loads from.
+        images (`Sequence[str]`, *optional*): image files beside the card (see [`check_card_images`]) to show
+            under the summary.
 
     Example:
 
@@ -247,6 +296,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
         base_model_url=_hub_url(base_model),
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
         shots_note=_shots_note(adaptation),
+        images=list(images),
         training_details=format_table(training) if isinstance(training, dict) else (training or ""),
         data_notes=info.get("data_notes", ""),
         evaluation=info.get("evaluation", ""),
@@ -255,7 +305,11 @@ def render_pipeline_card(pipeline, repo_id: str | None = None) -> ModelCard:
 
 
 def render_lora_card(
-    base_model: str | None, weight_name: str, repo_id: str | None = None, adaptation: dict | None = None
+    base_model: str | None,
+    weight_name: str,
+    repo_id: str | None = None,
+    adaptation: dict | None = None,
+    images: Sequence[str] = (),
 ) -> ModelCard:
     """
     Render the model card of a LoRA adapter from `model_cards/lora.md`; `base_model` goes into the YAML metadata.
@@ -282,4 +336,5 @@ def render_lora_card(
         repo_id=repo_id or "path/to/this/folder",
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",
         shots_note=_shots_note(adaptation),
+        images=list(images),
     )

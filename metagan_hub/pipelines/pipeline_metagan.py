@@ -19,7 +19,7 @@ from diffusers.utils.deprecation_utils import _resolve_dtype
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import __version__
-from ..hub.model_card import read_card_info, render_pipeline_card
+from ..hub.model_card import check_card_images, read_card_info, render_pipeline_card
 from ..hub.network import bounded_hub_requests, resolve_timeout
 from ..hub.safety import check_finite_weights, public_card_info, strip_local_config_keys, write_json_strict
 from ..hub.upload import upload_folder_to_hub
@@ -754,11 +754,16 @@ class MetaGANPipeline(DiffusionPipeline):
             logger.warning("%s: non-finite values written as null: %s", path, ", ".join(nonfinite[:10]))
 
     def save_lora_weights(
-        self, save_directory: str | os.PathLike, weight_name: str = LORA_WEIGHT_NAME, repo_id: str | None = None
+        self,
+        save_directory: str | os.PathLike,
+        weight_name: str = LORA_WEIGHT_NAME,
+        repo_id: str | None = None,
+        card_images: Sequence[str] = (),
     ) -> str:
         """
         Save only the generator's LoRA adapter (safetensors, with its LoRA config in the file's metadata) plus a
-        model card pointing at the base model. Returns the path of the weight file.
+        model card pointing at the base model. Returns the path of the weight file. `card_images`: image files
+        already in `save_directory` (e.g. a sample grid) that the card shows, as in [`save_pretrained`].
 
         Example:
 
@@ -773,6 +778,7 @@ class MetaGANPipeline(DiffusionPipeline):
         from ..hub.model_card import render_lora_card
 
         check_finite_weights({"generator": self.generator}, action="save")
+        card_images = check_card_images(card_images, save_directory) if card_images else []
         os.makedirs(save_directory, exist_ok=True)
         modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
         quiet = _EmptyKeepInFp32Warning()
@@ -782,7 +788,7 @@ class MetaGANPipeline(DiffusionPipeline):
         finally:
             modeling_logger.removeFilter(quiet)
         info = public_card_info(self.card_info)
-        card = render_lora_card(info.get("base_model"), weight_name, repo_id, info.get("adaptation"))
+        card = render_lora_card(info.get("base_model"), weight_name, repo_id, info.get("adaptation"), card_images)
         card.save(os.path.join(save_directory, "README.md"))
         self._write_card_info(save_directory)
         return os.path.join(save_directory, weight_name)
@@ -834,6 +840,7 @@ class MetaGANPipeline(DiffusionPipeline):
         variant: str | None = None,
         push_to_hub: bool = False,
         repo_id: str | None = None,
+        card_images: Sequence[str] = (),
         **kwargs,
     ) -> None:
         """
@@ -849,10 +856,24 @@ class MetaGANPipeline(DiffusionPipeline):
                 Cast first for smaller files: `pipe.to(torch.float16).save_pretrained(folder, variant="fp16")`.
             push_to_hub (`bool`, defaults to `False`): also upload to `repo_id` (see [`push_to_hub`]).
             repo_id (`str`, *optional*): the repo id used in the model card's usage snippet (and for `push_to_hub`).
+            card_images (`Sequence[str]`, *optional*): file names of images already in `save_directory` (e.g. the
+                shots and a sample grid) that the model card shows under its summary; a missing file, an absolute
+                path or a name outside the folder raises a `ValueError` before anything is written.
 
         Raises:
             [`~metagan_hub.hub.safety.NonFiniteWeightsError`]: a weight holds NaN or infinite values (the message
                 names the component and tensor); nothing is written.
+
+        Example:
+
+        ```py
+        >>> import os
+        >>> from diffusers.utils import make_image_grid
+
+        >>> os.makedirs("my-gan", exist_ok=True)  # doctest: +SKIP
+        >>> make_image_grid(adapted(batch_size=16).images, rows=2, cols=8).save("my-gan/samples.png")  # doctest: +SKIP
+        >>> adapted.save_pretrained("my-gan", card_images=["samples.png"])  # doctest: +SKIP
+        ```
 
         Configs never record where the pipeline was loaded from (`_name_or_path`), and a `base_model` that is a local
         folder is not written (see [`~metagan_hub.hub.safety.public_card_info`]).
@@ -864,9 +885,12 @@ class MetaGANPipeline(DiffusionPipeline):
         if push_to_hub:
             if repo_id is None:
                 raise ValueError("`repo_id` is required with `push_to_hub=True`.")
-            self.push_to_hub(repo_id, variant=variant, save_directory=save_directory, **kwargs)
+            self.push_to_hub(
+                repo_id, variant=variant, save_directory=save_directory, card_images=card_images, **kwargs
+            )
             return
         check_finite_weights(self.components, action="save")
+        card_images = check_card_images(card_images, save_directory) if card_images else []
         os.makedirs(save_directory, exist_ok=True)
         target = self
         if self.has_lora:
@@ -875,10 +899,12 @@ class MetaGANPipeline(DiffusionPipeline):
                 generator=copy.deepcopy(self.generator), discriminator=self.discriminator, card_info=self.card_info
             ).fuse_lora()
         DiffusionPipeline.save_pretrained(target, save_directory, safe_serialization=True, variant=variant)
-        self._write_extras(save_directory, repo_id)
+        self._write_extras(save_directory, repo_id, card_images)
         strip_local_config_keys(save_directory)
 
-    def _write_extras(self, save_directory: str | os.PathLike, repo_id: str | None) -> None:
+    def _write_extras(
+        self, save_directory: str | os.PathLike, repo_id: str | None, card_images: Sequence[str] = ()
+    ) -> None:
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path, encoding="utf-8") as f:
             index = json.load(f)
@@ -899,7 +925,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 with open(os.path.join(save_directory, name, f"{entry[0]}.py"), "w", encoding="utf-8") as f:
                     f.write(reexport_source(entry[0], entry[1]))
         self._write_card_info(save_directory)
-        render_pipeline_card(self, repo_id).save(os.path.join(save_directory, "README.md"))
+        render_pipeline_card(self, repo_id, card_images).save(os.path.join(save_directory, "README.md"))
 
     def push_to_hub(
         self,
@@ -913,6 +939,7 @@ class MetaGANPipeline(DiffusionPipeline):
         save_directory: str | os.PathLike | None = None,
         lora_only: bool = False,
         timeout: float | None = None,
+        card_images: Sequence[str] = (),
         **kwargs,
     ) -> str:
         """
@@ -938,6 +965,8 @@ class MetaGANPipeline(DiffusionPipeline):
             timeout (`float`, *optional*): the longest wait in seconds for each Hub request (repo creation, upload,
                 commit); defaults to the `METAGAN_HUB_TIMEOUT` environment variable, else 60 s. A Hub that does not
                 answer in time raises [`~metagan_hub.hub.upload.HubUploadError`].
+            card_images (`Sequence[str]`, *optional*): image files already in `save_directory` (needed then) that
+                the model card shows and the upload carries (see [`save_pretrained`]).
 
         Returns:
             `str`: the URL of the commit (or pull request).
@@ -948,12 +977,17 @@ class MetaGANPipeline(DiffusionPipeline):
         >>> url = pipe.push_to_hub("me/metagan-my-glyph")  # doctest: +SKIP
         ```
         """
+        if card_images and save_directory is None:
+            raise ValueError(
+                f"`card_images`={list(card_images)!r} needs `save_directory`: the folder that holds the images and is "
+                "uploaded."
+            )
         with tempfile.TemporaryDirectory() as tmp:
             folder = os.fspath(save_directory) if save_directory is not None else tmp
             if lora_only:
-                self.save_lora_weights(folder, repo_id=repo_id)
+                self.save_lora_weights(folder, repo_id=repo_id, card_images=card_images)
             else:
-                self.save_pretrained(folder, variant=variant, repo_id=repo_id)
+                self.save_pretrained(folder, variant=variant, repo_id=repo_id, card_images=card_images)
             return upload_folder_to_hub(
                 folder,
                 repo_id,

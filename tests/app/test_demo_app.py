@@ -138,6 +138,10 @@ def test_adapt_samples_and_download(app, tmp_path):
         names = set(archive.namelist())
         archive.extractall(tmp_path / "unzipped")
     assert {"model_index.json", "README.md", "generator/diffusion_pytorch_model.safetensors"} <= names
+    assert {"shots.png", "samples.png"} <= names  # shown in the card
+    card = (tmp_path / "unzipped" / "README.md").read_text(encoding="utf-8")
+    assert "![shots.png](shots.png)" in card and "![samples.png](samples.png)" in card
+    assert Image.open(tmp_path / "unzipped" / "samples.png").size == (8 * 128, 2 * 128)  # 16 enlarged samples
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
     loaded = MetaGANPipeline.from_pretrained(tmp_path / "unzipped")
     assert loaded.generator.config.sample_size == SIZE
@@ -156,6 +160,7 @@ def test_lora_download(app, tmp_path):
         names = set(archive.namelist())
     assert "pytorch_lora_weights.safetensors" in names or any(n.endswith(".safetensors") for n in names)
     assert not any(n.startswith("generator/") for n in names)
+    assert {"shots.png", "samples.png"} <= names
 
 
 def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
@@ -302,7 +307,8 @@ def test_push_to_hub_never_shows_the_token(app, tmp_path, hub_server, hub_repo_i
     caplog.set_level(logging.DEBUG)
     url = app.push(result, hub_repo_id, token=token)
     assert token not in url and token not in caplog.text  # nothing logs it, down to HTTP debug logs
-    assert "README.md" in hub_server.uploaded_paths(hub_repo_id)
+    assert {"README.md", "shots.png", "samples.png"} <= set(hub_server.uploaded_paths(hub_repo_id))
+    assert not list(app.work_dir.glob("push-*"))  # the pushed folder is not kept
     # the fake Hub refuses the next upload: the message names the repo and hides the token
     hub_server.fail_next("preupload", status=403, message=f"bad token {token}")
     with pytest.raises(AppError) as err:

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from huggingface_hub import hf_hub_download
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.upload import HubUploadError
@@ -21,11 +22,15 @@ def test_push_then_load_in_fresh_cache_gives_identical_images(hub_server, hub_re
     pipe = tiny_pipeline()
     (tmp_path / "save" / "checkpoint-10").mkdir(parents=True)
     (tmp_path / "save" / "checkpoint-10" / "optimizer.bin").write_bytes(b"state")
-    url = pipe.push_to_hub(hub_repo_id, save_directory=tmp_path / "save")
+    pipe(batch_size=1).images[0].save(tmp_path / "save" / "samples.png")
+    url = pipe.push_to_hub(hub_repo_id, save_directory=tmp_path / "save", card_images=["samples.png"])
     assert hub_repo_id in url and "commit" in url
 
     uploaded = hub_server.uploaded_paths(hub_repo_id)
     assert "model_index.json" in uploaded
+    assert "samples.png" in uploaded  # the card's image travels with it
+    card = open(hf_hub_download(hub_repo_id, "README.md"), encoding="utf-8").read()
+    assert "![samples.png](samples.png)" in card
     assert "generator/diffusion_pytorch_model.safetensors" in uploaded
     assert "discriminator/diffusion_pytorch_model.safetensors" in uploaded
     assert "README.md" in uploaded

@@ -413,6 +413,51 @@ def test_model_card_evaluation_section(tmp_path):
     assert "## Evaluation" not in str(render_pipeline_card(make_pipe()))
 
 
+def test_model_card_shows_the_card_images_saved_beside_it(tmp_path):
+    pipe = make_pipe()
+    folder = tmp_path / "out"
+    (folder / "grids").mkdir(parents=True)
+    pipe(batch_size=2).images[0].save(folder / "samples.png")
+    pipe(batch_size=2).images[0].save(folder / "grids" / "shots.png")
+    pipe.save_pretrained(folder, card_images=["grids/shots.png", "samples.png"])
+    readme = (folder / "README.md").read_text()
+    assert readme.index("![grids/shots.png](grids/shots.png)") < readme.index("![samples.png](samples.png)")
+    assert readme.index("![samples.png](samples.png)") < readme.index("## Usage")
+    assert "![" not in str(render_pipeline_card(pipe))  # no images unless named
+
+
+@pytest.mark.parametrize(
+    "card_images, message",
+    [
+        ("samples.png", "must be a list"),
+        (["missing.png"], "is not a file in"),
+        (["notes.txt"], "relative image file names"),
+        (["../samples.png"], "relative image file names"),
+        ([None], "relative image file names"),
+    ],
+)
+def test_bad_card_images_raise_before_anything_is_written(tmp_path, card_images, message):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    make_pipe()(batch_size=1).images[0].save(tmp_path / "samples.png")  # outside the folder
+    with pytest.raises(ValueError, match=f"`card_images`.*{message}|{message}.*`card_images`"):
+        make_pipe().save_pretrained(folder, card_images=card_images)
+    assert sorted(os.listdir(folder)) == ["notes.txt"]
+
+
+def test_absolute_card_image_path_is_refused(tmp_path):
+    image = tmp_path / "samples.png"
+    make_pipe()(batch_size=1).images[0].save(image)
+    with pytest.raises(ValueError, match="`card_images` entries must be relative"):
+        make_pipe().save_pretrained(tmp_path / "out", card_images=[str(image)])
+
+
+def test_push_with_card_images_needs_the_folder_that_holds_them():
+    with pytest.raises(ValueError, match="`card_images`=\\['samples.png'\\] needs `save_directory`"):
+        make_pipe().push_to_hub("me/my-metagan", card_images=["samples.png"])
+
+
 def test_resaving_a_loaded_pipeline_does_not_record_where_it_was_loaded_from(tmp_path):
     make_pipe().save_pretrained(tmp_path / "first")
     loaded = MetaGANPipeline.from_pretrained(tmp_path / "first")
