@@ -562,15 +562,18 @@ class DemoApp:
         images = self._torch_worker.submit(draw).result()  # on the torch worker thread, after a running adaptation
         return [enlarge(image) for image in images]
 
-    def _write_card_grids(self, result: AdaptResult, folder: Path) -> list[str]:
-        """Write the shots and `CARD_SAMPLES` samples (the page's sample seed and settings) into `folder` as
-        `shots.png` and `samples.png`, for the model card to show; returns their file names."""
+    def _write_card_grids(self, result: AdaptResult, folder: Path, with_shots: bool) -> list[str]:
+        """Write `CARD_SAMPLES` samples (the page's sample seed and settings) and, `with_shots`, the shots into
+        `folder` as `samples.png` and `shots.png`, for the model card to show; returns their file names."""
         folder.mkdir(parents=True, exist_ok=True)
-        shots = [enlarge(shot) for shot in result.shots]
-        make_image_grid(shots, rows=1, cols=len(shots)).save(folder / "shots.png")
+        names = []
+        if with_shots:
+            shots = [enlarge(shot) for shot in result.shots]
+            make_image_grid(shots, rows=1, cols=len(shots)).save(folder / "shots.png")
+            names.append("shots.png")
         samples = self.samples(result, CARD_SAMPLES, result.sample_seed)
         make_image_grid(samples, rows=2, cols=CARD_SAMPLES // 2).save(folder / "samples.png")
-        return ["shots.png", "samples.png"]
+        return [*names, "samples.png"]
 
     def export_pipeline(self, result: AdaptResult | None) -> str:
         """Save the adapted pipeline (safetensors, configs, model card with the shots and samples) and return the
@@ -579,7 +582,7 @@ class DemoApp:
             raise AppError("Nothing adapted yet: press Adapt first, then download.")
         folder = Path(tempfile.mkdtemp(prefix="pipeline-", dir=self.work_dir))
         try:
-            card_images = self._write_card_grids(result, folder / "metagan-adapted")
+            card_images = self._write_card_grids(result, folder / "metagan-adapted", with_shots=True)
             # a LoRA adapter is saved fused
             result.pipeline.save_pretrained(folder / "metagan-adapted", card_images=card_images)
             return str(_zip_folder(folder / "metagan-adapted", folder / "metagan-adapted.zip"))
@@ -596,7 +599,7 @@ class DemoApp:
             )
         folder = Path(tempfile.mkdtemp(prefix="lora-", dir=self.work_dir))
         try:
-            card_images = self._write_card_grids(result, folder / "metagan-lora")
+            card_images = self._write_card_grids(result, folder / "metagan-lora", with_shots=True)
             result.pipeline.save_lora_weights(folder / "metagan-lora", card_images=card_images)
             return str(_zip_folder(folder / "metagan-lora", folder / "metagan-lora.zip"))
         finally:
@@ -604,7 +607,8 @@ class DemoApp:
 
     def push(self, result: AdaptResult | None, repo_id: str, token: str | None = None, lora_only: bool = False) -> str:
         """
-        Upload the adapted pipeline (or only its LoRA adapter) to `repo_id` on the Hub and return the commit URL.
+        Upload the adapted pipeline (or only its LoRA adapter) with a grid of samples for its card, not the shots,
+        to `repo_id` on the Hub and return the commit URL.
         `token` goes to the upload call only; it is never logged, returned or stored, and is removed from any error
         message.
         """
@@ -618,7 +622,7 @@ class DemoApp:
             raise AppError("Push LoRA only needs an adaptation with LoRA ticked.")
         folder = Path(tempfile.mkdtemp(prefix="push-", dir=self.work_dir))
         try:
-            card_images = self._write_card_grids(result, folder)
+            card_images = self._write_card_grids(result, folder, with_shots=False)  # the user's images stay private
             return str(
                 result.pipeline.push_to_hub(
                     repo_id, token=token, lora_only=lora_only, save_directory=folder, card_images=card_images
@@ -889,6 +893,7 @@ def build_demo(app: DemoApp):
                     token = gr.Textbox(label="Hub token (write access; used for this upload only)", type="password")
                     lora_only = gr.Checkbox(False, label="Push the LoRA adapter only")
                     push_btn = gr.Button("Push to Hub")
+                    gr.Markdown("The pushed model card shows 16 samples of this seed; your images are not uploaded.")
                     push_status = gr.Textbox(label="Hub", interactive=False)
 
         example_btn.click(on_example, [example], [files, status], concurrency_limit=4)

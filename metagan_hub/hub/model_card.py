@@ -215,9 +215,9 @@ def _shots_note(adaptation: Any) -> str:
     if shots is None:
         return ""
     return (
-        f"Adapted on the {shots} image{'s' if shots != 1 else ''} given to `adapt()`. They are not part of this "
-        "repository, and metagan_hub records neither their source nor their licence: make sure you may share a model "
-        "adapted on them (a few-shot GAN can reproduce its shots)."
+        f"Adapted on the {shots} image{'s' if shots != 1 else ''} given to `adapt()`. metagan_hub records neither "
+        "their source nor their licence: make sure you may share a model adapted on them (a few-shot GAN can "
+        "reproduce its shots), and the images themselves if they are shown here."
     )
 
 

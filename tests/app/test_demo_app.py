@@ -307,7 +307,8 @@ def test_push_to_hub_never_shows_the_token(app, tmp_path, hub_server, hub_repo_i
     caplog.set_level(logging.DEBUG)
     url = app.push(result, hub_repo_id, token=token)
     assert token not in url and token not in caplog.text  # nothing logs it, down to HTTP debug logs
-    assert {"README.md", "shots.png", "samples.png"} <= set(hub_server.uploaded_paths(hub_repo_id))
+    uploaded = set(hub_server.uploaded_paths(hub_repo_id))
+    assert {"README.md", "samples.png"} <= uploaded and "shots.png" not in uploaded  # the user's images stay private
     assert not list(app.work_dir.glob("push-*"))  # the pushed folder is not kept
     # the fake Hub refuses the next upload: the message names the repo and hides the token
     hub_server.fail_next("preupload", status=403, message=f"bad token {token}")
