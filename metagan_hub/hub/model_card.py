@@ -221,7 +221,11 @@ def _shots_note(adaptation: Any) -> str:
     )
 
 
-def _card_data(base_model: str | None, extra_tags: list[str] | None, license: str) -> ModelCardData:
+def _card_data(
+    base_model: str | None, extra_tags: list[str] | None, license: str, relation: str | None = None
+) -> ModelCardData:
+    """The card's YAML metadata; `relation` (`"finetune"`, `"adapter"`) places it in the base model's model tree on
+    the Hub, written only with a Hub `base_model`."""
     tags = list(dict.fromkeys(BASE_TAGS + list(extra_tags or [])))
     data = ModelCardData(
         license=license,
@@ -231,6 +235,8 @@ def _card_data(base_model: str | None, extra_tags: list[str] | None, license: st
     )
     if base_model is not None and "/" in base_model and not base_model.startswith((".", "/")):
         data.base_model = base_model
+        if relation is not None:
+            data.base_model_relation = relation
     return data
 
 
@@ -282,7 +288,9 @@ def render_pipeline_card(pipeline, repo_id: str | None = None, images: Sequence[
     adaptation = info.get("adaptation")
     training = info.get("training")
     card = ModelCard.from_template(
-        _card_data(base_model, info.get("tags"), info.get("license", "apache-2.0")),
+        _card_data(
+            base_model, info.get("tags"), info.get("license", "apache-2.0"), "finetune" if adaptation else None
+        ),
         template_str=_template_text("pipeline.md"),
         title=info.get("title")
         or (repo_id.split("/")[-1] if repo_id else ("Adapted Meta-GAN" if adaptation else "Meta-GAN pipeline")),
@@ -327,7 +335,7 @@ def render_lora_card(
     base_model = public_card_info({"base_model": base_model}).get("base_model")
     adaptation = public_card_info(adaptation) if adaptation else adaptation
     return ModelCard.from_template(
-        _card_data(base_model, ["lora"], "apache-2.0"),
+        _card_data(base_model, ["lora"], "apache-2.0", "adapter"),
         template_str=_template_text("lora.md"),
         title=(repo_id.split("/")[-1] if repo_id else "Meta-GAN LoRA adapter"),
         base_model=base_model or "path/to/base/model",

@@ -142,7 +142,7 @@ def test_adapter_card_points_at_hub_base(base_dir, tmp_path):
     adapted = adapt_lora(base)
     adapted.save_lora_weights(tmp_path / "adapter", repo_id="me/my-lora")
     card = ModelCard.load(tmp_path / "adapter" / "README.md")
-    assert card.data.base_model == "org/base"
+    assert card.data.base_model == "org/base" and card.data.base_model_relation == "adapter"  # the Hub's model tree
     assert "lora" in card.data.tags
     assert 'from_pretrained("org/base")' in card.text and 'load_lora_weights("me/my-lora")' in card.text
     assert "## Limitations" in card.text and "less faithful than full adaptation" in " ".join(card.text.split())

@@ -369,7 +369,7 @@ def test_model_card_without_base_model_and_with_repo_id(tmp_path):
     pipe.save_pretrained(tmp_path, repo_id="me/my-metagan")
     readme = (tmp_path / "README.md").read_text()
     meta = front_matter(readme)
-    assert "base_model" not in meta
+    assert "base_model" not in meta and "base_model_relation" not in meta
     assert REQUIRED_TAGS <= set(meta["tags"])
     blocks = python_blocks(readme)
     assert any('MetaGANPipeline.from_pretrained("me/my-metagan")' in b for b in blocks)
@@ -397,6 +397,7 @@ def test_card_info_round_trip(tmp_path):
     assert {k: loaded.card_info[k] for k in info} == info
     readme = (tmp_path / "README.md").read_text()
     assert "kanji" in front_matter(readme)["tags"]
+    assert front_matter(readme)["base_model_relation"] == "finetune"  # adapted from a Hub base model
     assert "My glyph GAN" in readme and "reptile" in readme
 
     # and survives a second save / load
