@@ -217,6 +217,12 @@ CASES: list[tuple[str, Callable[[dict], Any], type[BaseException], str]] = [
      r"metagan_hub\.json: local path '/home/alice"),
     ("model-push-non-finite", lambda e: _nan_pipeline().generator.push_to_hub("user/x"), NonFiniteWeightsError,
      "`proj.bias`"),
+    ("save-card-image-missing", lambda e: e["pipe"].save_pretrained(e["root"] / "c", card_images=["samples.png"]),
+     ValueError, "`card_images` entry 'samples.png' is not a file"),
+    ("save-card-image-outside", lambda e: e["pipe"].save_pretrained(e["root"] / "c", card_images=["../x.png"]),
+     ValueError, "`card_images` entries must be relative"),
+    ("push-card-images-without-folder", lambda e: e["pipe"].push_to_hub("user/x", card_images=["samples.png"]),
+     ValueError, "needs `save_directory`"),
     # --- LoRA
     ("lora-save-without-adapter", lambda e: e["pipe"].save_lora_weights(e["root"] / "l"), ValueError,
      "no LoRA adapter"),
