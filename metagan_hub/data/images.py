@@ -271,13 +271,35 @@ def load_images_uint8(
     check_background(background)
     if isinstance(images, torch.Tensor):
         return _tensor_images(images, sample_size, channels).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-    arrays = [
-        pil_to_uint8(img, sample_size, channels, background, name, i)
-        for i, (img, name) in enumerate(_iter_pil(images, image_column))
-    ]
+    arrays, in_color, not_square = [], 0, 0
+    for i, (img, name) in enumerate(_iter_pil(images, image_column)):
+        in_color += channels == 1 and _has_color(img)
+        not_square += img.size[0] != img.size[1]
+        arrays.append(pil_to_uint8(img, sample_size, channels, background, name, i))
     if not arrays:
         raise ValueError("`images` is empty: pass at least one image.")
+    if in_color:
+        logger.warning(
+            "%d of %d images are in color; this 1-channel model sees them in grayscale (ITU-R 601-2 luma).",
+            in_color,
+            len(arrays),
+        )
+    if not_square:
+        logger.info(
+            "%d of %d images are not square: the shorter side was resized to %d and the longer one center-cropped.",
+            not_square,
+            len(arrays),
+            sample_size,
+        )
     return torch.from_numpy(np.stack(arrays))
+
+
+def _has_color(image: Image.Image) -> bool:
+    """Whether `image` holds any pixel whose red, green and blue values differ (gray modes never do)."""
+    if image.mode in ("1", "L", "LA", "La") or image.mode.startswith("I;16") or image.mode not in SUPPORTED_MODES:
+        return False
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 
 def _iter_pil(images: Any, image_column: str):

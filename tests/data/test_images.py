@@ -26,6 +26,20 @@ def test_pil_images_of_mixed_sizes_and_modes():
     assert torch.equal(rgb[1, 0], rgb[1, 2])  # gray repeated
 
 
+def test_color_and_cropping_are_reported_once_per_call(caplog):
+    red, gray_rgb = Image.new("RGB", (40, 30), (255, 0, 0)), Image.new("RGB", (8, 8), (9, 9, 9))
+    with caplog.at_level("INFO", logger="metagan_hub.data.images"):
+        load_images([red, gray_rgb, Image.new("L", (8, 8))], sample_size=8, channels=1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+    assert messages[0].startswith("1 of 3 images are in color; this 1-channel model sees them in grayscale")
+    assert messages[1].startswith("1 of 3 images are not square")  # an RGB image with equal channels is gray
+    caplog.clear()
+    with caplog.at_level("INFO", logger="metagan_hub.data.images"):
+        load_images([red.resize((8, 8))], sample_size=8, channels=3)  # RGB model, square: nothing to report
+    assert caplog.records == []
+
+
 def test_alpha_is_composited_on_the_background():
     transparent_red = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     half = Image.new("LA", (4, 4), (0, 128))
