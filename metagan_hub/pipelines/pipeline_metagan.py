@@ -606,8 +606,8 @@ class MetaGANPipeline(DiffusionPipeline):
             ema_decay (`float`, *optional*): keep an exponential moving average of the generator weights
                 (`diffusers.training_utils.EMAModel`) and return the EMA generator. The decay at update `t` is
                 `min(ema_decay, (1 + t) / (10 + t))`, so over 200 steps every value from 0.96 up gives the same
-                weights. At the defaults (0.99) it lowered KID a little and raised recall and the copy rate (the
-                bundled card's "What the samples fail to vary").
+                weights. With the other options at their defaults, 0.99 lowered KID a little and raised recall and
+                the copy rate (the bundled card's "What the samples fail to vary").
             lora_rank (`int`, *optional*): train only a LoRA adapter of this rank on the generator (needs the
                 `lora` extra), at 5x `learning_rate` (`LORA_LR_MULTIPLIER`; the discriminator keeps the rate); save
                 it alone with [`save_lora_weights`] or `push_to_hub(..., lora_only=True)`. Smaller to share, but
