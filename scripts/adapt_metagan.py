@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.hub.model_card import variety_setting
+from metagan_hub.hub.safety import public_card_info
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
@@ -390,7 +391,8 @@ def main(args: argparse.Namespace) -> None:
     else:
         adapted.save_pretrained(args.output_dir, repo_id=args.hub_model_id, card_images=card_images)
     with open(os.path.join(args.output_dir, "adaptation.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, default=str)
+        # as in the card: a local base model's folder is not written (the upload refuses local paths)
+        json.dump(public_card_info(record), f, indent=2, default=str)
     plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     logger.info(
         "adapted %d shots for %d steps in %.1f s; wrote %s",

@@ -72,7 +72,9 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
 
     record = json.loads((out / "adaptation.json").read_text(encoding="utf-8"))
     assert record["shots"] == 5 and record["num_steps"] == 3 and len(record["losses"]) == 3 and record["seed"] == 0
-    assert record["base_model"] == str(base)
+    # a local base model is named by its folder only, as in the card: the folder can be pushed as it is
+    assert record["base_model"] is None and record["base_model_local_name"] == base.name
+    assert str(base) not in (out / "adaptation.json").read_text(encoding="utf-8")
     # flags not given take adapt()'s defaults
     assert record["r1_gamma"] == 1.0 and record["learning_rate"] == 2e-4 and record["loss"] == "nonsaturating"
     assert record["mode_seeking_weight"] == 0.0 and record["shot_augment"] == 0.0 and record["tone_match"] is True
@@ -82,6 +84,25 @@ def test_script_writes_loadable_pipeline_grid_curve_and_record(inputs, tmp_path)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "| shots | 5 |" in card
     assert "![shots.png](shots.png)" in card and "![samples.png](samples.png)" in card  # the grids beside it
+
+
+def test_script_pushes_the_pipeline_with_its_grids_in_the_card(inputs, tmp_path, hub_server, hub_repo_id):
+    base, shots = inputs
+    run_script(
+        "--pretrained_model_name_or_path", str(base),
+        "--train_data_dir", str(shots),
+        "--num_steps", "2",
+        "--output_dir", "pushed",
+        "--validation_images", "4",
+        "--push_to_hub",
+        "--hub_model_id", hub_repo_id,
+        cwd=tmp_path,
+    )  # fmt: skip
+    uploaded = set(hub_server.uploaded_paths(hub_repo_id))
+    assert {"README.md", "shots.png", "samples.png", "generator/diffusion_pytorch_model.safetensors"} <= uploaded
+    card = (tmp_path / "pushed" / "README.md").read_text(encoding="utf-8")
+    assert f'MetaGANPipeline.from_pretrained("{hub_repo_id}")' in card
+    assert "![shots.png](shots.png)" in card and "![samples.png](samples.png)" in card
 
 
 def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
