@@ -332,14 +332,16 @@ def render_lora_card(
     'org/metagan-kanji-32'
     ```
     """
-    base_model = public_card_info({"base_model": base_model}).get("base_model")
+    public = public_card_info({"base_model": base_model})
+    base_model, local_name = public.get("base_model"), public.get("base_model_local_name")
     adaptation = public_card_info(adaptation) if adaptation else adaptation
     return ModelCard.from_template(
         _card_data(base_model, ["lora"], "apache-2.0", "adapter"),
         template_str=_template_text("lora.md"),
         title=(repo_id.split("/")[-1] if repo_id else "Meta-GAN LoRA adapter"),
-        base_model=base_model or "path/to/base/model",
+        base_model=base_model or f"path/to/{local_name or 'base/model'}",
         base_model_url=_hub_url(base_model) or "",
+        base_model_local_name=local_name,
         weight_name=weight_name,
         repo_id=repo_id or "path/to/this/folder",
         adaptation_table=format_table(adaptation, skip=("losses",)) if adaptation else "",

@@ -787,8 +787,10 @@ class MetaGANPipeline(DiffusionPipeline):
             self.generator.save_lora_adapter(save_directory, weight_name=weight_name, safe_serialization=True)
         finally:
             modeling_logger.removeFilter(quiet)
-        info = public_card_info(self.card_info)
-        card = render_lora_card(info.get("base_model"), weight_name, repo_id, info.get("adaptation"), card_images)
+        # the raw base model: the card keeps a Hub id, and names a local folder by its last component only
+        card = render_lora_card(
+            self.card_info.get("base_model"), weight_name, repo_id, self.card_info.get("adaptation"), card_images
+        )
         card.save(os.path.join(save_directory, "README.md"))
         self._write_card_info(save_directory)
         return os.path.join(save_directory, weight_name)

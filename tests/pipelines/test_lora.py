@@ -113,6 +113,10 @@ def test_save_lora_weights_then_load_into_fresh_base_reproduces_images(base_dir,
     weight_path = adapted.save_lora_weights(tmp_path / "adapter")
     assert os.path.basename(weight_path) == LORA_WEIGHT_NAME
     assert sorted(os.listdir(tmp_path / "adapter")) == sorted([LORA_WEIGHT_NAME, "README.md", "metagan_hub.json"])
+    card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
+    local = os.path.basename(os.path.normpath(base_dir))  # a local base: named, no empty link
+    assert f"A LoRA adapter for the Meta-GAN `{local}` (a local checkpoint that is not on the Hub)" in card
+    assert f'MetaGANPipeline.from_pretrained("path/to/{local}")' in card and "]()" not in card
     with safe_open(weight_path, "pt") as f:
         keys = list(f.keys())
     assert keys and all("lora_" in k for k in keys)
