@@ -124,6 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NAME:key=value[,key=value]: adapt() options of one contender, as in benchmark_fewshot.py.",
     )
     parser.add_argument("--num_samples", type=int, default=None, help="Samples judged per setting (default 200).")
+    parser.add_argument("--num_steps", type=int, default=None, help="adapt() steps per class (default 200).")
     parser.add_argument("--seed", type=int, default=0, help="Base seed, as in benchmark_fewshot.py.")
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's default).")
     parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
@@ -177,7 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise ValueError(f"`--contender` {spec!r}: only Meta-GAN pipeline folders (NAME=PATH) are allowed here.")
     # the few-shot benchmark's own options, so that shots, seeds, budgets and metrics are exactly its
     fewshot = ["--output_dir", args.output_dir, "--seed", str(args.seed), "--extra_shots", "", "--no_pixel_metrics"]
-    for name in ("domains", "classes", "num_samples", "num_threads", "cache_dir"):
+    for name in ("domains", "classes", "num_samples", "num_steps", "num_threads", "cache_dir"):
         if getattr(args, name) is not None:
             fewshot += [f"--{name}", str(getattr(args, name))]
     if args.quick:

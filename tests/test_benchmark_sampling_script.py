@@ -80,8 +80,11 @@ def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
     args = quick(out, "--classes", "0:1", "--latent_scales", "", "--keep_fractions", "")
     tiny = sampling.bf.build_quick_models(out, args.fewshot.seed)["gan"]
     argv = ["--contender", f"augmented={tiny}", "--adapt_options", "augmented:shot_augment=1"]
-    rows = sampling.main(quick(out, "--classes", "0:1", "--latent_scales", "", "--keep_fractions", "", *argv))
+    rows = sampling.main(
+        quick(out, "--classes", "0:1", "--latent_scales", "", "--keep_fractions", "", "--num_steps", "2", *argv)
+    )
     assert [kw["shot_augment"] for kw in seen] == [1.0] and seen[0]["tone_match"] is False
+    assert [kw["num_steps"] for kw in seen] == [2] and [r["adapt_steps"] for r in rows] == [2]
     assert [r["adapt_options"]["shot_augment"] for r in rows] == [1.0]
     with pytest.raises(ValueError, match="no GAN contender has that name"):
         quick(out, "--contender", f"augmented={tiny}", "--adapt_options", "other:shot_augment=1")
