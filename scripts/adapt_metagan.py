@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from metagan_hub import MetaGANPipeline
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
+from metagan_hub.pipelines.copy_filter import check_replacement_spread
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
@@ -225,8 +226,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--copy_margin must be > 0, got {args.copy_margin}")
     if args.replacement_spread is not None and not args.avoid_copies:
         parser.error(f"--replacement_spread {args.replacement_spread} needs --avoid_copies")
-    if args.replacement_spread is not None and not 0 < args.replacement_spread <= 1:
-        parser.error(f"--replacement_spread must be in (0, 1], got {args.replacement_spread}")
+    if args.replacement_spread is not None:
+        try:
+            check_replacement_spread(args.replacement_spread)  # the pipeline's own rule: (0, 1]
+        except ValueError as err:
+            parser.error(f"--replacement_spread: {err}")
     if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
         parser.error(
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "

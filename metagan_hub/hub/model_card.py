@@ -166,11 +166,11 @@ def format_table(record: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
 CARD_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
-def check_card_images(card_images: Sequence[str], folder: str | os.PathLike) -> list[str]:
+def check_card_images(card_images: Sequence[str] | None, folder: str | os.PathLike) -> list[str]:
     """
     Return `card_images` as a list if each is the file name of an image already in `folder` (a relative path inside
     it, ending in one of `CARD_IMAGE_SUFFIXES`), else raise a `ValueError` naming the argument, the value and what is
-    allowed. The model card then shows them (e.g. the shots and a sample grid).
+    allowed. The model card then shows them (e.g. the shots and a sample grid). None or an empty sequence: `[]`.
 
     Example:
 
@@ -185,6 +185,8 @@ def check_card_images(card_images: Sequence[str], folder: str | os.PathLike) -> 
     ['samples.png']
     ```
     """
+    if card_images is None:
+        return []
     if isinstance(card_images, str) or not isinstance(card_images, Sequence):
         raise ValueError(f"`card_images` must be a list of image file names in the saved folder, got {card_images!r}.")
     names = list(card_images)

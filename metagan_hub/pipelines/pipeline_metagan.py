@@ -778,7 +778,7 @@ class MetaGANPipeline(DiffusionPipeline):
         from ..hub.model_card import render_lora_card
 
         check_finite_weights({"generator": self.generator}, action="save")
-        card_images = check_card_images(card_images, save_directory) if card_images else []
+        card_images = check_card_images(card_images, save_directory)
         os.makedirs(save_directory, exist_ok=True)
         modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
         quiet = _EmptyKeepInFp32Warning()
@@ -892,7 +892,7 @@ class MetaGANPipeline(DiffusionPipeline):
             )
             return
         check_finite_weights(self.components, action="save")
-        card_images = check_card_images(card_images, save_directory) if card_images else []
+        card_images = check_card_images(card_images, save_directory)
         os.makedirs(save_directory, exist_ok=True)
         target = self
         if self.has_lora:

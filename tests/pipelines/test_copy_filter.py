@@ -1,6 +1,7 @@
 """The pipeline's near-copy filter (`avoid_copies_of`, `copy_margin`) and its helpers."""
 
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from metagan_hub.pipelines.copy_filter import (
     copy_threshold_of_references,
     discriminator_features,
     gate_features,
+    near_copy_repulsion,
     nearest_reference_distance,
 )
 from tests.pipelines.test_pipeline_metagan import LATENT_DIM, make_pipe
@@ -179,8 +181,6 @@ def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
 
 
 def test_near_replacements_walk_from_the_near_copys_latent(pipe):
-    import math
-
     z = latents() * 1.5
     before = plain(pipe, z)
     references = before[:3].clone()  # samples 0-2 are exact copies
@@ -311,8 +311,6 @@ def test_filter_needs_a_discriminator():
 
 
 def test_near_copy_repulsion_is_the_hinge_on_the_filters_distance(pipe):
-    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
-
     disc = pipe.discriminator
     references = plain(pipe, latents(seed=5, n=5))
     images = torch.cat([references[:2], plain(pipe, latents(seed=6, n=6))]).requires_grad_(True)
@@ -335,16 +333,12 @@ def test_near_copy_repulsion_is_the_hinge_on_the_filters_distance(pipe):
 
 
 def test_near_copy_repulsion_of_repeated_references_is_zero(pipe):
-    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
-
     references = plain(pipe, latents(seed=5, n=1)).repeat(3, 1, 1, 1)  # the threshold is 0
     term, near = near_copy_repulsion(pipe.discriminator, plain(pipe, latents(seed=6, n=4)), references)
     assert float(term) == 0.0 and float(near) == 0.0
 
 
 def test_near_copy_repulsion_moves_near_copies_away(pipe):
-    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
-
     disc = pipe.discriminator
     references = plain(pipe, latents(seed=5, n=5))
     noise = torch.randn(references[:3].shape, generator=torch.Generator().manual_seed(0))
@@ -364,8 +358,6 @@ def test_near_copy_repulsion_moves_near_copies_away(pipe):
 
 
 def test_near_copy_repulsion_runs_only_the_near_copies_again_with_gradient(pipe):
-    from metagan_hub.pipelines.copy_filter import near_copy_repulsion
-
     disc = pipe.discriminator
     references = plain(pipe, latents(seed=5, n=5))
     batches = []
