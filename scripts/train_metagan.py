@@ -153,12 +153,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Meta-train a Meta-GAN over image classes.")
     # data
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", type=str, default=None, choices=["kanjivg", "fonts", "digits"])
+    data.add_argument(
+        "--dataset",
+        type=str,
+        default=None,
+        choices=["kanjivg", "fonts", "digits"],
+        help="A built-in source of classes: kanjivg and fonts render glyphs, digits is scikit-learn's 8x8 handwritten "
+        "digits (a smoke test). Your own classes: --train_data_dir or --dataset_name.",
+    )
     data.add_argument("--train_data_dir", type=str, default=None, help="An image folder with one subfolder per class.")
-    data.add_argument("--dataset_name", type=str, default=None, help="A Hugging Face datasets name or local path.")
-    data.add_argument("--dataset_split", type=str, default="train")
-    data.add_argument("--image_column", type=str, default="image")
-    data.add_argument("--label_column", type=str, default="label")
+    data.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="A Hugging Face datasets name or local path, one class per value of --label_column.",
+    )
+    data.add_argument("--dataset_split", type=str, default="train", help="--dataset_name: the split to read.")
+    data.add_argument("--image_column", type=str, default="image", help="--dataset_name: the column of images.")
+    data.add_argument("--label_column", type=str, default="label", help="--dataset_name: the column of class labels.")
     data.add_argument("--samples_per_class", type=int, default=20, help="kanjivg: rendered samples per class.")
     data.add_argument("--max_classes", type=int, default=None, help="kanjivg / fonts: use at most this many classes.")
     data.add_argument("--cache_dir", type=str, default=None, help="Cache folder of rendered / downloaded data.")

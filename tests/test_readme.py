@@ -1,0 +1,133 @@
+# Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
+"""The README's commands name options that the scripts accept: every `--flag` after `scripts/NAME.py` in a shell
+block or in running text, and every backticked `--flag` of the Meta-training section (train_metagan.py), is an
+option of that script, and a value given to an option with fixed choices is one of them."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FLAG = re.compile(r"--[a-z][a-z0-9_]*")
+
+
+@functools.cache
+def script_help(name: str) -> str:
+    """The `--help` text of `scripts/<name>.py`, from its own `parse_args`, in this process."""
+    spec = importlib.util.spec_from_file_location(f"readme_check_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a script look their module up
+    spec.loader.exec_module(module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    return out.getvalue()
+
+
+def options(help_text: str) -> set[str]:
+    return set(FLAG.findall(help_text))
+
+
+def choices(help_text: str) -> dict[str, set[str]]:
+    """`--flag {a,b,c}` in the usage lines: the flag's allowed values."""
+    return {flag: set(values.split(",")) for flag, values in re.findall(r"\[?(--[a-z0-9_]+) \{([^}]+)\}", help_text)}
+
+
+def shell_commands(text: str) -> list[str]:
+    """Commands of the README's bash blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands += [part.strip() for part in re.split(r"&&|;|\|", line)]
+    return commands
+
+
+def script_uses(text: str) -> list[tuple[str, list[str]]]:
+    """`(script name, tokens after it)` for every use of `scripts/NAME.py` in a command and `NAME.py --flag ...` in
+    running text."""
+    uses = []
+    for command in shell_commands(text):
+        match = re.search(r"scripts/([a-z_]+)\.py(.*)", command)
+        if match:
+            uses.append((match.group(1), match.group(2).split()))
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for name, rest in re.findall(
+        r"`(?:python |accelerate launch )?(?:scripts/)?([a-z_]+)\.py((?: --?[^`\s]+(?: [^`\s-][^`\s]*)?)+)`", prose
+    ):
+        uses.append((name, rest.split()))
+    return uses
+
+
+def listed_values(prose: str) -> list[str]:
+    """`--flag=value` for each backticked value in running text that lists an option's values:
+    "`--flag`: `a`, `b` (...) or `c`;" (up to the next `;` or `.`)."""
+    return [
+        f"{flag}={value}"
+        for flag, listing in re.findall(r"`(--[a-z0-9_]+)`: ([^;.]+)", prose)
+        for value in re.findall(r"`([^`]+)`", listing)
+    ]
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def check_tokens(name: str, tokens: list[str]) -> list[str]:
+    """Problems with `tokens` (a command's words after `scripts/<name>.py`)."""
+    help_text = script_help(name)
+    known, fixed = options(help_text), choices(help_text)
+    problems = []
+    for i, token in enumerate(tokens):
+        flag = token.split("=", 1)[0]
+        if not FLAG.fullmatch(flag):
+            continue
+        if flag not in known:
+            problems.append(f"{name}.py has no option {flag}")
+        value = token.split("=", 1)[1] if "=" in token else (tokens[i + 1] if i + 1 < len(tokens) else None)
+        if flag in fixed and value is not None and not value.startswith("-") and value not in fixed[flag]:
+            problems.append(f"{name}.py {flag} {value}: not one of {sorted(fixed[flag])}")
+    return problems
+
+
+def test_readme_script_options_exist():
+    uses = script_uses(README.read_text(encoding="utf-8"))
+    assert {"demo_adapt", "adapt_metagan", "train_metagan", "benchmark_fewshot"} <= {name for name, _ in uses}
+    problems = [
+        p for name, tokens in uses if (ROOT / "scripts" / f"{name}.py").is_file() for p in check_tokens(name, tokens)
+    ]
+    assert not problems, problems
+
+
+def test_readme_meta_training_flags_exist():
+    prose = re.sub(r"```.*?```", "", section(README.read_text(encoding="utf-8"), "Meta-training"), flags=re.S)
+    spans = re.findall(r"`(--[^`]+)`", prose)
+    assert len(spans) >= 5, spans  # the section lists the script's options in running text
+    problems = [p for span in spans for p in check_tokens("train_metagan", span.split())]
+    problems += check_tokens("train_metagan", listed_values(prose))
+    assert not problems, problems
+
+
+def test_checker_catches_unknown_options_and_choices():
+    assert check_tokens("train_metagan", ["--dataset", "kanjivg", "--learn_inner_lr"]) == []
+    assert check_tokens("train_metagan", ["--dataset", "imagefolder"]) == [
+        "train_metagan.py --dataset imagefolder: not one of ['digits', 'fonts', 'kanjivg']"
+    ]
+    assert check_tokens("adapt_metagan", ["--num_stepz", "3"]) == ["adapt_metagan.py has no option --num_stepz"]
+    listing = "`--dataset`: `kanjivg`, `imagefolder` (a folder) or `digits`; `--seed`: 0."
+    assert listed_values(listing) == ["--dataset=kanjivg", "--dataset=imagefolder", "--dataset=digits"]
+    uses = script_uses(
+        "```bash\npython scripts/demo_adapt.py \\\n    --output_dir x  # a comment --not_a_flag\n```\n"
+        "Text with `adapt_metagan.py --variety` in it."
+    )
+    assert uses == [("demo_adapt", ["--output_dir", "x"]), ("adapt_metagan", ["--variety"])]
