@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,23 @@ from PIL import Image
 from . import DATASETS, FontGlyphDataset, KanjiVGDataset, find_system_fonts, get_dataset
 from .base import ClassImageDataset, default_split_sizes
 from .kanjivg import kanjivg_characters
+
+
+def class_list(names: Iterable[str], limit: int = 64) -> str:
+    """Class names for a one-line report: single characters (glyph classes) run together, other names
+    comma-separated; cut to `limit` characters with an ellipsis.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.data.__main__ import class_list
+    >>> class_list(["三", "上", "下"]), class_list(["cats", "dogs"]), class_list(["a_long_name"] * 9, limit=20)
+    ('三上下', 'cats, dogs', 'a_long_name, a_long…')
+    ```
+    """
+    names = list(names)
+    text = ("" if all(len(n) == 1 for n in names) else ", ").join(names)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _echo(message: str, error: bool = False) -> None:
@@ -162,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale = args.scale if args.scale is not None else max(1, 64 // args.resolution)
         grid = make_grid(dataset, picked, args.samples, scale)
         grid.save(args.out)
-        names = "".join(dataset.class_names[i] if len(dataset.class_names[i]) == 1 else "?" for i in picked)
         counts = [dataset.num_images(i) for i in picked]
-        _echo(f"previewed classes: {len(picked)} ({names[:64]}); images per previewed class: {counts}")
+        names = class_list(dataset.class_names[i] for i in picked)
+        _echo(f"previewed classes: {len(picked)} ({names}); images per previewed class: {counts}")
         _echo(f"wrote {args.out} ({grid.width}x{grid.height})")
     return 0
 

@@ -31,3 +31,14 @@ def test_info_and_errors(tmp_path, capsys):
     assert "train /" in capsys.readouterr().out
     assert main(["preview", "--dataset", "imagefolder", "--root", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_preview_image_folder_names_its_classes(tmp_path, capsys):
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("L", (20, 20), 40 * i).save(tmp_path / name / f"{i}.png")
+    out = tmp_path / "grid.png"
+    assert main(["preview", "--dataset", "imagefolder", "--root", str(tmp_path), "--resolution", "8",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "previewed classes: 2 (cats, dogs); images per previewed class: [3, 3]" in capsys.readouterr().out
