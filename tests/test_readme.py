@@ -1,13 +1,16 @@
 # Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
-"""The README's commands name options that the scripts accept: every `--flag` after `scripts/NAME.py` in a shell
-block or in running text, and every backticked `--flag` of the Meta-training section (train_metagan.py), is an
-option of that script, and a value given to an option with fixed choices is one of them."""
+"""The README names only options that exist. Scripts: every `--flag` after `scripts/NAME.py` in a shell block or in
+running text, and every backticked `--flag` of the Meta-training section (train_metagan.py), is an option of that
+script, and a value given to an option with fixed choices is one of them. Python: every keyword argument of a
+pipeline method in its code blocks, and every `name=value` in its text, is a parameter of `MetaGANPipeline`."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import importlib.util
+import inspect
 import io
 import re
 import sys
@@ -131,3 +134,69 @@ def test_checker_catches_unknown_options_and_choices():
         "Text with `adapt_metagan.py --variety` in it."
     )
     assert uses == [("demo_adapt", ["--output_dir", "x"]), ("adapt_metagan", ["--variety"])]
+
+
+PIPELINE_METHODS = ("adapt", "__call__", "save_pretrained", "push_to_hub", "save_lora_weights", "load_lora_weights")
+RETURNS_PIPELINE = {"adapt", "from_pretrained", "load_lora_weights"}
+
+
+def pipeline_parameters() -> dict[str, set[str] | None]:
+    """Keyword names of `MetaGANPipeline`'s user-facing methods; `None` where a method also takes `**kwargs`."""
+    from metagan_hub import MetaGANPipeline
+
+    names = {}
+    for method in PIPELINE_METHODS:
+        params = inspect.signature(getattr(MetaGANPipeline, method)).parameters.values()
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
+        names[method] = None if open_ended else {p.name for p in params} - {"self"}
+    return names
+
+
+def python_keyword_uses(text: str) -> list[tuple[str, str]]:
+    """`(method, keyword)` for each keyword argument of a pipeline method call in the README's Python blocks: calls
+    of an attribute named like a method, and calls of a variable that holds a pipeline (assigned from `adapt`,
+    `from_pretrained` or `load_lora_weights`) as `__call__`."""
+    uses = []
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        tree = ast.parse(block)
+        pipelines = {
+            target.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr in RETURNS_PIPELINE
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Attribute) and node.func.attr in PIPELINE_METHODS:
+                method = node.func.attr
+            elif isinstance(node.func, ast.Name) and node.func.id in pipelines:
+                method = "__call__"
+            else:
+                continue
+            uses += [(method, kw.arg) for kw in node.keywords if kw.arg is not None]
+    return uses
+
+
+def test_readme_pipeline_keywords_exist():
+    text = README.read_text(encoding="utf-8")
+    params = pipeline_parameters()
+    uses = python_keyword_uses(text)
+    assert {("adapt", "num_steps"), ("__call__", "latent_scale"), ("__call__", "avoid_copies_of")} <= set(uses)
+    problems = [f"{m}({k}=...)" for m, k in uses if params[m] is not None and k not in params[m]]
+    # options named in running text, `name=value`: a keyword of one of the methods
+    known = set().union(*(p for p in params.values() if p is not None)) | {"trust_remote_code"}  # diffusers' loader
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    named = re.findall(r"`[^`]*?\b([a-z_]+)=[^=]", prose)
+    assert "shot_augment" in named and "replacement_spread" in named
+    problems += [f"`{k}=` in the text" for k in named if k not in known]
+    assert not problems, problems
+
+
+def test_keyword_checker_sees_calls_of_pipeline_variables():
+    text = "```python\np = Pipe.from_pretrained('x')\na = p.adapt(imgs, num_stepz=3)\nimages = a(latent_scal=2)\n```\n"
+    assert python_keyword_uses(text) == [("adapt", "num_stepz"), ("__call__", "latent_scal")]
