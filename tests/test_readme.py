@@ -64,7 +64,7 @@ def script_uses(text: str) -> list[tuple[str, list[str]]]:
         match = re.search(r"scripts/([a-z_]+)\.py(.*)", command)
         if match:
             uses.append((match.group(1), match.group(2).split()))
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    prose = running_text(text)
     for name, rest in re.findall(
         r"`(?:python |accelerate launch )?(?:scripts/)?([a-z_]+)\.py((?: --?[^`\s]+(?: [^`\s-][^`\s]*)?)+)`", prose
     ):
@@ -80,6 +80,11 @@ def listed_values(prose: str) -> list[str]:
         for flag, listing in re.findall(r"`(--[a-z0-9_]+)`: ([^;.]+)", prose)
         for value in re.findall(r"`([^`]+)`", listing)
     ]
+
+
+def running_text(text: str) -> str:
+    """`text` without its fenced code blocks."""
+    return re.sub(r"```.*?```", "", text, flags=re.S)
 
 
 def section(text: str, title: str) -> str:
@@ -113,7 +118,7 @@ def test_readme_script_options_exist():
 
 
 def test_readme_meta_training_flags_exist():
-    prose = re.sub(r"```.*?```", "", section(README.read_text(encoding="utf-8"), "Meta-training"), flags=re.S)
+    prose = running_text(section(README.read_text(encoding="utf-8"), "Meta-training"))
     spans = re.findall(r"`(--[^`]+)`", prose)
     assert len(spans) >= 5, spans  # the section lists the script's options in running text
     problems = [p for span in spans for p in check_tokens("train_metagan", span.split())]
@@ -190,7 +195,7 @@ def test_readme_pipeline_keywords_exist():
     problems = [f"{m}({k}=...)" for m, k in uses if params[m] is not None and k not in params[m]]
     # options named in running text, `name=value`: a keyword of one of the methods
     known = set().union(*(p for p in params.values() if p is not None)) | {"trust_remote_code"}  # diffusers' loader
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    prose = running_text(text)
     named = re.findall(r"`[^`]*?\b([a-z_]+)=[^=]", prose)
     assert "shot_augment" in named and "replacement_spread" in named
     problems += [f"`{k}=` in the text" for k in named if k not in known]
