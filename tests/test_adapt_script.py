@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import record_adapt_calls, tiny_pipeline
+from tests.testing_utils import load_script, record_adapt_calls, tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "adapt_metagan.py"
@@ -148,15 +148,6 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     assert not torch.equal(before, after)
 
 
-def load_script_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("adapt_metagan_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_main(script, args) -> None:
     """`script.main(args)` in this process, with Accelerate's process-wide state fresh before and cleared after."""
     from accelerate.state import AcceleratorState
@@ -169,7 +160,7 @@ def run_main(script, args) -> None:
 
 
 def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, monkeypatch):
-    script = load_script_module()
+    script = load_script("adapt_metagan_script", SCRIPT)
     base, shots = inputs
     args = script.parse_args(
         [
@@ -186,7 +177,7 @@ def test_script_rejects_resolution_mismatch_before_training(inputs, tmp_path, mo
 
 
 def test_script_argument_errors():
-    script = load_script_module()
+    script = load_script("adapt_metagan_script", SCRIPT)
     with pytest.raises(SystemExit):
         script.parse_args(["--pretrained_model_name_or_path", "x"])  # neither --train_data_dir nor --dataset_name
     with pytest.raises(SystemExit):
@@ -215,7 +206,7 @@ def test_script_argument_errors():
 
 
 def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
-    script = load_script_module()
+    script = load_script("adapt_metagan_script", SCRIPT)
     base, shots = inputs
     # a checkpoint whose card has no variety setting: a clear error before any adaptation, nothing written
     args = script.parse_args(
@@ -273,7 +264,7 @@ def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_pa
 
 
 def test_script_avoid_copies_filters_the_grid_against_the_training_images(inputs, tmp_path, monkeypatch):
-    script = load_script_module()
+    script = load_script("adapt_metagan_script", SCRIPT)
     base, shots = inputs
     calls: list = []
     call = MetaGANPipeline.__call__

@@ -9,14 +9,14 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import importlib.util
 import inspect
 import io
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.testing_utils import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -26,10 +26,7 @@ FLAG = re.compile(r"--[a-z][a-z0-9_]*")
 @functools.cache
 def script_help(name: str) -> str:
     """The `--help` text of `scripts/<name>.py`, from its own `parse_args`, in this process."""
-    spec = importlib.util.spec_from_file_location(f"readme_check_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in a script look their module up
-    spec.loader.exec_module(module)
+    module = load_script(f"readme_check_{name}", ROOT / "scripts" / f"{name}.py")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         module.parse_args(["--help"])

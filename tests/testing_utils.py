@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 import types
 from collections.abc import Iterator
 
@@ -72,9 +73,11 @@ def missing_cjk_fonts() -> str | None:
 
 
 def load_script(module_name: str, path: str | os.PathLike) -> types.ModuleType:
-    """Import a script of `scripts/` (which is not a package) as a module under `module_name`."""
+    """Import a script of `scripts/` (which is not a package) as a module under `module_name`, registered in
+    `sys.modules` (dataclasses in a script look their module up there)."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 
