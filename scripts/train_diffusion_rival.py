@@ -91,6 +91,7 @@ RESUMABLE_OPTIONS = (
     "save_fp16",
 )
 # Data options copied from a meta-checkpoint's training record by --data_from.
+DATASETS = ("kanjivg", "fonts", "digits", "imagefolder")
 DATA_OPTIONS = (
     "dataset",
     "samples_per_class",
@@ -123,8 +124,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="A Meta-GAN checkpoint folder: train on exactly the training classes and renders of its training "
         "record (metagan_hub.json). Its data options override the data options below.",
     )
-    data.add_argument("--dataset", type=str, default="kanjivg", choices=("kanjivg", "fonts", "digits", "imagefolder"))
-    data.add_argument("--train_data_dir", type=str, default=None, help="For --dataset imagefolder.")
+    data.add_argument(
+        "--dataset",
+        type=str,
+        default=None,
+        choices=DATASETS,
+        help="A built-in source of classes (default kanjivg; imagefolder: the folder of --train_data_dir).",
+    )
+    data.add_argument(
+        "--train_data_dir",
+        type=str,
+        default=None,
+        help="An image folder with one subfolder per class (as train_metagan.py's option of the same name).",
+    )
     data.add_argument("--samples_per_class", type=int, default=20, help="KanjiVG renders per character.")
     data.add_argument("--max_classes", type=int, default=None)
     data.add_argument("--render_seed", type=int, default=0, help="Seed of the KanjiVG renders.")
@@ -190,6 +202,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     if args.data_from is not None:
         apply_data_from(args)
+    elif args.train_data_dir is not None:
+        if args.dataset not in (None, "imagefolder"):
+            parser.error(
+                f"give either --dataset {args.dataset} or --train_data_dir {args.train_data_dir!r} (an image folder), "
+                "not both."
+            )
+        args.dataset = "imagefolder"
+    elif args.dataset is None:
+        args.dataset = "kanjivg"
     if args.max_train_steps is None and args.max_train_minutes is None:
         parser.error("give --max_train_steps or --max_train_minutes (or both).")
     for name in ("max_train_steps", "checkpointing_steps"):
@@ -221,9 +242,17 @@ def apply_data_from(args: argparse.Namespace) -> None:
     # train_metagan.py renders KanjiVG with its --seed
     args.render_seed = int(config.get("seed", 0))
     if config.get("train_data_dir"):
+        # train_metagan.py records an image folder as train_data_dir with no dataset
         args.train_data_dir = config["train_data_dir"]
-    if args.dataset not in ("kanjivg", "fonts", "digits", "imagefolder"):
-        raise ValueError(f"--data_from {args.data_from!r}: dataset {args.dataset!r} is not supported here.")
+        args.dataset = args.dataset or "imagefolder"
+    if args.dataset not in DATASETS:
+        source = f"dataset {args.dataset!r}"
+        if config.get("dataset_name"):
+            source = f"the Hugging Face dataset {config['dataset_name']!r}"
+        raise ValueError(
+            f"--data_from {args.data_from!r}: its training data ({source}) is not supported here; "
+            f"supported: --dataset {', '.join(DATASETS)} (imagefolder: --train_data_dir)."
+        )
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:

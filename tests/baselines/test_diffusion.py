@@ -154,6 +154,36 @@ def test_data_from_reads_the_meta_checkpoint_record():
     )
 
 
+def test_an_image_folder_is_named_as_in_train_metagan(tmp_path):
+    base = ["--output_dir", "x", "--max_train_steps", "1"]
+    assert train_rival.parse_args(base).dataset == "kanjivg"
+    for data in (["--train_data_dir", "imgs"], ["--dataset", "imagefolder", "--train_data_dir", "imgs"]):
+        args = train_rival.parse_args(base + data)
+        assert (args.dataset, args.train_data_dir) == ("imagefolder", "imgs")
+    with pytest.raises(SystemExit):  # the folder would be ignored
+        train_rival.parse_args(base + ["--dataset", "digits", "--train_data_dir", "imgs"])
+    with pytest.raises(SystemExit):
+        train_rival.parse_args(base + ["--dataset", "imagefolder"])
+
+
+def meta_record(folder: Path, **config) -> Path:
+    folder.mkdir()
+    options = {"samples_per_class": 20, "max_classes": None, "resolution": 32, "channels": 1, "split_seed": 0}
+    options.update(num_val_classes=None, num_test_classes=None, seed=0, **config)
+    (folder / "metagan_hub.json").write_text(json.dumps({"training_config": options}))
+    return folder
+
+
+def test_data_from_a_meta_checkpoint_trained_on_an_image_folder(tmp_path):
+    # train_metagan.py records --train_data_dir with dataset None
+    folder = meta_record(tmp_path / "meta", dataset=None, train_data_dir="my/classes", dataset_name=None)
+    args = train_rival.parse_args(["--data_from", str(folder), "--output_dir", "x", "--max_train_steps", "1"])
+    assert (args.dataset, args.train_data_dir) == ("imagefolder", "my/classes")
+    hub = meta_record(tmp_path / "hub", dataset=None, train_data_dir=None, dataset_name="someone/glyphs")
+    with pytest.raises(ValueError, match="--data_from .*Hugging Face dataset 'someone/glyphs'.*not supported"):
+        train_rival.parse_args(["--data_from", str(hub), "--output_dir", "x", "--max_train_steps", "1"])
+
+
 def test_script_needs_a_budget():
     with pytest.raises(SystemExit):
         train_rival.parse_args(["--output_dir", "x"])
