@@ -90,8 +90,9 @@ RESUMABLE_OPTIONS = (
     "grid_inference_steps",
     "save_fp16",
 )
-# Data options copied from a meta-checkpoint's training record by --data_from.
+# Sources of training classes (--dataset).
 DATASETS = ("kanjivg", "fonts", "digits", "imagefolder")
+# Data options copied from a meta-checkpoint's training record by --data_from.
 DATA_OPTIONS = (
     "dataset",
     "samples_per_class",
