@@ -154,7 +154,7 @@ def test_data_from_reads_the_meta_checkpoint_record():
     )
 
 
-def test_an_image_folder_is_named_as_in_train_metagan(tmp_path):
+def test_an_image_folder_is_named_as_in_train_metagan():
     base = ["--output_dir", "x", "--max_train_steps", "1"]
     assert train_rival.parse_args(base).dataset == "kanjivg"
     for data in (["--train_data_dir", "imgs"], ["--dataset", "imagefolder", "--train_data_dir", "imgs"]):
