@@ -32,6 +32,7 @@ from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS
+from metagan_hub.training.diversity import DIVERSITY_LOSSES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
 
@@ -104,9 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--diversity_loss",
         type=str,
         default=None,
-        choices=["cdc", "dcl"],
-        help="Diversity-preserving term (adapt()'s diversity_loss): cdc (cross-domain correspondence) or dcl (dual "
-        "contrastive learning); default: none.",
+        choices=list(DIVERSITY_LOSSES),
+        help="Diversity-preserving term (adapt()'s diversity_loss): cdc (cross-domain correspondence), dcl (dual "
+        "contrastive learning) or mixdl (mixup-based distance learning); default: none.",
     )
     parser.add_argument(
         "--diversity_weight", type=float, default=None, help="Weight of the diversity term (default: the method's)."
@@ -115,7 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--diversity_batch_size",
         type=int,
         default=None,
-        help="Latents per generator update while a diversity term is on (>= 3; default: --batch_size).",
+        help="Latents per generator update while a diversity term is on (>= 3; mixdl: >= 2, plus as many mixes; "
+        "default: --batch_size).",
     )
     parser.add_argument(
         "--mode_seeking_weight",

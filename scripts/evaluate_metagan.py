@@ -36,6 +36,7 @@ from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.data import get_dataset
 from metagan_hub.hub.safety import replace_nonfinite
 from metagan_hub.metrics import compute_metrics, heldout_distance
+from metagan_hub.training.diversity import DIVERSITY_LOSSES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--diversity_loss",
         default=None,
-        choices=["cdc", "dcl"],
+        choices=list(DIVERSITY_LOSSES),
         help="adapt() diversity-preserving term for every contender (default: none).",
     )
     parser.add_argument("--diversity_weight", type=float, default=None, help="adapt() diversity weight.")

@@ -80,6 +80,7 @@ from metagan_hub.metrics.classifiers import ClassifierRecipe, EvaluationClassifi
 from metagan_hub.metrics.yardstick import selection_key
 from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES, check_shot_augment
+from metagan_hub.training.diversity import DIVERSITY_LOSSES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, resolve_mixed_precision
 from metagan_hub.training.losses import LOSS_TYPES, WGAN_DRIFT
 from metagan_hub.training.meta_learning import (
@@ -225,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--diversity_loss",
         type=str,
         default=None,
-        choices=["cdc", "dcl"],
+        choices=list(DIVERSITY_LOSSES),
         help="adapt()'s diversity-preserving term in every inner generator step (source: the meta-weights).",
     )
     algo.add_argument("--diversity_weight", type=float, default=None, help="Its weight (default: the method's).")

@@ -629,16 +629,19 @@ class MetaGANPipeline(DiffusionPipeline):
                 variation of the starting generator while the copy learns the shots (see
                 `metagan_hub/training/diversity.py`): `"cdc"` (cross-domain correspondence, Ojha et al. 2021: the
                 pairwise similarity structure of a batch at every generator block must stay the starting
-                generator's, plus anchor regions with a patch-level discriminator) or `"dcl"` (dual contrastive
+                generator's, plus anchor regions with a patch-level discriminator), `"dcl"` (dual contrastive
                 learning, Zhao et al. 2022: each adapted sample must stay closest to the starting generator's sample
-                of the same latent, in generator and discriminator features). `None` (default, today's behaviour)
-                adds nothing. The starting generator is kept once per call (no copy when it already is float32 on
-                the training device; with `lora_rank` it is the base model without the adapter) and is not modified.
+                of the same latent, in generator and discriminator features) or `"mixdl"` (mixup-based distance
+                learning, Kong et al. 2022: a sample made from a mix of latents must resemble each of their samples
+                in proportion to its mixing coefficient; it adds that many mixes to each generator update and needs
+                no starting generator). `None` (default, today's behaviour) adds nothing. The starting generator is
+                kept once per call (no copy when it already is float32 on the training device; with `lora_rank` it
+                is the base model without the adapter) and is not modified.
             diversity_weight (`float`, *optional*): weight of the term; `None` = the method's default (`"cdc"`:
                 1000 / (N - 1) for a generator batch of N, the paper's 1000 on its per-entry mean; `"dcl"`: 1.0 for
-                each of its two terms).
+                each of its two terms; `"mixdl"`: 1000 / N).
             diversity_batch_size (`int`, *optional*): latents per generator update while a term is on (the pairwise
-                terms need >= 3); `None` = `batch_size`.
+                terms need >= 3, `"mixdl"` >= 2 and adds as many mixes); `None` = `batch_size`.
             cdc_anchor_interval (`int`, *optional*): with `"cdc"`, every this many steps the latents are drawn near
                 one anchor latent per shot and judged by the image-level discriminator, the other steps anywhere and
                 judged per patch by a new patch-level head; `None` = the paper's 4, `0` = no anchor regions.

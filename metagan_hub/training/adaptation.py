@@ -456,8 +456,8 @@ def adapt_pipeline(
     if diversity_loss is not None:
         # the frozen starting generator, kept once for the whole call: the pipeline's own generator (never modified;
         # with LoRA it has no adapter: the adapter goes onto the copy), or one float32 copy on the training device
-        source = pipeline.generator
-        if source.dtype != torch.float32 or source.device != device:
+        source = pipeline.generator if diversity_loss != "mixdl" else None  # MixDL needs no source
+        if source is not None and (source.dtype != torch.float32 or source.device != device):
             source = copy.deepcopy(source)
             torch.nn.Module.to(source, device=device, dtype=torch.float32)
         # DCL's discriminator-side term runs lazily, on the lazy-R1 steps (weighted by the interval)
@@ -527,7 +527,10 @@ def adapt_pipeline(
                 if anchors is not None:
                     disc_c.patch_level = True  # anywhere else: patch-level discriminator
                 z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-                z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
+                if regularizer is None:
+                    z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
+                else:  # the same draw as above, plus MixDL's mixes
+                    z_g = regularizer.generator_latents(g_batch_size, latent_dim, generator).to(device)
 
             lr_now = schedulers[0].get_last_lr()[0]  # the generator's (first group's) rate of this step
             ok, logs = gan_step(

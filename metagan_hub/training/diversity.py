@@ -33,7 +33,19 @@ Two methods from the few-shot GAN adaptation literature are available to [`MetaG
   copies of the shots. The paper's loss weights and temperature are not restated here: `adapt()` uses weight 1.0
   for both terms and temperature 0.07 (the usual InfoNCE value) as its defaults.
 
-All of them use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once
+- `"mixdl"` — mixup-based distance learning (Kong et al., ECCV 2022, "Few-shot Image Generation with Mixup-based
+  Distance Learning"). Aimed at the collapse itself rather than at the source: the generator batch is `K` latents
+  plus `K` mixes of them, mix `i` with coefficients `alpha_i ~ Dirichlet(1, ..., 1)`, and at each upsampling block
+  the mix's softmax over its cosine similarities to the `K` anchor samples must follow `softmax(alpha_i)`
+  ([`mixup_distance_loss`]): a sample between two latents must look in between, not snap onto one shot. It needs no
+  source generator. Two choices differ from the paper's StyleGAN code, which mixes in the mapped `w` space: our
+  latents are Gaussian `z` with no mapping network, so a mix is taken variance-preserving, `alpha_i @ z / ||alpha_i||`
+  (for fixed coefficients again a standard normal latent, so the term acts on typical samples, not on the shrunken
+  ones a plain convex mix gives); and only its generator side is here (the paper's discriminator side needs an extra
+  projection head). The paper's weight 1000 multiplies a KL divergence averaged over `K x K` entries; the row sums
+  averaged over `K` mixes here make that `1000 / K`.
+
+CDC and DCL use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once
 per `adapt()` call (the pipeline's own generator when it already has the training dtype and device, else one copy).
 """
 
@@ -54,7 +66,7 @@ from .losses import pairwise_similarity_consistency_loss
 
 logger = logging.getLogger(__name__)
 
-DIVERSITY_LOSSES = ("cdc", "dcl")
+DIVERSITY_LOSSES = ("cdc", "dcl", "mixdl")
 
 # CDC's weight lambda = 1000 multiplies a KL divergence *averaged over the N x (N - 1) similarity entries*;
 # `pairwise_similarity_consistency_loss` averages over the N samples only (KL summed over each row), so the same
@@ -66,6 +78,8 @@ CDC_ANCHOR_STD = 0.05
 # DCL: one weight for its generator-side and discriminator-side InfoNCE terms, and the usual InfoNCE temperature.
 DCL_WEIGHT = 1.0
 DCL_TEMPERATURE = 0.07
+# MixDL: weight 1000 on a KL divergence averaged over K x K entries (K anchors per mix), i.e. 1000 / K on our rows.
+MIXDL_PAPER_WEIGHT = 1000.0
 
 
 def default_diversity_weight(diversity_loss: str, batch_size: int) -> float:
@@ -74,6 +88,8 @@ def default_diversity_weight(diversity_loss: str, batch_size: int) -> float:
         return CDC_PAPER_WEIGHT / (batch_size - 1)
     if diversity_loss == "dcl":
         return DCL_WEIGHT
+    if diversity_loss == "mixdl":
+        return MIXDL_PAPER_WEIGHT / batch_size
     raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
 
 
@@ -120,11 +136,17 @@ def check_diversity_options(
             f"`cdc_anchor_interval` belongs to diversity_loss='cdc', got it with diversity_loss={diversity_loss!r}."
         )
     g_batch = batch_size if diversity_batch_size is None else diversity_batch_size
-    if g_batch < 3:
+    least = 2 if diversity_loss == "mixdl" else 3
+    if g_batch < least:
         name = "batch_size" if diversity_batch_size is None else "diversity_batch_size"
+        what = (
+            "mixes at least 2 latents"
+            if diversity_loss == "mixdl"
+            else "compares each generated sample with at least 2 others"
+        )
         raise ValueError(
-            f"diversity_loss={diversity_loss!r} compares each generated sample with at least 2 others: the generator "
-            f"batch (`{name}`, or `diversity_batch_size` when set) must be >= 3, got {g_batch}."
+            f"diversity_loss={diversity_loss!r} {what}: the generator batch (`{name}`, or `diversity_batch_size` when "
+            f"set) must be >= {least}, got {g_batch}."
         )
     weight = default_diversity_weight(diversity_loss, g_batch) if diversity_weight is None else float(diversity_weight)
     anchors = None
@@ -219,6 +241,81 @@ def contrastive_correspondence_loss(
     return total / len(anchors)
 
 
+def sample_mixup_coefficients(num_mixes: int, num_anchors: int, generator: torch.Generator) -> torch.Tensor:
+    """`[num_mixes, num_anchors]` mixing coefficients, each row drawn from the flat Dirichlet distribution
+    `Dirichlet(1, ..., 1)` (normalized standard exponentials), on the CPU from `generator`."""
+    u = torch.rand(num_mixes, num_anchors, generator=generator, dtype=torch.float64)
+    e = -torch.log1p(-u)  # Exp(1); 1 - u lies in (0, 1]
+    return (e / e.sum(dim=1, keepdim=True)).float()
+
+
+def mix_latents(latents: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """Variance-preserving mixes `coefficients @ latents / ||coefficients||` (row-wise): for i.i.d. standard normal
+    `latents` [K, D] and fixed coefficient rows [M, K], each mix is again a standard normal latent."""
+    c = coefficients.to(latents)
+    return (c @ latents) / c.norm(dim=1, keepdim=True)
+
+
+def mixup_distance_loss(
+    anchor_features: torch.Tensor | Sequence[torch.Tensor],
+    mix_features: torch.Tensor | Sequence[torch.Tensor],
+    coefficients: torch.Tensor,
+) -> torch.Tensor:
+    r"""
+    Mixup-based distance term of MixDL (Kong et al., ECCV 2022), averaged over layers.
+
+    Sample `i` of `mix_features` was made from a mix of the `K` latents of `anchor_features` with coefficients
+    `coefficients[i]` (a row summing to 1). Its distribution over the anchors, `q_i = softmax_j(cos(m_i, a_j))`, must
+    follow `p_i = softmax_j(coefficients[i, j])`: the loss is the mean over mixes of `KL(p_i || q_i)`. It is positive
+    when the generator maps every mix onto the same anchor image (mode collapse: all similarities alike, or the wrong
+    anchor nearest), and gradients reach both the mixes' and the anchors' features.
+
+    Args:
+        anchor_features (`torch.Tensor` `[K, ...]` or a list of them, one per layer): features of the anchor samples.
+        mix_features (`torch.Tensor` `[M, ...]` or a list of them): features of the mixed samples, same layers.
+        coefficients (`torch.Tensor` `[M, K]`): the mixing coefficients (rows on the probability simplex).
+
+    Returns:
+        `torch.Tensor`: the scalar float32 loss.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.training.diversity import mixup_distance_loss
+
+    >>> anchors = torch.eye(4) * 3.0  # four orthogonal samples
+    >>> alpha = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
+    >>> between = alpha @ anchors  # mixes that look in between, in proportion
+    >>> collapsed = anchors[:1].expand(2, 4)  # both mixes snap onto the first anchor
+    >>> bool(mixup_distance_loss(anchors, between, alpha) < mixup_distance_loss(anchors, collapsed, alpha))
+    True
+    ```
+    """
+    anchors, mixes = _as_list(anchor_features), _as_list(mix_features)
+    if not anchors or len(anchors) != len(mixes):
+        raise ValueError(
+            f"anchor and mix features must hold the same number (>= 1) of layers, got {len(anchors)} and {len(mixes)}."
+        )
+    total = anchors[0].new_zeros((), dtype=torch.float32)
+    for a, m in zip(anchors, mixes):
+        k, n = a.shape[0], m.shape[0]
+        if coefficients.shape != (n, k):
+            raise ValueError(
+                f"`coefficients` must have shape (mixes, anchors) = {(n, k)}, got {tuple(coefficients.shape)}."
+            )
+        if k < 2:
+            raise ValueError(f"mixup distances need >= 2 anchors, got {k}.")
+        a = F.normalize(a.float().reshape(k, -1), dim=1)
+        m = F.normalize(m.float().reshape(n, -1), dim=1)
+        if a.shape[1] != m.shape[1]:
+            raise ValueError(f"mix features have {m.shape[1]} values per sample, anchors {a.shape[1]}.")
+        log_q = F.log_softmax(m @ a.T, dim=1)  # [M, K]
+        p = F.softmax(coefficients.float().to(a.device), dim=1)
+        total = total + F.kl_div(log_q, p, reduction="batchmean")
+    return total / len(anchors)
+
+
 class PatchDiscriminator(nn.Module):
     """
     A [`MetaGANDiscriminator`] with an extra patch-level head, for CDC's anchor regions (Ojha et al., CVPR 2021).
@@ -307,8 +404,9 @@ class DiversityRegularizer:
     [`~metagan_hub.training.gan_step.GANStepConfig`] (`generator_regularizer` / `discriminator_regularizer`).
 
     Args:
-        method (`str`): `"cdc"` or `"dcl"`.
-        source_generator (`torch.nn.Module`): the frozen starting generator; only run under `torch.no_grad()`.
+        method (`str`): `"cdc"`, `"dcl"` or `"mixdl"`.
+        source_generator (`torch.nn.Module` or `None`): the frozen starting generator; only run under
+            `torch.no_grad()`. `"mixdl"` does not use it (`None` is fine).
         weight (`float`): weight of the term(s) in the generator (and discriminator) loss.
         temperature (`float`, *optional*): softmax temperature (CDC: 1.0, DCL: 0.07 by default).
         discriminator_interval (`int`, defaults to 1): DCL's discriminator-side term is computed only on steps whose
@@ -336,15 +434,18 @@ class DiversityRegularizer:
     def __init__(
         self,
         method: str,
-        source_generator: nn.Module,
+        source_generator: nn.Module | None,
         weight: float,
         temperature: float | None = None,
         discriminator_interval: int = 1,
     ) -> None:
         if method not in DIVERSITY_LOSSES:
             raise ValueError(f"`method` must be one of {DIVERSITY_LOSSES}, got {method!r}.")
+        if source_generator is None and method != "mixdl":
+            raise ValueError(f"diversity method {method!r} needs the frozen source generator, got None.")
         self.method = method
         self.source = source_generator
+        self._coefficients: torch.Tensor | None = None  # MixDL: the mixing coefficients of the last latents drawn
         self.weight = float(weight)
         self.temperature = (1.0 if method == "cdc" else DCL_TEMPERATURE) if temperature is None else temperature
         if isinstance(discriminator_interval, bool) or not isinstance(discriminator_interval, int):
@@ -357,8 +458,29 @@ class DiversityRegularizer:
     def source_output(self, latents: torch.Tensor):
         return self.source(latents, return_features=True)
 
+    def generator_latents(self, batch_size: int, latent_dim: int, generator: torch.Generator) -> torch.Tensor:
+        """The latents of a generator update (on the CPU, from `generator`): `batch_size` standard normal ones, and
+        for `"mixdl"` also `batch_size` variance-preserving mixes of them ([`mix_latents`]), `2 * batch_size` in all;
+        the mixing coefficients are kept for the following [`generator_term`]."""
+        z = torch.randn(batch_size, latent_dim, generator=generator)
+        if self.method != "mixdl":
+            return z
+        self._coefficients = sample_mixup_coefficients(batch_size, batch_size, generator)
+        return torch.cat([z, mix_latents(z, self._coefficients)])
+
     def generator_term(self, latents: torch.Tensor, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        """`weight *` the generator-side loss for the adapted generator's block `features` of `latents`."""
+        """`weight *` the generator-side loss for the adapted generator's block `features` of `latents` (for
+        `"mixdl"`, latents from [`generator_latents`]: anchors, then their mixes)."""
+        if self.method == "mixdl":
+            c = self._coefficients
+            if c is None or latents.shape[0] != 2 * c.shape[0]:
+                raise ValueError(
+                    "diversity_loss='mixdl' scores latents drawn by `generator_latents` (anchors, then their mixes); "
+                    f"got {latents.shape[0]} latents for {0 if c is None else c.shape[0]} mixes."
+                )
+            k = c.shape[0]
+            loss = mixup_distance_loss([f[:k] for f in features], [f[k:] for f in features], c)
+            return self.weight * loss, {"mixdl_g": loss.item()}
         source = self.source_output(latents).features
         if self.method == "cdc":
             loss = pairwise_similarity_consistency_loss(source, features, temperature=self.temperature)

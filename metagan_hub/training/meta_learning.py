@@ -70,8 +70,8 @@ class MetaLearningConfig:
         inner_freeze_discriminator_blocks (`int`): FreezeD in the inner loop (Reptile only): the task copies of the
             discriminator keep its input convolution and lowest N blocks frozen, as `adapt()` does (0: none).
         diversity_loss (`str`, *optional*): a diversity-preserving term in every inner generator step (Reptile and
-            FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions) or `"dcl"`, with the
-            meta-weights of the current meta step as the frozen source, as `adapt(diversity_loss=...)` does.
+            FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions), `"dcl"` or `"mixdl"`, with
+            the meta-weights of the current meta step as the frozen source, as `adapt(diversity_loss=...)` does.
         diversity_weight (`float`, *optional*): its weight (`None`: the method's default, as in `adapt()`).
         learn_inner_lr (`bool`): meta-learn one inner learning-rate scale per parameter tensor (Meta-SGD style, Li et
             al. 2017, first-order): the inner loop runs every tensor at `inner_lr * scale`, and after it the
@@ -342,6 +342,7 @@ class MetaLearner:
             mode_seeking_weight=config.mode_seeking_weight,
             r1_interval=config.inner_r1_interval,
         )
+        self._regularizer: DiversityRegularizer | None = None
         if config.diversity_loss is not None:
             # the frozen source of every inner loop is the meta-weights, which no inner loop modifies
             _, weight, _, _ = check_diversity_options(
@@ -352,8 +353,12 @@ class MetaLearner:
                 config.inner_batch_size,
             )
             regularizer = DiversityRegularizer(
-                config.diversity_loss, self.generator, weight, discriminator_interval=config.inner_r1_interval
+                config.diversity_loss,
+                None if config.diversity_loss == "mixdl" else self.generator,
+                weight,
+                discriminator_interval=config.inner_r1_interval,
             )
+            self._regularizer = regularizer
             self.step_config.generator_regularizer = regularizer.generator_term
             if config.diversity_loss == "dcl":
                 self.step_config.discriminator_regularizer = regularizer.discriminator_term
@@ -465,7 +470,10 @@ class MetaLearner:
             if cfg.shot_augment:
                 real = random_affine(real, cfg.shot_augment, gen)  # as adapt(shot_augment=...) distorts the shots
             z_d = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
-            z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
+            if self._regularizer is None:
+                z_g = torch.randn(cfg.inner_batch_size, latent_dim, generator=gen).to(self.device)
+            else:  # the same draw, plus MixDL's mixes
+                z_g = self._regularizer.generator_latents(cfg.inner_batch_size, latent_dim, gen).to(self.device)
             ok, logs = gan_step(
                 g_model, d_model, opt_g, opt_d, real, z_d, z_g, self.step_config, aug_gen, scaler, step=i
             )

@@ -15,10 +15,14 @@ import torch
 from metagan_hub import MetaGANPipeline
 from metagan_hub.training.diversity import (
     CDC_PAPER_WEIGHT,
+    MIXDL_PAPER_WEIGHT,
     DiversityRegularizer,
     PatchDiscriminator,
     contrastive_correspondence_loss,
+    mix_latents,
+    mixup_distance_loss,
     sample_anchor_latents,
+    sample_mixup_coefficients,
 )
 from metagan_hub.training.losses import discriminator_loss, pairwise_similarity_consistency_loss
 from tests.testing_utils import tiny_pipeline
@@ -197,6 +201,106 @@ def test_anchor_latents_are_near_distinct_anchors():
     assert float(torch.cdist(z, anchors).min(dim=1).values.max()) < 0.5
 
 
+# ---------------------------------------------------------------- MixDL mixup distance term
+def test_mixup_coefficients_lie_on_the_simplex_and_mixes_keep_the_latent_scale():
+    c = sample_mixup_coefficients(2000, 4, torch.Generator().manual_seed(0))
+    assert c.shape == (2000, 4) and bool((c >= 0).all())
+    assert torch.allclose(c.sum(dim=1), torch.ones(2000))
+    # flat Dirichlet: every coordinate has mean 1/K and variance (K - 1) / (K^2 (K + 1)) = 0.0375 for K = 4
+    assert torch.allclose(c.mean(dim=0), torch.full((4,), 0.25), atol=0.02)
+    assert float(c.var(dim=0).mean()) == pytest.approx(0.0375, rel=0.15)
+    assert torch.equal(c, sample_mixup_coefficients(2000, 4, torch.Generator().manual_seed(0)))
+    # for a fixed coefficient row, mixes of standard normal latents are standard normal again (a plain convex mix
+    # would shrink them by ||c||)
+    row = c[:1].expand(20000, 4)
+    z = torch.randn(20000, 4, 16, generator=torch.Generator().manual_seed(1))
+    mixes = torch.stack([mix_latents(z[i], row[i : i + 1])[0] for i in range(0, 20000, 10)])
+    assert float(mixes.std()) == pytest.approx(1.0, abs=0.03)
+    exact = mix_latents(torch.eye(4), torch.tensor([[0.6, 0.8, 0.0, 0.0]]))
+    assert torch.allclose(exact, torch.tensor([[0.6, 0.8, 0.0, 0.0]]))
+
+
+def test_mixup_distance_term_rewards_in_between_mixes_and_punishes_collapse():
+    g = torch.Generator().manual_seed(0)
+    anchors = torch.randn(4, 64, generator=g)
+    c = sample_mixup_coefficients(6, 4, g)
+    between = c @ anchors  # features that look in between, in proportion
+    collapsed = anchors[:1].expand(6, 64)  # every mix snaps onto the first anchor
+    wrong = anchors[torch.argmin(c, dim=1)]  # every mix onto the anchor it holds least of
+    low, high, worst = (float(mixup_distance_loss(anchors, m, c)) for m in (between, collapsed, wrong))
+    assert low < high and low < worst
+    assert min(low, high, worst) >= 0  # a KL divergence
+    # a list of layers is averaged
+    both = mixup_distance_loss([anchors, anchors], [between, wrong], c)
+    assert float(both) == pytest.approx((low + worst) / 2, rel=1e-5)
+    # zero exactly when the similarities are the coefficients up to a constant (softmax ignores it): a unit mix
+    # [x, sqrt(1 - |x|^2)] has cosine x_j with the unit anchor e_j in 5 dimensions
+    coefficients = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    x = coefficients - 0.25
+    unit_anchors = torch.cat([torch.eye(4), torch.zeros(4, 1)], dim=1)
+    mix = torch.cat([x, (1 - x.square().sum()).sqrt().reshape(1, 1)], dim=1)
+    assert float(mixup_distance_loss(unit_anchors, mix, coefficients)) == pytest.approx(0.0, abs=1e-6)
+    assert float(mixup_distance_loss(unit_anchors, unit_anchors[:1], coefficients)) > 0.1  # onto the smallest share
+
+
+def test_mixup_distance_term_gradient_reaches_anchors_and_mixes():
+    anchors = torch.randn(3, 10, requires_grad=True)
+    mixes = torch.randn(3, 10, requires_grad=True)
+    c = sample_mixup_coefficients(3, 3, torch.Generator().manual_seed(0))
+    mixup_distance_loss(anchors, mixes, c).backward()
+    assert float(anchors.grad.abs().sum()) > 0 and float(mixes.grad.abs().sum()) > 0
+
+
+def test_mixup_distance_term_bad_input():
+    a, m = torch.randn(3, 5), torch.randn(2, 5)
+    with pytest.raises(ValueError, match="coefficients"):
+        mixup_distance_loss(a, m, torch.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="layers"):
+        mixup_distance_loss([a, a], [m], torch.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=">= 2 anchors"):
+        mixup_distance_loss(a[:1], m, torch.ones(2, 1))
+    with pytest.raises(ValueError, match="values per sample"):
+        mixup_distance_loss(a, torch.randn(2, 6), torch.full((2, 3), 1 / 3))
+
+
+def test_mixdl_regularizer_draws_anchors_then_mixes_and_scores_them():
+    adapted = tiny_pipeline().generator
+    reg = DiversityRegularizer("mixdl", None, weight=2.0)
+    with pytest.raises(ValueError, match="generator_latents"):  # no mixes drawn yet
+        reg.generator_term(torch.randn(4, 8), adapted(torch.randn(4, 8), return_features=True).features)
+    g = torch.Generator().manual_seed(5)
+    z = reg.generator_latents(3, 8, g)
+    plain = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    assert z.shape == (6, 8) and torch.equal(z[:3], plain)  # the anchors are the usual draw
+    assert torch.allclose(z[3:], mix_latents(plain, reg._coefficients))
+    loss, logs = reg.generator_term(z, adapted(z, return_features=True).features)
+    assert float(loss.detach()) == pytest.approx(2.0 * logs["mixdl_g"], rel=1e-5) and logs["mixdl_g"] > 0
+    loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in adapted.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="mixes"):  # latents of another draw
+        reg.generator_term(z[:4], adapted(z[:4], return_features=True).features)
+    with pytest.raises(ValueError, match="source generator"):
+        DiversityRegularizer("cdc", None, weight=1.0)
+    # the other methods draw exactly the latents adapt() drew before
+    cdc = DiversityRegularizer("cdc", adapted, weight=1.0)
+    assert torch.equal(cdc.generator_latents(3, 8, torch.Generator().manual_seed(5)), plain)
+
+
+def test_mixdl_default_weight_matches_the_paper_scale():
+    # the paper's weight on a KL averaged over K x K entries (torch's KLDivLoss default) == weight / K on our rows
+    g = torch.Generator().manual_seed(0)
+    anchors, mixes = torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g)
+    c = sample_mixup_coefficients(4, 4, g)
+    ours = mixup_distance_loss(anchors, mixes, c) * MIXDL_PAPER_WEIGHT / 4
+    cos = torch.nn.functional.normalize(mixes, dim=1) @ torch.nn.functional.normalize(anchors, dim=1).T
+    kl = torch.nn.functional.kl_div(torch.log_softmax(cos, 1), torch.softmax(c, 1), reduction="sum")
+    paper = MIXDL_PAPER_WEIGHT * kl / 16  # mean over the 4 x 4 entries
+    assert float(ours) == pytest.approx(float(paper), rel=1e-5)
+    pipe = tiny_pipeline()
+    adapted = pipe.adapt(shots(), num_steps=1, diversity_loss="mixdl", generator=torch.Generator().manual_seed(0))
+    assert adapted.card_info["adaptation"]["diversity_weight"] == pytest.approx(MIXDL_PAPER_WEIGHT / 4)
+
+
 # ---------------------------------------------------------------- adapt()
 @pytest.mark.parametrize(
     "options",
@@ -204,8 +308,9 @@ def test_anchor_latents_are_near_distinct_anchors():
         {"diversity_loss": "cdc"},
         {"diversity_loss": "cdc", "cdc_anchor_interval": 0, "diversity_batch_size": 5},
         {"diversity_loss": "dcl", "diversity_weight": 0.5},
+        {"diversity_loss": "mixdl", "diversity_weight": 0.5, "diversity_batch_size": 3},
     ],
-    ids=["cdc", "cdc-no-anchors", "dcl"],
+    ids=["cdc", "cdc-no-anchors", "dcl", "mixdl"],
 )
 def test_adapt_keeps_the_source_bit_identical_and_records_the_options(options):
     pipe = tiny_pipeline()
@@ -226,6 +331,9 @@ def test_adapt_keeps_the_source_bit_identical_and_records_the_options(options):
         assert record["diversity_weight"] == pytest.approx(CDC_PAPER_WEIGHT / (record["diversity_batch_size"] - 1))
         assert record["cdc_anchor_interval"] == options.get("cdc_anchor_interval", 4)
         assert set(adapted.discriminator.state_dict()) == set(before_d)  # the patch head is not part of the result
+    elif options["diversity_loss"] == "mixdl":
+        assert record["diversity_weight"] == 0.5
+        assert not any("dcl_d" in row for row in record["losses"])
     else:
         assert record["diversity_weight"] == 0.5
         # lazy: the discriminator-side term runs on the lazy-R1 steps (every r1_interval = 4 steps)
@@ -252,7 +360,7 @@ def test_adapt_with_diversity_is_deterministic():
     assert all(torch.equal(v, sd[1][k]) for k, v in sd[0].items())  # same object, seed, process: bitwise
 
 
-@pytest.mark.parametrize("method", ["cdc", "dcl"])
+@pytest.mark.parametrize("method", ["cdc", "dcl", "mixdl"])
 def test_adapt_bf16(method):
     pipe = tiny_pipeline()
     before = state(pipe.generator)
@@ -314,6 +422,10 @@ def test_options_round_trip_through_the_model_card(tmp_path):
         ({"diversity_batch_size": 8}, "diversity_loss"),
         ({"diversity_loss": "dcl", "cdc_anchor_interval": 4}, "cdc_anchor_interval"),
         ({"diversity_loss": "cdc", "cdc_anchor_interval": -1}, "cdc_anchor_interval"),
+        ({"diversity_loss": "mixdl", "diversity_batch_size": 1}, "diversity_batch_size"),
+        ({"diversity_loss": "mixdl", "batch_size": 1}, "batch_size"),
+        ({"diversity_loss": "mixdl", "cdc_anchor_interval": 2}, "cdc_anchor_interval"),
+        ({"diversity_loss": "mixdl", "diversity_weight": -0.5}, "diversity_weight"),
     ],
 )
 def test_bad_diversity_options(options, match):

@@ -51,12 +51,13 @@ def test_adapt_inner_loop_follows_adapt_defaults():
     assert MetaLearningConfig.adapt_inner_loop(inner_steps=50, diversity_loss="cdc").inner_steps == 50
 
 
-def test_inner_freezed_keeps_the_frozen_meta_blocks_and_the_diversity_term_runs():
+@pytest.mark.parametrize("method", ["cdc", "mixdl"])
+def test_inner_freezed_keeps_the_frozen_meta_blocks_and_the_diversity_term_runs(method):
     g, d = tiny_gan()
     frozen_before = {k: v.clone() for k, v in d.state_dict().items() if k.startswith(("conv_in", "blocks.0"))}
-    learner = MetaLearner(g, d, MetaLearningConfig.adapt_inner_loop(inner_steps=3, diversity_loss="cdc"), seed=0)
+    learner = MetaLearner(g, d, MetaLearningConfig.adapt_inner_loop(inner_steps=3, diversity_loss=method), seed=0)
     logs = learner.meta_step(tasks(), step=0)
-    assert "cdc_g" in logs and logs["nonfinite"] == 0.0
+    assert f"{method}_g" in logs and logs["nonfinite"] == 0.0
     after = d.state_dict()
     # Reptile moves the meta-weights towards the task copies; FreezeD never changed those blocks there
     assert all(torch.equal(frozen_before[k], after[k]) for k in frozen_before)
@@ -109,7 +110,7 @@ def test_inner_shot_augmentation_distorts_the_support_batches_it_trains_on(monke
     assert all(torch.equal(augmented[k], again[k]) for k in augmented)  # seeded: reproducible
 
 
-@pytest.mark.parametrize("method", ["cdc", "dcl", "shot_augment"])
+@pytest.mark.parametrize("method", ["cdc", "dcl", "mixdl", "shot_augment"])
 def test_meta_training_with_the_adapt_inner_loop_resumes_bit_exactly(tmp_path, method):
     def run(*extra: str):
         return train_metagan.main(train_metagan.parse_args([*TINY, *extra]))
