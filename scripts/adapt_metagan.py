@@ -204,8 +204,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
-        "--shot_augment and --latent_scale for more varied samples and fewer near-copies of the shots, somewhat less "
-        "faithful). An error for a checkpoint whose card has none.",
+        "--shot_augment and --latent_scale, and --diversity_loss / --diversity_weight where it names a diversity "
+        "term, for more varied samples and fewer near-copies of the shots, somewhat less faithful). An error for a "
+        "checkpoint whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -316,8 +317,17 @@ def main(args: argparse.Namespace) -> None:
                 f"--variety: the card of {args.pretrained_model_name_or_path!r} recommends no variety setting (no "
                 "`variety_setting` in its metagan_hub.json); give --shot_augment and --latent_scale yourself."
             )
+        if "diversity_loss" in setting and args.diversity_loss not in (None, setting["diversity_loss"]):
+            raise ValueError(
+                f"--variety uses the card's diversity_loss={setting['diversity_loss']!r}, which conflicts with "
+                f"--diversity_loss {args.diversity_loss}; drop one of them."
+            )
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
-        logger.info("--variety: the card's setting, shot_augment=%g, latent_scale=%g", shot_augment, latent_scale)
+        if "diversity_loss" in setting:
+            args.diversity_loss = setting["diversity_loss"]
+            if args.diversity_weight is None:
+                args.diversity_weight = setting.get("diversity_weight")
+        logger.info("--variety: the card's setting, %s", ", ".join(f"{k}={v}" for k, v in setting.items()))
     images = load_shots(args)
     if args.train_data_dir is not None and args.max_shots is not None:
         from metagan_hub.data.images import load_images

@@ -56,7 +56,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data.images import pil_to_uint8  # noqa: E402
-from metagan_hub.hub.model_card import variety_setting  # noqa: E402
+from metagan_hub.hub.model_card import variety_adapt_options, variety_setting  # noqa: E402
 from metagan_hub.training.gan_step import cpu_has_native_bf16  # noqa: E402
 
 logger = logging.getLogger("metagan_hub.demo_app")
@@ -135,6 +135,7 @@ class AdaptResult:
     sample_seed: int = 0
     latent_scale: float = 1.0
     avoid_copies: bool = False
+    variety: bool = False
 
 
 class TorchWorker:
@@ -341,7 +342,7 @@ class DemoApp:
         # latents spread when sampling), or None where its benchmark found none that helps. The full-width bundled
         # card measured it on 30 kanji / 10 digit / 30 font-glyph classes; the half-width one copies no shots at its
         # defaults and only lost recognisability with it (kanji 0-9, 0.86 -> 0.82), so its card has none.
-        self.variety: dict[str, float] | None = variety_setting(self.pipeline.card_info)
+        self.variety: dict[str, Any] | None = variety_setting(self.pipeline.card_info)
         self.device = self.pipeline.generator.device
 
     # ------------------------------------------------------------------------------------------------ inputs
@@ -465,11 +466,11 @@ class DemoApp:
     ) -> AdaptJob:
         """
         Start adapting the meta-checkpoint to `shots` in a background thread and return the running [`AdaptJob`].
-        `variety=True` applies the checkpoint card's variety setting (`self.variety`): `adapt(shot_augment=...)`, and
-        samples drawn at its `latent_scale` (more varied samples and fewer near-copies of the shots, somewhat less
-        faithful); a checkpoint whose card has none refuses it. `avoid_copies=True` makes every sample batch replace
-        near-copies of the shots (`avoid_copies_of`; at least 2 shots, whose distances to each other set what counts
-        as one).
+        `variety=True` applies the checkpoint card's variety setting (`self.variety`): its `adapt()` options
+        (`shot_augment`, and a diversity term where it names one), and samples drawn at its `latent_scale` (more
+        varied samples and fewer near-copies of the shots, somewhat less faithful); a checkpoint whose card has none
+        refuses it. `avoid_copies=True` makes every sample batch replace near-copies of the shots (`avoid_copies_of`;
+        at least 2 shots, whose distances to each other set what counts as one).
 
         Raises:
             [`BusyError`]: when another adaptation is running (one at a time: the CPU is shared).
@@ -506,7 +507,7 @@ class DemoApp:
                     lora_rank=lora_rank,
                     generator=torch.Generator().manual_seed(seed),
                     callback=on_step,
-                    shot_augment=setting["shot_augment"],
+                    **variety_adapt_options(setting),
                 )
                 adapted.set_progress_bar_config(disable=True)
                 record = adapted.card_info.get("adaptation", {})
@@ -520,6 +521,7 @@ class DemoApp:
                     sample_seed=seed,
                     latent_scale=setting["latent_scale"],
                     avoid_copies=bool(avoid_copies),
+                    variety=bool(variety),
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -711,7 +713,7 @@ def adaptation_updates(
         "status": (
             f"Adapted to {len(result.shots)} image(s) in {result.seconds:.1f} s ({len(result.losses)} steps, "
             f"{precision}{f', LoRA rank {result.lora_rank}' if result.lora_rank else ''}"
-            f"{', variety setting' if result.latent_scale != 1.0 else ''}"
+            f"{', variety setting' if result.variety else ''}"
             f"{', near-copies replaced' if result.avoid_copies else ''}). "
             f"Samples for seed {result.sample_seed}."
         ),

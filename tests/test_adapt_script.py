@@ -242,6 +242,30 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "samples.png").is_file()
     assert json.loads((tmp_path / "out" / "adaptation.json").read_text(encoding="utf-8"))["shot_augment"] == 0.5
 
+    # a setting that names a diversity term: adapt() gets it (and its weight unless --diversity_weight is given);
+    # another --diversity_loss conflicts with it
+    pipe.card_info["variety_setting"] = {
+        "shot_augment": 0.0, "latent_scale": 1.0, "diversity_loss": "mixdl", "diversity_weight": 50.0
+    }  # fmt: skip
+    pipe.save_pretrained(tmp_path / "mixdl-base")
+    for extra, weight in (([], 50.0), (["--diversity_weight", "20"], 20.0)):
+        adapt_calls.clear()
+        args = script.parse_args(
+            ["--pretrained_model_name_or_path", str(tmp_path / "mixdl-base"), "--train_data_dir", str(shots),
+             "--variety", "--num_steps", "2", "--validation_images", "0", "--mixed_precision", "no",
+             "--output_dir", str(tmp_path / f"out-mixdl-{weight}"), *extra]
+        )  # fmt: skip
+        run_main(script, args)
+        (call,) = adapt_calls
+        assert (call["shot_augment"], call["diversity_loss"], call["diversity_weight"]) == (0.0, "mixdl", weight)
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "mixdl-base"), "--train_data_dir", str(shots),
+         "--variety", "--diversity_loss", "cdc", "--output_dir", str(tmp_path / "conflict")]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--variety uses the card's diversity_loss='mixdl'.*--diversity_loss cdc"):
+        run_main(script, args)
+    assert not (tmp_path / "conflict").exists()
+
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):
     base, shots = inputs

@@ -35,8 +35,10 @@ CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
     "variety_setting": (dict,),
 }
 # `variety_setting`: the setting a checkpoint's benchmark found to give more varied samples and fewer near-copies of
-# the shots, as `adapt(shot_augment=...)` plus sampling at `latent_scale=...`; absent where none was found to help.
+# the shots, as `adapt(shot_augment=..., [diversity_loss=..., diversity_weight=...])` plus sampling at
+# `latent_scale=...`; absent where none was found to help.
 VARIETY_SETTING_KEYS = ("shot_augment", "latent_scale")
+VARIETY_SETTING_OPTIONAL_KEYS = ("diversity_loss", "diversity_weight")
 
 
 def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -90,12 +92,13 @@ def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
     return info
 
 
-def variety_setting(card_info: dict[str, Any] | None) -> dict[str, float] | None:
+def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     """
     The variety setting a checkpoint's card recommends (`card_info["variety_setting"]`): `{"shot_augment": float,
-    "latent_scale": float}`, to pass as `adapt(shot_augment=...)` and as the adapted pipeline's
-    `__call__(latent_scale=...)`; `None` when the card has none (its benchmark found no setting that helps). A
-    malformed entry raises a `ValueError` naming the key, the value and what is allowed.
+    "latent_scale": float}`, optionally with `"diversity_loss": str` (one of `adapt()`'s diversity terms) and
+    `"diversity_weight": float`; [`variety_adapt_options`] turns it into `adapt()` arguments, and `latent_scale` goes
+    to the adapted pipeline's `__call__(latent_scale=...)`. `None` when the card has none (its benchmark found no
+    setting that helps). A malformed entry raises a `ValueError` naming the key, the value and what is allowed.
 
     Example:
 
@@ -104,24 +107,65 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, float] | None
 
     >>> variety_setting({"variety_setting": {"shot_augment": 1.0, "latent_scale": 1.5}})
     {'shot_augment': 1.0, 'latent_scale': 1.5}
+    >>> variety_setting({"variety_setting": {"shot_augment": 0, "latent_scale": 1, "diversity_loss": "mixdl"}})
+    {'shot_augment': 0.0, 'latent_scale': 1.0, 'diversity_loss': 'mixdl'}
     >>> variety_setting({"title": "no setting"}) is None
     True
     ```
     """
+    from ..training.diversity import DIVERSITY_LOSSES
+
     value = (card_info or {}).get("variety_setting")
     if value is None:
         return None
-    allowed = 'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0}'
-    if not isinstance(value, dict) or set(value) != set(VARIETY_SETTING_KEYS):
+    allowed = (
+        'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0}, optionally with "diversity_loss": '
+        f'one of {list(DIVERSITY_LOSSES)} and "diversity_weight": number >= 0'
+    )
+    keys = set(value) if isinstance(value, dict) else set()
+    if (
+        not isinstance(value, dict)
+        or not set(VARIETY_SETTING_KEYS) <= keys
+        or not keys <= set(VARIETY_SETTING_KEYS + VARIETY_SETTING_OPTIONAL_KEYS)
+        or ("diversity_weight" in keys and "diversity_loss" not in keys)
+    ):
         raise ValueError(f"`variety_setting` is {value!r}; expected {allowed}.")
-    setting: dict[str, float] = {}
-    for key in VARIETY_SETTING_KEYS:
+    setting: dict[str, Any] = {}
+    for key in VARIETY_SETTING_KEYS + ("diversity_weight",):
+        if key not in value:
+            continue
         number = value[key]
         ok = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
         if not ok or number < 0 or (key == "latent_scale" and number == 0):
             raise ValueError(f"`variety_setting.{key}` is {number!r}; expected {allowed}.")
         setting[key] = float(number)
+    if "diversity_loss" in value:
+        if value["diversity_loss"] not in DIVERSITY_LOSSES:
+            raise ValueError(f"`variety_setting.diversity_loss` is {value['diversity_loss']!r}; expected {allowed}.")
+        setting = {
+            "shot_augment": setting["shot_augment"],
+            "latent_scale": setting["latent_scale"],
+            "diversity_loss": value["diversity_loss"],
+            **({"diversity_weight": setting["diversity_weight"]} if "diversity_weight" in setting else {}),
+        }
     return setting
+
+
+def variety_adapt_options(setting: dict[str, Any]) -> dict[str, Any]:
+    """
+    The `adapt()` keyword arguments of a variety setting as [`variety_setting`] returns it: `shot_augment`, and
+    `diversity_loss` / `diversity_weight` where the setting has them (its `latent_scale` is for sampling).
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.hub.model_card import variety_adapt_options
+
+    >>> variety_adapt_options({"shot_augment": 0.0, "latent_scale": 1.0, "diversity_loss": "mixdl"})
+    {'shot_augment': 0.0, 'diversity_loss': 'mixdl'}
+    ```
+    """
+    return {k: v for k, v in setting.items() if k != "latent_scale"}
 
 
 BASE_TAGS = ["gan", "meta-learning", "few-shot", "metagan_hub", "diffusers", "unconditional-image-generation"]

@@ -178,7 +178,13 @@ def test_variety_option_applies_the_cards_setting(app, tmp_path, monkeypatch):
     assert all(np.array_equal(np.asarray(a), np.asarray(demo_app.enlarge(b))) for a, b in zip(shown, drawn))
     plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4))
     assert seen[-1]["shot_augment"] == 0.0 and plain["result"].latent_scale == 1.0
-    assert "variety" not in plain["status"]
+    assert "variety" not in plain["status"] and "diversity_loss" not in seen[-1]
+    # a setting that names a diversity term passes it to adapt(); at latent scale 1 the status still names the setting
+    monkeypatch.setattr(app, "variety", {"shot_augment": 0.0, "latent_scale": 1.0, "diversity_loss": "mixdl"})
+    mixdl = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert "error" not in mixdl and "variety setting" in mixdl["status"]
+    assert (seen[-1]["shot_augment"], seen[-1]["diversity_loss"]) == (0.0, "mixdl")
+    assert mixdl["result"].pipeline.card_info["adaptation"]["diversity_loss"] == "mixdl"
 
 
 def test_avoid_copies_option_replaces_near_copies_of_the_shots(app, tmp_path, monkeypatch):

@@ -335,6 +335,20 @@ def test_hub_base_model_is_kept(tmp_path):
         ('{"variety_setting": {"shot_augment": 1.0}}', "`variety_setting` is .*expected a JSON object"),
         ('{"variety_setting": {"shot_augment": -1, "latent_scale": 1.5}}', r"`variety_setting\.shot_augment` is -1"),
         ('{"variety_setting": {"shot_augment": 1, "latent_scale": 0}}', r"`variety_setting\.latent_scale` is 0"),
+        (
+            '{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "diversity_loss": "xyz"}}',
+            r"`variety_setting\.diversity_loss` is 'xyz'; expected .*'mixdl'",
+        ),
+        (
+            '{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "diversity_weight": 5}}',
+            "`variety_setting` is .*optionally with",
+        ),
+        (
+            '{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "diversity_loss": "mixdl", '
+            '"diversity_weight": -5}}',
+            r"`variety_setting\.diversity_weight` is -5",
+        ),
+        ('{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "seed": 3}}', "`variety_setting` is .*"),
         ("{not json", "is not valid JSON"),
     ],
 )
