@@ -70,8 +70,9 @@ class MetaLearningConfig:
         inner_freeze_discriminator_blocks (`int`): FreezeD in the inner loop (Reptile only): the task copies of the
             discriminator keep its input convolution and lowest N blocks frozen, as `adapt()` does (0: none).
         diversity_loss (`str`, *optional*): a diversity-preserving term in every inner generator step (Reptile and
-            FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions), `"dcl"` or `"mixdl"`, with
-            the meta-weights of the current meta step as the frozen source, as `adapt(diversity_loss=...)` does.
+            FOMAML; not pretraining), `"cdc"` (consistency term only, no anchor regions), `"dcl"` or `"mixdl"`, as
+            `adapt(diversity_loss=...)` does; CDC and DCL take the meta-weights of the current meta step as the frozen
+            source.
         diversity_weight (`float`, *optional*): its weight (`None`: the method's default, as in `adapt()`).
         learn_inner_lr (`bool`): meta-learn one inner learning-rate scale per parameter tensor (Meta-SGD style, Li et
             al. 2017, first-order): the inner loop runs every tensor at `inner_lr * scale`, and after it the
