@@ -131,23 +131,16 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     ):
         raise ValueError(f"`variety_setting` is {value!r}; expected {allowed}.")
     setting: dict[str, Any] = {}
-    for key in VARIETY_SETTING_KEYS + ("diversity_weight",):
-        if key not in value:
-            continue
-        number = value[key]
-        ok = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
-        if not ok or number < 0 or (key == "latent_scale" and number == 0):
-            raise ValueError(f"`variety_setting.{key}` is {number!r}; expected {allowed}.")
-        setting[key] = float(number)
-    if "diversity_loss" in value:
-        if value["diversity_loss"] not in DIVERSITY_LOSSES:
-            raise ValueError(f"`variety_setting.diversity_loss` is {value['diversity_loss']!r}; expected {allowed}.")
-        setting = {
-            "shot_augment": setting["shot_augment"],
-            "latent_scale": setting["latent_scale"],
-            "diversity_loss": value["diversity_loss"],
-            **({"diversity_weight": setting["diversity_weight"]} if "diversity_weight" in setting else {}),
-        }
+    for key in (k for k in VARIETY_SETTING_KEYS + VARIETY_SETTING_OPTIONAL_KEYS if k in value):
+        item = value[key]
+        if key == "diversity_loss":
+            ok = item in DIVERSITY_LOSSES
+        else:
+            ok = isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item) and item >= 0
+            ok = ok and not (key == "latent_scale" and item == 0)
+        if not ok:
+            raise ValueError(f"`variety_setting.{key}` is {item!r}; expected {allowed}.")
+        setting[key] = item if key == "diversity_loss" else float(item)
     return setting
 
 
