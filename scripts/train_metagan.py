@@ -227,7 +227,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=str,
         default=None,
         choices=list(DIVERSITY_LOSSES),
-        help="adapt()'s diversity-preserving term in every inner generator step (source: the meta-weights).",
+        help=(
+            "adapt()'s diversity term in every inner generator step (CDC and DCL keep the meta-weights as their "
+            "frozen source; MixDL has none)."
+        ),
     )
     algo.add_argument("--diversity_weight", type=float, default=None, help="Its weight (default: the method's).")
     algo.add_argument(
