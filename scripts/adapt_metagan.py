@@ -120,6 +120,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: --batch_size).",
     )
     parser.add_argument(
+        "--diversity_interval",
+        type=int,
+        default=None,
+        help="Run the diversity term on every this many generator updates only, weighted by the interval (lazy "
+        "regularization: part of the cost; default: every update).",
+    )
+    parser.add_argument(
         "--mode_seeking_weight",
         type=float,
         default=None,
@@ -351,6 +358,7 @@ def main(args: argparse.Namespace) -> None:
             ("diversity_loss", args.diversity_loss),
             ("diversity_weight", args.diversity_weight),
             ("diversity_batch_size", args.diversity_batch_size),
+            ("diversity_interval", args.diversity_interval),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
             ("mode_seeking_weight", args.mode_seeking_weight),
             ("copy_repulsion_weight", args.copy_repulsion_weight),

@@ -14,7 +14,8 @@ fp32). For comparison, `fp32-f0` / `bf16-f0` train
 the whole discriminator (`freeze_discriminator_blocks=0`, the earlier default) and `fp32-b8r1` / `bf16-b8r1` use the
 first defaults (batch size 8, R1 every step, no FreezeD). `fp32-cdc` / `fp32-cdc-a0` / `fp32-dcl` (and `bf16-cdc`,
 `bf16-dcl`) add a diversity-preserving term (`diversity_loss="cdc"` with and without anchor regions, `"dcl"`);
-`fp32-mixdl` / `fp32-mixdl2` add `diversity_loss="mixdl"` (with `diversity_batch_size=2` for the latter);
+`fp32-mixdl` / `fp32-mixdl2` / `fp32-mixdl-i2` add `diversity_loss="mixdl"` (with `diversity_batch_size=2`, or the
+term on every other generator update, `diversity_interval=2`);
 `fp32-shotaug` adds learned shot augmentation (`shot_augment=1.0`), `fp32-tone` the output tone curve fitted at the
 end (`tone_match=True`).
 
@@ -85,6 +86,8 @@ CONFIGS = {
     # generator batch of 4 in all)
     "fp32-mixdl": ("no", None, {"diversity_loss": "mixdl"}),
     "fp32-mixdl2": ("no", None, {"diversity_loss": "mixdl", "diversity_batch_size": 2}),
+    # MixDL on every other generator update only (lazy, weighted by 2): the mixes on half the steps
+    "fp32-mixdl-i2": ("no", None, {"diversity_loss": "mixdl", "diversity_interval": 2}),
     # learned shot augmentation (adapt(shot_augment=1.0)): a random affine map of each step's real images
     "fp32-shotaug": ("no", None, {"shot_augment": 1.0}),
     # the output tone curve fitted after the GAN steps (adapt(tone_match=True)): a fixed cost per call

@@ -442,6 +442,7 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "diversity_loss": str,
     "diversity_weight": float,
     "diversity_batch_size": int,
+    "diversity_interval": int,
     "cdc_anchor_interval": int,
     "layer_lr_scales": bool,
     "mode_seeking_weight": float,

@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--diversity_weight", type=float, default=None, help="adapt() diversity weight.")
     parser.add_argument("--diversity_batch_size", type=int, default=None, help="adapt() diversity batch size.")
+    parser.add_argument("--diversity_interval", type=int, default=None, help="adapt() diversity interval.")
     parser.add_argument("--cdc_anchor_interval", type=int, default=None, help="adapt() CDC anchor interval.")
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -207,6 +208,7 @@ def adapt_options(args: argparse.Namespace) -> dict:
             ("diversity_loss", args.diversity_loss),
             ("diversity_weight", args.diversity_weight),
             ("diversity_batch_size", args.diversity_batch_size),
+            ("diversity_interval", args.diversity_interval),
             ("cdc_anchor_interval", args.cdc_anchor_interval),
         )
         if v is not None

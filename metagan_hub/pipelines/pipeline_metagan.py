@@ -549,6 +549,7 @@ class MetaGANPipeline(DiffusionPipeline):
         diversity_loss: str | None = None,
         diversity_weight: float | None = None,
         diversity_batch_size: int | None = None,
+        diversity_interval: int | None = None,
         cdc_anchor_interval: int | None = None,
         layer_lr_scales: bool = True,
         mode_seeking_weight: float = 0.0,
@@ -642,6 +643,9 @@ class MetaGANPipeline(DiffusionPipeline):
                 each of its two terms; `"mixdl"`: 1000 / N).
             diversity_batch_size (`int`, *optional*): latents per generator update while a term is on (the pairwise
                 terms need >= 3, `"mixdl"` >= 2 and adds as many mixes); `None` = `batch_size`.
+            diversity_interval (`int`, *optional*): run the term on every this many generator updates only, weighted
+                by the interval (lazy regularization, as lazy R1: about the same average strength for part of the
+                cost; with `"mixdl"` the updates in between have no mixes); `None` = every update.
             cdc_anchor_interval (`int`, *optional*): with `"cdc"`, every this many steps the latents are drawn near
                 one anchor latent per shot and judged by the image-level discriminator, the other steps anywhere and
                 judged per patch by a new patch-level head; `None` = the paper's 4, `0` = no anchor regions.
@@ -729,6 +733,7 @@ class MetaGANPipeline(DiffusionPipeline):
             diversity_loss=diversity_loss,
             diversity_weight=diversity_weight,
             diversity_batch_size=diversity_batch_size,
+            diversity_interval=diversity_interval,
             cdc_anchor_interval=cdc_anchor_interval,
             layer_lr_scales=layer_lr_scales,
             mode_seeking_weight=mode_seeking_weight,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -21,7 +22,13 @@ import torch
 
 from ..models.layers import check_positive_float, check_positive_int
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
-from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
+from .diversity import (
+    DiversityRegularizer,
+    PatchDiscriminator,
+    check_diversity_interval,
+    check_diversity_options,
+    sample_anchor_latents,
+)
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
 from .tone import match_tone, tone_fit_latents
@@ -258,6 +265,7 @@ def adapt_pipeline(
     diversity_loss: str | None = None,
     diversity_weight: float | None = None,
     diversity_batch_size: int | None = None,
+    diversity_interval: int | None = None,
     cdc_anchor_interval: int | None = None,
     layer_lr_scales: bool = True,
     mode_seeking_weight: float = 0.0,
@@ -311,6 +319,7 @@ def adapt_pipeline(
     diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
         diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size
     )
+    diversity_interval = check_diversity_interval(diversity_interval, diversity_loss)
     _nonnegative_float("mode_seeking_weight", mode_seeking_weight)
     if mode_seeking_weight > 0 and g_batch_size < 2:
         raise ValueError(
@@ -462,7 +471,11 @@ def adapt_pipeline(
             torch.nn.Module.to(source, device=device, dtype=torch.float32)
         # DCL's discriminator-side term runs lazily, on the lazy-R1 steps (weighted by the interval)
         regularizer = DiversityRegularizer(
-            diversity_loss, source, diversity_weight, discriminator_interval=r1_interval
+            diversity_loss,
+            source,
+            diversity_weight,
+            discriminator_interval=r1_interval,
+            generator_interval=diversity_interval,
         )
         if cdc_anchor_interval:
             anchors = torch.randn(num_shots, latent_dim, generator=generator)  # one anchor latent per shot
@@ -489,6 +502,8 @@ def adapt_pipeline(
         discriminator_regularizer=regularizer.discriminator_term if diversity_loss == "dcl" else None,
         generator_image_regularizer=image_regularizer,
     )
+    # the generator updates between those of a lazy diversity term (`diversity_interval` > 1) run without it
+    plain_step_config = dataclasses.replace(step_config, generator_regularizer=None)
     losses: list[dict[str, float]] = []
     nonfinite_in_a_row = 0
     skipped = 0
@@ -527,14 +542,17 @@ def adapt_pipeline(
                 if anchors is not None:
                     disc_c.patch_level = True  # anywhere else: patch-level discriminator
                 z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-                if regularizer is None:
+                if regularizer is None or not regularizer.applies_to_generator(step):
                     z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
                 else:  # the same draw as above, plus MixDL's mixes
                     z_g = regularizer.generator_latents(g_batch_size, latent_dim, generator).to(device)
+            this_config = step_config
+            if regularizer is not None and not regularizer.applies_to_generator(step):
+                this_config = plain_step_config
 
             lr_now = schedulers[0].get_last_lr()[0]  # the generator's (first group's) rate of this step
             ok, logs = gan_step(
-                gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, step_config, aug_generator, scaler, step=step
+                gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, this_config, aug_generator, scaler, step=step
             )
             with warnings.catch_warnings():
                 # the schedule follows the step index, also over a skipped (non-finite) step, where torch would warn
@@ -623,6 +641,7 @@ def adapt_pipeline(
         "diversity_loss": diversity_loss,
         "diversity_weight": diversity_weight,
         "diversity_batch_size": g_batch_size if diversity_loss is not None else None,
+        "diversity_interval": diversity_interval if diversity_loss is not None else None,
         "cdc_anchor_interval": cdc_anchor_interval,
         "mode_seeking_weight": mode_seeking_weight,
         "copy_repulsion_weight": copy_repulsion_weight,

@@ -93,6 +93,25 @@ def default_diversity_weight(diversity_loss: str, batch_size: int) -> float:
     raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
 
 
+def check_diversity_interval(diversity_interval: Any, diversity_loss: str | None) -> int:
+    """Validate `adapt()`'s `diversity_interval` (the generator-side term on every k-th generator update) and resolve
+    its default (1, every update). Raises a `ValueError` naming the argument for a non-integer or value < 1, or for a
+    value given without `diversity_loss`."""
+    if diversity_interval is None:
+        return 1
+    if isinstance(diversity_interval, bool) or not isinstance(diversity_interval, int) or diversity_interval < 1:
+        raise ValueError(
+            f"`diversity_interval` must be None (every generator update) or a positive integer, got "
+            f"{diversity_interval!r}."
+        )
+    if diversity_loss is None:
+        raise ValueError(
+            f"`diversity_interval`={diversity_interval!r} was given without `diversity_loss`; pick one of "
+            f"{DIVERSITY_LOSSES}."
+        )
+    return diversity_interval
+
+
 def check_diversity_options(
     diversity_loss: Any, diversity_weight: Any, diversity_batch_size: Any, cdc_anchor_interval: Any, batch_size: int
 ) -> tuple[str | None, float | None, int, int | None]:
@@ -412,6 +431,9 @@ class DiversityRegularizer:
         discriminator_interval (`int`, defaults to 1): DCL's discriminator-side term is computed only on steps whose
             index is a multiple of this, weighted by it (lazy regularization, as lazy R1 in StyleGAN2: the same
             average strength for a fraction of the cost); `adapt()` passes its `r1_interval`.
+        generator_interval (`int`, defaults to 1): the generator-side term runs only on generator updates whose step
+            index is a multiple of this ([`applies_to_generator`]), weighted by it (the same lazy scheme); `adapt()`
+            passes its `diversity_interval`. MixDL then also draws its mixes only on those steps.
 
     Example:
 
@@ -438,6 +460,7 @@ class DiversityRegularizer:
         weight: float,
         temperature: float | None = None,
         discriminator_interval: int = 1,
+        generator_interval: int = 1,
     ) -> None:
         if method not in DIVERSITY_LOSSES:
             raise ValueError(f"`method` must be one of {DIVERSITY_LOSSES}, got {method!r}.")
@@ -453,6 +476,14 @@ class DiversityRegularizer:
         if discriminator_interval < 1:
             raise ValueError(f"`discriminator_interval` must be a positive integer, got {discriminator_interval!r}.")
         self.discriminator_interval = discriminator_interval
+        if isinstance(generator_interval, bool) or not isinstance(generator_interval, int) or generator_interval < 1:
+            raise ValueError(f"`generator_interval` must be a positive integer, got {generator_interval!r}.")
+        self.generator_interval = generator_interval
+
+    def applies_to_generator(self, step: int) -> bool:
+        """Whether the generator-side term runs on the generator update of step `step` (every `generator_interval`-th
+        step, from step 0)."""
+        return step % self.generator_interval == 0
 
     @torch.no_grad()
     def source_output(self, latents: torch.Tensor):
@@ -469,8 +500,9 @@ class DiversityRegularizer:
         return torch.cat([z, mix_latents(z, self._coefficients)])
 
     def generator_term(self, latents: torch.Tensor, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        """`weight *` the generator-side loss for the adapted generator's block `features` of `latents` (for
-        `"mixdl"`, latents from [`generator_latents`]: anchors, then their mixes)."""
+        """`weight * generator_interval *` the generator-side loss for the adapted generator's block `features` of
+        `latents` (for `"mixdl"`, latents from [`generator_latents`]: anchors, then their mixes). The caller runs it
+        only on the steps of [`applies_to_generator`]."""
         if self.method == "mixdl":
             c = self._coefficients
             if c is None or latents.shape[0] != 2 * c.shape[0]:
@@ -480,13 +512,13 @@ class DiversityRegularizer:
                 )
             k = c.shape[0]
             loss = mixup_distance_loss([f[:k] for f in features], [f[k:] for f in features], c)
-            return self.weight * loss, {"mixdl_g": loss.item()}
+            return self.weight * self.generator_interval * loss, {"mixdl_g": loss.item()}
         source = self.source_output(latents).features
         if self.method == "cdc":
             loss = pairwise_similarity_consistency_loss(source, features, temperature=self.temperature)
         else:
             loss = contrastive_correspondence_loss(features, source, temperature=self.temperature)
-        return self.weight * loss, {f"{self.method}_g": loss.item()}
+        return self.weight * self.generator_interval * loss, {f"{self.method}_g": loss.item()}
 
     def discriminator_term(
         self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, latents: torch.Tensor, step: int = 0

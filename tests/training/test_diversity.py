@@ -340,6 +340,36 @@ def test_adapt_keeps_the_source_bit_identical_and_records_the_options(options):
         assert [("dcl_d" in row) for row in record["losses"]] == [s % 4 == 0 for s in range(6)]
 
 
+@pytest.mark.parametrize("method", ["mixdl", "cdc"])
+def test_lazy_diversity_term_runs_on_every_kth_update_with_k_times_the_weight(method):
+    # diversity_interval=k: the generator-side term (and MixDL's mixes) only on steps 0, k, 2k, ..., weighted by k
+    pipe = tiny_pipeline()
+    options = {"diversity_loss": method, "diversity_weight": 0.5, "generator": torch.Generator().manual_seed(0)}
+    if method == "cdc":
+        options["cdc_anchor_interval"] = 0
+    lazy = pipe.adapt(shots(), num_steps=7, diversity_interval=3, **options).card_info["adaptation"]
+    assert lazy["diversity_interval"] == 3
+    assert [f"{method}_g" in row for row in lazy["losses"]] == [s % 3 == 0 for s in range(7)]
+    reg = DiversityRegularizer(method, pipe.generator, 0.5, generator_interval=3)
+    assert [reg.applies_to_generator(s) for s in range(4)] == [True, False, False, True]
+    eager = DiversityRegularizer(method, pipe.generator, 0.5)
+    z_gen = torch.Generator().manual_seed(1)
+    latents = reg.generator_latents(4, pipe.generator.config.latent_dim, z_gen)
+    if method == "mixdl":
+        eager._coefficients = reg._coefficients
+    features = copy.deepcopy(pipe.generator)(latents + 0.1, return_features=True).features
+    lazy_loss, _ = reg.generator_term(latents, features)
+    eager_loss, _ = eager.generator_term(latents, features)
+    assert eager_loss.item() > 0
+    assert lazy_loss.item() == pytest.approx(3 * eager_loss.item())
+    # interval 1 is the default: the same result as leaving it out, bit for bit
+    a = pipe.adapt(
+        shots(), num_steps=3, diversity_interval=1, **{**options, "generator": torch.Generator().manual_seed(0)}
+    )
+    b = pipe.adapt(shots(), num_steps=3, **{**options, "generator": torch.Generator().manual_seed(0)})
+    assert all(torch.equal(v, b.generator.state_dict()[k]) for k, v in a.generator.state_dict().items())
+
+
 def test_adapt_without_diversity_records_none_and_matches_explicit_none():
     pipe = tiny_pipeline()
     a = pipe.adapt(shots(), num_steps=3, generator=torch.Generator().manual_seed(0))
@@ -426,6 +456,10 @@ def test_options_round_trip_through_the_model_card(tmp_path):
         ({"diversity_loss": "mixdl", "batch_size": 1}, "batch_size"),
         ({"diversity_loss": "mixdl", "cdc_anchor_interval": 2}, "cdc_anchor_interval"),
         ({"diversity_loss": "mixdl", "diversity_weight": -0.5}, "diversity_weight"),
+        ({"diversity_loss": "mixdl", "diversity_interval": 0}, "diversity_interval"),
+        ({"diversity_loss": "cdc", "diversity_interval": 1.5}, "diversity_interval"),
+        ({"diversity_loss": "dcl", "diversity_interval": True}, "diversity_interval"),
+        ({"diversity_interval": 2}, "diversity_loss"),
     ],
 )
 def test_bad_diversity_options(options, match):
@@ -450,6 +484,7 @@ def test_adapt_script_passes_and_records_the_diversity_options(tmp_path):
     args = ["--pretrained_model_name_or_path", str(tmp_path / "base"), "--train_data_dir", str(folder)]
     args += ["--num_steps", "2", "--output_dir", str(tmp_path / "out"), "--validation_images", "0"]
     args += ["--diversity_loss", "dcl", "--diversity_weight", "0.25", "--diversity_batch_size", "5"]
+    args += ["--diversity_interval", "3"]
     result = subprocess.run(
         [sys.executable, str(repo / "scripts" / "adapt_metagan.py"), *args],
         env=env,
@@ -467,3 +502,4 @@ def test_adapt_script_passes_and_records_the_diversity_options(tmp_path):
             0.25,
             5,
         )
+        assert record["diversity_interval"] == 3
