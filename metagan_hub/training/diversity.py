@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.discriminator_metagan import MetaGANDiscriminator, MetaGANDiscriminatorOutput
-from ..models.layers import make_activation
+from ..models.layers import check_positive_int, make_activation
 from .losses import pairwise_similarity_consistency_loss
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,7 @@ def check_diversity_interval(diversity_interval: Any, diversity_loss: str | None
     value given without `diversity_loss`."""
     if diversity_interval is None:
         return 1
-    if isinstance(diversity_interval, bool) or not isinstance(diversity_interval, int) or diversity_interval < 1:
-        raise ValueError(
-            f"`diversity_interval` must be None (every generator update) or a positive integer, got "
-            f"{diversity_interval!r}."
-        )
+    check_positive_int("diversity_interval", diversity_interval)
     if diversity_loss is None:
         raise ValueError(
             f"`diversity_interval`={diversity_interval!r} was given without `diversity_loss`; pick one of "
@@ -471,14 +467,8 @@ class DiversityRegularizer:
         self._coefficients: torch.Tensor | None = None  # MixDL: the mixing coefficients of the last latents drawn
         self.weight = float(weight)
         self.temperature = (1.0 if method == "cdc" else DCL_TEMPERATURE) if temperature is None else temperature
-        if isinstance(discriminator_interval, bool) or not isinstance(discriminator_interval, int):
-            raise ValueError(f"`discriminator_interval` must be a positive integer, got {discriminator_interval!r}.")
-        if discriminator_interval < 1:
-            raise ValueError(f"`discriminator_interval` must be a positive integer, got {discriminator_interval!r}.")
-        self.discriminator_interval = discriminator_interval
-        if isinstance(generator_interval, bool) or not isinstance(generator_interval, int) or generator_interval < 1:
-            raise ValueError(f"`generator_interval` must be a positive integer, got {generator_interval!r}.")
-        self.generator_interval = generator_interval
+        self.discriminator_interval = check_positive_int("discriminator_interval", discriminator_interval)
+        self.generator_interval = check_positive_int("generator_interval", generator_interval)
 
     def applies_to_generator(self, step: int) -> bool:
         """Whether the generator-side term runs on the generator update of step `step` (every `generator_interval`-th
