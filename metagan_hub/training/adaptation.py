@@ -22,13 +22,7 @@ import torch
 
 from ..models.layers import check_positive_float, check_positive_int
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
-from .diversity import (
-    DiversityRegularizer,
-    PatchDiscriminator,
-    check_diversity_interval,
-    check_diversity_options,
-    sample_anchor_latents,
-)
+from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
 from .tone import match_tone, tone_fit_latents
@@ -317,9 +311,9 @@ def adapt_pipeline(
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
     snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
     diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
-        diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size
+        diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size, diversity_interval
     )
-    diversity_interval = check_diversity_interval(diversity_interval, diversity_loss)
+    diversity_interval = 1 if diversity_interval is None else diversity_interval
     _nonnegative_float("mode_seeking_weight", mode_seeking_weight)
     if mode_seeking_weight > 0 and g_batch_size < 2:
         raise ValueError(
@@ -529,6 +523,8 @@ def adapt_pipeline(
     # 3. GAN steps on the shots
     with progress as bar:
         for step in range(num_steps):
+            # no diversity term on this generator update: none at all, or off between the steps of a lazy one
+            term_off = regularizer is None or not regularizer.applies_to_generator(step)
             idx = torch.randint(0, num_shots, (batch_size,), generator=generator)
             real = shots[idx.to(device)]  # [B, C, H, W]
             if shot_augment > 0:
@@ -542,18 +538,14 @@ def adapt_pipeline(
                 if anchors is not None:
                     disc_c.patch_level = True  # anywhere else: patch-level discriminator
                 z_d = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-                if regularizer is None or not regularizer.applies_to_generator(step):
+                if term_off:
                     z_g = torch.randn(g_batch_size, latent_dim, generator=generator).to(device)
                 else:  # the same draw as above, plus MixDL's mixes
                     z_g = regularizer.generator_latents(g_batch_size, latent_dim, generator).to(device)
-            this_config = step_config
-            if regularizer is not None and not regularizer.applies_to_generator(step):
-                this_config = plain_step_config
 
             lr_now = schedulers[0].get_last_lr()[0]  # the generator's (first group's) rate of this step
-            ok, logs = gan_step(
-                gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, this_config, aug_generator, scaler, step=step
-            )
+            config = plain_step_config if term_off else step_config
+            ok, logs = gan_step(gen_c, disc_c, opt_g, opt_d, real, z_d, z_g, config, aug_generator, scaler, step=step)
             with warnings.catch_warnings():
                 # the schedule follows the step index, also over a skipped (non-finite) step, where torch would warn
                 # that the optimizer did not step first

@@ -93,28 +93,20 @@ def default_diversity_weight(diversity_loss: str, batch_size: int) -> float:
     raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
 
 
-def check_diversity_interval(diversity_interval: Any, diversity_loss: str | None) -> int:
-    """Validate `adapt()`'s `diversity_interval` (the generator-side term on every k-th generator update) and resolve
-    its default (1, every update). Raises a `ValueError` naming the argument for a non-integer or value < 1, or for a
-    value given without `diversity_loss`."""
-    if diversity_interval is None:
-        return 1
-    check_positive_int("diversity_interval", diversity_interval)
-    if diversity_loss is None:
-        raise ValueError(
-            f"`diversity_interval`={diversity_interval!r} was given without `diversity_loss`; pick one of "
-            f"{DIVERSITY_LOSSES}."
-        )
-    return diversity_interval
-
-
 def check_diversity_options(
-    diversity_loss: Any, diversity_weight: Any, diversity_batch_size: Any, cdc_anchor_interval: Any, batch_size: int
+    diversity_loss: Any,
+    diversity_weight: Any,
+    diversity_batch_size: Any,
+    cdc_anchor_interval: Any,
+    batch_size: int,
+    diversity_interval: Any = None,
 ) -> tuple[str | None, float | None, int, int | None]:
     """Validate the diversity options of `adapt()` and resolve their defaults.
 
     Returns `(diversity_loss, weight, generator_batch_size, anchor_interval)`: the weight and anchor interval are
-    `None` when no diversity term is on, and the generator batch size is `batch_size` then."""
+    `None` when no diversity term is on, and the generator batch size is `batch_size` then. `diversity_interval` (the
+    generator-side term on every k-th generator update; `None` = every update) is only checked: a positive integer,
+    given with a `diversity_loss`."""
     if diversity_loss is not None and diversity_loss not in DIVERSITY_LOSSES:
         raise ValueError(f"`diversity_loss` must be None or one of {DIVERSITY_LOSSES}, got {diversity_loss!r}.")
     if diversity_weight is not None and (
@@ -135,11 +127,14 @@ def check_diversity_options(
             f"`cdc_anchor_interval` must be None (the paper's {CDC_ANCHOR_INTERVAL}), 0 (no anchor regions) or a "
             f"positive integer, got {cdc_anchor_interval!r}."
         )
+    if diversity_interval is not None:
+        check_positive_int("diversity_interval", diversity_interval)
     if diversity_loss is None:
         for name, value in (
             ("diversity_weight", diversity_weight),
             ("diversity_batch_size", diversity_batch_size),
             ("cdc_anchor_interval", cdc_anchor_interval),
+            ("diversity_interval", diversity_interval),
         ):
             if value is not None:
                 raise ValueError(
