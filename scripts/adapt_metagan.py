@@ -28,6 +28,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image, ImageDraw
 
 from metagan_hub import MetaGANPipeline
+from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
@@ -211,9 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
-        "--shot_augment and --latent_scale, and --diversity_loss / --diversity_weight where it names a diversity "
-        "term, for more varied samples and fewer near-copies of the shots, somewhat less faithful). An error for a "
-        "checkpoint whose card has none.",
+        "--shot_augment and --latent_scale, --diversity_loss / --diversity_weight where it names a diversity "
+        "term, and --avoid_copies --copy_margin where it names a copy_margin; for more varied samples and fewer "
+        "near-copies of the shots, somewhat less faithful). An error for a checkpoint whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -329,18 +330,35 @@ def main(args: argparse.Namespace) -> None:
                 f"--variety uses the card's diversity_loss={setting['diversity_loss']!r}, which conflicts with "
                 f"--diversity_loss {args.diversity_loss}; drop one of them."
             )
+        if "copy_margin" in setting and args.copy_margin not in (None, setting["copy_margin"]):
+            raise ValueError(
+                f"--variety uses the card's copy_margin={setting['copy_margin']}, which conflicts with --copy_margin "
+                f"{args.copy_margin}; drop one of them."
+            )
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
+        if "copy_margin" in setting:  # the setting samples with the near-copy filter at its margin
+            copy_margin = setting["copy_margin"]
         if "diversity_loss" in setting:
             args.diversity_loss = setting["diversity_loss"]
             if args.diversity_weight is None:
                 args.diversity_weight = setting.get("diversity_weight")
         logger.info("--variety: the card's setting, %s", ", ".join(f"{k}={v}" for k, v in setting.items()))
     images = load_shots(args)
+    cfg = pipe.generator.config
     if args.train_data_dir is not None and args.max_shots is not None:
-        from metagan_hub.data.images import load_images
-
-        cfg = pipe.generator.config
         images = load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels)[: args.max_shots]
+    if copy_margin is not None and args.validation_images > 0:  # the grid's near-copy filter, checked before adapting
+        num_shots = len(
+            load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column)
+        )
+        if num_shots < 2:
+            source = (
+                "--variety (the card's copy_margin)" if args.variety and not args.avoid_copies else "--avoid_copies"
+            )
+            raise ValueError(
+                f"{source} replaces the grid's near-copies of the training images, which needs at least 2 of them "
+                f"(their distances to each other set what counts as a copy); got {num_shots}."
+            )
     augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
 
     adapt_overrides = {
@@ -387,9 +405,6 @@ def main(args: argparse.Namespace) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     card_images = []  # the grids go into the folder first, so that the model card can show them
     if args.validation_images > 0:
-        from metagan_hub.data.images import load_images
-
-        cfg = pipe.generator.config
         shots = load_images(
             images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column
         )

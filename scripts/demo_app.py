@@ -136,6 +136,7 @@ class AdaptResult:
     latent_scale: float = 1.0
     avoid_copies: bool = False
     variety: bool = False
+    copy_margin: float = 1.0
 
 
 class TorchWorker:
@@ -470,7 +471,8 @@ class DemoApp:
         (`shot_augment`, and a diversity term where it names one), and samples drawn at its `latent_scale` (more
         varied samples and fewer near-copies of the shots, somewhat less faithful); a checkpoint whose card has none
         refuses it. `avoid_copies=True` makes every sample batch replace near-copies of the shots (`avoid_copies_of`;
-        at least 2 shots, whose distances to each other set what counts as one).
+        at least 2 shots, whose distances to each other set what counts as one); a variety setting with a
+        `copy_margin` does so too, at that margin.
 
         Raises:
             [`BusyError`]: when another adaptation is running (one at a time: the CPU is shared).
@@ -484,12 +486,14 @@ class DemoApp:
                 f"More variety is not available for {os.path.basename(self.model_name.rstrip('/'))!r}: its model card "
                 "gives no variety setting (none was found to help it). Adapt without it."
             )
-        if avoid_copies and len(shots) < 2:
+        setting = self.variety if variety else {"shot_augment": 0.0, "latent_scale": 1.0}
+        filtered_by_setting = "copy_margin" in setting
+        if (avoid_copies or filtered_by_setting) and len(shots) < 2:
+            which = "More variety (on this checkpoint it replaces near-copies)" if filtered_by_setting else "it"
             raise AppError(
                 "Replacing near-copies needs at least 2 images (how far apart they are sets what counts as a copy); "
-                f"got {len(shots)}. Add images or untick it."
+                f"got {len(shots)}. Add images or untick {which}."
             )
-        setting = self.variety if variety else {"shot_augment": 0.0, "latent_scale": 1.0}
         if not self._lock.acquire(blocking=False):
             raise BusyError(BUSY_MESSAGE)
         job = AdaptJob(total_steps=num_steps)
@@ -520,8 +524,9 @@ class DemoApp:
                     lora_rank=lora_rank,
                     sample_seed=seed,
                     latent_scale=setting["latent_scale"],
-                    avoid_copies=bool(avoid_copies),
+                    avoid_copies=bool(avoid_copies) or filtered_by_setting,
                     variety=bool(variety),
+                    copy_margin=setting.get("copy_margin", 1.0),
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -559,6 +564,7 @@ class DemoApp:
                 generator=generator,
                 latent_scale=result.latent_scale,
                 avoid_copies_of=result.shots if result.avoid_copies else None,
+                copy_margin=result.copy_margin,
             ).images
 
         images = self._torch_worker.submit(draw).result()  # on the torch worker thread, after a running adaptation

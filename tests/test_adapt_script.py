@@ -256,8 +256,8 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
              "--output_dir", str(tmp_path / f"out-mixdl-{weight}"), *extra]
         )  # fmt: skip
         run_main(script, args)
-        (call,) = adapt_calls
-        assert (call["shot_augment"], call["diversity_loss"], call["diversity_weight"]) == (0.0, "mixdl", weight)
+        (kwargs,) = adapt_calls
+        assert (kwargs["shot_augment"], kwargs["diversity_loss"], kwargs["diversity_weight"]) == (0.0, "mixdl", weight)
     args = script.parse_args(
         ["--pretrained_model_name_or_path", str(tmp_path / "mixdl-base"), "--train_data_dir", str(shots),
          "--variety", "--diversity_loss", "cdc", "--output_dir", str(tmp_path / "conflict")]
@@ -265,6 +265,45 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--variety uses the card's diversity_loss='mixdl'.*--diversity_loss cdc"):
         run_main(script, args)
     assert not (tmp_path / "conflict").exists()
+
+    # a setting that names a copy_margin: the grid is drawn with the near-copy filter at that margin; another
+    # --copy_margin conflicts with it, and a single training image is refused before adapting
+    pipe.card_info["variety_setting"] = {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
+    pipe.save_pretrained(tmp_path / "filter-base")
+    calls: list = []
+    sampling = MetaGANPipeline.__call__
+    monkeypatch.setattr(
+        MetaGANPipeline, "__call__", lambda self, *a, **kwargs: calls.append(kwargs) or sampling(self, *a, **kwargs)
+    )
+    adapt_calls.clear()
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "filter-base"), "--train_data_dir", str(shots),
+         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
+         "--output_dir", str(tmp_path / "out-filter")]
+    )  # fmt: skip
+    run_main(script, args)
+    assert [c["shot_augment"] for c in adapt_calls] == [1.0]
+    (grid_call,) = calls
+    assert grid_call["latent_scale"] == 1.25 and grid_call["copy_margin"] == 1.25
+    assert grid_call["avoid_copies_of"] is not None and len(grid_call["avoid_copies_of"]) >= 2
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "filter-base"), "--train_data_dir", str(shots),
+         "--variety", "--avoid_copies", "--copy_margin", "2", "--output_dir", str(tmp_path / "conflict-margin")]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--variety uses the card's copy_margin=1.25.*--copy_margin 2"):
+        run_main(script, args)
+    one_shot = tmp_path / "one-shot"
+    one_shot.mkdir()
+    first = sorted(p for p in shots.iterdir() if p.is_file())[0]
+    (one_shot / first.name).write_bytes(first.read_bytes())
+    adapt_calls.clear()
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "filter-base"), "--train_data_dir", str(one_shot),
+         "--variety", "--output_dir", str(tmp_path / "one")]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--variety \(the card's copy_margin\) .* at least 2 .*got 1"):
+        run_main(script, args)
+    assert adapt_calls == [] and not (tmp_path / "one").exists() and not (tmp_path / "conflict-margin").exists()
 
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):

@@ -36,9 +36,11 @@ CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
 }
 # `variety_setting`: the setting a checkpoint's benchmark found to give more varied samples and fewer near-copies of
 # the shots, as `adapt(shot_augment=..., [diversity_loss=..., diversity_weight=...])` plus sampling at
-# `latent_scale=...`; absent where none was found to help.
+# `latent_scale=...` [with `avoid_copies_of=shots, copy_margin=...`]; absent where none was found to help.
 VARIETY_SETTING_KEYS = ("shot_augment", "latent_scale")
-VARIETY_SETTING_OPTIONAL_KEYS = ("diversity_loss", "diversity_weight")
+VARIETY_SETTING_OPTIONAL_KEYS = ("diversity_loss", "diversity_weight", "copy_margin")
+# the keys that go to the adapted pipeline's `__call__`, not to `adapt()`
+VARIETY_SAMPLING_KEYS = ("latent_scale", "copy_margin")
 
 
 def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -95,10 +97,12 @@ def read_card_info(folder: str | os.PathLike) -> dict[str, Any] | None:
 def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     """
     The variety setting a checkpoint's card recommends (`card_info["variety_setting"]`): `{"shot_augment": float,
-    "latent_scale": float}`, optionally with `"diversity_loss": str` (one of `adapt()`'s diversity terms) and
-    `"diversity_weight": float`; [`variety_adapt_options`] turns it into `adapt()` arguments, and `latent_scale` goes
-    to the adapted pipeline's `__call__(latent_scale=...)`. `None` when the card has none (its benchmark found no
-    setting that helps). A malformed entry raises a `ValueError` naming the key, the value and what is allowed.
+    "latent_scale": float}`, optionally with `"diversity_loss": str` (one of `adapt()`'s diversity terms),
+    `"diversity_weight": float` and `"copy_margin": float`; [`variety_adapt_options`] turns it into `adapt()`
+    arguments, `latent_scale` goes to the adapted pipeline's `__call__(latent_scale=...)`, and `copy_margin`, where
+    present, means sampling with the near-copy filter: `__call__(avoid_copies_of=shots, copy_margin=...)`. `None`
+    when the card has none (its benchmark found no setting that helps). A malformed entry raises a `ValueError`
+    naming the key, the value and what is allowed.
 
     Example:
 
@@ -109,6 +113,8 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     {'shot_augment': 1.0, 'latent_scale': 1.5}
     >>> variety_setting({"variety_setting": {"shot_augment": 0, "latent_scale": 1, "diversity_loss": "mixdl"}})
     {'shot_augment': 0.0, 'latent_scale': 1.0, 'diversity_loss': 'mixdl'}
+    >>> variety_setting({"variety_setting": {"shot_augment": 1, "latent_scale": 1.25, "copy_margin": 1.25}})
+    {'shot_augment': 1.0, 'latent_scale': 1.25, 'copy_margin': 1.25}
     >>> variety_setting({"title": "no setting"}) is None
     True
     ```
@@ -120,7 +126,7 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     allowed = (
         'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0}, optionally with "diversity_loss": '
-        f'one of {list(DIVERSITY_LOSSES)} and "diversity_weight": number >= 0'
+        f'one of {list(DIVERSITY_LOSSES)}, "diversity_weight": number >= 0 and "copy_margin": number > 0'
     )
     keys = set(value) if isinstance(value, dict) else set()
     if (
@@ -137,7 +143,7 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
             ok = item in DIVERSITY_LOSSES
         else:
             ok = isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item) and item >= 0
-            ok = ok and not (key == "latent_scale" and item == 0)
+            ok = ok and not (key in VARIETY_SAMPLING_KEYS and item == 0)  # both must be positive
         if not ok:
             raise ValueError(f"`variety_setting.{key}` is {item!r}; expected {allowed}.")
         setting[key] = item if key == "diversity_loss" else float(item)
@@ -147,7 +153,8 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
 def variety_adapt_options(setting: dict[str, Any]) -> dict[str, Any]:
     """
     The `adapt()` keyword arguments of a variety setting as [`variety_setting`] returns it: `shot_augment`, and
-    `diversity_loss` / `diversity_weight` where the setting has them (its `latent_scale` is for sampling).
+    `diversity_loss` / `diversity_weight` where the setting has them (its `latent_scale` and `copy_margin` are for
+    sampling).
 
     Example:
 
@@ -156,9 +163,11 @@ def variety_adapt_options(setting: dict[str, Any]) -> dict[str, Any]:
 
     >>> variety_adapt_options({"shot_augment": 0.0, "latent_scale": 1.0, "diversity_loss": "mixdl"})
     {'shot_augment': 0.0, 'diversity_loss': 'mixdl'}
+    >>> variety_adapt_options({"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25})
+    {'shot_augment': 1.0}
     ```
     """
-    return {k: v for k, v in setting.items() if k != "latent_scale"}
+    return {k: v for k, v in setting.items() if k not in VARIETY_SAMPLING_KEYS}
 
 
 BASE_TAGS = ["gan", "meta-learning", "few-shot", "metagan_hub", "diffusers", "unconditional-image-generation"]

@@ -214,6 +214,31 @@ def test_avoid_copies_option_replaces_near_copies_of_the_shots(app, tmp_path, mo
     assert calls[-1]["avoid_copies_of"] is None
 
 
+def test_variety_setting_with_a_copy_margin_replaces_near_copies_at_that_margin(app, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "variety", {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25})
+    seen = record_adapt_calls(monkeypatch)
+    files = write_pngs(tmp_path / "shots", 3)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert "error" not in update and "variety setting" in update["status"] and "near-copies" in update["status"]
+    result = update["result"]
+    assert seen[-1]["shot_augment"] == 1.0 and "copy_margin" not in seen[-1]  # a sampling option, not adapt()'s
+    assert result.avoid_copies and (result.latent_scale, result.copy_margin) == (1.25, 1.25)
+    calls = []
+    original = type(result.pipeline).__call__
+    monkeypatch.setattr(
+        type(result.pipeline), "__call__", lambda pipe, *a, **k: calls.append(k) or original(pipe, *a, **k)
+    )
+    app.samples(result, 4, seed=3)
+    assert calls[-1]["avoid_copies_of"] is result.shots and calls[-1]["copy_margin"] == 1.25
+    # the filter needs 2 images: refused before adapting, naming the option that asked for it
+    seen.clear()
+    one = final(adaptation_updates(app, write_pngs(tmp_path / "one", 1), 2, "no", 0, False, 4, variety=True))
+    assert "at least 2 images" in one["error"] and "More variety" in one["error"] and not seen
+    # without the variety box the filter stays at the plain default (margin 1) and off unless asked for
+    plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4, avoid_copies=True))
+    assert plain["result"].copy_margin == 1.0
+
+
 def test_avoid_copies_needs_two_images(app, tmp_path, monkeypatch):
     seen = record_adapt_calls(monkeypatch)
     files = write_pngs(tmp_path / "shots", 1)

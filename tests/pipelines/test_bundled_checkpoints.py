@@ -1,7 +1,8 @@
-"""The two bundled meta-checkpoints: the full-width `metagan-kanji-32` and its half-width sibling
-`metagan-kanji-32-small` (what the demo and the app take by default on CPUs without native bf16). Both must load as
-ordinary pipelines, share the held-out split, adapt, and carry a card; the small one must really be about 3x cheaper
-(a quarter of the multiply-adds) and its card must state how it compares with the full one."""
+"""The bundled meta-checkpoints: the full-width `metagan-kanji-32`, its half-width sibling `metagan-kanji-32-small`
+(what the demo and the app take by default on CPUs without native bf16) and `metagan-kanji-32-variety` (the full-width
+model meta-trained further with a diversity term, for more varied samples). All must load as ordinary pipelines,
+share the held-out split, adapt, and carry a card; the small one must really be about 3x cheaper (a quarter of the
+multiply-adds), and the small and variety cards must state how they compare with the full one."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import pytest
 import torch
 
 from metagan_hub import MetaGANPipeline
-from metagan_hub.hub.model_card import variety_setting
+from metagan_hub.hub.model_card import variety_adapt_options, variety_setting
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 FULL, SMALL = CHECKPOINTS / "metagan-kanji-32", CHECKPOINTS / "metagan-kanji-32-small"
+VARIETY = CHECKPOINTS / "metagan-kanji-32-variety"
 
 
 def _conv_macs(model: torch.nn.Module, sample: torch.Tensor) -> int:
@@ -43,7 +45,10 @@ def _conv_macs(model: torch.nn.Module, sample: torch.Tensor) -> int:
 
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, MetaGANPipeline]:
-    return {"full": MetaGANPipeline.from_pretrained(FULL), "small": MetaGANPipeline.from_pretrained(SMALL)}
+    return {
+        name: MetaGANPipeline.from_pretrained(path)
+        for name, path in (("full", FULL), ("small", SMALL), ("variety", VARIETY))
+    }
 
 
 def test_small_is_the_half_width_sibling(pipes):
@@ -84,3 +89,55 @@ def test_small_adapts(pipes):
     )
     out = adapted(batch_size=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert out.shape == (4, 1, 32, 32) and torch.isfinite(out).all()
+
+
+def test_variety_is_the_full_width_model_meta_trained_with_a_diversity_term(pipes):
+    full, variety = pipes["full"], pipes["variety"]
+    for name in ("generator", "discriminator"):
+        config, full_config = (
+            {k: v for k, v in getattr(p, name).config.items() if not k.startswith("_")} for p in (variety, full)
+        )
+        assert config == full_config, name
+        moved = [
+            n
+            for (n, p), q in zip(
+                getattr(variety, name).state_dict().items(), getattr(full, name).state_dict().values()
+            )
+            if not torch.equal(p, q)
+        ]
+        assert moved, f"the variety {name} has the full-width model's weights"
+    training = variety.card_info["training"]
+    assert training["algorithm"] == "reptile" and training["diversity_loss"] == "mixdl"
+    assert training["diversity_weight"] == 100 and training["meta_steps"] == 183  # the second of its two runs
+    assert training["heldout_examples"] == full.card_info["training"]["heldout_examples"]
+    assert not any(p.name.startswith("checkpoint-") for p in VARIETY.iterdir())
+    assert sum(p.stat().st_size for p in VARIETY.rglob("*") if p.is_file()) < 6 * 2**20
+    # its card recommends the measured variety setting, the near-copy filter included, and states the comparisons
+    assert variety_setting(variety.card_info) == {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
+    card = (VARIETY / "README.md").read_text(encoding="utf-8")
+    for claim in ("metagan-kanji-32` at `adapt()`'s defaults", "the rival at 3×", "pooled-pretrain", "76x"):
+        assert claim in card, claim
+    assert json.loads((VARIETY / "metagan_hub.json").read_text(encoding="utf-8"))["evaluation"] in card
+
+
+def test_variety_adapts_and_samples_with_its_setting(pipes):
+    pipe = pipes["variety"]
+    setting = variety_setting(pipe.card_info)
+    shots = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    adapted = pipe.adapt(
+        shots,
+        num_steps=3,
+        mixed_precision="no",
+        generator=torch.Generator().manual_seed(0),
+        **variety_adapt_options(setting),
+    )
+    assert adapted.card_info["adaptation"]["shot_augment"] == 1.0
+    out = adapted(
+        batch_size=24,
+        generator=torch.Generator().manual_seed(0),
+        latent_scale=setting["latent_scale"],
+        avoid_copies_of=shots,
+        copy_margin=setting["copy_margin"],
+        output_type="pt",
+    ).images
+    assert out.shape == (24, 1, 32, 32) and torch.isfinite(out).all()
