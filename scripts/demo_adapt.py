@@ -12,7 +12,10 @@ the grid `grid.png` shows the shots in the top row and generated samples below. 
 The checkpoint (`--pretrained_model_name_or_path auto`, the default) follows the hardware like `--mixed_precision
 auto`: the bundled `checkpoints/metagan-kanji-32` where the CPU computes bf16 natively (AVX512-BF16 / AMX), its
 half-width sibling `checkpoints/metagan-kanji-32-small` on other CPUs, where adaptation runs in fp32 and the
-full-width model would take about 3x as long. `summary.json` names the one used.
+full-width model would take about 3x as long. `summary.json` names the one used. `--variety` adapts and samples
+with the variety setting the checkpoint's card recommends, e.g. for the most varied samples:
+
+    python scripts/demo_adapt.py --pretrained_model_name_or_path checkpoints/metagan-kanji-32-variety --variety
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from adapt_metagan import plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
+from metagan_hub.hub.model_card import variety_adapt_options, variety_setting  # noqa: E402
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, onednn_isa_cap  # noqa: E402
 
 # used only if the checkpoint does not record its held-out characters
@@ -76,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=12345,
         help="Seed of the KanjiVG 'hands' used for the shots (meta-training used another one).",
     )
+    parser.add_argument(
+        "--variety",
+        action="store_true",
+        help="Adapt and sample with the variety setting the checkpoint's card recommends (`variety_setting` in its "
+        "metagan_hub.json; checkpoints/metagan-kanji-32-variety's: shot_augment=1, latent_scale=1.25 and the "
+        "near-copy filter at copy_margin=1.25): more varied samples and fewer near-copies of the shots, somewhat less "
+        "faithful. An error for a checkpoint whose card has none.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="demo-output")
     return parser.parse_args(argv)
@@ -113,6 +125,18 @@ def main(args: argparse.Namespace) -> None:
     if not (os.path.isdir(args.pretrained_model_name_or_path) or args.pretrained_model_name_or_path.count("/") == 1):
         raise SystemExit(f"no checkpoint at {args.pretrained_model_name_or_path!r}")
     pipe = MetaGANPipeline.from_pretrained(args.pretrained_model_name_or_path)
+    setting = variety_setting(pipe.card_info) if args.variety else None
+    if args.variety and setting is None:
+        raise SystemExit(
+            f"--variety: the card of {args.pretrained_model_name_or_path!r} recommends no variety setting (no "
+            "`variety_setting` in its metagan_hub.json); run without --variety or name a checkpoint whose card has "
+            "one, e.g. checkpoints/metagan-kanji-32-variety."
+        )
+    if setting is not None and "copy_margin" in setting and args.shots < 2:
+        raise SystemExit(
+            f"--variety: this card's setting replaces near-copies of the shots, which needs --shots 2 or more (their "
+            f"distances to each other set what counts as a copy); got --shots {args.shots}."
+        )
     cfg = pipe.generator.config
     heldout = pipe.card_info.get("training", {}).get("heldout_examples") or [FALLBACK_CHARACTER]
     character = args.character or heldout[0]
@@ -135,11 +159,19 @@ def main(args: argparse.Namespace) -> None:
         num_steps=args.num_steps,
         mixed_precision=args.mixed_precision,
         generator=torch.Generator().manual_seed(args.seed),
+        **(variety_adapt_options(setting) if setting is not None else {}),
     )
     seconds = time.perf_counter() - start
 
     # 3. samples and grids
-    samples = adapted(batch_size=args.num_samples, generator=torch.Generator().manual_seed(args.seed)).images
+    sampling = {}
+    if setting is not None:
+        sampling["latent_scale"] = setting["latent_scale"]
+        if "copy_margin" in setting:
+            sampling.update(avoid_copies_of=shots, copy_margin=setting["copy_margin"])
+    samples = adapted(
+        batch_size=args.num_samples, generator=torch.Generator().manual_seed(args.seed), **sampling
+    ).images
     os.makedirs(args.output_dir, exist_ok=True)
     shot_images = to_pil(shots)
     per_row = max(args.shots, 10)
@@ -164,6 +196,7 @@ def main(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,
+        "variety_setting": setting,
         "grid": os.path.join(args.output_dir, "grid.png"),
     }
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:

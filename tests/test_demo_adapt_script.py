@@ -1,0 +1,74 @@
+"""`scripts/demo_adapt.py` end to end on a tiny checkpoint: the grid and summary it writes, and `--variety`, which
+adapts and samples with the setting the checkpoint's card recommends (the near-copy filter included where the setting
+names a `copy_margin`) and refuses, before any work, a checkpoint whose card has none."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+
+from metagan_hub import MetaGANPipeline
+from tests.testing_utils import load_script, one_thread_fresh_accelerate, record_adapt_calls, tiny_pipeline
+
+try:  # the demo renders its shots from KanjiVG (the data extra)
+    importlib.metadata.distribution("kanjivg")
+except importlib.metadata.PackageNotFoundError:
+    pytest.skip("the kanjivg package (data extra) is not installed", allow_module_level=True)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo_adapt.py"
+SETTING = {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("demo_adapt", SCRIPT)
+
+
+@pytest.fixture
+def checkpoints(tmp_path) -> dict[str, Path]:
+    plain = tiny_pipeline(0)
+    plain.save_pretrained(tmp_path / "plain")
+    plain.card_info["variety_setting"] = dict(SETTING)
+    plain.save_pretrained(tmp_path / "varied")
+    return {"plain": tmp_path / "plain", "varied": tmp_path / "varied"}
+
+
+def run(script, checkpoint: Path, out: Path, *extra: str) -> dict:
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(checkpoint), "--num_steps", "2", "--num_samples", "4",
+         "--mixed_precision", "no", "--output_dir", str(out), *extra]
+    )  # fmt: skip
+    with one_thread_fresh_accelerate():
+        script.main(args)
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_demo_with_and_without_the_variety_setting(script, checkpoints, tmp_path, monkeypatch):
+    adapt_calls = record_adapt_calls(monkeypatch)
+    sampling_calls: list = []
+    sample = MetaGANPipeline.__call__
+    monkeypatch.setattr(
+        MetaGANPipeline, "__call__", lambda self, *a, **k: sampling_calls.append(k) or sample(self, *a, **k)
+    )
+    plain = run(script, checkpoints["varied"], tmp_path / "plain-out")
+    assert plain["variety_setting"] is None and (tmp_path / "plain-out" / "grid.png").is_file()
+    assert "shot_augment" not in adapt_calls[-1] and "avoid_copies_of" not in sampling_calls[-1]
+
+    varied = run(script, checkpoints["varied"], tmp_path / "varied-out", "--variety")
+    assert varied["variety_setting"] == SETTING and (tmp_path / "varied-out" / "grid.png").is_file()
+    assert adapt_calls[-1]["shot_augment"] == 1.0 and "copy_margin" not in adapt_calls[-1]
+    kwargs = sampling_calls[-1]
+    assert kwargs["latent_scale"] == 1.25 and kwargs["copy_margin"] == 1.25
+    assert kwargs["avoid_copies_of"].shape[0] == 5  # the five shots
+
+
+def test_demo_variety_refuses_before_any_work(script, checkpoints, tmp_path, monkeypatch):
+    adapt_calls = record_adapt_calls(monkeypatch)
+    with pytest.raises(SystemExit, match=r"--variety: the card of .* recommends no variety setting"):
+        run(script, checkpoints["plain"], tmp_path / "none", "--variety")
+    with pytest.raises(SystemExit, match=r"needs --shots 2 or more.*got --shots 1"):
+        run(script, checkpoints["varied"], tmp_path / "one", "--variety", "--shots", "1")
+    assert adapt_calls == [] and not (tmp_path / "none").exists() and not (tmp_path / "one").exists()
