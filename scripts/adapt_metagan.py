@@ -348,17 +348,16 @@ def main(args: argparse.Namespace) -> None:
     if args.train_data_dir is not None and args.max_shots is not None:
         images = load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels)[: args.max_shots]
     if copy_margin is not None and args.validation_images > 0:  # the grid's near-copy filter, checked before adapting
-        num_shots = len(
-            load_images(images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column)
+        shots = load_images(
+            images, sample_size=cfg.sample_size, channels=cfg.out_channels, image_column=args.image_column
         )
-        if num_shots < 2:
+        try:
+            pipe.check_copy_filter_inputs(shots, None)  # the pipeline's own rule (at least 2 images)
+        except ValueError as err:
             source = (
                 "--variety (the card's copy_margin)" if args.variety and not args.avoid_copies else "--avoid_copies"
             )
-            raise ValueError(
-                f"{source} replaces the grid's near-copies of the training images, which needs at least 2 of them "
-                f"(their distances to each other set what counts as a copy); got {num_shots}."
-            )
+            raise ValueError(f"{source} replaces the grid's near-copies of the training images: {err}") from None
     augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
 
     adapt_overrides = {
