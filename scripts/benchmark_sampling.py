@@ -71,6 +71,7 @@ logger = logging.getLogger("benchmark_sampling")
 RESULTS_FILE = "sampling.jsonl"
 SUMMARY_FILE = "sampling.md"
 RIVAL_SPEED_FILE = "rival_speed.json"
+COPY_FEATURES = ("encoder", "discriminator")
 REPORTED = ("recognisability", "precision", "recall", "coverage", "kid", "relative_diversity", "copy_rate")
 
 
@@ -109,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="Near-copy filter margins (the pipeline's avoid_copies_of=shots, copy_margin=m), each at every latent "
         "scale, tone matched with --tone_match ('': none).",
+    )
+    parser.add_argument(
+        "--copy_features",
+        default="",
+        help="Feature spaces of the near-copy filter, comma-separated: 'encoder' (the pipeline's copy encoder) and/or "
+        "'discriminator'; each --copy_margins setting runs in each ('': the pipeline's own choice, the encoder "
+        "where it has one).",
     )
     parser.add_argument(
         "--replacement_spread",
@@ -167,6 +175,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
     args.copy_margins = _positive_floats(args.copy_margins, "--copy_margins")
+    args.copy_features = [f.strip() for f in args.copy_features.split(",") if f.strip()] or [None]
+    for name in args.copy_features:
+        if name not in (None, *COPY_FEATURES):
+            raise ValueError(
+                f"`--copy_features` {args.copy_features!r}: each must be one of {', '.join(COPY_FEATURES)}, got "
+                f"{name!r}."
+            )
     from metagan_hub.pipelines.copy_filter import check_replacement_spread
 
     check_replacement_spread(args.replacement_spread)
@@ -193,24 +208,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, float, float]]:
-    """(latent scale, keep fraction, tone match, copy margin, replacement spread) settings: the benchmark's sample set
-    first, then one knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every latent scale."""
+Setting = tuple[float, float, bool, float, float, str | None]
+
+
+def settings(args: argparse.Namespace) -> list[Setting]:
+    """(latent scale, keep fraction, tone match, copy margin, replacement spread, copy features) settings: the
+    benchmark's sample set first, then one knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every
+    latent scale, in each of `--copy_features` (`None`: the pipeline's choice)."""
     scales = [1.0] + args.latent_scales
-    knobs = [(s, 1.0, False, 0.0, 1.0) for s in scales] + [(1.0, f, False, 0.0, 1.0) for f in args.keep_fractions]
-    knobs += [(s, 1.0, True, 0.0, 1.0) for s in scales] if args.tone_match else []
+    knobs = [(s, 1.0, False, 0.0, 1.0, None) for s in scales]
+    knobs += [(1.0, f, False, 0.0, 1.0, None) for f in args.keep_fractions]
+    knobs += [(s, 1.0, True, 0.0, 1.0, None) for s in scales] if args.tone_match else []
     spread = args.replacement_spread
-    return knobs + [(s, 1.0, args.tone_match, m, spread) for m in args.copy_margins for s in scales]
+    filtered = [
+        (s, 1.0, args.tone_match, m, spread, f) for f in args.copy_features for m in args.copy_margins for s in scales
+    ]
+    return knobs + filtered
 
 
-def setting_key(row: dict[str, Any]) -> tuple[float, float, bool, float, float]:
+def setting_key(row: dict[str, Any]) -> Setting:
+    margin = float(row.get("copy_margin", 0.0))
     return (
         row["latent_scale"],
         row["keep_fraction"],
         bool(row.get("tone_match", False)),
-        float(row.get("copy_margin", 0.0)),
+        margin,
         float(row.get("replacement_spread", 1.0)),  # records from before the option: new draws
+        # records from before the copy encoder filtered in the discriminator's features
+        row.get("copy_features", "discriminator") if margin > 0 else None,
     )
+
+
+def wanted_key(setting: Setting, pipeline: Any) -> Setting:
+    """`setting` with the pipeline's own choice of copy features (`None`) resolved, as its rows record it."""
+    if setting[3] > 0 and setting[5] is None:
+        return (*setting[:5], "encoder" if pipeline.copy_encoder is not None else "discriminator")
+    return setting
 
 
 def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -257,12 +290,14 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
         tone_pipe.set_progress_bar_config(disable=True)
     rows = []
-    for scale, keep, tone, margin, spread in settings(args):
+    for scale, keep, tone, margin, spread, features in (wanted_key(s, adapted) for s in settings(args)):
         filter_stats, seconds = None, None
         t0 = time.perf_counter()
         if margin > 0:  # the pipeline's near-copy filter; replacements continue the sample seed's stream
             filter_pipe = MetaGANPipeline(
-                generator=(tone_pipe if tone else pipe).generator, discriminator=adapted.discriminator
+                generator=(tone_pipe if tone else pipe).generator,
+                discriminator=adapted.discriminator,
+                copy_encoder=adapted.copy_encoder if features == "encoder" else None,
             )
             fake, filter_stats = filter_pipe.replace_near_copies(
                 latents[:n] * scale,
@@ -297,7 +332,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "tone_match": tone,
                 "copy_margin": margin,
                 "copy_filter": filter_stats,
-                **({"replacement_spread": spread} if margin > 0 else {}),
+                **({"replacement_spread": spread, "copy_features": features} if margin > 0 else {}),
                 "sample_seconds": None if seconds is None else round(seconds, 4),  # generating this setting's samples
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
@@ -316,7 +351,8 @@ def setting_label(row: dict[str, Any]) -> str:
     if row.get("copy_margin"):
         spread = row.get("replacement_spread", 1.0)
         label += f", near-copies replaced (margin {row['copy_margin']:g}"
-        label += f", spread {spread:g})" if spread != 1 else ")"
+        label += f", spread {spread:g}" if spread != 1 else ""
+        label += ", copy encoder)" if row.get("copy_features") == "encoder" else ")"
     return label
 
 
@@ -355,7 +391,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = {
             unit(r): r["metrics"]
             for r in drows
-            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0, 1.0)
+            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0, 1.0, None)
         }
         lines += [
             f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",
@@ -579,10 +615,17 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.quick:
         specs = specs or [f"tiny={bf.build_quick_models(out, fa.seed)['gan']}"]
     contenders = bf.load_contenders(specs, fa)
+    if "encoder" in args.copy_features and args.copy_margins:
+        for contender in contenders:
+            if contender.pipeline.copy_encoder is None:
+                raise ValueError(
+                    f"`--copy_features encoder`: contender {contender.name!r} ({contender.path}) has no copy encoder "
+                    "(scripts/train_copy_encoder.py adds one)."
+                )
     ctxs = bf.load_domains(fa, contenders)
     path = out / RESULTS_FILE
     rows = read_jsonl(path) if path.is_file() else []
-    wanted = settings(args)
+    wanted = {wanted_key(s, c.pipeline) for s in settings(args) for c in contenders}
     done = {(r["domain"], r["class_index"], r["contender"]) for r in rows}
     for ctx in ctxs:
         for c in ctx.class_indices:

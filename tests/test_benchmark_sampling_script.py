@@ -30,10 +30,11 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match", "--copy_margins", "1")
     rows = sampling.main(quick(out, *argv))
     settings = {sampling.setting_key(r) for r in rows}
-    plain = {(1.0, 1.0, False, 0.0, 1.0), (0.5, 1.0, False, 0.0, 1.0), (2.0, 1.0, False, 0.0, 1.0)}
-    plain.add((1.0, 0.5, False, 0.0, 1.0))
-    toned_keys = {(s, 1.0, True, 0.0, 1.0) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
-    filtered_keys = {(s, 1.0, True, 1.0, 1.0) for s in (1.0, 0.5, 2.0)}  # and the near-copy filter on top
+    plain = {(1.0, 1.0, False, 0.0, 1.0, None), (0.5, 1.0, False, 0.0, 1.0, None), (2.0, 1.0, False, 0.0, 1.0, None)}
+    plain.add((1.0, 0.5, False, 0.0, 1.0, None))
+    toned_keys = {(s, 1.0, True, 0.0, 1.0, None) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
+    # and the near-copy filter on top, in the discriminator's features (the tiny model has no copy encoder)
+    filtered_keys = {(s, 1.0, True, 1.0, 1.0, "discriminator") for s in (1.0, 0.5, 2.0)}
     assert settings == plain | toned_keys | filtered_keys
     assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 20
     for c in (0, 1):
@@ -283,3 +284,38 @@ def test_pairing_with_a_missing_contender_or_snapshot_names_what_is_there(tmp_pa
         assert message in str(err.value)
     with pytest.raises(ValueError, match="no records"):
         sampling.main(sampling.parse_args(["--summarize_only", "--output_dir", str(tmp_path / "empty")]))
+
+
+def test_copy_features_run_the_filter_in_each_feature_space_paired_on_one_adaptation(tmp_path):
+    from metagan_hub import MetaGANPipeline
+    from metagan_hub.metrics.classifiers import EvaluationClassifier
+
+    out = tmp_path / "sampling"
+    argv = ("--classes", "0:1", "--latent_scales", "", "--keep_fractions", "", "--copy_margins", "1")
+    tiny = sampling.bf.build_quick_models(out, quick(out).fewshot.seed)["gan"]
+    pipe = MetaGANPipeline.from_pretrained(tiny)
+    size = pipe.generator.config.sample_size
+    torch.manual_seed(0)
+    encoder = EvaluationClassifier(classes=["a", "b"], resolution=size, block_out_channels=(8, 16)).eval()
+    pipe.register_modules(copy_encoder=encoder)
+    pipe.save_pretrained(tmp_path / "with-encoder")
+    with_encoder = f"enc={tmp_path / 'with-encoder'}"
+    rows = sampling.main(quick(out, *argv, "--contender", with_encoder, "--copy_features", "encoder,discriminator"))
+    filtered = {r["copy_features"]: r for r in rows if r["copy_margin"]}
+    assert sorted(filtered) == ["discriminator", "encoder"]
+    assert filtered["encoder"]["copy_filter"]["encoder_passes"] >= 24
+    assert filtered["encoder"]["copy_filter"]["discriminator_passes"] == 0
+    assert filtered["discriminator"]["copy_filter"]["encoder_passes"] == 0
+    assert filtered["discriminator"]["copy_filter"]["discriminator_passes"] > 0
+    assert filtered["encoder"]["adapt_seconds"] == filtered["discriminator"]["adapt_seconds"]  # one adaptation
+    table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "near-copies replaced (margin 1, copy encoder)" in table and "near-copies replaced (margin 1) |" in table
+    # without --copy_features the pipeline's own choice: its encoder
+    again = sampling.main(quick(tmp_path / "again", *argv, "--contender", with_encoder))
+    assert [r["copy_features"] for r in again if r["copy_margin"]] == ["encoder"]
+    with pytest.raises(ValueError, match="contender 'tiny' .* has no copy encoder"):
+        sampling.main(quick(tmp_path / "none", *argv, "--contender", f"tiny={tiny}", "--copy_features", "encoder"))
+    with pytest.raises(
+        ValueError, match="`--copy_features` .* each must be one of encoder, discriminator, got 'pixels'"
+    ):
+        quick(out, "--copy_features", "pixels")

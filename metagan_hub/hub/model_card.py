@@ -288,6 +288,16 @@ def _card_data(
     return data
 
 
+def _brief(value: Any) -> Any:
+    """A config value for the card's components table: long lists (a copy encoder's 2,000 class names) and dicts (its
+    training record) become a short note; the full value stays in the component's config.json."""
+    if isinstance(value, list | tuple) and len(value) > 8:
+        return f"<{len(value)} items>"
+    if isinstance(value, dict):
+        return "<see config.json>"
+    return value
+
+
 def render_pipeline_card(pipeline, repo_id: str | None = None, images: Sequence[str] = ()) -> ModelCard:
     """
     Render the model card of a [`MetaGANPipeline`], or of a single Meta-GAN model, from `model_cards/pipeline.md`.
@@ -318,13 +328,15 @@ def render_pipeline_card(pipeline, repo_id: str | None = None, images: Sequence[
     base_model = info.get("base_model")
     is_model = isinstance(pipeline, torch.nn.Module)
     modules = (
-        {"model": pipeline} if is_model else {n: getattr(pipeline, n, None) for n in ("generator", "discriminator")}
+        {"model": pipeline}
+        if is_model
+        else {n: getattr(pipeline, n, None) for n in ("generator", "discriminator", "copy_encoder")}
     )
     components = []
     for name, module in modules.items():
         if module is None:
             continue
-        config = {k: v for k, v in module.config.items() if not k.startswith("_")}
+        config = {k: _brief(v) for k, v in module.config.items() if not k.startswith("_")}
         components.append(
             {
                 "name": name,

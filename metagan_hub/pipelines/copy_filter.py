@@ -1,6 +1,8 @@
 # Copyright 2026 The metagan_hub developers. Licensed under the Apache License, Version 2.0.
 """Near-copy filter: find generated images that sit closer to one of a few reference images (the shots a pipeline
-was adapted on) than those images sit to each other, judged in the adapted discriminator's features."""
+was adapted on) than those images sit to each other, judged in the features of the pipeline's copy encoder (a small
+frozen image classifier trained on the start's training classes) when it has one, else in the adapted
+discriminator's features."""
 
 from __future__ import annotations
 
@@ -124,14 +126,47 @@ def gate_features(discriminator: torch.nn.Module, images: torch.Tensor, chunk_si
     return _pooled_unit_features(discriminator, images, discriminator.input_features, COPY_GATE_POOL, chunk_size)
 
 
+def encoder_features(encoder: torch.nn.Module, images: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    """
+    The near-copy filter's features of `images` `[N, C, H, W]` in `[-1, 1]` when the pipeline has a copy encoder (an
+    [`~metagan_hub.metrics.classifiers.EvaluationClassifier`] trained on other classes): its penultimate features,
+    scaled to unit length; float32 `[N, F]`, computed `chunk_size` images at a time without autograd. Call on an
+    encoder in `eval()` mode (its BatchNorm layers then use their running statistics, so each image's features do
+    not depend on the rest of the batch).
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.metrics.classifiers import EvaluationClassifier
+    >>> from metagan_hub.pipelines.copy_filter import encoder_features
+
+    >>> encoder = EvaluationClassifier(classes=["a", "b"], resolution=32).eval()
+    >>> features = encoder_features(encoder, torch.rand(3, 1, 32, 32) * 2 - 1)
+    >>> features.shape, features.norm(dim=1).round(decimals=4).tolist()
+    (torch.Size([3, 128]), [1.0, 1.0, 1.0])
+    ```
+    """
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], chunk_size):
+            x = images[start : start + chunk_size].to(encoder.device, encoder.dtype)
+            x = x.contiguous(memory_format=torch.channels_last)  # 1.7x faster on CPU with channels_last weights
+            chunks.append(F.normalize(encoder.features(x).float(), dim=1))  # [n, F]
+    return torch.cat(chunks)
+
+
 class NearCopyDistance:
     """
-    Each image's distance to the nearest of a few reference images in the near-copy filter's features
-    ([`discriminator_features`]), behind the gate ([`gate_features`], `COPY_GATE_FRACTION`): images the gate lets
-    through get their distance, the others `inf`. The first call with `set_gate=True` on a batch of at least
-    `COPY_CAP_MIN_BATCH` images sets the gate's cut from that batch; until then every image goes through.
-    `discriminator_passes` counts the images that went through the discriminator's blocks. The discriminator runs on
-    at most `min(chunk_size, COPY_FILTER_CHUNK)` images at a time.
+    Each image's distance to the nearest of a few reference images in the near-copy filter's features.
+
+    With an `encoder` (the pipeline's copy encoder) the features are [`encoder_features`] and every image goes
+    through the encoder (`encoder_passes` counts them; the discriminator is not used and may be `None`). Without
+    one they are the discriminator's ([`discriminator_features`]), behind the gate ([`gate_features`],
+    `COPY_GATE_FRACTION`): images the gate lets through get their distance, the others `inf`. The first call with
+    `set_gate=True` on a batch of at least `COPY_CAP_MIN_BATCH` images sets the gate's cut from that batch; until
+    then every image goes through. `discriminator_passes` counts the images that went through the discriminator's
+    blocks. The discriminator runs on at most `min(chunk_size, COPY_FILTER_CHUNK)` images at a time.
 
     Example:
 
@@ -151,12 +186,24 @@ class NearCopyDistance:
     ```
     """
 
-    def __init__(self, discriminator: torch.nn.Module, references: torch.Tensor, chunk_size: int = 64):
-        self.discriminator, self.chunk_size = discriminator, min(chunk_size, COPY_FILTER_CHUNK)
+    def __init__(
+        self,
+        discriminator: torch.nn.Module | None,
+        references: torch.Tensor,
+        chunk_size: int = 64,
+        encoder: torch.nn.Module | None = None,
+    ):
+        if discriminator is None and encoder is None:
+            raise ValueError("NearCopyDistance needs a `discriminator` or an `encoder` for its features.")
+        self.discriminator, self.encoder = discriminator, encoder
+        self.chunk_size, self.encoder_chunk_size = min(chunk_size, COPY_FILTER_CHUNK), chunk_size
+        self.gate = float("inf")  # never set with an encoder
+        self.discriminator_passes = self.encoder_passes = 0
+        if encoder is not None:
+            self.reference_features = encoder_features(encoder, references, chunk_size=chunk_size)
+            return
         self.reference_features = discriminator_features(discriminator, references, chunk_size=self.chunk_size)
         self.reference_gate_features = gate_features(discriminator, references, chunk_size=self.chunk_size)
-        self.gate = float("inf")
-        self.discriminator_passes = 0
 
     def threshold(self, copy_margin: float = 1.0) -> float:
         """The distance rule's threshold: [`copy_threshold_of_references`] of the reference images' features."""
@@ -164,6 +211,11 @@ class NearCopyDistance:
 
     def __call__(self, images: torch.Tensor, set_gate: bool = False) -> torch.Tensor:
         """Distances `[N]` of `images` `[N, C, H, W]` in `[-1, 1]`; `set_gate`: set the gate's cut from them."""
+        if self.encoder is not None:  # a tenth of the discriminator's pass: no gate
+            self.encoder_passes += images.shape[0]
+            return nearest_reference_distance(
+                encoder_features(self.encoder, images, chunk_size=self.encoder_chunk_size), self.reference_features
+            )
         set_gate = set_gate and images.shape[0] >= COPY_CAP_MIN_BATCH
         if not set_gate and self.gate == float("inf"):  # no cut (yet): every image goes through
             return self._distance(images)

@@ -659,7 +659,9 @@ def adapt_pipeline(
     card_info["summary"] = _adapted_summary(num_shots, len(losses), pipeline.card_info)
     card_info["base_model"] = record["base_model"]
     card_info["adaptation"] = record
-    adapted = MetaGANPipeline(generator=gen, discriminator=disc, card_info=card_info)
+    adapted = MetaGANPipeline(
+        generator=gen, discriminator=disc, card_info=card_info, copy_encoder=pipeline.copy_encoder
+    )
     adapted.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
     logger.info("adapt(): %d shots, %d steps in %.2f s (%s)", num_shots, len(losses), wall_time, mixed_precision)
     return adapted

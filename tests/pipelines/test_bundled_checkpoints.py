@@ -14,6 +14,7 @@ import torch
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.hub.model_card import variety_adapt_options, variety_setting
+from metagan_hub.metrics.classifiers import EvaluationClassifier
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 FULL, SMALL = CHECKPOINTS / "metagan-kanji-32", CHECKPOINTS / "metagan-kanji-32-small"
@@ -111,7 +112,8 @@ def test_variety_is_the_full_width_model_meta_trained_with_a_diversity_term(pipe
     assert training["diversity_weight"] == 100 and training["meta_steps"] == 183  # the second of its two runs
     assert training["heldout_examples"] == full.card_info["training"]["heldout_examples"]
     assert not any(p.name.startswith("checkpoint-") for p in VARIETY.iterdir())
-    assert sum(p.stat().st_size for p in VARIETY.rglob("*") if p.is_file()) < 6 * 2**20
+    # 4.9 MiB of generator and discriminator, 1.4 MiB of copy encoder
+    assert sum(p.stat().st_size for p in VARIETY.rglob("*") if p.is_file()) < 7 * 2**20
     # its card recommends the measured variety setting, the near-copy filter included, and states the comparisons
     assert variety_setting(variety.card_info) == {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
     card = (VARIETY / "README.md").read_text(encoding="utf-8")
@@ -141,3 +143,18 @@ def test_variety_adapts_and_samples_with_its_setting(pipes):
         output_type="pt",
     ).images
     assert out.shape == (24, 1, 32, 32) and torch.isfinite(out).all()
+
+
+def test_variety_filters_in_a_copy_encoder_that_never_saw_a_benchmark_class(pipes):
+    from metagan_hub.metrics.domains import _kanji_test_classes
+
+    encoder = pipes["variety"].copy_encoder
+    assert isinstance(encoder, EvaluationClassifier) and not encoder.training
+    assert (encoder.config.resolution, encoder.config.channels, encoder.num_classes) == (32, 1, 2000)
+    train, test = _kanji_test_classes(0, None)  # the class split of meta-training and of the kanji benchmark
+    assert set(encoder.classes) <= set(train) and not set(encoder.classes) & set(test)
+    training = encoder.config.training
+    assert training["num_train_images"] == 2000 * 20 and training["recipe"]["num_epochs"] == 6
+    assert "training classes of class split seed 0" in training["data"]
+    # the other bundled models filter in their discriminator's features, as their cards measured
+    assert pipes["full"].copy_encoder is None and pipes["small"].copy_encoder is None
