@@ -169,9 +169,14 @@ def main(args: argparse.Namespace) -> None:
         sampling["latent_scale"] = setting["latent_scale"]
         if "copy_margin" in setting:
             sampling.update(avoid_copies_of=shots, copy_margin=setting["copy_margin"])
+    sample_start = time.perf_counter()
     samples = adapted(
         batch_size=args.num_samples, generator=torch.Generator().manual_seed(args.seed), **sampling
     ).images
+    sample_seconds = time.perf_counter() - sample_start
+    copy_features = None  # the near-copy filter's feature space, where the setting filters
+    if "avoid_copies_of" in sampling:
+        copy_features = "copy encoder" if adapted.copy_encoder is not None else "discriminator"
     os.makedirs(args.output_dir, exist_ok=True)
     shot_images = to_pil(shots)
     per_row = max(args.shots, 10)
@@ -197,6 +202,8 @@ def main(args: argparse.Namespace) -> None:
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,
         "variety_setting": setting,
+        "copy_features": copy_features,
+        "sample_seconds": round(sample_seconds, 3),
         "grid": os.path.join(args.output_dir, "grid.png"),
     }
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:

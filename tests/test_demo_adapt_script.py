@@ -55,6 +55,7 @@ def test_demo_with_and_without_the_variety_setting(script, checkpoints, tmp_path
     )
     plain = run(script, checkpoints["varied"], tmp_path / "plain-out")
     assert plain["variety_setting"] is None and (tmp_path / "plain-out" / "grid.png").is_file()
+    assert plain["copy_features"] is None and plain["sample_seconds"] > 0
     assert "shot_augment" not in adapt_calls[-1] and "avoid_copies_of" not in sampling_calls[-1]
 
     varied = run(script, checkpoints["varied"], tmp_path / "varied-out", "--variety")
@@ -63,6 +64,7 @@ def test_demo_with_and_without_the_variety_setting(script, checkpoints, tmp_path
     kwargs = sampling_calls[-1]
     assert kwargs["latent_scale"] == 1.25 and kwargs["copy_margin"] == 1.25
     assert kwargs["avoid_copies_of"].shape[0] == 5  # the five shots
+    assert varied["copy_features"] == "discriminator"  # the tiny checkpoint has no copy encoder
 
 
 def test_demo_variety_refuses_before_any_work(script, checkpoints, tmp_path, monkeypatch):
