@@ -141,3 +141,24 @@ def test_lora_only_push_and_load_from_repo(hub_server, hub_repo_id, hf_cache, tm
 
     fresh = MetaGANPipeline.from_pretrained(tmp_path / "base").load_lora_weights(hub_repo_id)
     assert_outputs_close(images(fresh), images(adapted))
+
+
+def test_copy_encoder_travels_through_the_hub(hub_server, hub_repo_id, hf_cache):
+    from diffusers import DiffusionPipeline
+
+    from metagan_hub.metrics.classifiers import EvaluationClassifier
+
+    pipe = tiny_pipeline()
+    size = pipe.generator.config.sample_size
+    torch.manual_seed(0)
+    encoder = EvaluationClassifier(classes=["a", "b"], resolution=size, block_out_channels=(8, 16)).eval()
+    pipe.register_modules(copy_encoder=encoder)
+    pipe.push_to_hub(hub_repo_id)
+    uploaded = hub_server.uploaded_paths(hub_repo_id)
+    assert "copy_encoder/diffusion_pytorch_model.safetensors" in uploaded
+    assert "copy_encoder/metagan_hub.metrics.classifiers.py" in uploaded  # what plain diffusers imports it through
+    loaded = MetaGANPipeline.from_pretrained(hub_repo_id)
+    ref, got = encoder.state_dict(), loaded.copy_encoder.state_dict()
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    plain = DiffusionPipeline.from_pretrained(hub_repo_id, trust_remote_code=True)
+    assert type(plain.copy_encoder).__name__ == "EvaluationClassifier"
