@@ -18,8 +18,9 @@ measured on 2 renders per class with render seed 1 and recorded in its config wi
     python scripts/train_copy_encoder.py --pipeline checkpoints/metagan-kanji-32-variety \\
         --output_dir runs/metagan-kanji-32-variety-with-encoder
 
-writes the whole pipeline (its generator, discriminator and card unchanged) with a `copy_encoder/` folder. 2,000
-classes and 6 epochs (the defaults) took 10.6 minutes on one thread of a 2-core AVX2 CPU.
+writes the whole pipeline (its generator, discriminator and card information unchanged) with a `copy_encoder/`
+folder. 2,000 classes and 6 epochs (the defaults) took about 10 minutes on one thread of a 2-core AVX2 CPU (with
+two other processes running).
 """
 
 from __future__ import annotations
