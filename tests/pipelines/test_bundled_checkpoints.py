@@ -117,7 +117,13 @@ def test_variety_is_the_full_width_model_meta_trained_with_a_diversity_term(pipe
     # its card recommends the measured variety setting, the near-copy filter included, and states the comparisons
     assert variety_setting(variety.card_info) == {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
     card = (VARIETY / "README.md").read_text(encoding="utf-8")
-    for claim in ("metagan-kanji-32` at `adapt()`'s defaults", "the rival at 3×", "pooled-pretrain", "76x"):
+    for claim in (
+        "metagan-kanji-32` at `adapt()`'s defaults",
+        "the rival at 3×",
+        "pooled-pretrain",
+        "98x",
+        "copy encoder",
+    ):
         assert claim in card, claim
     assert json.loads((VARIETY / "metagan_hub.json").read_text(encoding="utf-8"))["evaluation"] in card
 
