@@ -113,6 +113,17 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def _check_matches_generator(generator: MetaGANGenerator, name: str, resolution: int, channels: int) -> None:
+    """Raise a `ValueError` naming component `name` unless it takes the `generator`'s images (resolution, channels)."""
+    g = generator.config
+    if (g.sample_size, g.out_channels) != (resolution, channels):
+        raise ValueError(
+            f"`{name}` must match the generator's resolution and channels: generator makes "
+            f"{g.out_channels}x{g.sample_size}x{g.sample_size} images, {name.replace('_', ' ')} expects "
+            f"{channels}x{resolution}x{resolution}."
+        )
+
+
 def _cast_copy(module: torch.nn.Module | None, dtype: torch.dtype) -> torch.nn.Module | None:
     """A copy of `module` in `dtype` (plain `nn.Module.to`, which skips diffusers' keep-in-fp32 warning)."""
     if module is None:
@@ -163,25 +174,16 @@ class MetaGANPipeline(DiffusionPipeline):
                 f"`discriminator` must be a MetaGANDiscriminator or None, got {type(discriminator).__name__}."
             )
         if discriminator is not None:
-            g, d = generator.config, discriminator.config
-            if (g.sample_size, g.out_channels) != (d.sample_size, d.in_channels):
-                raise ValueError(
-                    f"`discriminator` must match the generator's resolution and channels: generator makes "
-                    f"{g.out_channels}x{g.sample_size}x{g.sample_size} images, discriminator expects "
-                    f"{d.in_channels}x{d.sample_size}x{d.sample_size}."
-                )
+            d = discriminator.config
+            _check_matches_generator(generator, "discriminator", d.sample_size, d.in_channels)
         if copy_encoder is not None:
             if not isinstance(copy_encoder, EvaluationClassifier):
                 raise TypeError(
                     f"`copy_encoder` must be an EvaluationClassifier or None, got {type(copy_encoder).__name__}."
                 )
-            g, e = generator.config, copy_encoder.config
-            if (g.sample_size, g.out_channels) != (e.resolution, e.channels):
-                raise ValueError(
-                    f"`copy_encoder` must match the generator's resolution and channels: generator makes "
-                    f"{g.out_channels}x{g.sample_size}x{g.sample_size} images, copy encoder expects "
-                    f"{e.channels}x{e.resolution}x{e.resolution}."
-                )
+            _check_matches_generator(
+                generator, "copy_encoder", copy_encoder.config.resolution, copy_encoder.config.channels
+            )
         self.register_modules(generator=generator, discriminator=discriminator, copy_encoder=copy_encoder)
         self.card_info: dict[str, Any] = dict(card_info or {})
 
@@ -276,7 +278,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 Images (anything [`~MetaGANPipeline.adapt`] accepts, at least 2; typically the shots of the
                 adaptation) whose near-copies are replaced. In the features of the pipeline's copy encoder where it
                 has one (`copy_encoder`, e.g. `checkpoints/metagan-kanji-32-variety`), else of its discriminator (so
-                the pipeline needs one of them: [`~MetaGANPipeline.adapt`] returns both), a sample is a near-copy
+                the pipeline needs one of them; the one [`~MetaGANPipeline.adapt`] returns has its discriminator and
+                keeps the start's copy encoder), a sample is a near-copy
                 when it is closer to one of these images than `copy_margin` times the median distance between each
                 of them and its nearest other one; in a batch of 20 or more, at most the closest fifth count (more
                 only when samples tie at one distance, e.g. exact copies from a collapsed generator). Each near-copy
