@@ -113,6 +113,14 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+# the pipeline's components and their classes, in model_index.json order; only the generator is required
+COMPONENTS: dict[str, type[torch.nn.Module]] = {
+    "generator": MetaGANGenerator,
+    "discriminator": MetaGANDiscriminator,
+    "copy_encoder": EvaluationClassifier,
+}
+
+
 def _check_matches_generator(generator: MetaGANGenerator, name: str, resolution: int, channels: int) -> None:
     """Raise a `ValueError` naming component `name` unless it takes the `generator`'s images (resolution, channels)."""
     g = generator.config
@@ -961,7 +969,7 @@ class MetaGANPipeline(DiffusionPipeline):
         # Per-component re-exports named after the module recorded in model_index.json: diffusers' Hub download
         # refuses third-party components unless `<component>/<module>.py` exists in the repo (and then, with
         # `trust_remote_code=True`, imports the class from that file — which only imports the installed package).
-        for name in ("generator", "discriminator", "copy_encoder"):
+        for name in COMPONENTS:
             entry = index.get(name)
             if isinstance(entry, list) and entry[0]:
                 with open(os.path.join(save_directory, name, f"{entry[0]}.py"), "w", encoding="utf-8") as f:
@@ -1111,12 +1119,7 @@ class MetaGANPipeline(DiffusionPipeline):
         card_info = read_card_info(path)  # before any weights are read: a malformed sidecar fails fast
         # 3. load the components here (never through the folder's re-export files, which only plain diffusers with
         #    `trust_remote_code=True` uses) and hand them to diffusers
-        components = (
-            ("generator", MetaGANGenerator),
-            ("discriminator", MetaGANDiscriminator),
-            ("copy_encoder", EvaluationClassifier),
-        )
-        for name, model_cls in components:
+        for name, model_cls in COMPONENTS.items():
             if name in kwargs:
                 continue
             folder = os.path.join(path, name)
@@ -1152,11 +1155,13 @@ class MetaGANPipeline(DiffusionPipeline):
         if dtype is None or isinstance(dtype, torch.dtype):
             return
         if isinstance(dtype, dict):
-            unknown = set(dtype) - {"generator", "discriminator", "copy_encoder", "default"}
+            allowed = [*COMPONENTS, "default"]
+            unknown = set(dtype) - set(allowed)
             if unknown:
                 raise ValueError(
-                    f"`dtype` dict has unknown component(s) {sorted(unknown)}; allowed keys: 'generator', "
-                    "'discriminator', 'copy_encoder', 'default'."
+                    f"`dtype` dict has unknown component(s) {sorted(unknown)}; allowed keys: "
+                    + ", ".join(f"'{k}'" for k in allowed)
+                    + "."
                 )
             bad = {k: v for k, v in dtype.items() if not isinstance(v, torch.dtype)}
             if bad:
@@ -1238,12 +1243,7 @@ class MetaGANPipeline(DiffusionPipeline):
     def _check_index(index_path: str) -> None:
         with open(index_path, encoding="utf-8") as f:
             index = json.load(f)
-        expected = {
-            "generator": MetaGANGenerator.__name__,
-            "discriminator": MetaGANDiscriminator.__name__,
-            "copy_encoder": EvaluationClassifier.__name__,
-        }
-        for name, cls_name in expected.items():
+        for name, cls_name in ((n, c.__name__) for n, c in COMPONENTS.items()):
             entry = index.get(name)
             if name == "generator" and entry is None:
                 raise ValueError(f"{index_path} has no `generator` entry; expected [module, '{cls_name}'].")
