@@ -27,7 +27,13 @@ from ..metrics.classifiers import EvaluationClassifier
 from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
-from .copy_filter import MAX_DRAWS_PER_IMAGE, NearCopyDistance, capped_copy_threshold, check_replacement_spread
+from .copy_filter import (
+    MAX_DRAWS_PER_IMAGE,
+    NearCopyDistance,
+    capped_copy_threshold,
+    check_replacement_spread,
+    replacement_round_size,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -429,12 +435,13 @@ class MetaGANPipeline(DiffusionPipeline):
         copies = (distance < threshold).nonzero().flatten().tolist()  # positions still holding a near-copy
         n, draws, budget = latents.shape[0], latents.shape[0], MAX_DRAWS_PER_IMAGE * latents.shape[0]
         num_copies = len(copies)
+        passed = n - num_copies  # images judged so far that were not near-copies (sizes the replacement rounds)
         s = replacement_spread
         # near draws: each position's latent so far, unscaled (its near-copy's, then its last rejected try's)
         walk = {i: latents[i] / latent_scale for i in copies} if s < 1 else None
         while copies and draws < budget:
-            if walk is None:  # new draws; small rounds draw at least 16 candidates
-                m = min(max(len(copies), 16), budget - draws)
+            if walk is None:  # new draws, enough that all the copies left are likely replaced in this round
+                m = min(replacement_round_size(len(copies), passed, draws), budget - draws)
             else:  # one try per position still holding a near-copy
                 positions = copies[: budget - draws]
                 m = len(positions)
@@ -444,6 +451,7 @@ class MetaGANPipeline(DiffusionPipeline):
             candidates = generate(z * latent_scale)
             candidate_distance = near_copy_distance(candidates)
             draws += m
+            passed += int((candidate_distance >= threshold).sum())
             if walk is None:  # first come, first placed
                 for j in (candidate_distance >= threshold).nonzero().flatten().tolist():
                     if not copies:

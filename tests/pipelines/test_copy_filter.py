@@ -19,6 +19,7 @@ from metagan_hub.pipelines.copy_filter import (
     gate_features,
     near_copy_repulsion,
     nearest_reference_distance,
+    replacement_round_size,
 )
 from tests.pipelines.test_pipeline_metagan import LATENT_DIM, make_pipe
 
@@ -171,8 +172,8 @@ def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
     references = plain(pipe, z)[:2]
     images, stats = pipe.replace_near_copies(z, references, 1.0, 1.5, torch.Generator().manual_seed(0))
     assert stats["near_copies"] >= 2 and stats["replaced"] + stats["kept_copies"] == stats["near_copies"]
-    assert stats["extra_draws"] >= 16 and stats["threshold"] > 0
-    assert stats["discriminator_passes"] == N + stats["extra_draws"]  # small rounds: no gate
+    assert stats["extra_draws"] >= stats["replaced"] and stats["threshold"] > 0
+    assert stats["discriminator_passes"] == N + stats["extra_draws"]  # small batches: no gate
     # the replacements are the generator's images of the next draws from the generator, times the scale
     g = torch.Generator().manual_seed(0)
     candidates = plain(pipe, 1.5 * torch.randn(stats["extra_draws"], LATENT_DIM, generator=g))
@@ -244,6 +245,38 @@ def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe)
     torch.testing.assert_close(images[~flagged], before[~flagged], rtol=0, atol=1e-6)  # the rest are kept
     # below COPY_CAP_MIN_BATCH images there is no cap (test_all_near_copies_are_kept_with_a_warning: all flagged)
     assert capped_copy_threshold(1e6, distance[: COPY_CAP_MIN_BATCH - 1]) == 1e6
+
+
+def test_replacement_round_size():
+    assert replacement_round_size(0, 160, 200) == 0
+    # a fifth of the draws were near-copies: 40 left need 50 draws on average, and a margin so that one round does
+    assert replacement_round_size(40, 160, 200) == 55
+    assert replacement_round_size(1, 199, 200) == 2
+    # more left, or a lower pass rate, draw more; nothing passed yet (a small batch of copies): many, but finite
+    assert replacement_round_size(41, 160, 200) > 55 < replacement_round_size(40, 100, 200)
+    assert 4 < replacement_round_size(4, 0, 4) < 100
+    # the margin is what makes one round enough about 9 times in 10 (binomial draws at the pass rate of 0.8)
+    draws = torch.rand(2000, 55, generator=torch.Generator().manual_seed(0)) < 0.8
+    assert 0.85 < float((draws.sum(dim=1) >= 40).float().mean()) < 0.97
+
+
+def test_a_replacement_round_is_sized_by_the_pass_rate_and_places_draws_in_order(pipe):
+    n = 200
+    z = latents(seed=6, n=n)
+    before = plain(pipe, z)
+    references = before[:4]
+    images, stats = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
+    copies = stats["near_copies"]
+    assert copies == int(COPY_CAP_FRACTION * n) and stats["kept_copies"] == 0
+    # one round replaced all of them (not as many draws as copies, then a small round for the rest)
+    assert stats["extra_draws"] == replacement_round_size(copies, n - copies, n) > copies
+    # the placed images are the first candidates that are no near-copies, in the order drawn, at the copies' places
+    near = NearCopyDistance(pipe.discriminator, references)
+    flagged = near(before, set_gate=True) < stats["threshold"]
+    candidates = plain(pipe, torch.randn(stats["extra_draws"], LATENT_DIM, generator=torch.Generator().manual_seed(0)))
+    passing = candidates[near(candidates) >= stats["threshold"]]
+    torch.testing.assert_close(images[flagged], passing[:copies], rtol=0, atol=1e-5)
+    torch.testing.assert_close(images[~flagged], before[~flagged], rtol=0, atol=1e-6)
 
 
 def test_ties_at_the_cap_all_count():
