@@ -138,13 +138,6 @@ def _check_matches_generator(generator: MetaGANGenerator, name: str, resolution:
         )
 
 
-def _cast_copy(module: torch.nn.Module | None, dtype: torch.dtype) -> torch.nn.Module | None:
-    """A copy of `module` in `dtype` (plain `nn.Module.to`, which skips diffusers' keep-in-fp32 warning)."""
-    if module is None:
-        return None
-    return torch.nn.Module.to(copy.deepcopy(module), dtype)
-
-
 class MetaGANPipeline(DiffusionPipeline):
     r"""
     Pipeline for unconditional image generation with a (meta-learned) GAN, and for adapting it to a new class from a
