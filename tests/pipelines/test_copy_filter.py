@@ -226,13 +226,20 @@ def test_all_near_copies_are_kept_with_a_warning(pipe, caplog):
     assert "still near-copies" in caplog.text
 
 
+def filtered_with_a_huge_margin(pipe, n: int, seed: int):
+    """`n` samples, their first 4 as references, filtered at a margin so large that by the distance rule alone every
+    sample would be a near-copy (so the cap decides): (samples before, references, samples after, filter stats)."""
+    before = plain(pipe, latents(seed=seed, n=n))
+    references = before[:4]
+    images, stats = pipe.replace_near_copies(
+        latents(seed=seed, n=n), references, 1e6, 1.0, torch.Generator().manual_seed(0)
+    )
+    return before, references, images, stats
+
+
 def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe):
     n = 40
-    z = latents(seed=5, n=n)
-    before = plain(pipe, z)
-    references = before[:4]
-    # a huge margin: by the distance rule alone every sample would be a near-copy
-    images, stats = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
+    before, references, images, stats = filtered_with_a_huge_margin(pipe, n, seed=5)
     disc = pipe.discriminator
     features = discriminator_features(disc, references)
     distance = nearest_reference_distance(discriminator_features(disc, before), features)
@@ -262,10 +269,7 @@ def test_replacement_round_size():
 
 def test_a_replacement_round_is_sized_by_the_pass_rate_and_places_draws_in_order(pipe):
     n = 200
-    z = latents(seed=6, n=n)
-    before = plain(pipe, z)
-    references = before[:4]
-    images, stats = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
+    before, references, images, stats = filtered_with_a_huge_margin(pipe, n, seed=6)
     copies = stats["near_copies"]
     assert copies == int(COPY_CAP_FRACTION * n) and stats["kept_copies"] == 0
     # one round replaced all of them (not as many draws as copies, then a small round for the rest)
