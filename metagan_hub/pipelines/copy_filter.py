@@ -322,8 +322,10 @@ def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
 
 # A replacement round draws enough candidates that all the near-copies left are replaced with probability about 0.9,
 # at the pass rate seen so far: drawing as many as were left, at least 16, took a second round of 16 unfused images
-# for most classes (40 near-copies in 200 samples: 56 draws where 50 pass on average); replacements are placed in the
-# order drawn, so the size of a round changes how many draws are spent, not which ones are placed.
+# for most classes (40 near-copies in 200 samples: 56 draws where 50 pass on average). Replacements are placed in the
+# order drawn, and torch's CPU normal draws of a latent size that is a multiple of 16 (every bundled model's 128) are
+# the same however the stream is split into rounds: there the size of a round changes how many draws are spent, not
+# which ones are placed (up to float rounding: rounds of 32 or more take the fused upsampling path).
 REPLACEMENT_ROUND_Z = 1.3
 
 
