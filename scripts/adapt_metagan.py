@@ -140,6 +140,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Weight of the term that pushes samples away from near-copies of the shots (default: 0 = off).",
     )
     parser.add_argument(
+        "--copy_stop",
+        type=float,
+        default=None,
+        help="Stop adapting when more than this share of monitor samples are near-copies of the shots in the "
+        "checkpoint's copy encoder, returning the generator of the check before (adapt()'s copy_stop; default: off; "
+        "measured in the variety checkpoint's card: it stops simple classes such as digits far too early).",
+    )
+    parser.add_argument(
         "--shot_augment",
         type=float,
         default=None,
@@ -379,6 +387,7 @@ def main(args: argparse.Namespace) -> None:
             ("cdc_anchor_interval", args.cdc_anchor_interval),
             ("mode_seeking_weight", args.mode_seeking_weight),
             ("copy_repulsion_weight", args.copy_repulsion_weight),
+            ("copy_stop", args.copy_stop),
             ("shot_augment", shot_augment),
         )
         if v is not None

@@ -452,6 +452,9 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "tone_match": bool,
     "lr_scheduler": str,
     "lr_warmup_steps": int,
+    "copy_stop": float,
+    "copy_stop_interval": int,
+    "copy_stop_distance": float,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -275,6 +275,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         **adapt_options,
     )
     adapt_seconds = time.perf_counter() - start
+    record = adapted.card_info.get("adaptation", {})  # with `copy_stop`: the step whose generator was returned
     pool = math.ceil(n / min([1.0] + args.keep_fractions))
     latent_dim = adapted.generator.config.latent_dim
     # the first n latents are the benchmark's sample latents (same seed, same draw)
@@ -336,6 +337,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "sample_seconds": None if seconds is None else round(seconds, 4),  # generating this setting's samples
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
+                **({"copy_stop_step": record.get("copy_stop_step")} if "copy_stop_step" in record else {}),
                 "adapt_options": {key: adapt_options[key] for key in sorted(adapt_options) if key != "tone_match"},
                 "adapt_seconds": round(adapt_seconds, 3),
                 "seeds": {"shots": bf.shot_seed(fa, c), "adapt": bf.adapt_seed(fa, c, k), "samples": fa.seed},

@@ -205,6 +205,19 @@ def test_script_argument_errors():
             script.parse_args(["--pretrained_model_name_or_path", "x", "--train_data_dir", "d", "--variety", *clash])
 
 
+def test_script_copy_stop_needs_a_copy_encoder(inputs, tmp_path):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    base, shots = inputs
+    # the test checkpoint has no copy encoder: adapt()'s error, naming the option, and nothing written
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--copy_stop", "0.2",
+         "--output_dir", str(tmp_path / "no-encoder")]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"copy_stop=0.2 judges near-copies in the pipeline's copy encoder"):
+        run_main(script, args)
+    assert not (tmp_path / "no-encoder").exists()
+
+
 def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     script = load_script("adapt_metagan_script", SCRIPT)
     base, shots = inputs

@@ -21,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..models.layers import check_positive_float, check_positive_int
+from ..pipelines.copy_filter import (
+    COPY_STOP_DISTANCE,
+    COPY_STOP_LATENT_SCALE,
+    COPY_STOP_SAMPLES,
+    encoder_features,
+    near_copy_share,
+)
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
 from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
@@ -222,6 +229,29 @@ def _scaled_groups(
     return groups
 
 
+def check_copy_stop(pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, num_steps: int) -> None:
+    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are usable."""
+    if copy_stop is None:
+        return
+    if isinstance(copy_stop, bool) or not isinstance(copy_stop, int | float) or not 0 < copy_stop < 1:
+        raise ValueError(
+            f"`copy_stop` must be None (off) or a share in (0, 1) of monitor samples that may be near-copies of the "
+            f"shots before adaptation stops, got {copy_stop!r}."
+        )
+    check_positive_int("copy_stop_interval", interval)
+    if 2 * interval > num_steps:
+        raise ValueError(
+            f"`copy_stop_interval` must leave at least two checks in num_steps={num_steps} (the generator of the "
+            f"check before a stop is returned): at most {num_steps // 2}, got {interval!r}."
+        )
+    check_positive_float("copy_stop_distance", distance)
+    if pipeline.copy_encoder is None:
+        raise ValueError(
+            f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
+            "(scripts/train_copy_encoder.py adds one; the bundled metagan-kanji-32-variety carries one)."
+        )
+
+
 def _adapted_summary(num_shots: int, steps_run: int, start_card_info: dict[str, Any]) -> str:
     """The model card summary of an adapted pipeline; the start's own summary follows unless the start was itself
     adapted (its summary then describes an earlier adaptation; the card's base model link leads to it)."""
@@ -269,6 +299,9 @@ def adapt_pipeline(
     tone_match: bool | None = None,
     lr_scheduler: str = "constant",
     lr_warmup_steps: int = 0,
+    copy_stop: float | None = None,
+    copy_stop_interval: int = 25,
+    copy_stop_distance: float = COPY_STOP_DISTANCE,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -324,6 +357,7 @@ def adapt_pipeline(
     check_positive_float("copy_repulsion_margin", copy_repulsion_margin)
     check_shot_augment(shot_augment)
     check_lr_schedule(lr_scheduler, lr_warmup_steps, num_steps)
+    check_copy_stop(pipeline, copy_stop, copy_stop_interval, copy_stop_distance, num_steps)
     if tone_match is not None and not isinstance(tone_match, bool):
         raise ValueError(
             f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
@@ -520,6 +554,19 @@ def adapt_pipeline(
     if 0 in snapshot_at:
         take_snapshot(0)
 
+    # the copy stop's monitor: fixed latents from their own seed (the adaptation's random stream is not touched), the
+    # shots' features in a float32 copy of the copy encoder
+    copy_checks: list[dict[str, float]] = []
+    kept: tuple[int, torch.nn.Module] | None = None  # the generator at the last check that passed
+    copy_stop_step = None
+    if copy_stop is not None:
+        monitor = copy.deepcopy(pipeline.copy_encoder).eval()
+        torch.nn.Module.to(monitor, device=device, dtype=torch.float32)
+        monitor_refs = encoder_features(monitor, shots.contiguous())
+        monitor_latents = COPY_STOP_LATENT_SCALE * torch.randn(
+            COPY_STOP_SAMPLES, latent_dim, generator=torch.Generator().manual_seed((seed + 2) % 2**64)
+        ).to(device)
+
     # 3. GAN steps on the shots
     with progress as bar:
         for step in range(num_steps):
@@ -575,6 +622,23 @@ def adapt_pipeline(
                 bar.update(1)
             if step + 1 in snapshot_at:
                 take_snapshot(step + 1)
+            if copy_stop is not None and (step + 1) % copy_stop_interval == 0:
+                snap = _generator_snapshot(gen_c, gen, ema)
+                with torch.no_grad():
+                    share = near_copy_share(monitor, snap(monitor_latents).sample, monitor_refs, copy_stop_distance)
+                copy_checks.append({"step": step + 1, "share": round(share, 4)})
+                if kept is not None and share > copy_stop:
+                    copy_stop_step = kept[0]
+                    logger.info(
+                        "adapt(): %.2f of the monitor samples are near-copies of the shots after %d steps (copy_stop="
+                        "%g): stopped, returning the generator after %d steps.",
+                        share,
+                        step + 1,
+                        copy_stop,
+                        copy_stop_step,
+                    )
+                    break
+                kept = (step + 1, snap)
             if callback is not None and callback(step, logs) is True:
                 stopped_early = True
                 break
@@ -587,6 +651,8 @@ def adapt_pipeline(
                     b_m.copy_(b_c)
     if ema is not None:
         ema.copy_to(g_params)
+    if copy_stop_step is not None:  # the generator of the check before the stop (EMA applied)
+        gen = kept[1]
     if not (_all_finite(gen) and _all_finite(disc)):
         raise NonFiniteLossError("adapt() produced non-finite weights; nothing was returned. Lower `learning_rate`.")
     gen.eval().requires_grad_(False)
@@ -640,6 +706,17 @@ def adapt_pipeline(
         "copy_repulsion_margin": copy_repulsion_margin,
         "shot_augment": shot_augment,
         "tone_match": tone_match,
+        "copy_stop": copy_stop,
+        **(
+            {
+                "copy_stop_interval": copy_stop_interval,
+                "copy_stop_distance": copy_stop_distance,
+                "copy_checks": copy_checks,
+                "copy_stop_step": copy_stop_step,
+            }
+            if copy_stop is not None
+            else {}
+        ),
         "layer_lr_scales": lr_scales is not None,  # the checkpoint's meta-learned per-tensor learning rates applied
         "seed": seed,
         "device": str(device),
@@ -656,7 +733,7 @@ def adapt_pipeline(
         for k, v in pipeline.card_info.items()
         if k not in ("name_or_path", "title", "summary", "adaptation", "training", "evaluation", "variety_setting")
     }
-    card_info["summary"] = _adapted_summary(num_shots, len(losses), pipeline.card_info)
+    card_info["summary"] = _adapted_summary(num_shots, copy_stop_step or len(losses), pipeline.card_info)
     card_info["base_model"] = record["base_model"]
     card_info["adaptation"] = record
     adapted = MetaGANPipeline(

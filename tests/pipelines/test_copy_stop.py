@@ -1,0 +1,75 @@
+"""`adapt(..., copy_stop=...)`: adaptation stops when the generator's monitor samples become near-copies of the shots
+(in the copy encoder's features) and returns the generator of the check before; otherwise nothing changes."""
+
+import pytest
+import torch
+
+from metagan_hub.pipelines.copy_filter import encoder_features, near_copy_share
+from tests.pipelines.test_copy_encoder import with_encoder
+from tests.pipelines.test_pipeline_metagan import SIZE, assert_same_weights, make_pipe
+
+SHOTS = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+OPTIONS = dict(num_steps=8, tone_match=False, copy_stop_interval=2)
+
+
+def adapt(pipe, snapshots=None, **kwargs):
+    kwargs = {**OPTIONS, **kwargs}
+    if snapshots is not None:
+        kwargs.update(snapshot_steps=range(kwargs["num_steps"] + 1), snapshot_callback=snapshots.__setitem__)
+    return pipe.adapt(SHOTS, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def test_near_copy_share():
+    encoder = with_encoder().copy_encoder
+    refs = encoder_features(encoder, SHOTS)
+    others = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    assert near_copy_share(encoder, torch.cat([SHOTS, others]), refs, 1e-4) == 0.5
+    assert near_copy_share(encoder, others, refs, 3.0) == 1.0  # unit-length features are at most 2 apart
+
+
+def test_a_stop_returns_the_generator_of_the_check_before():
+    pipe = with_encoder()
+    snapshots = {}
+    # every monitor sample is nearer than 3 (unit-length features): the second check (step 4) stops
+    adapted = adapt(pipe, snapshots, copy_stop=0.5, copy_stop_distance=3.0)
+    record = adapted.card_info["adaptation"]
+    assert record["copy_stop_step"] == 2 and record["steps_run"] == 4
+    assert record["copy_checks"] == [{"step": 2, "share": 1.0}, {"step": 4, "share": 1.0}]
+    assert_same_weights(adapted.generator, snapshots[2])  # the generator after 2 steps, not 4
+    assert not adapted.generator.training and "in 2 steps" in adapted.card_info["summary"]
+    assert sorted(snapshots) == [0, 1, 2, 3, 4]  # and no step ran after the stop
+
+
+def test_without_a_stop_nothing_changes():
+    pipe = with_encoder()
+    plain = adapt(pipe)
+    # a distance no sample is nearer than: checked every 2 steps, never stops, the same weights bit for bit
+    checked = adapt(pipe, copy_stop=0.5, copy_stop_distance=1e-6)
+    record = checked.card_info["adaptation"]
+    assert record["copy_stop_step"] is None and record["steps_run"] == 8
+    assert [c["step"] for c in record["copy_checks"]] == [2, 4, 6, 8]
+    assert_same_weights(plain.generator, checked.generator)
+    assert_same_weights(plain.discriminator, checked.discriminator)
+    assert "copy_checks" not in plain.card_info["adaptation"] and plain.card_info["adaptation"]["copy_stop"] is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(copy_stop=0), "`copy_stop` must be None"),
+        (dict(copy_stop=1.0), "`copy_stop` must be None"),
+        (dict(copy_stop=True), "`copy_stop` must be None"),
+        (dict(copy_stop=float("nan")), "`copy_stop` must be None"),
+        (dict(copy_stop=0.2, copy_stop_interval=5), "`copy_stop_interval` must leave at least two checks"),
+        (dict(copy_stop=0.2, copy_stop_interval=0), "copy_stop_interval"),
+        (dict(copy_stop=0.2, copy_stop_distance=-1.0), "copy_stop_distance"),
+    ],
+)
+def test_bad_copy_stop_options_are_refused_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        adapt(with_encoder(), **kwargs)
+
+
+def test_copy_stop_needs_a_copy_encoder():
+    with pytest.raises(ValueError, match="copy_stop=0.2 judges near-copies in the pipeline's copy encoder"):
+        adapt(make_pipe(), copy_stop=0.2)
