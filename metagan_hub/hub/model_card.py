@@ -327,11 +327,7 @@ def render_pipeline_card(pipeline, repo_id: str | None = None, images: Sequence[
     info = public_card_info(getattr(pipeline, "card_info", None) or {})  # never a local path in a card
     base_model = info.get("base_model")
     is_model = isinstance(pipeline, torch.nn.Module)
-    modules = (
-        {"model": pipeline}
-        if is_model
-        else {n: getattr(pipeline, n, None) for n in ("generator", "discriminator", "copy_encoder")}
-    )
+    modules = {"model": pipeline} if is_model else pipeline.components  # the registered components, None if absent
     components = []
     for name, module in modules.items():
         if module is None:
