@@ -562,7 +562,7 @@ def adapt_pipeline(
     if copy_stop is not None:
         monitor = copy.deepcopy(pipeline.copy_encoder).eval()
         torch.nn.Module.to(monitor, device=device, dtype=torch.float32)
-        monitor_refs = encoder_features(monitor, shots.contiguous())
+        monitor_refs = encoder_features(monitor, shots)
         monitor_latents = COPY_STOP_LATENT_SCALE * torch.randn(
             COPY_STOP_SAMPLES, latent_dim, generator=torch.Generator().manual_seed((seed + 2) % 2**64)
         ).to(device)
