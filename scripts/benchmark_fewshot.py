@@ -429,7 +429,12 @@ class Contender:
 
 # adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+";
 # booleans are true / false)
-ADAPT_OPTION_TYPES: dict[str, type] = {
+def copy_stop_distance(value: str) -> float | str:
+    """`--adapt_options` value of `copy_stop_distance`: a number, or a name adapt() measures it by ("augment")."""
+    return value if value.isalpha() else float(value)
+
+
+ADAPT_OPTION_TYPES: dict[str, Any] = {
     "learning_rate": float,
     "batch_size": int,
     "loss": str,
@@ -454,7 +459,7 @@ ADAPT_OPTION_TYPES: dict[str, type] = {
     "lr_warmup_steps": int,
     "copy_stop": float,
     "copy_stop_interval": int,
-    "copy_stop_distance": float,
+    "copy_stop_distance": copy_stop_distance,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -28,7 +28,7 @@ from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
 from .copy_filter import (
-    COPY_STOP_DISTANCE,
+    COPY_STOP_MIN_STEPS,
     MAX_DRAWS_PER_IMAGE,
     NearCopyDistance,
     capped_copy_threshold,
@@ -600,7 +600,8 @@ class MetaGANPipeline(DiffusionPipeline):
         lr_warmup_steps: int = 0,
         copy_stop: float | None = None,
         copy_stop_interval: int = 25,
-        copy_stop_distance: float = COPY_STOP_DISTANCE,
+        copy_stop_distance: float | str = "augment",
+        copy_stop_min_steps: int = COPY_STOP_MIN_STEPS,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -736,19 +737,22 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_stop (`float`, *optional*): stop adapting once the generator starts to copy the shots. Every
                 `copy_stop_interval` steps it draws 64 monitor images (fixed latents of their own seed, times 1.25);
                 when more than this share of them lie closer than `copy_stop_distance` to a shot in the copy
-                encoder's features, the GAN steps stop and the generator of the check before is returned (the
-                discriminator as it is at the stop; the tone curve is fitted to the returned generator). The GAN
-                steps up to the stop are the same as without it. Needs a pipeline with a `copy_encoder`. Some
-                classes' generators collapse onto the shots late in adaptation; stopping them helps (a font glyph
-                that copied in 76-87% of its samples: 1.5-3.5%), but at 0.2 with the bundled encoder simple classes
-                stop far too early (every digit class: recognisability 0.86-0.93 -> 0.27-0.39), and over kanji and
-                font glyphs it traded no better than the sampling filter (variety card). So `None` (default) is off.
-                Each check's share is recorded in `card_info["adaptation"]["copy_checks"]`.
+                encoder's features, the GAN steps stop and the generator of the check before is returned (never one
+                of fewer than `copy_stop_min_steps` steps; the discriminator as it is at the stop; the tone curve is
+                fitted to the returned generator). The GAN steps up to the stop are the same as without it. Needs a
+                pipeline with a `copy_encoder`. Some classes' generators collapse onto the shots late in
+                adaptation; stopping them removes most of their copies (a font glyph that copied in 76-87% of its
+                samples: 1.5-3.5%). Measured in the variety card. `None` (default): off. Each check's share is recorded in `card_info["adaptation"]["copy_checks"]`.
             copy_stop_interval (`int`, defaults to 25): steps between two checks of `copy_stop` (at most half of
                 `num_steps`: a stop returns the generator of the check before).
-            copy_stop_distance (`float`, defaults to 0.3): the near-copy distance of `copy_stop` in the copy
-                encoder's unit-length features; 0.3 fits the bundled copy encoder, whose training renders lie
-                0.26-0.28 from their nearest other render of the same class.
+            copy_stop_distance (`float` or `str`, defaults to `"augment"`): the near-copy distance of `copy_stop` in
+                the copy encoder's unit-length features. `"augment"` measures it on the shots: the median distance
+                between a shot and small random affine versions of it (the distortions of `shot_augment=1`;
+                [`~metagan_hub.pipelines.copy_filter.augmented_shot_distance`], recorded as
+                `copy_stop_distance_value`), so it follows the scale the encoder gives a domain. A number is used as
+                it is: a fixed 0.3 fits kanji in the bundled encoder but stopped every digit class far too early.
+            copy_stop_min_steps (`int`, defaults to 50): the fewest steps a stop may return; checks that would
+                return fewer only record their share. From 0 to `num_steps - copy_stop_interval`.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -804,6 +808,7 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_stop=copy_stop,
             copy_stop_interval=copy_stop_interval,
             copy_stop_distance=copy_stop_distance,
+            copy_stop_min_steps=copy_stop_min_steps,
         )
 
     # ------------------------------------------------------------------ LoRA

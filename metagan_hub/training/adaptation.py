@@ -22,9 +22,11 @@ import torch
 
 from ..models.layers import check_positive_float, check_positive_int
 from ..pipelines.copy_filter import (
-    COPY_STOP_DISTANCE,
     COPY_STOP_LATENT_SCALE,
+    COPY_STOP_MIN_STEPS,
     COPY_STOP_SAMPLES,
+    augmented_shot_distance,
+    check_copy_stop_distance,
     encoder_features,
     near_copy_share,
 )
@@ -229,7 +231,9 @@ def _scaled_groups(
     return groups
 
 
-def check_copy_stop(pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, num_steps: int) -> None:
+def check_copy_stop(
+    pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, min_steps: Any, num_steps: int
+) -> None:
     """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are usable."""
     if copy_stop is None:
         return
@@ -244,7 +248,12 @@ def check_copy_stop(pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, di
             f"`copy_stop_interval` must leave at least two checks in num_steps={num_steps} (the generator of the "
             f"check before a stop is returned): at most {num_steps // 2}, got {interval!r}."
         )
-    check_positive_float("copy_stop_distance", distance)
+    check_copy_stop_distance(distance)
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or not 0 <= min_steps <= num_steps - interval:
+        raise ValueError(
+            f"`copy_stop_min_steps` must be an integer from 0 (a stop may return the generator of the first check) to "
+            f"num_steps - copy_stop_interval = {num_steps - interval}, got {min_steps!r}."
+        )
     if pipeline.copy_encoder is None:
         raise ValueError(
             f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
@@ -301,7 +310,8 @@ def adapt_pipeline(
     lr_warmup_steps: int = 0,
     copy_stop: float | None = None,
     copy_stop_interval: int = 25,
-    copy_stop_distance: float = COPY_STOP_DISTANCE,
+    copy_stop_distance: float | str = "augment",
+    copy_stop_min_steps: int = COPY_STOP_MIN_STEPS,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -357,7 +367,7 @@ def adapt_pipeline(
     check_positive_float("copy_repulsion_margin", copy_repulsion_margin)
     check_shot_augment(shot_augment)
     check_lr_schedule(lr_scheduler, lr_warmup_steps, num_steps)
-    check_copy_stop(pipeline, copy_stop, copy_stop_interval, copy_stop_distance, num_steps)
+    check_copy_stop(pipeline, copy_stop, copy_stop_interval, copy_stop_distance, copy_stop_min_steps, num_steps)
     if tone_match is not None and not isinstance(tone_match, bool):
         raise ValueError(
             f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
@@ -563,6 +573,9 @@ def adapt_pipeline(
         monitor = copy.deepcopy(pipeline.copy_encoder).eval()
         torch.nn.Module.to(monitor, device=device, dtype=torch.float32)
         monitor_refs = encoder_features(monitor, shots)
+        stop_distance = copy_stop_distance
+        if copy_stop_distance == "augment":  # measured on the shots, from a seed of its own
+            stop_distance = augmented_shot_distance(monitor, shots, torch.Generator().manual_seed((seed + 3) % 2**64))
         monitor_latents = COPY_STOP_LATENT_SCALE * torch.randn(
             COPY_STOP_SAMPLES, latent_dim, generator=torch.Generator().manual_seed((seed + 2) % 2**64)
         ).to(device)
@@ -625,9 +638,9 @@ def adapt_pipeline(
             if copy_stop is not None and (step + 1) % copy_stop_interval == 0:
                 snap = _generator_snapshot(gen_c, gen, ema)
                 with torch.no_grad():
-                    share = near_copy_share(monitor, snap(monitor_latents).sample, monitor_refs, copy_stop_distance)
+                    share = near_copy_share(monitor, snap(monitor_latents).sample, monitor_refs, stop_distance)
                 copy_checks.append({"step": step + 1, "share": round(share, 4)})
-                if kept is not None and share > copy_stop:
+                if kept is not None and kept[0] >= copy_stop_min_steps and share > copy_stop:
                     copy_stop_step = kept[0]
                     logger.info(
                         "adapt(): %.2f of the monitor samples are near-copies of the shots after %d steps (copy_stop="
@@ -711,6 +724,9 @@ def adapt_pipeline(
             {
                 "copy_stop_interval": copy_stop_interval,
                 "copy_stop_distance": copy_stop_distance,
+                "copy_stop_min_steps": copy_stop_min_steps,
+                # the distance the checks used, where it was measured on the shots
+                **({"copy_stop_distance_value": round(stop_distance, 6)} if copy_stop_distance == "augment" else {}),
                 "copy_checks": copy_checks,
                 "copy_stop_step": copy_stop_step,
             }

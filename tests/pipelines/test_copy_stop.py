@@ -1,15 +1,17 @@
 """`adapt(..., copy_stop=...)`: adaptation stops when the generator's monitor samples become near-copies of the shots
-(in the copy encoder's features) and returns the generator of the check before; otherwise nothing changes."""
+(in the copy encoder's features) and returns the generator of the check before (never one of fewer than
+`copy_stop_min_steps` steps); otherwise nothing changes. The near-copy distance is a number or measured on the shots
+("augment")."""
 
 import pytest
 import torch
 
-from metagan_hub.pipelines.copy_filter import encoder_features, near_copy_share
+from metagan_hub.pipelines.copy_filter import augmented_shot_distance, encoder_features, near_copy_share
 from tests.pipelines.test_copy_encoder import with_encoder
 from tests.pipelines.test_pipeline_metagan import SIZE, assert_same_weights, make_pipe
 
 SHOTS = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
-OPTIONS = dict(num_steps=8, tone_match=False, copy_stop_interval=2)
+OPTIONS = dict(num_steps=8, tone_match=False, copy_stop_interval=2, copy_stop_min_steps=0)
 
 
 def adapt(pipe, snapshots=None, **kwargs):
@@ -53,6 +55,40 @@ def test_without_a_stop_nothing_changes():
     assert "copy_checks" not in plain.card_info["adaptation"] and plain.card_info["adaptation"]["copy_stop"] is None
 
 
+def test_a_stop_never_returns_fewer_steps_than_copy_stop_min_steps():
+    pipe = with_encoder()
+    snapshots = {}
+    # every check is over the share, but the checks at steps 2 and 4 would return fewer than 4 steps: step 6 stops
+    adapted = adapt(pipe, snapshots, copy_stop=0.5, copy_stop_distance=3.0, copy_stop_min_steps=4)
+    record = adapted.card_info["adaptation"]
+    assert record["copy_stop_step"] == 4 and record["steps_run"] == 6 and record["copy_stop_min_steps"] == 4
+    assert [c["step"] for c in record["copy_checks"]] == [2, 4, 6]
+    assert_same_weights(adapted.generator, snapshots[4])
+
+
+def test_augmented_shot_distance():
+    encoder = with_encoder().copy_encoder
+    same = augmented_shot_distance(encoder, SHOTS, torch.Generator().manual_seed(0))
+    assert same == augmented_shot_distance(encoder, SHOTS, torch.Generator().manual_seed(0))  # seeded
+    assert 0 < same < 2
+    assert augmented_shot_distance(encoder, SHOTS, strength=0.0) == 0.0  # unchanged shots lie on their features
+    # stronger distortions move further from the shots
+    assert augmented_shot_distance(encoder, SHOTS, torch.Generator().manual_seed(0), strength=4.0) > same
+
+
+def test_the_augment_distance_is_measured_on_the_shots_and_recorded():
+    pipe = with_encoder()
+    adapted = adapt(pipe, copy_stop=0.5)  # the default distance
+    record = adapted.card_info["adaptation"]
+    assert record["copy_stop_distance"] == "augment"
+    # from its own seed (adapt's seed + 3), in a float32 copy of the encoder
+    expected = augmented_shot_distance(pipe.copy_encoder.float(), SHOTS, torch.Generator().manual_seed(3))
+    assert record["copy_stop_distance_value"] == round(expected, 6)
+    # the checks judged at that distance: the same shares as a number equal to it gives
+    fixed = adapt(pipe, copy_stop=0.5, copy_stop_distance=expected).card_info["adaptation"]
+    assert record["copy_checks"] == fixed["copy_checks"] and "copy_stop_distance_value" not in fixed
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -63,6 +99,10 @@ def test_without_a_stop_nothing_changes():
         (dict(copy_stop=0.2, copy_stop_interval=5), "`copy_stop_interval` must leave at least two checks"),
         (dict(copy_stop=0.2, copy_stop_interval=0), "copy_stop_interval"),
         (dict(copy_stop=0.2, copy_stop_distance=-1.0), "copy_stop_distance"),
+        (dict(copy_stop=0.2, copy_stop_distance="aug"), "`copy_stop_distance` must be a positive number or one of"),
+        (dict(copy_stop=0.2, copy_stop_min_steps=-1), "`copy_stop_min_steps` must be an integer from 0"),
+        (dict(copy_stop=0.2, copy_stop_min_steps=True), "`copy_stop_min_steps` must be an integer from 0"),
+        (dict(copy_stop=0.2, copy_stop_min_steps=7), r"num_steps - copy_stop_interval = 6, got 7"),
     ],
 )
 def test_bad_copy_stop_options_are_refused_naming_the_argument(kwargs, message):
