@@ -742,7 +742,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 fitted to the returned generator). The GAN steps up to the stop are the same as without it. Needs a
                 pipeline with a `copy_encoder`. Some classes' generators collapse onto the shots late in
                 adaptation; stopping them removes most of their copies (a font glyph that copied in 76-87% of its
-                samples: 1.5-3.5%). Measured in the variety card. `None` (default): off. Each check's share is recorded in `card_info["adaptation"]["copy_checks"]`.
+                samples: 1.5-3.5%). Measured in the variety card. `None` (default): off. Each check's share is
+                recorded in `card_info["adaptation"]["copy_checks"]`.
             copy_stop_interval (`int`, defaults to 25): steps between two checks of `copy_stop` (at most half of
                 `num_steps`: a stop returns the generator of the check before).
             copy_stop_distance (`float` or `str`, defaults to `"augment"`): the near-copy distance of `copy_stop` in
@@ -751,8 +752,9 @@ class MetaGANPipeline(DiffusionPipeline):
                 [`~metagan_hub.pipelines.copy_filter.augmented_shot_distance`], recorded as
                 `copy_stop_distance_value`), so it follows the scale the encoder gives a domain. A number is used as
                 it is: a fixed 0.3 fits kanji in the bundled encoder but stopped every digit class far too early.
-            copy_stop_min_steps (`int`, defaults to 50): the fewest steps a stop may return; checks that would
-                return fewer only record their share. From 0 to `num_steps - copy_stop_interval`.
+            copy_stop_min_steps (`int`, defaults to 50): the fewest steps a stop may return (0: any check's);
+                checks that would return fewer only record their share. Where no check can stop (`num_steps`
+                below this plus `copy_stop_interval`), a warning says so.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,

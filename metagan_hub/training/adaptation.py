@@ -249,10 +249,19 @@ def check_copy_stop(
             f"check before a stop is returned): at most {num_steps // 2}, got {interval!r}."
         )
     check_copy_stop_distance(distance)
-    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or not 0 <= min_steps <= num_steps - interval:
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
         raise ValueError(
-            f"`copy_stop_min_steps` must be an integer from 0 (a stop may return the generator of the first check) to "
-            f"num_steps - copy_stop_interval = {num_steps - interval}, got {min_steps!r}."
+            f"`copy_stop_min_steps` must be a non-negative integer (the fewest steps a stop may return; 0: any "
+            f"check's), got {min_steps!r}."
+        )
+    if min_steps > num_steps - interval:
+        logger.warning(
+            "adapt(): copy_stop=%g cannot stop in num_steps=%d: a stop returns the generator of the check before, "
+            "and none after step %d may return fewer than copy_stop_min_steps=%d steps; the checks are only recorded.",
+            copy_stop,
+            num_steps,
+            num_steps - interval,
+            min_steps,
         )
     if pipeline.copy_encoder is None:
         raise ValueError(
