@@ -35,10 +35,10 @@ CARD_INFO_SCHEMA: dict[str, tuple[type, ...]] = {
     "variety_setting": (dict,),
 }
 # `variety_setting`: the setting a checkpoint's benchmark found to give more varied samples and fewer near-copies of
-# the shots, as `adapt(shot_augment=..., [diversity_loss=..., diversity_weight=...])` plus sampling at
-# `latent_scale=...` [with `avoid_copies_of=shots, copy_margin=...`]; absent where none was found to help.
+# the shots, as `adapt(shot_augment=..., [diversity_loss=..., diversity_weight=...], [copy_stop=...])` plus sampling
+# at `latent_scale=...` [with `avoid_copies_of=shots, copy_margin=...`]; absent where none was found to help.
 VARIETY_SETTING_KEYS = ("shot_augment", "latent_scale")
-VARIETY_SETTING_OPTIONAL_KEYS = ("diversity_loss", "diversity_weight", "copy_margin")
+VARIETY_SETTING_OPTIONAL_KEYS = ("diversity_loss", "diversity_weight", "copy_margin", "copy_stop")
 # the keys that go to the adapted pipeline's `__call__`, not to `adapt()`
 VARIETY_SAMPLING_KEYS = ("latent_scale", "copy_margin")
 
@@ -98,11 +98,11 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     """
     The variety setting a checkpoint's card recommends (`card_info["variety_setting"]`): `{"shot_augment": float,
     "latent_scale": float}`, optionally with `"diversity_loss": str` (one of `adapt()`'s diversity terms),
-    `"diversity_weight": float` and `"copy_margin": float`; [`variety_adapt_options`] turns it into `adapt()`
-    arguments, `latent_scale` goes to the adapted pipeline's `__call__(latent_scale=...)`, and `copy_margin`, where
-    present, means sampling with the near-copy filter: `__call__(avoid_copies_of=shots, copy_margin=...)`. `None`
-    when the card has none (its benchmark found no setting that helps). A malformed entry raises a `ValueError`
-    naming the key, the value and what is allowed.
+    `"diversity_weight": float`, `"copy_margin": float` and `"copy_stop": float` (a share in (0, 1), `adapt()`'s
+    `copy_stop`); [`variety_adapt_options`] turns it into `adapt()` arguments, `latent_scale` goes to the adapted
+    pipeline's `__call__(latent_scale=...)`, and `copy_margin`, where present, means sampling with the near-copy
+    filter: `__call__(avoid_copies_of=shots, copy_margin=...)`. `None` when the card has none (its benchmark found no
+    setting that helps). A malformed entry raises a `ValueError` naming the key, the value and what is allowed.
 
     Example:
 
@@ -115,6 +115,8 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
     {'shot_augment': 0.0, 'latent_scale': 1.0, 'diversity_loss': 'mixdl'}
     >>> variety_setting({"variety_setting": {"shot_augment": 1, "latent_scale": 1.25, "copy_margin": 1.25}})
     {'shot_augment': 1.0, 'latent_scale': 1.25, 'copy_margin': 1.25}
+    >>> variety_setting({"variety_setting": {"shot_augment": 1, "latent_scale": 1.25, "copy_stop": 0.3}})
+    {'shot_augment': 1.0, 'latent_scale': 1.25, 'copy_stop': 0.3}
     >>> variety_setting({"title": "no setting"}) is None
     True
     ```
@@ -126,7 +128,8 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     allowed = (
         'a JSON object {"shot_augment": number >= 0, "latent_scale": number > 0}, optionally with "diversity_loss": '
-        f'one of {list(DIVERSITY_LOSSES)}, "diversity_weight": number >= 0 and "copy_margin": number > 0'
+        f'one of {list(DIVERSITY_LOSSES)}, "diversity_weight": number >= 0, "copy_margin": number > 0 and '
+        '"copy_stop": number in (0, 1)'
     )
     keys = set(value) if isinstance(value, dict) else set()
     if (
@@ -144,6 +147,7 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
         else:
             ok = isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item) and item >= 0
             ok = ok and not (key in VARIETY_SAMPLING_KEYS and item == 0)  # both must be positive
+            ok = ok and not (key == "copy_stop" and not 0 < item < 1)
         if not ok:
             raise ValueError(f"`variety_setting.{key}` is {item!r}; expected {allowed}.")
         setting[key] = item if key == "diversity_loss" else float(item)
@@ -153,8 +157,8 @@ def variety_setting(card_info: dict[str, Any] | None) -> dict[str, Any] | None:
 def variety_adapt_options(setting: dict[str, Any]) -> dict[str, Any]:
     """
     The `adapt()` keyword arguments of a variety setting as [`variety_setting`] returns it: `shot_augment`, and
-    `diversity_loss` / `diversity_weight` where the setting has them (its `latent_scale` and `copy_margin` are for
-    sampling).
+    `diversity_loss` / `diversity_weight` and `copy_stop` where the setting has them (its `latent_scale` and
+    `copy_margin` are for sampling).
 
     Example:
 
@@ -163,8 +167,8 @@ def variety_adapt_options(setting: dict[str, Any]) -> dict[str, Any]:
 
     >>> variety_adapt_options({"shot_augment": 0.0, "latent_scale": 1.0, "diversity_loss": "mixdl"})
     {'shot_augment': 0.0, 'diversity_loss': 'mixdl'}
-    >>> variety_adapt_options({"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25})
-    {'shot_augment': 1.0}
+    >>> variety_adapt_options({"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25, "copy_stop": 0.3})
+    {'shot_augment': 1.0, 'copy_stop': 0.3}
     ```
     """
     return {k: v for k, v in setting.items() if k not in VARIETY_SAMPLING_KEYS}

@@ -350,6 +350,14 @@ def test_hub_base_model_is_kept(tmp_path):
             r"`variety_setting\.diversity_weight` is -5",
         ),
         ('{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "seed": 3}}', "`variety_setting` is .*"),
+        (
+            '{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "copy_stop": 1}}',
+            r"`variety_setting\.copy_stop` is 1",
+        ),
+        (
+            '{"variety_setting": {"shot_augment": 0, "latent_scale": 1, "copy_stop": 0}}',
+            r"`variety_setting\.copy_stop` is 0",
+        ),
         ("{not json", "is not valid JSON"),
     ],
 )
