@@ -744,8 +744,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 adaptation; stopping them removes most of their copies (a font glyph that copied in 76-87% of its
                 samples: 1.5-3.5%). Measured in the variety card. `None` (default): off. Each check's share is
                 recorded in `card_info["adaptation"]["copy_checks"]`.
-            copy_stop_interval (`int`, defaults to 25): steps between two checks of `copy_stop` (at most half of
-                `num_steps`: a stop returns the generator of the check before).
+            copy_stop_interval (`int`, defaults to 25): steps between two checks of `copy_stop`.
             copy_stop_distance (`float` or `str`, defaults to `"augment"`): the near-copy distance of `copy_stop` in
                 the copy encoder's unit-length features. `"augment"` measures it on the shots: the median distance
                 between a shot and small random affine versions of it (the distortions of `shot_augment=1`;
@@ -753,8 +752,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 `copy_stop_distance_value`), so it follows the scale the encoder gives a domain. A number is used as
                 it is: a fixed 0.3 fits kanji in the bundled encoder but stopped every digit class far too early.
             copy_stop_min_steps (`int`, defaults to 50): the fewest steps a stop may return (0: any check's);
-                checks that would return fewer only record their share. Where no check can stop (`num_steps`
-                below this plus `copy_stop_interval`), a warning says so.
+                checks that would return fewer only record their share. Where no check can stop (a run shorter
+                than two intervals, or than this plus one), a warning says so and the checks are only recorded.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,

@@ -234,7 +234,9 @@ def _scaled_groups(
 def check_copy_stop(
     pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, min_steps: Any, num_steps: int
 ) -> None:
-    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are usable."""
+    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are valid; warn where they are
+    valid but no check can stop a run of `num_steps` (a stop returns the generator of the check before, of at least
+    `min_steps` steps), so that a recommended setting with `copy_stop` still works for short runs."""
     if copy_stop is None:
         return
     if isinstance(copy_stop, bool) or not isinstance(copy_stop, int | float) or not 0 < copy_stop < 1:
@@ -243,30 +245,28 @@ def check_copy_stop(
             f"shots before adaptation stops, got {copy_stop!r}."
         )
     check_positive_int("copy_stop_interval", interval)
-    if 2 * interval > num_steps:
-        raise ValueError(
-            f"`copy_stop_interval` must leave at least two checks in num_steps={num_steps} (the generator of the "
-            f"check before a stop is returned): at most {num_steps // 2}, got {interval!r}."
-        )
     check_copy_stop_distance(distance)
     if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
         raise ValueError(
             f"`copy_stop_min_steps` must be a non-negative integer (the fewest steps a stop may return; 0: any "
             f"check's), got {min_steps!r}."
         )
-    if min_steps > num_steps - interval:
-        logger.warning(
-            "adapt(): copy_stop=%g cannot stop in num_steps=%d: a stop returns the generator of the check before, "
-            "and none after step %d may return fewer than copy_stop_min_steps=%d steps; the checks are only recorded.",
-            copy_stop,
-            num_steps,
-            num_steps - interval,
-            min_steps,
-        )
     if pipeline.copy_encoder is None:
         raise ValueError(
             f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
             "(scripts/train_copy_encoder.py adds one; the bundled metagan-kanji-32-variety carries one)."
+        )
+    first_stop = max(2 * interval, interval * math.ceil(min_steps / interval) + interval)  # the first check that may
+    if first_stop > num_steps:
+        logger.warning(
+            "adapt(): copy_stop=%g cannot stop in num_steps=%d: a stop comes at a check (every copy_stop_interval=%d "
+            "steps) and returns the generator of the check before, of at least copy_stop_min_steps=%d steps; the "
+            "first check that could stop is at step %d. The checks are only recorded.",
+            copy_stop,
+            num_steps,
+            interval,
+            min_steps,
+            first_stop,
         )
 
 

@@ -66,16 +66,33 @@ def test_a_stop_never_returns_fewer_steps_than_copy_stop_min_steps():
     assert_same_weights(adapted.generator, snapshots[4])
 
 
-def test_a_run_too_short_for_copy_stop_min_steps_only_records_its_checks(caplog):
+@pytest.mark.parametrize(
+    "options, checks, first_stop",
+    [
+        # checks at 2, 4, 6, 8 would return at most 6 steps, fewer than 7
+        (dict(copy_stop_min_steps=7), [2, 4, 6, 8], 10),
+        # one check (at 5): nothing before it to return
+        (dict(copy_stop_interval=5), [5], 10),
+    ],
+)
+def test_a_run_too_short_for_any_stop_only_records_its_checks(caplog, options, checks, first_stop):
     pipe = with_encoder()
     plain = adapt(pipe)
-    # checks at 2, 4, 6 would return at most 4 steps (the check at 8 is the end): no stop is possible, and it says so
+    # every check is over the share, but none can stop, and a warning says so
     with caplog.at_level("WARNING", logger="metagan_hub.training.adaptation"):
-        checked = adapt(pipe, copy_stop=0.5, copy_stop_distance=3.0, copy_stop_min_steps=7)
+        checked = adapt(pipe, copy_stop=0.5, copy_stop_distance=3.0, **options)
     assert "copy_stop=0.5 cannot stop in num_steps=8" in caplog.text
+    assert f"the first check that could stop is at step {first_stop}" in caplog.text
     record = checked.card_info["adaptation"]
-    assert record["copy_stop_step"] is None and record["steps_run"] == 8 and len(record["copy_checks"]) == 4
+    assert record["copy_stop_step"] is None and record["steps_run"] == 8
+    assert [c["step"] for c in record["copy_checks"]] == checks
     assert_same_weights(plain.generator, checked.generator)
+
+
+def test_no_warning_where_a_stop_is_possible(caplog):
+    with caplog.at_level("WARNING", logger="metagan_hub.training.adaptation"):
+        adapt(with_encoder(), copy_stop=0.5, copy_stop_distance=1e-6, copy_stop_min_steps=6)  # check 8 could stop
+    assert "cannot stop" not in caplog.text
 
 
 def test_augmented_shot_distance():
@@ -108,7 +125,6 @@ def test_the_augment_distance_is_measured_on_the_shots_and_recorded():
         (dict(copy_stop=1.0), "`copy_stop` must be None"),
         (dict(copy_stop=True), "`copy_stop` must be None"),
         (dict(copy_stop=float("nan")), "`copy_stop` must be None"),
-        (dict(copy_stop=0.2, copy_stop_interval=5), "`copy_stop_interval` must leave at least two checks"),
         (dict(copy_stop=0.2, copy_stop_interval=0), "copy_stop_interval"),
         (dict(copy_stop=0.2, copy_stop_distance=-1.0), "copy_stop_distance"),
         (dict(copy_stop=0.2, copy_stop_distance="aug"), "`copy_stop_distance` must be a positive number or one of"),
