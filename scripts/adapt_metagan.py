@@ -144,8 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="Stop adapting when more than this share of monitor samples are near-copies of the shots in the "
-        "checkpoint's copy encoder, returning the generator of the check before (adapt()'s copy_stop; default: off; "
-        "measured in the variety checkpoint's card: it stops simple classes such as digits far too early).",
+        "checkpoint's copy encoder (closer to a shot than small affine distortions of it), returning the generator "
+        "of the check before (adapt()'s copy_stop; default: off; 0.3 in the variety checkpoint's setting).",
     )
     parser.add_argument(
         "--shot_augment",
@@ -221,8 +221,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
         "--shot_augment and --latent_scale, --diversity_loss / --diversity_weight where it names a diversity "
-        "term, and --avoid_copies --copy_margin where it names a copy_margin; for more varied samples and fewer "
-        "near-copies of the shots, somewhat less faithful). An error for a checkpoint whose card has none.",
+        "term, --copy_stop where it names one, and --avoid_copies --copy_margin where it names a copy_margin; for "
+        "more varied samples and fewer near-copies of the shots, somewhat less faithful). An error for a checkpoint "
+        "whose card has none.",
     )
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -338,6 +339,11 @@ def main(args: argparse.Namespace) -> None:
                 f"--variety uses the card's diversity_loss={setting['diversity_loss']!r}, which conflicts with "
                 f"--diversity_loss {args.diversity_loss}; drop one of them."
             )
+        if "copy_stop" in setting and args.copy_stop not in (None, setting["copy_stop"]):
+            raise ValueError(
+                f"--variety uses the card's copy_stop={setting['copy_stop']}, which conflicts with --copy_stop "
+                f"{args.copy_stop}; drop one of them."
+            )
         if "copy_margin" in setting and args.copy_margin not in (None, setting["copy_margin"]):
             raise ValueError(
                 f"--variety uses the card's copy_margin={setting['copy_margin']}, which conflicts with --copy_margin "
@@ -346,6 +352,8 @@ def main(args: argparse.Namespace) -> None:
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
         if "copy_margin" in setting:  # the setting samples with the near-copy filter at its margin
             copy_margin = setting["copy_margin"]
+        if "copy_stop" in setting:  # the setting stops adapting when the generator starts to copy
+            args.copy_stop = setting["copy_stop"]
         if "diversity_loss" in setting:
             args.diversity_loss = setting["diversity_loss"]
             if args.diversity_weight is None:

@@ -218,6 +218,36 @@ def test_script_copy_stop_needs_a_copy_encoder(inputs, tmp_path):
     assert not (tmp_path / "no-encoder").exists()
 
 
+def test_script_variety_takes_the_cards_copy_stop(inputs, tmp_path, monkeypatch):
+    from tests.pipelines.test_copy_encoder import with_encoder
+
+    script = load_script("adapt_metagan_script", SCRIPT)
+    _, shots = inputs
+    pipe = with_encoder()
+    pipe.card_info["variety_setting"] = {"shot_augment": 1.0, "latent_scale": 1.25, "copy_stop": 0.4}
+    pipe.save_pretrained(tmp_path / "stop-base")
+    adapt_calls = record_adapt_calls(monkeypatch)
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "stop-base"), "--train_data_dir", str(shots),
+         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
+         "--output_dir", str(tmp_path / "out-stop")]
+    )  # fmt: skip
+    run_main(script, args)
+    (kwargs,) = adapt_calls
+    assert kwargs["copy_stop"] == 0.4 and kwargs["shot_augment"] == 1.0
+    saved = json.loads((tmp_path / "out-stop" / "metagan_hub.json").read_text(encoding="utf-8"))
+    assert saved["adaptation"]["copy_stop"] == 0.4  # too few steps to stop: its checks are only recorded
+    # another --copy_stop conflicts with the card's, before anything is adapted or written
+    adapt_calls.clear()
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(tmp_path / "stop-base"), "--train_data_dir", str(shots),
+         "--variety", "--copy_stop", "0.2", "--output_dir", str(tmp_path / "conflict-stop")]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"--variety uses the card's copy_stop=0.4.*--copy_stop 0.2"):
+        run_main(script, args)
+    assert adapt_calls == [] and not (tmp_path / "conflict-stop").exists()
+
+
 def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     script = load_script("adapt_metagan_script", SCRIPT)
     base, shots = inputs

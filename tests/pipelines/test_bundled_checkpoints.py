@@ -115,7 +115,12 @@ def test_variety_is_the_full_width_model_meta_trained_with_a_diversity_term(pipe
     # 4.9 MiB of generator and discriminator, 1.4 MiB of copy encoder
     assert sum(p.stat().st_size for p in VARIETY.rglob("*") if p.is_file()) < 7 * 2**20
     # its card recommends the measured variety setting, the near-copy filter included, and states the comparisons
-    assert variety_setting(variety.card_info) == {"shot_augment": 1.0, "latent_scale": 1.25, "copy_margin": 1.25}
+    assert variety_setting(variety.card_info) == {
+        "shot_augment": 1.0,
+        "latent_scale": 1.25,
+        "copy_margin": 1.25,
+        "copy_stop": 0.3,
+    }
     card = (VARIETY / "README.md").read_text(encoding="utf-8")
     for claim in (
         "metagan-kanji-32` at `adapt()`'s defaults",
@@ -139,7 +144,9 @@ def test_variety_adapts_and_samples_with_its_setting(pipes):
         generator=torch.Generator().manual_seed(0),
         **variety_adapt_options(setting),
     )
-    assert adapted.card_info["adaptation"]["shot_augment"] == 1.0
+    # copy_stop is on (3 steps are too few for it to stop: its checks are only recorded)
+    record = adapted.card_info["adaptation"]
+    assert record["shot_augment"] == 1.0 and record["copy_stop"] == 0.3 and record["copy_stop_step"] is None
     out = adapted(
         batch_size=24,
         generator=torch.Generator().manual_seed(0),
