@@ -218,6 +218,26 @@ def test_script_copy_stop_needs_a_copy_encoder(inputs, tmp_path):
     assert not (tmp_path / "no-encoder").exists()
 
 
+def short_variety_args(base, shots, output_dir) -> list[str]:
+    """Arguments of a 2-step `--variety` run of `base` on `shots` that writes a 2-image grid to `output_dir`."""
+    return [
+        "--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--variety", "--num_steps", "2",
+        "--validation_images", "2", "--mixed_precision", "no", "--output_dir", str(output_dir),
+    ]  # fmt: skip
+
+
+def assert_variety_conflict(script, base, shots, output_dir, extra: list[str], match: str) -> None:
+    """`--variety` with `extra` options that contradict the card's setting of `base`: refused naming both, nothing
+    written to `output_dir`."""
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--variety", *extra,
+         "--output_dir", str(output_dir)]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=match):
+        run_main(script, args)
+    assert not output_dir.exists()
+
+
 def test_script_variety_takes_the_cards_copy_stop(inputs, tmp_path, monkeypatch):
     from tests.pipelines.test_copy_encoder import with_encoder
 
@@ -227,11 +247,7 @@ def test_script_variety_takes_the_cards_copy_stop(inputs, tmp_path, monkeypatch)
     pipe.card_info["variety_setting"] = {"shot_augment": 1.0, "latent_scale": 1.25, "copy_stop": 0.4}
     pipe.save_pretrained(tmp_path / "stop-base")
     adapt_calls = record_adapt_calls(monkeypatch)
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "stop-base"), "--train_data_dir", str(shots),
-         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
-         "--output_dir", str(tmp_path / "out-stop")]
-    )  # fmt: skip
+    args = script.parse_args(short_variety_args(tmp_path / "stop-base", shots, tmp_path / "out-stop"))
     run_main(script, args)
     (kwargs,) = adapt_calls
     assert kwargs["copy_stop"] == 0.4 and kwargs["shot_augment"] == 1.0
@@ -239,13 +255,11 @@ def test_script_variety_takes_the_cards_copy_stop(inputs, tmp_path, monkeypatch)
     assert saved["adaptation"]["copy_stop"] == 0.4  # too few steps to stop: its checks are only recorded
     # another --copy_stop conflicts with the card's, before anything is adapted or written
     adapt_calls.clear()
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "stop-base"), "--train_data_dir", str(shots),
-         "--variety", "--copy_stop", "0.2", "--output_dir", str(tmp_path / "conflict-stop")]
+    assert_variety_conflict(
+        script, tmp_path / "stop-base", shots, tmp_path / "conflict-stop", ["--copy_stop", "0.2"],
+        r"--variety uses the card's copy_stop=0.4.*--copy_stop 0.2",
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"--variety uses the card's copy_stop=0.4.*--copy_stop 0.2"):
-        run_main(script, args)
-    assert adapt_calls == [] and not (tmp_path / "conflict-stop").exists()
+    assert adapt_calls == []
 
 
 def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
@@ -275,11 +289,7 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
         return call(self, *a, **kwargs)
 
     monkeypatch.setattr(MetaGANPipeline, "__call__", recording_call)
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "varied-base"), "--train_data_dir", str(shots),
-         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
-         "--output_dir", str(tmp_path / "out")]
-    )  # fmt: skip
+    args = script.parse_args(short_variety_args(tmp_path / "varied-base", shots, tmp_path / "out"))
     run_main(script, args)
     assert [c["shot_augment"] for c in adapt_calls] == [0.5] and scales == [1.25]
     assert (tmp_path / "out" / "samples.png").is_file()
@@ -301,13 +311,10 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
         run_main(script, args)
         (kwargs,) = adapt_calls
         assert (kwargs["shot_augment"], kwargs["diversity_loss"], kwargs["diversity_weight"]) == (0.0, "mixdl", weight)
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "mixdl-base"), "--train_data_dir", str(shots),
-         "--variety", "--diversity_loss", "cdc", "--output_dir", str(tmp_path / "conflict")]
+    assert_variety_conflict(
+        script, tmp_path / "mixdl-base", shots, tmp_path / "conflict", ["--diversity_loss", "cdc"],
+        r"--variety uses the card's diversity_loss='mixdl'.*--diversity_loss cdc",
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"--variety uses the card's diversity_loss='mixdl'.*--diversity_loss cdc"):
-        run_main(script, args)
-    assert not (tmp_path / "conflict").exists()
 
     # a setting that names a copy_margin: the grid is drawn with the near-copy filter at that margin; another
     # --copy_margin conflicts with it, and a single training image is refused before adapting
@@ -319,22 +326,16 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
         MetaGANPipeline, "__call__", lambda self, *a, **kwargs: calls.append(kwargs) or sampling(self, *a, **kwargs)
     )
     adapt_calls.clear()
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "filter-base"), "--train_data_dir", str(shots),
-         "--variety", "--num_steps", "2", "--validation_images", "2", "--mixed_precision", "no",
-         "--output_dir", str(tmp_path / "out-filter")]
-    )  # fmt: skip
+    args = script.parse_args(short_variety_args(tmp_path / "filter-base", shots, tmp_path / "out-filter"))
     run_main(script, args)
     assert [c["shot_augment"] for c in adapt_calls] == [1.0]
     (grid_call,) = calls
     assert grid_call["latent_scale"] == 1.25 and grid_call["copy_margin"] == 1.25
     assert grid_call["avoid_copies_of"] is not None and len(grid_call["avoid_copies_of"]) >= 2
-    args = script.parse_args(
-        ["--pretrained_model_name_or_path", str(tmp_path / "filter-base"), "--train_data_dir", str(shots),
-         "--variety", "--avoid_copies", "--copy_margin", "2", "--output_dir", str(tmp_path / "conflict-margin")]
+    assert_variety_conflict(
+        script, tmp_path / "filter-base", shots, tmp_path / "conflict-margin",
+        ["--avoid_copies", "--copy_margin", "2"], r"--variety uses the card's copy_margin=1.25.*--copy_margin 2",
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"--variety uses the card's copy_margin=1.25.*--copy_margin 2"):
-        run_main(script, args)
     one_shot = tmp_path / "one-shot"
     one_shot.mkdir()
     first = sorted(p for p in shots.iterdir() if p.is_file())[0]
@@ -346,7 +347,7 @@ def test_script_variety_takes_the_cards_setting(inputs, tmp_path, monkeypatch):
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"--variety \(the card's copy_margin\) .* at least 2 .*got 1"):
         run_main(script, args)
-    assert adapt_calls == [] and not (tmp_path / "one").exists() and not (tmp_path / "conflict-margin").exists()
+    assert adapt_calls == [] and not (tmp_path / "one").exists()
 
 
 def test_script_applies_meta_learned_lr_scales_unless_told_not_to(inputs, tmp_path):
