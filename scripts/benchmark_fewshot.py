@@ -460,6 +460,7 @@ ADAPT_OPTION_TYPES: dict[str, Any] = {
     "copy_stop": float,
     "copy_stop_interval": int,
     "copy_stop_distance": copy_stop_distance,
+    "copy_stop_min_steps": int,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -256,7 +256,8 @@ def check_copy_stop(
             f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
             "(scripts/train_copy_encoder.py adds one; the bundled metagan-kanji-32-variety carries one)."
         )
-    first_stop = max(2 * interval, interval * math.ceil(min_steps / interval) + interval)  # the first check that may
+    # the first check at which a stop is possible: one after the first check that has at least min_steps steps
+    first_stop = max(2 * interval, interval * math.ceil(min_steps / interval) + interval)
     if first_stop > num_steps:
         logger.warning(
             "adapt(): copy_stop=%g cannot stop in num_steps=%d: a stop comes at a check (every copy_stop_interval=%d "
