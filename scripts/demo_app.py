@@ -137,6 +137,7 @@ class AdaptResult:
     avoid_copies: bool = False
     variety: bool = False
     copy_margin: float = 1.0
+    copy_stop_step: int | None = None  # where adaptation stopped because the generator started to copy the shots
 
 
 class TorchWorker:
@@ -527,6 +528,7 @@ class DemoApp:
                     avoid_copies=bool(avoid_copies) or filtered_by_setting,
                     variety=bool(variety),
                     copy_margin=setting.get("copy_margin", 1.0),
+                    copy_stop_step=record.get("copy_stop_step"),
                 )
             except BaseException as err:  # reported to the page by the poller
                 job.error = err
@@ -720,7 +722,8 @@ def adaptation_updates(
             f"Adapted to {len(result.shots)} image(s) in {result.seconds:.1f} s ({len(result.losses)} steps, "
             f"{precision}{f', LoRA rank {result.lora_rank}' if result.lora_rank else ''}"
             f"{', variety setting' if result.variety else ''}"
-            f"{', near-copies replaced' if result.avoid_copies else ''}). "
+            f"{', near-copies replaced' if result.avoid_copies else ''}"
+            f"{copy_stop_note(result.copy_stop_step)}). "
             f"Samples for seed {result.sample_seed}."
         ),
         "losses": result.losses,
@@ -728,6 +731,13 @@ def adaptation_updates(
         "samples": images,
         "result": result,
     }
+
+
+def copy_stop_note(copy_stop_step: int | None) -> str:
+    """The status's note on a stop of the variety setting's `copy_stop` (empty when adaptation did not stop)."""
+    if copy_stop_step is None:
+        return ""
+    return f"; stopped as samples began to copy your images, keeping the model after {copy_stop_step} steps"
 
 
 # ---------------------------------------------------------------------------------------------------- page layout

@@ -239,6 +239,24 @@ def test_variety_setting_with_a_copy_margin_replaces_near_copies_at_that_margin(
     assert plain["result"].copy_margin == 1.0
 
 
+def test_status_says_where_a_copy_stop_kept_the_model(app, tmp_path, monkeypatch):
+    files = write_pngs(tmp_path / "shots", 3)
+    plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert plain["result"].copy_stop_step is None and "stopped" not in plain["status"]
+    # an adaptation that copy_stop ended (the step whose generator it kept is in the adapted card)
+    original = MetaGANPipeline.adapt
+
+    def stopped(self, images, **kwargs):
+        adapted = original(self, images, **kwargs)
+        adapted.card_info["adaptation"]["copy_stop_step"] = 75
+        return adapted
+
+    monkeypatch.setattr(MetaGANPipeline, "adapt", stopped)
+    update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
+    assert update["result"].copy_stop_step == 75
+    assert "stopped as samples began to copy your images, keeping the model after 75 steps" in update["status"]
+
+
 def test_avoid_copies_needs_two_images(app, tmp_path, monkeypatch):
     seen = record_adapt_calls(monkeypatch)
     files = write_pngs(tmp_path / "shots", 1)
