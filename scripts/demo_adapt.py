@@ -202,6 +202,8 @@ def main(args: argparse.Namespace) -> None:
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,
         "variety_setting": setting,
+        # with the setting's copy_stop: the step whose generator was kept when samples began to copy the shots
+        **({"copy_stop_step": record.get("copy_stop_step")} if record.get("copy_stop") is not None else {}),
         "copy_features": copy_features,
         "sample_seconds": round(sample_seconds, 3),
         "grid": os.path.join(args.output_dir, "grid.png"),
@@ -209,8 +211,10 @@ def main(args: argparse.Namespace) -> None:
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
     print(json.dumps(summary, ensure_ascii=False))
+    stop = record.get("copy_stop_step")
     print(
-        f"adapted to {character!r} from {args.shots} images in {seconds:.1f} s; "
+        f"adapted to {character!r} from {args.shots} images in {seconds:.1f} s"
+        f"{f' (stopped as samples began to copy the shots; kept the model after {stop} steps)' if stop else ''}; "
         f"grid with {math.ceil(len(samples) / per_row)} sample rows in {summary['grid']}"
     )
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import load_script, one_thread_fresh_accelerate, record_adapt_calls, tiny_pipeline
+from tests.testing_utils import (
+    load_script,
+    one_thread_fresh_accelerate,
+    pretend_copy_stop,
+    record_adapt_calls,
+    tiny_pipeline,
+)
 
 try:  # the demo renders its shots from KanjiVG (the data extra)
     importlib.metadata.distribution("kanjivg")
@@ -65,6 +71,23 @@ def test_demo_with_and_without_the_variety_setting(script, checkpoints, tmp_path
     assert kwargs["latent_scale"] == 1.25 and kwargs["copy_margin"] == 1.25
     assert kwargs["avoid_copies_of"].shape[0] == 5  # the five shots
     assert varied["copy_features"] == "discriminator"  # the tiny checkpoint has no copy encoder
+
+
+def test_demo_reports_a_copy_stop(script, tmp_path, monkeypatch, capsys):
+    from tests.pipelines.test_copy_encoder import with_encoder
+
+    pipe = with_encoder()
+    pipe.card_info["variety_setting"] = {**SETTING, "copy_stop": 0.3}
+    pipe.save_pretrained(tmp_path / "stopping")
+    adapt_calls = record_adapt_calls(monkeypatch)
+    summary = run(script, tmp_path / "stopping", tmp_path / "short", "--variety")
+    assert adapt_calls[-1]["copy_stop"] == 0.3 and summary["copy_stop_step"] is None  # 2 steps: no stop possible
+    assert "stopped as samples began" not in capsys.readouterr().out
+    # an adaptation that copy_stop ended: the summary and the last line say which step's model was kept
+    pretend_copy_stop(monkeypatch, 75)
+    summary = run(script, tmp_path / "stopping", tmp_path / "stopped", "--variety")
+    assert summary["copy_stop_step"] == 75
+    assert "stopped as samples began to copy the shots; kept the model after 75 steps" in capsys.readouterr().out
 
 
 def test_demo_variety_refuses_before_any_work(script, checkpoints, tmp_path, monkeypatch):

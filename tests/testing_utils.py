@@ -121,6 +121,21 @@ def tiny_pipeline(seed: int = 0):
     return pipe
 
 
+def pretend_copy_stop(monkeypatch, step: int) -> None:
+    """Make every `MetaGANPipeline.adapt` call (for this test only) run as usual and then record in the adapted
+    card that `copy_stop` kept the generator after `step` steps, as a stop would."""
+    from metagan_hub import MetaGANPipeline
+
+    original = MetaGANPipeline.adapt
+
+    def stopped(self, images, **kwargs):
+        adapted = original(self, images, **kwargs)
+        adapted.card_info["adaptation"]["copy_stop_step"] = step
+        return adapted
+
+    monkeypatch.setattr(MetaGANPipeline, "adapt", stopped)
+
+
 def record_adapt_calls(monkeypatch) -> list[dict]:
     """Wrap `MetaGANPipeline.adapt` (for this test only) so that every call still runs and its keyword arguments are
     appended to the returned list."""

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from metagan_hub import MetaGANPipeline
-from tests.testing_utils import record_adapt_calls, tiny_pipeline
+from tests.testing_utils import pretend_copy_stop, record_adapt_calls, tiny_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -244,14 +244,7 @@ def test_status_says_where_a_copy_stop_kept_the_model(app, tmp_path, monkeypatch
     plain = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
     assert plain["result"].copy_stop_step is None and "stopped" not in plain["status"]
     # an adaptation that copy_stop ended (the step whose generator it kept is in the adapted card)
-    original = MetaGANPipeline.adapt
-
-    def stopped(self, images, **kwargs):
-        adapted = original(self, images, **kwargs)
-        adapted.card_info["adaptation"]["copy_stop_step"] = 75
-        return adapted
-
-    monkeypatch.setattr(MetaGANPipeline, "adapt", stopped)
+    pretend_copy_stop(monkeypatch, 75)
     update = final(adaptation_updates(app, files, 2, "no", 0, False, 4, variety=True))
     assert update["result"].copy_stop_step == 75
     assert "stopped as samples began to copy your images, keeping the model after 75 steps" in update["status"]
