@@ -427,13 +427,13 @@ class Contender:
     channels: int = 0
 
 
-# adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+";
-# booleans are true / false)
 def copy_stop_distance(value: str) -> float | str:
     """`--adapt_options` value of `copy_stop_distance`: a number, or a name adapt() measures it by ("augment")."""
     return value if value.isalpha() else float(value)
 
 
+# adapt() options that `--adapt_options` may set per GAN contender ("none" means None; augment lists use "+";
+# booleans are true / false)
 ADAPT_OPTION_TYPES: dict[str, Any] = {
     "learning_rate": float,
     "batch_size": int,
