@@ -334,21 +334,13 @@ def main(args: argparse.Namespace) -> None:
                 f"--variety: the card of {args.pretrained_model_name_or_path!r} recommends no variety setting (no "
                 "`variety_setting` in its metagan_hub.json); give --shot_augment and --latent_scale yourself."
             )
-        if "diversity_loss" in setting and args.diversity_loss not in (None, setting["diversity_loss"]):
-            raise ValueError(
-                f"--variety uses the card's diversity_loss={setting['diversity_loss']!r}, which conflicts with "
-                f"--diversity_loss {args.diversity_loss}; drop one of them."
-            )
-        if "copy_stop" in setting and args.copy_stop not in (None, setting["copy_stop"]):
-            raise ValueError(
-                f"--variety uses the card's copy_stop={setting['copy_stop']}, which conflicts with --copy_stop "
-                f"{args.copy_stop}; drop one of them."
-            )
-        if "copy_margin" in setting and args.copy_margin not in (None, setting["copy_margin"]):
-            raise ValueError(
-                f"--variety uses the card's copy_margin={setting['copy_margin']}, which conflicts with --copy_margin "
-                f"{args.copy_margin}; drop one of them."
-            )
+        for key in ("diversity_loss", "copy_stop", "copy_margin"):  # the setting's options that a flag also sets
+            given = getattr(args, key)
+            if key in setting and given not in (None, setting[key]):
+                raise ValueError(
+                    f"--variety uses the card's {key}={setting[key]!r}, which conflicts with --{key} {given}; drop "
+                    "one of them."
+                )
         shot_augment, latent_scale = setting["shot_augment"], setting["latent_scale"]
         if "copy_margin" in setting:  # the setting samples with the near-copy filter at its margin
             copy_margin = setting["copy_margin"]

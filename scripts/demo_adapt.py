@@ -187,6 +187,7 @@ def main(args: argparse.Namespace) -> None:
         os.path.join(args.output_dir, "samples.png")
     )
     record = adapted.card_info["adaptation"]
+    stop = record.get("copy_stop_step")  # with the setting's copy_stop: the step whose generator was kept
     plot_losses(record["losses"], os.path.join(args.output_dir, "loss_curve.png"))
     adapted.save_pretrained(os.path.join(args.output_dir, "adapted"))
     summary = {
@@ -202,8 +203,7 @@ def main(args: argparse.Namespace) -> None:
         "render_seed": args.render_seed,
         "checkpoint": args.pretrained_model_name_or_path,
         "variety_setting": setting,
-        # with the setting's copy_stop: the step whose generator was kept when samples began to copy the shots
-        **({"copy_stop_step": record.get("copy_stop_step")} if record.get("copy_stop") is not None else {}),
+        **({"copy_stop_step": stop} if record.get("copy_stop") is not None else {}),
         "copy_features": copy_features,
         "sample_seconds": round(sample_seconds, 3),
         "grid": os.path.join(args.output_dir, "grid.png"),
@@ -211,7 +211,6 @@ def main(args: argparse.Namespace) -> None:
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, ensure_ascii=False)
     print(json.dumps(summary, ensure_ascii=False))
-    stop = record.get("copy_stop_step")
     print(
         f"adapted to {character!r} from {args.shots} images in {seconds:.1f} s"
         f"{f' (stopped as samples began to copy the shots; kept the model after {stop} steps)' if stop else ''}; "
