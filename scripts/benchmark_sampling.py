@@ -186,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     check_replacement_spread(args.replacement_spread)
     args.rival_ddim_steps = _positive_ints(args.rival_ddim_steps, "--rival_ddim_steps")
+    if args.num_steps is not None and args.num_steps < 1:
+        raise ValueError(f"`--num_steps` must be a positive integer (adapt() steps per class), got {args.num_steps}.")
     if not args.contender and not args.quick:
         raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
     for spec in args.contender or []:
@@ -196,6 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("domains", "classes", "num_samples", "num_steps", "num_threads", "cache_dir"):
         if getattr(args, name) is not None:
             fewshot += [f"--{name}", str(getattr(args, name))]
+    if args.num_steps is not None and not args.quick:  # any budget: only the final generator is judged here
+        fewshot += ["--snapshot_steps", f"0,{args.num_steps}"]
     if args.quick:
         fewshot += ["--quick", "--classes", args.classes or "0:2"]
     for spec in args.contender or []:

@@ -142,6 +142,15 @@ def test_speed_summary_ratios_use_the_median_and_the_slowest_class():
     assert "CPU capability X, 1 threads; rival: DDIM 10 120.0 s, DDIM 25 300.0 s per 1,000 images" in text
 
 
+def test_any_adapt_budget_is_accepted_not_only_the_fewshot_snapshots(tmp_path):
+    # only the final generator is judged here, so 300 steps (not one of the few-shot benchmark's snapshot steps) is a
+    # valid budget
+    args = sampling.parse_args(["--contender", f"g={tmp_path}", "--num_steps", "300", "--output_dir", str(tmp_path)])
+    assert args.fewshot.num_steps == 300 and args.fewshot.snapshot_steps == [0, 300]
+    with pytest.raises(ValueError, match=r"`--num_steps` must be a positive integer .*, got 0"):
+        sampling.parse_args(["--contender", f"g={tmp_path}", "--num_steps", "0", "--output_dir", str(tmp_path)])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
