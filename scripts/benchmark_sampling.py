@@ -32,7 +32,8 @@ resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md
 `--pair_with RESULTS` (a `benchmark_fewshot.py` results file, `.jsonl` or `.jsonl.gz`; repeatable) adds a table per
 domain of every setting minus one of its contenders at one snapshot, paired by class (`--pair_contender`, default
 `ddpm-full`, at `--pair_snapshot`, default `3x time, DDIM 25`): the GAN's sampling settings against the diffusion rival
-on the same shots and seeds. `--records FILE` adds earlier sampling records (for example the committed
+on the same shots and seeds. Where those results hold the benchmark's `real` rows, a `real images (own)` line gives the real
+held-out images' own means over the same classes (their copy rate is the one to read every copy rate against). `--records FILE` adds earlier sampling records (for example the committed
 `model_cards/results/*.jsonl.gz`) to the tables, and `--summarize_only` only rebuilds the tables, without a contender:
 
     python scripts/benchmark_sampling.py --summarize_only --records model_cards/results/bench-variety.jsonl.gz \
@@ -445,18 +446,22 @@ def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[t
     return found
 
 
-def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> str:
+def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str, real: dict | None = None) -> str:
     """Markdown: per domain, each contender and setting's class means and its paired difference (mean ± s.e. over the
-    classes both have) to the reference's metrics."""
+    classes both have) to the reference's metrics. `real` (the few-shot benchmark's `real` rows, same keys) adds the
+    real held-out images' own means over those classes beside the reference's: their copy rate is what a generator
+    that draws new images of the class like the real ones would score."""
     lines = []
     for domain in dict.fromkeys(r["domain"] for r in rows):
         groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
         ref: dict[tuple[int, int], dict[str, float]] = {}
+        ref_shots: dict[tuple[int, int], int] = {}
         for r in rows:
             key = (domain, unit(r), r["shots"])
             if r["domain"] == domain and key in reference:
                 groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
                 ref[unit(r)] = reference[key]
+                ref_shots[unit(r)] = r["shots"]
         if not groups:
             continue
         lines += [
@@ -467,6 +472,11 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str) -> st
         ]
         ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
         lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
+        own = {c: (real or {}).get((domain, c, shots)) for c, shots in ref_shots.items()}
+        own = {c: m for c, m in own.items() if m is not None}
+        if own:
+            own_cells = [f"{bf._mean([own[c][m] for c in sorted(own)]):.3f}" for m in REPORTED]
+            lines.append(f"| real images (own) | | {len(own)} | " + " | ".join(own_cells) + " |")
         for (contender, label), by_class in groups.items():
             cells = paired_cells(by_class, ref, sorted(by_class))
             lines.append(f"| {contender} | {label} | {len(by_class)} | " + " | ".join(cells) + " |")
@@ -558,7 +568,11 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     text = summary(rows)
     if args.pair_with:
         reference = reference_metrics(args.pair_with, args.pair_contender, args.pair_snapshot)
-        text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})")
+        try:  # the real images' own rates, where the results hold the few-shot benchmark's `real` rows
+            real = reference_metrics(args.pair_with, "real", "real")
+        except ValueError:
+            real = None
+        text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})", real)
     speed_path = Path(args.output_dir) / RIVAL_SPEED_FILE
     if speed_path.is_file():
         text += "\n" + speed_summary(rows, json.loads(speed_path.read_text(encoding="utf-8")))

@@ -240,6 +240,30 @@ def test_summarize_only_pairs_settings_with_a_fewshot_contender_by_class(tmp_pat
     recognised = cells[3 + list(sampling.REPORTED).index("recognisability")]
     # classes 0 and 1: copy rates 0.03 and 0.04 minus 0.01 each -> +0.025 ± 0.005
     assert copy == "0.035 (+0.025 ± 0.005)" and recognised == "0.900 (+0.100 ± 0.000)"
+    assert "real images" not in table  # these results hold no `real` rows
+
+
+def test_paired_tables_show_the_real_images_own_rates_over_the_paired_classes(tmp_path):
+    label = "3x time, DDIM 25"
+    records = _write(tmp_path / "sampling.jsonl", [_sampling_row("variety", c, 1.5, copy_rate=0.05) for c in range(3)])
+    real_rows = [{**_rival_row(c, "real", copy_rate=0.3 + 0.2 * c), "contender": "real"} for c in (0, 1, 2)]
+    rival = _write(
+        tmp_path / "results.jsonl",
+        [_rival_row(c, label, copy_rate=0.01) for c in range(2)]  # the rival has classes 0 and 1 only
+        + real_rows
+        + [{**_rival_row(0, "real", shots=10, copy_rate=9.0), "contender": "real"}],  # other K: not paired
+    )
+    out = tmp_path / "tables"
+    sampling.main(
+        sampling.parse_args(
+            ["--summarize_only", "--records", str(records), "--pair_with", str(rival), "--output_dir", str(out)]
+        )
+    )
+    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
+    own = next(line for line in paired.splitlines() if line.startswith("| real images (own)"))
+    cells = [cell.strip() for cell in own.strip("|").split("|")]
+    # over the classes the rival is paired on (0 and 1): copy rates 0.3 and 0.5
+    assert cells[2] == "2" and cells[3 + list(sampling.REPORTED).index("copy_rate")] == "0.400"
 
 
 def test_runs_with_other_shot_seeds_pair_as_further_classes(tmp_path):
