@@ -32,9 +32,10 @@ resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md
 `--pair_with RESULTS` (a `benchmark_fewshot.py` results file, `.jsonl` or `.jsonl.gz`; repeatable) adds a table per
 domain of every setting minus one of its contenders at one snapshot, paired by class (`--pair_contender`, default
 `ddpm-full`, at `--pair_snapshot`, default `3x time, DDIM 25`): the GAN's sampling settings against the diffusion rival
-on the same shots and seeds. Where those results hold the benchmark's `real` rows, a `real images (own)` line gives the real
-held-out images' own means over the same classes (their copy rate is the one to read every copy rate against). `--records FILE` adds earlier sampling records (for example the committed
-`model_cards/results/*.jsonl.gz`) to the tables, and `--summarize_only` only rebuilds the tables, without a contender:
+on the same shots and seeds. Where those results hold the benchmark's `real` rows, a `real images (own)` line gives
+the real held-out images' own means over the same classes (their copy rate is the one to read every copy rate
+against). `--records FILE` adds earlier sampling records (for example the committed `model_cards/results/*.jsonl.gz`)
+to the tables, and `--summarize_only` only rebuilds the tables, without a contender:
 
     python scripts/benchmark_sampling.py --summarize_only --records model_cards/results/bench-variety.jsonl.gz \
         --pair_with model_cards/results/bench-rival-fonts.jsonl.gz --output_dir runs/variety-vs-rival
