@@ -243,6 +243,19 @@ def test_summarize_only_pairs_settings_with_a_fewshot_contender_by_class(tmp_pat
     assert "real images" not in table  # these results hold no `real` rows
 
 
+def _paired_cells(tmp_path: Path, records: Path, results: Path, prefix: str) -> list[str]:
+    """`--summarize_only` on `records` paired with `results`: the cells of the rival table's line starting `prefix`."""
+    out = tmp_path / "tables"
+    sampling.main(
+        sampling.parse_args(
+            ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
+        )
+    )
+    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
+    line = next(line for line in paired.splitlines() if line.startswith(prefix))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
 def test_paired_tables_show_the_real_images_own_rates_over_the_paired_classes(tmp_path):
     label = "3x time, DDIM 25"
     records = _write(tmp_path / "sampling.jsonl", [_sampling_row("variety", c, 1.5, copy_rate=0.05) for c in range(3)])
@@ -253,15 +266,7 @@ def test_paired_tables_show_the_real_images_own_rates_over_the_paired_classes(tm
         + real_rows
         + [{**_rival_row(0, "real", shots=10, copy_rate=9.0), "contender": "real"}],  # other K: not paired
     )
-    out = tmp_path / "tables"
-    sampling.main(
-        sampling.parse_args(
-            ["--summarize_only", "--records", str(records), "--pair_with", str(rival), "--output_dir", str(out)]
-        )
-    )
-    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
-    own = next(line for line in paired.splitlines() if line.startswith("| real images (own)"))
-    cells = [cell.strip() for cell in own.strip("|").split("|")]
+    cells = _paired_cells(tmp_path, records, rival, "| real images (own)")
     # over the classes the rival is paired on (0 and 1): copy rates 0.3 and 0.5
     assert cells[2] == "2" and cells[3 + list(sampling.REPORTED).index("copy_rate")] == "0.400"
 
@@ -275,15 +280,7 @@ def test_runs_with_other_shot_seeds_pair_as_further_classes(tmp_path):
         rival.append({**_rival_row(0, label, recognisability=theirs), "seeds": {"shots": seed}})
     records = _write(tmp_path / "sampling.jsonl", rows)
     results = _write(tmp_path / "results.jsonl", rival)
-    out = tmp_path / "tables"
-    sampling.main(
-        sampling.parse_args(
-            ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
-        )
-    )
-    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
-    variety = next(line for line in paired.splitlines() if line.startswith("| variety"))
-    cells = [cell.strip() for cell in variety.strip("|").split("|")]
+    cells = _paired_cells(tmp_path, records, results, "| variety")
     # both shot sets of class 0 are kept (not dropped as repeats) and each is paired with the rival on its shots
     assert cells[2] == "2"
     assert cells[3 + list(sampling.REPORTED).index("recognisability")] == "0.850 (+0.050 ± 0.050)"
