@@ -427,19 +427,32 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def reference_metrics(paths: list[str], contender: str, snapshot: str) -> dict[tuple, dict[str, float]]:
+def snapshot_metrics(results: list[dict[str, Any]], contender: str, snapshot: str) -> dict[tuple, dict[str, float]]:
     """`{(domain, (shot seed, class_index), shots): metrics}` of `contender` at the snapshot labelled `snapshot` in
-    `benchmark_fewshot.py` results files (its plain runs, not the noise-floor re-runs; a class's first row wins)."""
+    `benchmark_fewshot.py` records (its plain runs, not the noise-floor re-runs; a class's first row wins); empty when
+    there are none."""
     found: dict[tuple, dict[str, float]] = {}
-    labels: set[str] = set()
-    for path in paths:
-        for r in read_jsonl(path):
-            if r.get("contender") != contender or not isinstance(r.get("snapshot"), dict):
-                continue
-            labels.add(r["snapshot"].get("label", ""))
-            if r["snapshot"].get("label") == snapshot and r.get("variant", "default") == "default":
-                found.setdefault((r["domain"], unit(r), r["shots"]), r["metrics"])
+    for r in results:
+        if (
+            r.get("contender") == contender
+            and isinstance(r.get("snapshot"), dict)
+            and r["snapshot"].get("label") == snapshot
+            and r.get("variant", "default") == "default"
+        ):
+            found.setdefault((r["domain"], unit(r), r["shots"]), r["metrics"])
+    return found
+
+
+def reference_metrics(results: list[dict[str, Any]], contender: str, snapshot: str) -> dict[tuple, dict[str, float]]:
+    """[`snapshot_metrics`] of the contender every setting is paired with; a `ValueError` naming the snapshot labels
+    it has when there are none."""
+    found = snapshot_metrics(results, contender, snapshot)
     if not found:
+        labels = {
+            r["snapshot"].get("label", "")
+            for r in results
+            if r.get("contender") == contender and isinstance(r.get("snapshot"), dict)
+        }
         raise ValueError(
             f"`--pair_contender` {contender!r} at `--pair_snapshot` {snapshot!r}: no such rows in --pair_with; its "
             f"snapshot labels there: {sorted(labels) or 'none (no rows of that contender)'}."
@@ -455,14 +468,13 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str, real:
     lines = []
     for domain in dict.fromkeys(r["domain"] for r in rows):
         groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
-        ref: dict[tuple[int, int], dict[str, float]] = {}
-        ref_shots: dict[tuple[int, int], int] = {}
+        ref_keys: dict[tuple[int, int], tuple] = {}  # class unit -> its key in `reference` (and `real`)
         for r in rows:
             key = (domain, unit(r), r["shots"])
             if r["domain"] == domain and key in reference:
                 groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
-                ref[unit(r)] = reference[key]
-                ref_shots[unit(r)] = r["shots"]
+                ref_keys[unit(r)] = key
+        ref = {c: reference[key] for c, key in ref_keys.items()}
         if not groups:
             continue
         lines += [
@@ -473,8 +485,7 @@ def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str, real:
         ]
         ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
         lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
-        own = {c: (real or {}).get((domain, c, shots)) for c, shots in ref_shots.items()}
-        own = {c: m for c, m in own.items() if m is not None}
+        own = {c: real[key] for c, key in ref_keys.items() if key in (real or {})}
         if own:
             own_cells = [f"{bf._mean([own[c][m] for c in sorted(own)]):.3f}" for m in REPORTED]
             lines.append(f"| real images (own) | | {len(own)} | " + " | ".join(own_cells) + " |")
@@ -568,11 +579,9 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     sampling cost against the rival's when `OUTPUT_DIR/rival_speed.json` holds its timing."""
     text = summary(rows)
     if args.pair_with:
-        reference = reference_metrics(args.pair_with, args.pair_contender, args.pair_snapshot)
-        try:  # the real images' own rates, where the results hold the few-shot benchmark's `real` rows
-            real = reference_metrics(args.pair_with, "real", "real")
-        except ValueError:
-            real = None
+        results = [r for path in args.pair_with for r in read_jsonl(path)]
+        reference = reference_metrics(results, args.pair_contender, args.pair_snapshot)
+        real = snapshot_metrics(results, "real", "real")  # real images' own rates, where the records hold them
         text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})", real)
     speed_path = Path(args.output_dir) / RIVAL_SPEED_FILE
     if speed_path.is_file():
