@@ -34,8 +34,9 @@ domain of every setting minus one of its contenders at one snapshot, paired by c
 `ddpm-full`, at `--pair_snapshot`, default `3x time, DDIM 25`): the GAN's sampling settings against the diffusion rival
 on the same shots and seeds. Where those results hold the benchmark's `real` rows, a `real images (own)` line gives
 the real held-out images' own means over the same classes (their copy rate is the one to read every copy rate
-against). `--records FILE` adds earlier sampling records (for example the committed `model_cards/results/*.jsonl.gz`)
-to the tables, and `--summarize_only` only rebuilds the tables, without a contender:
+against). `--by_shot_set` adds the same table for each shot set where the rows come from several `--seed`s.
+`--records FILE` adds earlier sampling records (for example the committed `model_cards/results/*.jsonl.gz`) to the
+tables, and `--summarize_only` only rebuilds the tables, without a contender:
 
     python scripts/benchmark_sampling.py --summarize_only --records model_cards/results/bench-variety.jsonl.gz \
         --pair_with model_cards/results/bench-rival-fonts.jsonl.gz --output_dir runs/variety-vs-rival
@@ -151,6 +152,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pair_contender", default="ddpm-full", help="Contender of --pair_with to subtract.")
     parser.add_argument("--pair_snapshot", default="3x time, DDIM 25", help="Its snapshot label, e.g. '200 steps'.")
+    parser.add_argument(
+        "--by_shot_set",
+        action="store_true",
+        help="With --pair_with: also a paired table per shot set (--seed) where a domain's rows hold several.",
+    )
     parser.add_argument(
         "--rival_ddim_steps",
         default="",
@@ -460,40 +466,56 @@ def reference_metrics(results: list[dict[str, Any]], contender: str, snapshot: s
     return found
 
 
-def paired_summary(rows: list[dict[str, Any]], reference: dict, name: str, real: dict | None = None) -> str:
+def paired_summary(
+    rows: list[dict[str, Any]], reference: dict, name: str, real: dict | None = None, by_shot_set: bool = False
+) -> str:
     """Markdown: per domain, each contender and setting's class means and its paired difference (mean ± s.e. over the
     classes both have) to the reference's metrics. `real` (the few-shot benchmark's `real` rows, same keys) adds the
     real held-out images' own means over those classes beside the reference's: their copy rate is what a generator
-    that draws new images of the class like the real ones would score."""
+    that draws new images of the class like the real ones would score. `by_shot_set`: where a domain's rows hold more
+    than one shot set (`--seed`), a table per shot set follows the pooled one."""
     lines = []
     for domain in dict.fromkeys(r["domain"] for r in rows):
-        groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
-        ref_keys: dict[tuple[int, int], tuple] = {}  # class unit -> its key in `reference` (and `real`)
-        for r in rows:
-            key = (domain, unit(r), r["shots"])
-            if r["domain"] == domain and key in reference:
-                groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
-                ref_keys[unit(r)] = key
-        ref = {c: reference[key] for c, key in ref_keys.items()}
-        if not groups:
-            continue
-        lines += [
-            f"### {domain}: minus {name}, mean ± s.e. over the classes both have",
-            "",
-            "| contender | setting | classes | " + " | ".join(REPORTED) + " |",
-            "|---|---|---|" + "---|" * len(REPORTED),
-        ]
-        ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
-        lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
-        own = {c: real[key] for c, key in ref_keys.items() if key in (real or {})}
-        if own:
-            own_cells = [f"{bf._mean([own[c][m] for c in sorted(own)]):.3f}" for m in REPORTED]
-            lines.append(f"| real images (own) | | {len(own)} | " + " | ".join(own_cells) + " |")
-        for (contender, label), by_class in groups.items():
-            cells = paired_cells(by_class, ref, sorted(by_class))
-            lines.append(f"| {contender} | {label} | {len(by_class)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        drows = [r for r in rows if r["domain"] == domain]
+        lines += _paired_table(drows, domain, reference, name, real)
+        shot_sets = sorted({unit(r)[0] for r in drows})
+        if by_shot_set and len(shot_sets) > 1:
+            for shot_set in shot_sets:
+                subset = [r for r in drows if unit(r)[0] == shot_set]
+                lines += _paired_table(subset, f"{domain}, shot set {shot_set}", reference, name, real)
     return "\n".join(lines)
+
+
+def _paired_table(drows: list[dict[str, Any]], title: str, reference: dict, name: str, real: dict | None) -> list[str]:
+    """[`paired_summary`]'s table of one domain's rows `drows` (all of them, or one shot set's); no lines when none of
+    them has a reference row."""
+    groups: dict[tuple[str, str], dict[tuple[int, int], dict]] = {}
+    ref_keys: dict[tuple[int, int], tuple] = {}  # class unit -> its key in `reference` (and `real`)
+    for r in drows:
+        key = (r["domain"], unit(r), r["shots"])
+        if key in reference:
+            groups.setdefault((r["contender"], setting_label(r)), {})[unit(r)] = r["metrics"]
+            ref_keys[unit(r)] = key
+    if not groups:
+        return []
+    ref = {c: reference[key] for c, key in ref_keys.items()}
+    lines = [
+        f"### {title}: minus {name}, mean ± s.e. over the classes both have",
+        "",
+        "| contender | setting | classes | " + " | ".join(REPORTED) + " |",
+        "|---|---|---|" + "---|" * len(REPORTED),
+    ]
+    ref_cells = [f"{bf._mean([ref[c][m] for c in sorted(ref)]):.3f}" for m in REPORTED]
+    lines.append(f"| {name} | | {len(ref)} | " + " | ".join(ref_cells) + " |")
+    own = {c: real[key] for c, key in ref_keys.items() if key in (real or {})}
+    if own:
+        own_cells = [f"{bf._mean([own[c][m] for c in sorted(own)]):.3f}" for m in REPORTED]
+        lines.append(f"| real images (own) | | {len(own)} | " + " | ".join(own_cells) + " |")
+    for (contender, label), by_class in groups.items():
+        cells = paired_cells(by_class, ref, sorted(by_class))
+        lines.append(f"| {contender} | {label} | {len(by_class)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def time_rival(args: argparse.Namespace) -> dict[str, Any]:
@@ -582,7 +604,8 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         results = [r for path in args.pair_with for r in read_jsonl(path)]
         reference = reference_metrics(results, args.pair_contender, args.pair_snapshot)
         real = snapshot_metrics(results, "real", "real")  # real images' own rates, where the records hold them
-        text += "\n" + paired_summary(rows, reference, f"{args.pair_contender} ({args.pair_snapshot})", real)
+        name = f"{args.pair_contender} ({args.pair_snapshot})"
+        text += "\n" + paired_summary(rows, reference, name, real, by_shot_set=args.by_shot_set)
     speed_path = Path(args.output_dir) / RIVAL_SPEED_FILE
     if speed_path.is_file():
         text += "\n" + speed_summary(rows, json.loads(speed_path.read_text(encoding="utf-8")))

@@ -286,6 +286,32 @@ def test_runs_with_other_shot_seeds_pair_as_further_classes(tmp_path):
     assert cells[3 + list(sampling.REPORTED).index("recognisability")] == "0.850 (+0.050 ± 0.050)"
 
 
+def test_by_shot_set_adds_a_paired_table_per_shot_set(tmp_path):
+    label = "3x time, DDIM 25"
+    rows, rival = [], []
+    for seed, ours in enumerate([(0.9, 0.7), (0.6, 0.8)]):  # the rival at 0.5 everywhere: +0.3 and +0.2 in the mean
+        for c, value in enumerate(ours):
+            row = _sampling_row("variety", c, 1.5, recognisability=value)
+            rows.append({**row, "seeds": {"shots": seed, "adapt": 5000 + seed, "samples": seed}})
+            rival.append({**_rival_row(c, label, recognisability=0.5), "seeds": {"shots": seed}})
+    records = _write(tmp_path / "sampling.jsonl", rows)
+    results = _write(tmp_path / "results.jsonl", rival)
+    out = tmp_path / "tables"
+    argv = ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
+    sampling.main(sampling.parse_args(argv))
+    pooled = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "shot set" not in pooled  # off by default: the tables stay as they were
+    sampling.main(sampling.parse_args([*argv, "--by_shot_set"]))
+    table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert table.startswith(pooled)  # the pooled tables first, unchanged
+    column = 3 + list(sampling.REPORTED).index("recognisability")
+    for seed, expected in [(0, "0.800 (+0.300 ± 0.100)"), (1, "0.700 (+0.200 ± 0.100)")]:
+        section = table.split(f"### kanji, shot set {seed}: minus ddpm-full")[1].split("###")[0]
+        line = next(line for line in section.splitlines() if line.startswith("| variety"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[2] == "2" and cells[column] == expected
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
