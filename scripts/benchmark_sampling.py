@@ -176,6 +176,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for path in getattr(args, name) or []:
             if not os.path.isfile(path):
                 raise ValueError(f"`--{name}` {path!r}: no such file.")
+    if args.by_shot_set and not args.pair_with:
+        raise ValueError("`--by_shot_set` splits the tables against `--pair_with`'s contender: give --pair_with too.")
     if args.summarize_only:
         if args.contender or args.quick:
             raise ValueError("`--summarize_only` runs nothing: leave out --contender and --quick.")

@@ -318,6 +318,7 @@ def test_by_shot_set_adds_a_paired_table_per_shot_set(tmp_path):
         (["--summarize_only", "--contender", "a=b"], "`--summarize_only` runs nothing"),
         (["--summarize_only", "--records", "missing.jsonl"], "`--records` 'missing.jsonl': no such file"),
         (["--summarize_only", "--pair_with", "missing.jsonl"], "`--pair_with` 'missing.jsonl': no such file"),
+        (["--summarize_only", "--by_shot_set"], "`--by_shot_set` splits the tables against `--pair_with`"),
     ],
 )
 def test_bad_summary_arguments_are_refused_naming_the_argument(argv, message, tmp_path, monkeypatch):
