@@ -480,8 +480,8 @@ def paired_summary(
     for domain in dict.fromkeys(r["domain"] for r in rows):
         drows = [r for r in rows if r["domain"] == domain]
         lines += _paired_table(drows, domain, reference, name, real)
-        shot_sets = sorted({unit(r)[0] for r in drows})
-        if by_shot_set and len(shot_sets) > 1:
+        shot_sets = sorted({unit(r)[0] for r in drows}) if by_shot_set else []
+        if len(shot_sets) > 1:
             for shot_set in shot_sets:
                 subset = [r for r in drows if unit(r)[0] == shot_set]
                 lines += _paired_table(subset, f"{domain}, shot set {shot_set}", reference, name, real)

@@ -243,17 +243,23 @@ def test_summarize_only_pairs_settings_with_a_fewshot_contender_by_class(tmp_pat
     assert "real images" not in table  # these results hold no `real` rows
 
 
+def _paired_tables(tmp_path: Path, records: Path, results: Path, *extra: str) -> str:
+    """The tables of `--summarize_only` on `records` paired with `results` (plus `extra` arguments)."""
+    out = tmp_path / "tables"
+    argv = ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
+    sampling.main(sampling.parse_args([*argv, *extra]))
+    return (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+
+
+def _line_cells(tables: str, prefix: str, after: str = "minus ddpm-full") -> list[str]:
+    """The cells of the first line starting `prefix` after the first `after` in `tables`."""
+    line = next(line for line in tables.split(after)[1].splitlines() if line.startswith(prefix))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
 def _paired_cells(tmp_path: Path, records: Path, results: Path, prefix: str) -> list[str]:
     """`--summarize_only` on `records` paired with `results`: the cells of the rival table's line starting `prefix`."""
-    out = tmp_path / "tables"
-    sampling.main(
-        sampling.parse_args(
-            ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
-        )
-    )
-    paired = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8").split("minus ddpm-full")[1]
-    line = next(line for line in paired.splitlines() if line.startswith(prefix))
-    return [cell.strip() for cell in line.strip("|").split("|")]
+    return _line_cells(_paired_tables(tmp_path, records, results), prefix)
 
 
 def test_paired_tables_show_the_real_images_own_rates_over_the_paired_classes(tmp_path):
@@ -296,19 +302,13 @@ def test_by_shot_set_adds_a_paired_table_per_shot_set(tmp_path):
             rival.append({**_rival_row(c, label, recognisability=0.5), "seeds": {"shots": seed}})
     records = _write(tmp_path / "sampling.jsonl", rows)
     results = _write(tmp_path / "results.jsonl", rival)
-    out = tmp_path / "tables"
-    argv = ["--summarize_only", "--records", str(records), "--pair_with", str(results), "--output_dir", str(out)]
-    sampling.main(sampling.parse_args(argv))
-    pooled = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    pooled = _paired_tables(tmp_path, records, results)
     assert "shot set" not in pooled  # off by default: the tables stay as they were
-    sampling.main(sampling.parse_args([*argv, "--by_shot_set"]))
-    table = (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    table = _paired_tables(tmp_path, records, results, "--by_shot_set")
     assert table.startswith(pooled)  # the pooled tables first, unchanged
     column = 3 + list(sampling.REPORTED).index("recognisability")
     for seed, expected in [(0, "0.800 (+0.300 ± 0.100)"), (1, "0.700 (+0.200 ± 0.100)")]:
-        section = table.split(f"### kanji, shot set {seed}: minus ddpm-full")[1].split("###")[0]
-        line = next(line for line in section.splitlines() if line.startswith("| variety"))
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        cells = _line_cells(table, "| variety", after=f"### kanji, shot set {seed}: minus ddpm-full")
         assert cells[2] == "2" and cells[column] == expected
 
 
