@@ -14,7 +14,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub.mixin import MetaGANModelHubMixin
-from .layers import ACT_FNS, check_architecture, check_parameter_budget, compute_dtype, make_activation
+from .layers import ACT_FNS, activate, check_architecture, check_parameter_budget, compute_dtype, make_activation
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class DownBlock(nn.Module):
         self.act = make_activation(act_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x))
+        x = activate(self.act, self.conv1(x))  # in place without autograd: fresh tensors
+        x = activate(self.act, self.conv2(x))
         return F.avg_pool2d(x, 2)  # [N, C_out, H/2, W/2]
 
 
@@ -278,7 +278,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
 
     def _input_features(self, sample: torch.Tensor) -> torch.Tensor:
         # (cast to the compute dtype, never to a float8 storage dtype of layerwise casting)
-        return self.act(self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
+        return activate(self.act, self.conv_in(sample.to(compute_dtype(self.conv_in))))  # [N, C0, S, S]
 
     def _run_blocks(self, sample: torch.Tensor, num_blocks: int) -> tuple[torch.Tensor, ...]:
         x = self._input_features(sample)  # [N, C0, S, S]
@@ -322,7 +322,7 @@ class MetaGANDiscriminator(MetaGANModelHubMixin, ModelMixin, ConfigMixin):
         # 3. head
         if self.mbstd is not None:
             x = self.mbstd(x, num_batches)  # [N, C + 1, 4, 4]
-        x = self.act(self.conv_out(x))
+        x = activate(self.act, self.conv_out(x))
         logits = self.fc(x.flatten(1)).squeeze(1)  # [N]
         if not return_features:
             features = None

@@ -18,6 +18,7 @@ from torch import nn
 from ..hub.mixin import MetaGANModelHubMixin
 from .layers import (
     ACT_FNS,
+    activate,
     apply_tone_curve,
     check_architecture,
     check_parameter_budget,
@@ -122,8 +123,8 @@ class UpBlock(nn.Module):
             x = upsample_conv_fused(x, self.conv1)  # [N, C_out, 2H, 2W]
         else:
             x = self.conv1(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # [N, C_out, 2H, 2W]
-        x = self.act(self.norm1(x))
-        return self.act(self.norm2(self.conv2(x)))
+        x = activate(self.act, self.norm1(x))  # in place without autograd: fresh tensors
+        return activate(self.act, self.norm2(self.conv2(x)))
 
 
 class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapterMixin):
@@ -355,7 +356,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         # 1. project
         x = self.proj(latents.to(compute_dtype(self.proj)))  # the compute dtype, not a float8 storage dtype
         x = x.view(latents.shape[0], -1, 4, 4)  # [N, C0, 4, 4]
-        x = self.act(self.proj_norm(x))
+        x = activate(self.act, self.proj_norm(x))
         cpu_inference = is_cpu_inference(x)
         if cpu_inference:
             # oneDNN convolutions run ~1.2-1.8x faster in channels_last on CPU; the output is made contiguous again

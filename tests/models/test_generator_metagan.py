@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from metagan_hub import MetaGANGenerator, MetaGANGeneratorOutput
+from metagan_hub.models import generator_metagan
 from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
+from metagan_hub.models.layers import activate, make_activation
 from tests.testing_utils import assert_outputs_close
 
 LATENT_DIM = 8
@@ -157,6 +159,36 @@ def test_cpu_inference_path_gives_the_same_contiguous_images():
     plain = model(z).sample.detach()
     assert fast.is_contiguous()
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("act_fn", ["leaky_relu", "relu", "silu", "gelu"])
+def test_activate_is_in_place_only_without_autograd_and_gives_the_same_values(act_fn):
+    act = make_activation(act_fn)
+    x = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    expected = act(x.clone())
+    with torch.no_grad():
+        y = x.clone()
+        out = activate(act, y)
+    assert torch.equal(out, expected)
+    assert (out.data_ptr() == y.data_ptr()) == (act_fn != "gelu")  # GELU has no in-place form
+    y = x.clone()
+    out = activate(act, y)  # autograd on: a new tensor, the input untouched
+    assert out.data_ptr() != y.data_ptr() and torch.equal(y, x) and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("norm_type", ["group", "none"])
+def test_in_place_activations_leave_the_images_and_features_bit_identical(monkeypatch, norm_type):
+    """The inference path's in-place activations change no value, also of the returned block features."""
+    torch.manual_seed(0)
+    model = tiny_generator(16, norm_type=norm_type).eval()
+    z = latents(FUSED_UPSAMPLING_MIN_BATCH + 3)
+    with torch.no_grad():
+        fast = model(z, return_features=True)
+        monkeypatch.setattr(generator_metagan, "activate", lambda act, x: act(x))
+        plain = model(z, return_features=True)
+    assert torch.equal(fast.sample, plain.sample)
+    for a, b in zip(fast.features, plain.features):
+        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------- bad input
