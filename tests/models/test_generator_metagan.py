@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from metagan_hub import MetaGANGenerator, MetaGANGeneratorOutput
-from metagan_hub.models import generator_metagan
+from metagan_hub.models import generator_metagan, layers
 from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
 from metagan_hub.models.layers import activate, make_activation
 from tests.testing_utils import assert_outputs_close
@@ -189,6 +189,26 @@ def test_in_place_activations_leave_the_images_and_features_bit_identical(monkey
     assert torch.equal(fast.sample, plain.sample)
     for a, b in zip(fast.features, plain.features):
         assert torch.equal(a, b)
+
+
+def test_cpu_inference_warms_up_the_allocator_once_and_training_does_not(monkeypatch):
+    calls = []
+    real = torch.empty
+
+    def counting_empty(*args, **kwargs):
+        if args and args[0] == layers.ALLOCATOR_WARM_UP_BYTES:
+            calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "_allocator_warmed_up", False)
+    monkeypatch.setattr(torch, "empty", counting_empty)
+    model = tiny_generator(16)
+    model(latents(2))  # autograd on: no warm-up
+    assert calls == [] and not layers._allocator_warmed_up
+    with torch.no_grad():
+        model(latents(2))
+        model(latents(2))
+    assert calls == [layers.ALLOCATOR_WARM_UP_BYTES] and layers._allocator_warmed_up
 
 
 # ---------------------------------------------------------------- bad input
