@@ -149,7 +149,8 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
     returned images are contiguous and equal the plain path's up to floating-point rounding. Its activations then run
     in place, and its first call in a process raises glibc's malloc thresholds once
     ([`~metagan_hub.models.layers.warm_up_cpu_allocator`]) so that freed feature maps are reused rather than faulted
-    in again (1.1-1.2x faster sampling on a 2-core AVX-512 machine). Training is unaffected.
+    in again (sampling in a fresh process 1.19-1.36x faster on a 2-core AVX-512 machine, one or two threads:
+    `scripts/benchmark_allocator.py`). Training is unaffected.
 
     Args:
         latent_dim (`int`, *optional*, defaults to 128):
