@@ -122,7 +122,10 @@ def warm_up_cpu_allocator() -> None:
     global _allocator_warmed_up
     if not _allocator_warmed_up:
         _allocator_warmed_up = True
-        block = torch.empty(ALLOCATOR_WARM_UP_BYTES, dtype=torch.uint8)  # never written: no page is touched
+        try:
+            block = torch.empty(ALLOCATOR_WARM_UP_BYTES, dtype=torch.uint8)  # never written: no page is touched
+        except RuntimeError:  # no 30 MiB of address space to spare (strict overcommit): sample without it
+            return
         del block
 
 

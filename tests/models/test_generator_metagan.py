@@ -211,6 +211,22 @@ def test_cpu_inference_warms_up_the_allocator_once_and_training_does_not(monkeyp
     assert calls == [layers.ALLOCATOR_WARM_UP_BYTES] and layers._allocator_warmed_up
 
 
+def test_allocator_warm_up_that_cannot_allocate_does_not_stop_sampling(monkeypatch):
+    real = torch.empty
+
+    def refusing_empty(*args, **kwargs):
+        if args and args[0] == layers.ALLOCATOR_WARM_UP_BYTES:
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "_allocator_warmed_up", False)
+    monkeypatch.setattr(torch, "empty", refusing_empty)
+    model = tiny_generator(16).eval()
+    with torch.no_grad():
+        images = model(latents(3)).sample
+    assert images.shape == (3, 1, 16, 16) and layers._allocator_warmed_up  # not retried on every call
+
+
 # ---------------------------------------------------------------- bad input
 
 
