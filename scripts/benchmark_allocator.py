@@ -105,7 +105,8 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) 
     libc = " ".join(platform.libc_ver()) or "unknown"
     model = "tiny random generator" if args.quick else args.pretrained_model_name_or_path
     lines = [
-        f"### Sampling in fresh processes (CPU capability {torch.backends.cpu.get_cpu_capability()}, {cpu_name()}, "
+        f"### Sampling in fresh processes (CPU capability {torch.backends.cpu.get_cpu_capability()}, oneDNN ISA cap "
+        f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'none')}, {cpu_name()}, "
         f"C library {libc}, {args.num_threads} thread(s); {args.num_images} images in chunks of {args.chunk_size}, "
         f"{args.trials} trials each, alternating; {model})",
         "",
