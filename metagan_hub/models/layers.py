@@ -97,8 +97,8 @@ def activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # of up to 32 MiB raises both thresholds (the trim threshold to twice the block), once and for the whole process. The
 # generator's CPU inference frees and reallocates several MB per layer (8 MiB per 32x32 feature map of 64 images at 32
 # channels): without a raised threshold the memory went back to the system after every chunk and was faulted in again
-# (about 5,000-8,000 minor page faults, 20-31 MiB, per 64-image chunk of the 32x32 model; 0-51 after one 30 MiB block
-# was freed; 2-core AVX-512 machine).
+# (about 5,000-11,500 minor page faults, 20-45 MiB, per 64-image chunk of the 32x32 model; 0-155 after one 30 MiB
+# block was freed; 2-core AVX-512 machine, `scripts/benchmark_allocator.py`).
 ALLOCATOR_WARM_UP_BYTES = 30 * 2**20
 _allocator_warmed_up = False
 
