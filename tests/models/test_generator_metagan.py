@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -191,40 +192,42 @@ def test_in_place_activations_leave_the_images_and_features_bit_identical(monkey
         assert torch.equal(a, b)
 
 
-def test_cpu_inference_warms_up_the_allocator_once_and_training_does_not(monkeypatch):
-    calls = []
-    real = torch.empty
+@pytest.fixture
+def warm_up_blocks(monkeypatch):
+    """Reset the once-per-process allocator warm-up and record the blocks it asks for (`calls`); with `refuse` set,
+    asking fails as an allocation without memory would."""
+    blocks, real = SimpleNamespace(calls=[], refuse=False), torch.empty
 
-    def counting_empty(*args, **kwargs):
+    def empty(*args, **kwargs):
         if args and args[0] == layers.ALLOCATOR_WARM_UP_BYTES:
-            calls.append(args[0])
+            blocks.calls.append(args[0])
+            if blocks.refuse:
+                raise RuntimeError("out of memory")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(layers, "_allocator_warmed_up", False)
-    monkeypatch.setattr(torch, "empty", counting_empty)
+    monkeypatch.setattr(torch, "empty", empty)
+    return blocks
+
+
+def test_cpu_inference_warms_up_the_allocator_once_and_training_does_not(warm_up_blocks):
     model = tiny_generator(16)
     model(latents(2))  # autograd on: no warm-up
-    assert calls == [] and not layers._allocator_warmed_up
+    assert warm_up_blocks.calls == [] and not layers._allocator_warmed_up
     with torch.no_grad():
         model(latents(2))
         model(latents(2))
-    assert calls == [layers.ALLOCATOR_WARM_UP_BYTES] and layers._allocator_warmed_up
+    assert warm_up_blocks.calls == [layers.ALLOCATOR_WARM_UP_BYTES] and layers._allocator_warmed_up
 
 
-def test_allocator_warm_up_that_cannot_allocate_does_not_stop_sampling(monkeypatch):
-    real = torch.empty
-
-    def refusing_empty(*args, **kwargs):
-        if args and args[0] == layers.ALLOCATOR_WARM_UP_BYTES:
-            raise RuntimeError("out of memory")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(layers, "_allocator_warmed_up", False)
-    monkeypatch.setattr(torch, "empty", refusing_empty)
+def test_allocator_warm_up_that_cannot_allocate_does_not_stop_sampling(warm_up_blocks):
+    warm_up_blocks.refuse = True
     model = tiny_generator(16).eval()
     with torch.no_grad():
         images = model(latents(3)).sample
-    assert images.shape == (3, 1, 16, 16) and layers._allocator_warmed_up  # not retried on every call
+        model(latents(3))
+    assert images.shape == (3, 1, 16, 16) and layers._allocator_warmed_up
+    assert warm_up_blocks.calls == [layers.ALLOCATOR_WARM_UP_BYTES]  # not retried on every call
 
 
 # ---------------------------------------------------------------- bad input
