@@ -49,9 +49,7 @@ import logging
 import math
 import os
 import platform
-import re
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -69,10 +67,11 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 from tqdm.auto import tqdm
 
+from metagan_hub.hub.safety import check_finite_weights, weights_are_finite
+from metagan_hub.training import checkpointing
+
 logger = get_logger(__name__, log_level="INFO")
 
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINING_STATE_NAME = "training_state.json"
 GRID_NAME = "samples.png"
 # Options that may change between a run and its resumption (they do not change the trajectory).
 RESUMABLE_OPTIONS = (
@@ -361,66 +360,6 @@ def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, num_images: int, st
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints `(step, path)` in `output_dir`, oldest first (`.tmp` folders are incomplete)."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name)
-        path = os.path.join(output_dir, name)
-        if match and os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def resolve_checkpoint(args: argparse.Namespace) -> str | None:
-    if args.resume_from_checkpoint is None:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(args.output_dir)
-        if not checkpoints:
-            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; starting a new run.")
-            return None
-        return checkpoints[-1][1]
-    path = args.resume_from_checkpoint
-    if not os.path.isdir(path) and os.path.isdir(os.path.join(args.output_dir, path)):
-        path = os.path.join(args.output_dir, path)
-    if not os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
-        raise ValueError(
-            f"--resume_from_checkpoint {args.resume_from_checkpoint!r}: not a complete checkpoint of this script "
-            f"(no {TRAINING_STATE_NAME}); pass a checkpoint-N folder or 'latest'."
-        )
-    return path
-
-
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: dict[str, Any]) -> str:
-    final = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}{state['step']}")
-    tmp = final + ".tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp, safe_serialization=True)  # hooks save the UNet and EMA with save_pretrained
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, TRAINING_STATE_NAME), "w", encoding="utf-8") as f:  # written last
-            json.dump(state, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if args.checkpoints_total_limit is not None:
-            checkpoints = list_checkpoints(args.output_dir)
-            for _, path in checkpoints[: max(0, len(checkpoints) - args.checkpoints_total_limit)]:
-                logger.info(f"removing old checkpoint {path}")
-                shutil.rmtree(path, ignore_errors=True)
-        logger.info(f"saved {final}")
-    accelerator.wait_for_everyone()
-    return final
-
-
 # ---------------------------------------------------------------------------------------------------- model card
 
 
@@ -652,16 +591,13 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
         "runs": 0,
         "config": config,
     }
-    path = resolve_checkpoint(args)
+    if accelerator.is_main_process:
+        checkpointing.clean_incomplete_checkpoints(args.output_dir)  # saves of a killed run
+    accelerator.wait_for_everyone()
+    path = checkpointing.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if path is not None:
-        with open(os.path.join(path, TRAINING_STATE_NAME), encoding="utf-8") as f:
-            saved = json.load(f)
-        differ = sorted(k for k in set(saved["config"]) | set(config) if saved["config"].get(k) != config.get(k))
-        if differ:
-            raise ValueError(
-                f"{path} is a checkpoint of another configuration (options {differ} differ); resume with the "
-                "original options or use another --output_dir."
-            )
+        saved = checkpointing.read_checkpoint_state(path, config)
+        checkpointing.warn_if_foreign_checkpoint(path, args.output_dir)
         accelerator.load_state(path)
         state.update({k: saved[k] for k in ("step", "images_seen", "cpu_seconds", "wall_seconds", "runs")})
         logger.info(f"resumed from {path} at step {state['step']} ({state['cpu_seconds'] / 60:.1f} CPU-minutes)")
@@ -710,6 +646,14 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad()
+        if not weights_are_finite(unet):  # the same on every process: DDP averages the gradients
+            latest = checkpointing.list_checkpoints(args.output_dir)
+            raise RuntimeError(
+                f"step {state['step'] + 1} made the UNet's weights NaN or infinite (loss {loss.item():.4g}); the run "
+                f"stopped and saved nothing of it (latest checkpoint: {latest[-1][1] if latest else 'none'}). "
+                f"Lower --learning_rate (got {args.learning_rate:g}) or --max_grad_norm, or train with "
+                "--mixed_precision no."
+            )
         if ema is not None:
             ema.step(unet.parameters())
         state["step"] += 1
@@ -728,12 +672,16 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
                 f"{state['wall_seconds'] / 60:.2f} wall-min"
             )
         if args.checkpointing_steps and state["step"] % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, args, state)
+            checkpointing.save_checkpoint(
+                accelerator, args.output_dir, state, {"unet": unet}, total_limit=args.checkpoints_total_limit
+            )
             last_saved = state["step"]
     progress.close()
     stop.restore()
     if last_saved != state["step"]:
-        save_checkpoint(accelerator, args, state)
+        checkpointing.save_checkpoint(
+            accelerator, args.output_dir, state, {"unet": unet}, total_limit=args.checkpoints_total_limit
+        )
     if stop.requested:
         logger.info(
             f"stopped by signal {stop.requested} at step {state['step']}; the checkpoint was saved, continue with "
@@ -754,6 +702,7 @@ def main(args: argparse.Namespace) -> DDPMPipeline | None:
         pipeline = DDPMPipeline(unet=final_unet, scheduler=noise_scheduler)
         if args.save_fp16:
             pipeline.unet.to(torch.float16)
+            check_finite_weights({"unet": pipeline.unet}, action="save the UNet in float16 (--save_fp16)")
         pipeline.save_pretrained(args.output_dir)
         if args.save_fp16:
             pipeline.unet.to(torch.float32)

@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -74,10 +73,11 @@ from tqdm.auto import tqdm
 
 import metagan_hub
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
-from metagan_hub.hub.safety import replace_nonfinite, write_json_strict
+from metagan_hub.hub.safety import check_finite_weights, replace_nonfinite, write_json_strict
 from metagan_hub.metrics import IMAGE_STATISTICS, heldout_distance, statistic_spread
 from metagan_hub.metrics.classifiers import ClassifierRecipe, EvaluationClassifier, fit_classifier, save_classifier
 from metagan_hub.metrics.yardstick import selection_key
+from metagan_hub.training import checkpointing
 from metagan_hub.training.adaptation import LR_SCALES_KEY
 from metagan_hub.training.augment import AUGMENT_POLICIES, check_shot_augment
 from metagan_hub.training.diversity import DIVERSITY_LOSSES
@@ -95,8 +95,6 @@ from metagan_hub.training.tasks import TaskSampler
 
 logger = get_logger(__name__, log_level="INFO")
 
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINING_STATE_NAME = "training_state.json"
 TASK_SAMPLER_NAME = "task_sampler.json"  # plain JSON: resuming never unpickles anything this script wrote
 LEGACY_TASK_SAMPLER_NAME = "task_sampler.pt"  # checkpoints of earlier versions; read with weights_only=True only
 COVERAGE_CLASSIFIER_DIR = "coverage_classifier"  # the feature network of --query_coverage_space features
@@ -714,45 +712,6 @@ def effective_mixed_precision(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints `(step, path)` in `output_dir`, oldest first (`.tmp` folders are incomplete)."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name)
-        path = os.path.join(output_dir, name)
-        if match and os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def resolve_checkpoint(args: argparse.Namespace) -> str | None:
-    """The checkpoint folder to resume from, or `None` to start fresh (`latest` with no checkpoint yet)."""
-    if args.resume_from_checkpoint is None:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(args.output_dir)
-        if not checkpoints:
-            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; starting a new run.")
-            return None
-        return checkpoints[-1][1]
-    path = args.resume_from_checkpoint
-    if not os.path.isdir(path) and os.path.isdir(os.path.join(args.output_dir, path)):
-        path = os.path.join(args.output_dir, path)  # e.g. --resume_from_checkpoint checkpoint-500
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint {args.resume_from_checkpoint!r}: no such checkpoint folder (looked for it as "
-            f"given and inside --output_dir {args.output_dir!r}). Pass a checkpoint-N folder or 'latest'."
-        )
-    if not os.path.isfile(os.path.join(path, TRAINING_STATE_NAME)):
-        raise ValueError(
-            f"--resume_from_checkpoint {path!r} is not a complete training checkpoint (it has no "
-            f"{TRAINING_STATE_NAME}); pass a checkpoint-N folder written by this script, or 'latest'."
-        )
-    return path
-
-
 def load_sampler_state(path: str) -> dict[str, Any]:
     """The task sampler's state in checkpoint `path`: `task_sampler.json`, or for checkpoints of earlier versions
     `task_sampler.pt` read with `weights_only=True` (plain containers and numbers only: a crafted pickle that would
@@ -782,34 +741,6 @@ def load_sampler_state(path: str) -> dict[str, Any]:
     return state
 
 
-def warn_if_foreign_checkpoint(path: str, output_dir: str) -> None:
-    """A checkpoint folder is trusted input: Accelerate's own state files in it (`custom_checkpoint_*.pkl`,
-    `random_states_*.pkl`, optimizer states) are pickles that `load_state` unpickles. Warn when resuming from a
-    folder outside this run's `--output_dir`, i.e. one this run did not create itself."""
-    inside = os.path.commonpath([os.path.realpath(path), os.path.realpath(output_dir)]) == os.path.realpath(output_dir)
-    if not inside:
-        logger.warning(
-            f"resuming from {path!r}, which is outside --output_dir {output_dir!r}. Checkpoint folders are trusted "
-            "input: Accelerate's state files in them are pickles and can run code when loaded. Resume only from "
-            "checkpoints you created."
-        )
-
-
-def check_checkpoint_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Read the checkpoint's training state; raise if it was written by a run with another configuration."""
-    with open(os.path.join(path, TRAINING_STATE_NAME), encoding="utf-8") as f:
-        state = json.load(f)
-    saved = state.get("config", {})
-    differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-    if differ:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {config.get(k)!r}" for k in differ)
-        raise ValueError(
-            f"{path} is a checkpoint from another configuration: keys {differ} differ ({details}). Resume with the "
-            "original options, or start a new run in another --output_dir."
-        )
-    return state
-
-
 def time_budget_spent(accelerator: Accelerator, max_train_minutes: float | None, elapsed_s: float) -> bool:
     """Whether `--max_train_minutes` has run out; rank 0's clock decides so that every rank stops at the same step."""
     if max_train_minutes is None:
@@ -818,12 +749,6 @@ def time_budget_spent(accelerator: Accelerator, max_train_minutes: float | None,
     if accelerator.num_processes > 1:
         flag = broadcast(flag, from_process=0)
     return bool(flag.item())
-
-
-def all_finite(*modules: torch.nn.Module) -> bool:
-    return all(
-        bool(torch.isfinite(p).all()) for m in modules for p in m.state_dict().values() if p.is_floating_point()
-    )
 
 
 def check_ranks_identical(accelerator: Accelerator, *modules: torch.nn.Module) -> None:
@@ -845,44 +770,25 @@ def save_checkpoint(
     config: dict[str, Any],
     models: tuple[torch.nn.Module, ...],
 ) -> str:
-    """Write `checkpoint-{step}.tmp` with `accelerator.save_state` (hooks save the models with `save_pretrained`),
-    then rename it to `checkpoint-{step}` and prune old checkpoints."""
-    if not all_finite(*models):
-        raise RuntimeError(f"refusing to save checkpoint {step}: the meta-weights contain NaN/inf values.")
+    """Write `checkpoint-{step}` with the task sampler's state and prune old checkpoints (see
+    [`~metagan_hub.training.checkpointing.save_checkpoint`]); never with NaN/inf meta-weights or ranks that differ."""
+    named = dict(zip(("generator", "discriminator"), models, strict=True))
+    check_finite_weights(named, action=f"save checkpoint {step}")  # first: NaN checksums would never agree
     check_ranks_identical(accelerator, *models)
-    final = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}{step}")
-    tmp = final + ".tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)  # models (hook), learner / EMA states, and every process's RNG states
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, TASK_SAMPLER_NAME), "w", encoding="utf-8") as f:
-            json.dump(sampler.state_dict(), f, indent=2, allow_nan=False)
-        state = {"step": step, "config": config, "num_processes": accelerator.num_processes}
-        state["metagan_hub_version"] = metagan_hub.__version__
-        with open(os.path.join(tmp, TRAINING_STATE_NAME), "w", encoding="utf-8") as f:  # written last
-            json.dump(state, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(final):  # e.g. a run restarted from scratch in the same output_dir
-            old = final + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        if args.checkpoints_total_limit is not None:
-            checkpoints = list_checkpoints(args.output_dir)
-            for _, path in checkpoints[: max(0, len(checkpoints) - args.checkpoints_total_limit)]:
-                logger.info(f"removing old checkpoint {path}")
-                shutil.rmtree(path, ignore_errors=True)
-        logger.info(f"saved {final}")
-    accelerator.wait_for_everyone()
-    return final
+    state = {
+        "step": step,
+        "config": config,
+        "num_processes": accelerator.num_processes,
+        "metagan_hub_version": metagan_hub.__version__,
+    }
+    return checkpointing.save_checkpoint(
+        accelerator,
+        args.output_dir,
+        state,
+        named,
+        extra_json={TASK_SAMPLER_NAME: sampler.state_dict()},
+        total_limit=args.checkpoints_total_limit,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -1227,9 +1133,7 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
         torch.set_num_threads(args.torch_threads)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        for name in os.listdir(args.output_dir):  # incomplete saves of a killed run
-            if re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+\.(tmp|old)", name):
-                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+        checkpointing.clean_incomplete_checkpoints(args.output_dir)  # saves of a killed run
         recover_best(args.output_dir)
 
     # 1. data: split classes, check sizes, one task stream shared by all processes
@@ -1318,10 +1222,10 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
 
     # 4. resume
     trajectory = run_config(args, config)
-    checkpoint = resolve_checkpoint(args)
+    checkpoint = checkpointing.resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if checkpoint is not None:
-        check_checkpoint_config(checkpoint, trajectory)
-        warn_if_foreign_checkpoint(checkpoint, args.output_dir)
+        checkpointing.read_checkpoint_state(checkpoint, trajectory)
+        checkpointing.warn_if_foreign_checkpoint(checkpoint, args.output_dir)
         sampler_state = load_sampler_state(checkpoint)  # before Accelerate unpickles anything
         logger.info(f"resuming from {checkpoint}")
         accelerator.load_state(checkpoint)
@@ -1444,8 +1348,9 @@ def main(args: argparse.Namespace) -> MetaGANPipeline | None:
     steps_run = final_step - first_step
 
     # 6. final pipeline (EMA generator where used) with its model card
-    if not all_finite(generator_model, discriminator_model):
-        raise RuntimeError("the meta-weights contain NaN/inf values; nothing was saved.")
+    check_finite_weights(
+        {"generator": generator_model, "discriminator": discriminator_model}, action="save the meta-trained pipeline"
+    )
     check_ranks_identical(accelerator, generator_model, discriminator_model)
     accelerator.wait_for_everyone()
     pipeline = None

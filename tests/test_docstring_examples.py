@@ -20,10 +20,9 @@ import tempfile
 from collections.abc import Callable
 
 import pytest
-import torch
 
 import metagan_hub
-from tests.testing_utils import missing_cjk_fonts
+from tests.testing_utils import missing_cjk_fonts, one_thread_fresh_accelerate
 
 FENCE = re.compile(r"^[ \t]*```\w*[ \t]*$", re.MULTILINE)
 MODULES = ["metagan_hub"] + sorted(m.name for m in pkgutil.walk_packages(metagan_hub.__path__, "metagan_hub."))
@@ -60,10 +59,8 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
     monkeypatch.chdir(work)  # examples that write files write them here
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # tempfile.mkdtemp() in examples: here too
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     failures, skipped = [], []
-    try:
+    with one_thread_fresh_accelerate():  # examples that make an Accelerator leave no state behind
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         for test in find_examples(module_name):
             reason = REQUIREMENTS[test.name]() if test.name in REQUIREMENTS else None
@@ -73,8 +70,6 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
             report: list[str] = []
             if runner.run(test, out=report.append).failed:
                 failures.append("".join(report))
-    finally:
-        torch.set_num_threads(threads)
     assert not failures, "\n".join(failures)
     if skipped:
         pytest.skip("; ".join(skipped))

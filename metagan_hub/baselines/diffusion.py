@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from ..hub.safety import weights_are_finite
 from ..models.layers import check_positive_float, check_positive_int
+from ..training.adaptation import NonFiniteLossError
 from ..training.losses import pairwise_similarity_consistency_loss
 
 logger = logging.getLogger(__name__)
@@ -290,6 +292,11 @@ def adapt_diffusion(
     Returns:
         [`DiffusionAdaptationOutput`]: the adapted `DDPMPipeline` and a record.
 
+    Raises:
+        [`~metagan_hub.training.adaptation.NonFiniteLossError`]: the training diverged (a NaN or infinite loss, or
+            weights that are no longer finite, e.g. with too high a `learning_rate`); nothing is returned and no
+            snapshot of non-finite weights is passed to `snapshot_callback`.
+
     Example:
 
     ```py
@@ -378,11 +385,19 @@ def adapt_diffusion(
     def elapsed() -> float:
         return time.perf_counter() - start - excluded
 
+    def check_finite(adapted: UNet2DModel, step: int) -> None:
+        if not weights_are_finite(adapted):
+            raise NonFiniteLossError(
+                f"adapt_diffusion(): the weights are NaN or infinite after step {step}; nothing was returned. Lower "
+                f"`learning_rate` (got {learning_rate:g})."
+            )
+
     def take_snapshot(step: int, requested_seconds: float | None, requested_step: int | None) -> None:
         nonlocal excluded
         t0 = time.perf_counter()
         seconds = t0 - start - excluded
         plain = _plain_unet(unet, ema, lora) if ema is None or lora is None else _plain_ema_lora(unet, ema, lora)
+        check_finite(plain, step)
         info = {
             "step": step,
             "seconds": seconds,
@@ -410,6 +425,12 @@ def adapt_diffusion(
             loss = loss + domainstudio_weight * pairwise_similarity_consistency_loss(
                 source_x0, adapted_x0, temperature=domainstudio_temperature
             )
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):  # diverged: the update would make every weight NaN
+            raise NonFiniteLossError(
+                f"adapt_diffusion(): the loss is {loss_value} at step {step + 1}; nothing was returned. Lower "
+                f"`learning_rate` (got {learning_rate:g})."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -417,7 +438,6 @@ def adapt_diffusion(
         if ema is not None:
             ema.step(params)
         step += 1
-        loss_value = float(loss.detach())
         now = elapsed()
         while snap_seconds and now >= snap_seconds[0]:
             take_snapshot(step, snap_seconds.pop(0), None)
@@ -436,6 +456,7 @@ def adapt_diffusion(
     source_dtype = next(source.parameters()).dtype
     if source_dtype != torch.float32:
         adapted.to(dtype=source_dtype)
+    check_finite(adapted, step)  # also after a cast back to float16, which overflows beyond 65504
     pipeline = DDPMPipeline(unet=adapted, scheduler=DDPMScheduler.from_config(scheduler_config))
     record = {
         "recipe": recipe,

@@ -98,6 +98,31 @@ def public_card_info(card_info: Mapping[str, Any]) -> dict[str, Any]:
     return clean(copy.deepcopy(dict(card_info)))
 
 
+def weights_are_finite(*modules: torch.nn.Module | None) -> bool:
+    """
+    Whether every floating-point parameter and buffer of `modules` is finite (no NaN, no infinity); `None` is
+    skipped. [`check_finite_weights`] raises instead, naming the tensor.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub.hub.safety import weights_are_finite
+
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> weights_are_finite(layer, None)
+    True
+    ```
+    """
+    return all(
+        bool(torch.isfinite(t.float() if t.dtype.itemsize == 1 else t).all())
+        for m in modules
+        if m is not None
+        for t in m.state_dict().values()
+        if (t.is_floating_point() or t.is_complex()) and t.numel() > 0
+    )
+
+
 def check_finite_weights(modules: Mapping[str, torch.nn.Module | None], action: str = "save") -> None:
     """
     Raise [`NonFiniteWeightsError`] naming the component and tensor if any floating-point parameter or buffer of

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..hub.safety import weights_are_finite
 from ..models.layers import check_positive_float, check_positive_int
 from ..pipelines.copy_filter import (
     COPY_STOP_LATENT_SCALE,
@@ -113,10 +114,6 @@ def check_lr_schedule(lr_scheduler: Any, lr_warmup_steps: Any, num_steps: int) -
             f"`lr_warmup_steps={lr_warmup_steps}` with lr_scheduler='constant', which has no warm-up; use "
             "lr_scheduler='constant_with_warmup'."
         )
-
-
-def _all_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
 def _check_snapshots(
@@ -676,7 +673,7 @@ def adapt_pipeline(
         ema.copy_to(g_params)
     if copy_stop_step is not None:  # the generator of the check before the stop (EMA applied)
         gen = kept[1]
-    if not (_all_finite(gen) and _all_finite(disc)):
+    if not weights_are_finite(gen, disc):
         raise NonFiniteLossError("adapt() produced non-finite weights; nothing was returned. Lower `learning_rate`.")
     gen.eval().requires_grad_(False)
     disc.eval().requires_grad_(False)

@@ -26,6 +26,9 @@ from metagan_hub.baselines import (
     predicted_original,
     sample_diffusion,
 )
+from metagan_hub.hub.safety import weights_are_finite
+from metagan_hub.training.adaptation import NonFiniteLossError
+from metagan_hub.training.checkpointing import list_checkpoints
 from metagan_hub.training.losses import pairwise_similarity_consistency_loss
 from tests.testing_utils import load_script, one_thread_fresh_accelerate
 
@@ -387,6 +390,28 @@ def test_a_float16_rival_is_trained_in_float32_and_returned_in_float16(caplog):
     assert all(torch.equal(before[k], v) for k, v in rival.unet.state_dict().items())
 
 
+def test_a_diverging_adaptation_raises_instead_of_returning_nan_weights():
+    rival = tiny_rival()
+    before = state_copy(rival.unet)
+    seen = []
+    with pytest.raises(NonFiniteLossError, match=r"Lower `learning_rate` \(got 100\)"):
+        adapt_diffusion(
+            rival,
+            shots(),
+            num_steps=20,
+            learning_rate=100.0,
+            snapshot_steps=list(range(1, 21)),
+            snapshot_callback=lambda info, unet: seen.append(weights_are_finite(unet)),
+            generator=torch.Generator().manual_seed(0),
+        )
+    assert all(seen)  # no snapshot of non-finite weights reached the caller
+    assert all(torch.equal(before[k], v) for k, v in rival.unet.state_dict().items())
+    # finite in float32 but beyond float16's range once cast back for a float16 rival
+    rival.unet.to(dtype=torch.float16)
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite after step 1"):
+        adapt_diffusion(rival, shots(), num_steps=1, learning_rate=1e6, generator=torch.Generator().manual_seed(0))
+
+
 def test_no_spurious_dtype_warning(caplog):
     with caplog.at_level("WARNING"):
         adapt_diffusion(tiny_rival(), shots(), recipe="domainstudio", num_steps=1, batch_size=3)
@@ -409,13 +434,25 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     result = train_rival.main(train_rival.parse_args(common + ["--max_train_steps", "100000"]))
     sender.join()
     assert result is None and signal.getsignal(signal.SIGTERM) is original  # handlers restored
-    (step, path), *_ = train_rival.list_checkpoints(str(tmp_path))
+    (step, path), *_ = list_checkpoints(tmp_path)
     assert 1 <= step < 100000 and not (tmp_path / "model_index.json").exists()
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     args = common + ["--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest"]
     assert isinstance(train_rival.main(train_rival.parse_args(args)), DDPMPipeline)
     assert json.loads((tmp_path / "training_record.json").read_text())["step"] == step + 1
+
+
+def test_a_diverging_run_stops_and_never_saves_nan_weights(tmp_path):
+    args = TINY + ["--output_dir", str(tmp_path), "--max_train_steps", "8", "--checkpointing_steps", "1"]
+    with pytest.raises(RuntimeError, match=r"NaN or infinite .* Lower --learning_rate \(got 1000\)"):
+        train_rival.main(train_rival.parse_args(args + ["--learning_rate", "1e3"]))
+    checkpoints = list_checkpoints(tmp_path)
+    assert checkpoints and not (tmp_path / "model_index.json").exists()
+    for _, path in checkpoints:  # every checkpoint written holds finite weights
+        for sub in ("unet", "unet_ema"):
+            weights = load_file(os.path.join(path, sub, "diffusion_pytorch_model.safetensors"))
+            assert all(bool(torch.isfinite(t).all()) for t in weights.values())
 
 
 # ------------------------------------------------------------------------------------------------- the bundled rival
