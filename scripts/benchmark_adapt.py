@@ -47,13 +47,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark_utils import cpu_name  # noqa: E402
+from benchmark_utils import cpu_name, run_fresh_process  # noqa: E402
 
 NUM_SHOTS = 5
 SAMPLE_SIZE = 32
@@ -251,22 +250,10 @@ def run_child(args: argparse.Namespace, config: str) -> dict:
     if args.batch_size is not None:
         cmd += ["--batch_size", str(args.batch_size)]
     load1 = os.getloadavg()[0]
-    with tempfile.TemporaryFile(mode="w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        out = proc.stdout.read()
-        proc.stdout.close()
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        process_s = time.perf_counter() - start
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"configuration {config} failed (exit {proc.returncode}):\n{err.read()[-4000:]}")
-    line = next(x for x in reversed(out.splitlines()) if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
-    # ru_maxrss is in KiB on Linux, bytes on macOS
-    result["peak_rss_bytes"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    result["process_s"] = process_s
+    child = run_fresh_process(cmd, f"configuration {config}")
+    result = child.json("RESULT ")
+    result["peak_rss_bytes"] = child.peak_rss_bytes
+    result["process_s"] = child.wall_s
     result["load1"] = load1
     return result
 

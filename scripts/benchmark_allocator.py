@@ -26,15 +26,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark_utils import cpu_name  # noqa: E402
+from benchmark_utils import cpu_name, run_fresh_process  # noqa: E402
 
 DEFAULT_CHECKPOINT = "checkpoints/metagan-kanji-32-variety"
 MODES = ("warm-up", "no warm-up")
@@ -93,12 +91,7 @@ def run_trial(args: argparse.Namespace, mode: str) -> dict[str, float]:
         command += [f"--{name}", str(getattr(args, name))]
     if args.quick:
         command.append("--quick")
-    with tempfile.TemporaryFile("w+") as err:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True, check=False)
-        if done.returncode:
-            err.seek(0)
-            raise RuntimeError(f"the {mode!r} trial failed ({done.returncode}):\n{err.read()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh_process(command, f"the {mode!r} trial").json()
 
 
 def table(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_utils import run_fresh_process  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -87,8 +89,7 @@ def main(args):
         code = _WARM.format(
             resolution=args.resolution, samples=args.samples_per_class, classes=args.classes, cache_dir=str(cache_dir)
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        warm = json.loads(out.stdout.strip().splitlines()[-1])
+        warm = run_fresh_process([sys.executable, "-c", code], "the warm-cache load").json()
 
     res = f"{args.resolution}x{args.resolution}"
     rows = [

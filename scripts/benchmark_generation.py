@@ -33,7 +33,6 @@ import inspect
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from metagan_hub import MetaGANGenerator, MetaGANPipeline
 from metagan_hub.models.generator_metagan import FUSED_UPSAMPLING_MIN_BATCH
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark_utils import cpu_name  # noqa: E402
+from benchmark_utils import cpu_name, run_fresh_process  # noqa: E402
 
 # images per generator forward when the pipeline is called without `chunk_size`
 DEFAULT_CHUNK_SIZE = inspect.signature(MetaGANPipeline.__call__).parameters["chunk_size"].default
@@ -429,14 +428,8 @@ IMPORT_AND_LOAD = (
 def time_subprocess(code: str, *argv: str) -> tuple[float, float]:
     """Run `code` in a fresh interpreter; returns (seconds it printed, wall seconds of the whole process)."""
     env = dict(os.environ, DIFFUSERS_VERBOSITY="error", TQDM_DISABLE="1")
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, check=False, timeout=300
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"subprocess failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return float(proc.stdout.strip().splitlines()[-1]), wall
+    child = run_fresh_process([sys.executable, "-c", code, *argv], "the import timing", env=env, timeout=300)
+    return float(child.last_line()), child.wall_s
 
 
 def bench_import(out_channels: int, repeats: int) -> dict[str, tuple[float, float]]:

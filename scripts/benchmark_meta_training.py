@@ -23,12 +23,14 @@ import json
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_utils import run_fresh_process  # noqa: E402
 
 
 def _worker_models(args: argparse.Namespace):
@@ -125,9 +127,7 @@ def _common(args: argparse.Namespace) -> list[str]:
 
 
 def _run(cmd: list[str], env: dict[str, str], result_file: str) -> dict:
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    run_fresh_process(cmd, "the benchmark worker", env=env)
     with open(result_file) as f:
         return json.load(f)
 
