@@ -18,6 +18,12 @@ Fixtures (see `tests/hub/test_hub_server.py` for examples):
 - `hf_cache` (function): a fresh, empty Hugging Face home for the test; returns the hub cache folder.
 - `hub_offline` (function): a switch, `hub_offline()` / `hub_offline(False)`, for `HF_HUB_OFFLINE`; undone after the
   test.
+
+Fixtures for tiny models, used by whole test modules with `pytestmark = pytest.mark.usefixtures(...)`:
+
+- `one_torch_thread` (module): one torch intra-op thread while the module runs.
+- `fresh_accelerate` (function): one thread and no process-wide Accelerate state before or after the test, for
+  in-process script runs that each create their own `Accelerator`.
 """
 
 from __future__ import annotations
@@ -105,3 +111,26 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
         set_hub_offline(monkeypatch, enabled)
 
     return switch
+
+
+# --- Tiny models: one thread, fresh Accelerate state -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning OpenMP workers make
+    every step an order of magnitude slower."""
+    import torch  # not at import of this file: see the top
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_accelerate() -> Iterator[None]:
+    from tests.testing_utils import one_thread_fresh_accelerate
+
+    with one_thread_fresh_accelerate():
+        yield

@@ -30,7 +30,7 @@ from metagan_hub.hub.safety import weights_are_finite
 from metagan_hub.training.adaptation import NonFiniteLossError
 from metagan_hub.training.checkpointing import list_checkpoints
 from metagan_hub.training.losses import pairwise_similarity_consistency_loss
-from tests.testing_utils import load_script, one_thread_fresh_accelerate
+from tests.testing_utils import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "train_diffusion_rival.py"
@@ -44,10 +44,7 @@ TINY = [
 train_rival = load_script("train_diffusion_rival", SCRIPT)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_fresh_accelerate():
-    with one_thread_fresh_accelerate():
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def tiny_unet(size: int = 8, channels: int = 1, seed: int = 0) -> UNet2DModel:

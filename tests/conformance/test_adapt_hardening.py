@@ -13,13 +13,7 @@ import torch
 
 from tests.conformance.common import SIZE, images, tiny_pipeline
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_diverged_run_warns_and_its_record_is_strict_json(tmp_path, caplog):

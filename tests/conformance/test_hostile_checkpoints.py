@@ -15,7 +15,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from tests.testing_utils import load_script, one_thread_fresh_accelerate
+from tests.testing_utils import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -28,10 +28,7 @@ TINY = [
 train_metagan = load_script("train_metagan_hostile", REPO_ROOT / "scripts" / "train_metagan.py")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    with one_thread_fresh_accelerate():
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def run(*extra: str):

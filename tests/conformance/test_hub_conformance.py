@@ -18,13 +18,7 @@ from metagan_hub.hub.safety import NonFiniteWeightsError, find_local_data
 from metagan_hub.hub.upload import HubUploadError, LocalDataLeakError, upload_folder_to_hub
 from tests.conformance.common import SIZE, all_files, tiny_pipeline
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pushing_a_pipeline_adapted_from_a_local_folder_publishes_no_local_path(

@@ -24,13 +24,7 @@ from tests.conformance.common import (
 )
 from tests.testing_utils import assert_outputs_close
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 MODELS = {

@@ -21,13 +21,7 @@ pytest.importorskip("peft")
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine spinning workers slow every step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def shots(n: int = 5, size: int = SIZE, seed: int = 0) -> torch.Tensor:

@@ -30,12 +30,7 @@ from tests.testing_utils import tiny_pipeline
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def shots(n: int = 3) -> torch.Tensor:

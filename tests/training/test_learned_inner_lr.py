@@ -16,7 +16,7 @@ from metagan_hub import MetaGANPipeline
 from metagan_hub.training.adaptation import LR_SCALES_KEY, check_lr_scales
 from metagan_hub.training.meta_learning import MAX_LR_SCALE, MetaLearner, MetaLearningConfig
 from metagan_hub.training.tasks import Task
-from tests.testing_utils import load_script, one_thread_fresh_accelerate, saved_pipeline_weights, tiny_gan
+from tests.testing_utils import load_script, saved_pipeline_weights, tiny_gan
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_metagan.py"
 TINY = [
@@ -28,10 +28,7 @@ TINY = [
 train_metagan = load_script("train_metagan_learned_lr", SCRIPT)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    with one_thread_fresh_accelerate():
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def tasks(n: int = 2, queries: int = 3) -> list[Task]:

@@ -14,7 +14,7 @@ import torch
 from metagan_hub.training.adaptation import adapt_pipeline
 from metagan_hub.training.meta_learning import MetaLearner, MetaLearningConfig
 from metagan_hub.training.tasks import Task
-from tests.testing_utils import load_script, one_thread_fresh_accelerate, saved_pipeline_weights, tiny_gan
+from tests.testing_utils import load_script, saved_pipeline_weights, tiny_gan
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_metagan.py"
 TINY = [
@@ -27,10 +27,7 @@ TINY = [
 train_metagan = load_script("train_metagan_adapt_inner", SCRIPT)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    with one_thread_fresh_accelerate():
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def tasks(n: int = 2) -> list[Task]:

@@ -32,13 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE, CHANNELS, LATENT = 16, 1, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the shared CPU cores are not oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_models(seed: int = 0) -> tuple[MetaGANGenerator, MetaGANDiscriminator]:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from metagan_hub import MetaGANPipeline
 from metagan_hub.training.meta_learning import NonFiniteMetaStepError
-from tests.testing_utils import load_script, one_thread_fresh_accelerate
+from tests.testing_utils import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "train_metagan.py"
@@ -39,11 +39,7 @@ TINY = [
 train_metagan = load_script("train_metagan", SCRIPT)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each in-process run creates its own Accelerator; one thread suits the tiny models and shared cores."""
-    with one_thread_fresh_accelerate():
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def run(*extra: str):
