@@ -1928,6 +1928,22 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
             ax.axis("off")
         return fig, list(axes.flat[:n])
 
+    def finish_axis(ax, m: str, domain: str, xlabel: str, xscale: str = "log", **xscale_kwargs) -> None:
+        """Real images' mean as a dashed line, the axis labels and scale."""
+        if not math.isnan(real_means[domain].get(m, float("nan"))):
+            ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
+        ax.set_xscale(xscale, **xscale_kwargs)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("KID ×1e3" if m == "kid" else m)
+
+    def save_figure(fig, axes, domain: str, title: str, stem: str) -> None:
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{domain}, K={k}: {title}")
+        fig.tight_layout()
+        paths.append(out_dir / f"{domain}_{stem}.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+
     for domain in domains:
         # 1. metric vs adaptation steps (GAN contenders, snapshots of one run)
         fig, axes = grid_of_axes(len(metric_names))
@@ -1937,34 +1953,16 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
             )
             for label, curve in curves.items():
                 ax.plot([p[0] for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
-            if not math.isnan(real_means[domain].get(m, float("nan"))):
-                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
-            ax.set_xlabel("adaptation steps")
-            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
-            ax.set_xscale("symlog", linthresh=25)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{domain}, K={k}: metrics vs adaptation steps (mean over classes)")
-        fig.tight_layout()
-        paths.append(out_dir / f"{domain}_metrics_vs_steps.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+            finish_axis(ax, m, domain, "adaptation steps", "symlog", linthresh=25)
+        save_figure(fig, axes, domain, "metrics vs adaptation steps (mean over classes)", "metrics_vs_steps")
 
         # 2. metric vs adaptation seconds (every contender, the rival included)
         fig, axes = grid_of_axes(len(metric_names))
         for ax, m in zip(axes, metric_names):
             for label, curve in _curves(records, domain, k, m, cpu_adapt_seconds).items():
                 ax.plot([max(p[0], 1e-2) for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
-            if not math.isnan(real_means[domain].get(m, float("nan"))):
-                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
-            ax.set_xscale("log")
-            ax.set_xlabel("adaptation seconds")
-            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{domain}, K={k}: metrics vs adaptation wall time")
-        fig.tight_layout()
-        paths.append(out_dir / f"{domain}_metrics_vs_adapt_seconds.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+            finish_axis(ax, m, domain, "adaptation seconds")
+        save_figure(fig, axes, domain, "metrics vs adaptation wall time", "metrics_vs_adapt_seconds")
 
         # 3. metric vs sampling seconds per 1,000 images (GAN: default budget; rival: the DDIM sweep)
         fig, axes = grid_of_axes(len(metric_names))
@@ -1986,17 +1984,8 @@ def make_figures(store: ResultStore, records: Sequence[dict], args: argparse.Nam
             for label, by_key in pts.items():
                 curve = sorted((_mean([v[0] for v in vs]), _mean([v[1] for v in vs])) for vs in by_key.values())
                 ax.plot([p[0] for p in curve], [scale(m, p[1]) for p in curve], marker="o", label=label)
-            if not math.isnan(real_means[domain].get(m, float("nan"))):
-                ax.axhline(scale(m, real_means[domain][m]), color="gray", linestyle="--", label="real images")
-            ax.set_xscale("log")
-            ax.set_xlabel("sampling seconds per 1,000 images")
-            ax.set_ylabel("KID ×1e3" if m == "kid" else m)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"{domain}, K={k}: metrics vs sampling cost")
-        fig.tight_layout()
-        paths.append(out_dir / f"{domain}_metrics_vs_sampling_cost.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+            finish_axis(ax, m, domain, "sampling seconds per 1,000 images")
+        save_figure(fig, axes, domain, "metrics vs sampling cost", "metrics_vs_sampling_cost")
 
         # 4. precision-recall scatter at the default budget (per class faint, mean bold)
         if "precision" in metric_names and "recall" in metric_names:
