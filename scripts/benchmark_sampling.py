@@ -256,7 +256,7 @@ def setting_key(row: dict[str, Any]) -> Setting:
 def wanted_key(setting: Setting, pipeline: Any) -> Setting:
     """`setting` with the pipeline's own choice of copy features (`None`) resolved, as its rows record it."""
     if setting[3] > 0 and setting[5] is None:
-        return (*setting[:5], "encoder" if pipeline.copy_encoder is not None else "discriminator")
+        return (*setting[:5], pipeline.copy_filter_features)
     return setting
 
 

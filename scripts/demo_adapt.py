@@ -174,9 +174,7 @@ def main(args: argparse.Namespace) -> None:
         batch_size=args.num_samples, generator=torch.Generator().manual_seed(args.seed), **sampling
     ).images
     sample_seconds = time.perf_counter() - sample_start
-    copy_features = None  # the near-copy filter's feature space, where the setting filters
-    if "avoid_copies_of" in sampling:
-        copy_features = "copy encoder" if adapted.copy_encoder is not None else "discriminator"
+    copy_features = adapted.copy_filter_features if "avoid_copies_of" in sampling else None
     os.makedirs(args.output_dir, exist_ok=True)
     shot_images = to_pil(shots)
     per_row = max(args.shots, 10)

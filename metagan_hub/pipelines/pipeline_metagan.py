@@ -365,7 +365,7 @@ class MetaGANPipeline(DiffusionPipeline):
         returns the reference images as `[K, C, H, W]` in `[-1, 1]`."""
         from ..data.images import load_images
 
-        if self.discriminator is None and self.copy_encoder is None:
+        if self.copy_filter_features is None:
             raise ValueError(
                 "`avoid_copies_of` judges near-copies with the pipeline's copy encoder or discriminator, but this "
                 "pipeline has neither: use the pipeline `adapt()` returned, or load one saved with its discriminator."
@@ -814,6 +814,28 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_stop_distance=copy_stop_distance,
             copy_stop_min_steps=copy_stop_min_steps,
         )
+
+    @property
+    def copy_filter_features(self) -> str | None:
+        """
+        Where the near-copy filter (`avoid_copies_of`) judges: `"encoder"` (the pipeline's copy encoder) when it has
+        one, else `"discriminator"`; `None` when it has neither, and the filter cannot run.
+
+        Example:
+
+        ```py
+        >>> from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
+
+        >>> generator = MetaGANGenerator(sample_size=32)
+        >>> MetaGANPipeline(generator=generator).copy_filter_features is None
+        True
+        >>> MetaGANPipeline(generator=generator, discriminator=MetaGANDiscriminator()).copy_filter_features
+        'discriminator'
+        ```
+        """
+        if self.copy_encoder is not None:
+            return "encoder"
+        return "discriminator" if self.discriminator is not None else None
 
     # ------------------------------------------------------------------ LoRA
     @property

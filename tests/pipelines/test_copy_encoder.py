@@ -65,6 +65,16 @@ def test_with_an_encoder_every_image_goes_through_it_and_the_discriminator_is_no
         NearCopyDistance(None, references)
 
 
+def test_copy_filter_features_names_where_the_filter_judges():
+    assert with_encoder().copy_filter_features == "encoder"
+    assert with_encoder(discriminator=False).copy_filter_features == "encoder"
+    assert make_pipe().copy_filter_features == "discriminator"
+    no_features = make_pipe(discriminator=False)
+    assert no_features.copy_filter_features is None
+    with pytest.raises(ValueError, match="has neither"):
+        no_features(batch_size=2, avoid_copies_of=torch.rand(2, 1, SIZE, SIZE))
+
+
 @pytest.mark.parametrize("discriminator", [True, False], ids=["with-discriminator", "encoder-only"])
 def test_the_filter_judges_in_the_encoders_features(discriminator):
     pipe = with_encoder(discriminator=discriminator)
