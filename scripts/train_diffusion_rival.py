@@ -91,6 +91,8 @@ RESUMABLE_OPTIONS = (
 )
 # Sources of training classes (--dataset).
 DATASETS = ("kanjivg", "fonts", "digits", "imagefolder")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # DDPMScheduler's
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 # Data options copied from a meta-checkpoint's training record by --data_from.
 DATA_OPTIONS = (
     "dataset",
@@ -159,13 +161,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--norm_num_groups", type=int, default=8)
     model.add_argument("--ddpm_num_steps", type=int, default=1000)
-    model.add_argument("--ddpm_beta_schedule", type=str, default="linear")
+    model.add_argument("--ddpm_beta_schedule", type=str, default="linear", choices=BETA_SCHEDULES)
     model.add_argument("--prediction_type", type=str, default="epsilon", choices=("epsilon", "sample"))
 
     train = parser.add_argument_group("training")
     train.add_argument("--train_batch_size", type=int, default=64, help="Images per step and process.")
     train.add_argument("--learning_rate", type=float, default=2e-4)
-    train.add_argument("--lr_scheduler", type=str, default="constant_with_warmup")
+    train.add_argument("--lr_scheduler", type=str, default="constant_with_warmup", choices=LR_SCHEDULERS)
     train.add_argument("--lr_warmup_steps", type=int, default=100)
     train.add_argument("--adam_beta1", type=float, default=0.95)
     train.add_argument("--adam_beta2", type=float, default=0.999)
@@ -213,14 +215,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dataset = "kanjivg"
     if args.max_train_steps is None and args.max_train_minutes is None:
         parser.error("give --max_train_steps or --max_train_minutes (or both).")
-    for name in ("max_train_steps", "checkpointing_steps"):
+    for name, value in vars(args).items():  # argparse takes "nan" and "inf" as floats
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{name} must be a finite number, got {value}.")
+    for name, low in (
+        ("max_train_steps", 0),
+        ("checkpointing_steps", 0),
+        ("lr_warmup_steps", 0),
+        ("logging_steps", 0),
+        ("num_grid_images", 0),
+        ("render_seed", 0),
+        ("split_seed", 0),
+        ("train_batch_size", 1),
+        ("samples_per_class", 1),
+        ("max_classes", 1),
+        ("resolution", 2),
+        ("channels", 1),
+        ("layers_per_block", 1),
+        ("norm_num_groups", 1),
+        ("ddpm_num_steps", 1),
+        ("grid_inference_steps", 1),
+        ("checkpoints_total_limit", 1),
+        ("torch_threads", 1),
+    ):
         value = getattr(args, name)
-        if value is not None and value < 0:
-            parser.error(f"--{name} must be >= 0, got {value}.")
-    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
-        parser.error(f"--max_train_minutes must be positive, got {args.max_train_minutes}.")
-    if args.train_batch_size < 1:
-        parser.error(f"--train_batch_size must be positive, got {args.train_batch_size}.")
+        if value is not None and value < low:
+            parser.error(f"--{name} must be an integer >= {low}, got {value}.")
+    for name in ("learning_rate", "max_train_minutes", "adam_epsilon", "ema_inv_gamma"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be positive, got {value}.")
+    for name in ("adam_weight_decay", "max_grad_norm", "ema_power"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0 (0: off), got {getattr(args, name)}.")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
+    if not 0 < args.ema_max_decay <= 1:
+        parser.error(f"--ema_max_decay must be in (0, 1], got {args.ema_max_decay}.")
+    if any(c < 1 for c in args.block_out_channels):
+        parser.error(f"--block_out_channels must be positive integers, got {args.block_out_channels}.")
+    bad_groups = [c for c in args.block_out_channels if c % args.norm_num_groups]
+    if bad_groups:
+        parser.error(
+            f"--norm_num_groups {args.norm_num_groups} must divide every --block_out_channels entry, not {bad_groups}."
+        )
     if args.dataset == "imagefolder" and args.train_data_dir is None:
         parser.error("--dataset imagefolder needs --train_data_dir.")
     return args

@@ -189,6 +189,28 @@ def test_script_needs_a_budget():
         train_rival.parse_args(["--output_dir", "x"])
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--learning_rate", "-1", "--learning_rate must be positive, got -1.0"),
+        ("--learning_rate", "nan", "--learning_rate must be a finite number, got nan"),
+        ("--checkpoints_total_limit", "0", "--checkpoints_total_limit must be an integer >= 1, got 0"),
+        ("--ema_max_decay", "2", "--ema_max_decay must be in (0, 1], got 2.0"),
+        ("--adam_beta2", "1", "--adam_beta2 must be in [0, 1), got 1.0"),
+        ("--max_grad_norm", "-0.5", "--max_grad_norm must be >= 0 (0: off), got -0.5"),
+        ("--resolution", "0", "--resolution must be an integer >= 2, got 0"),
+        ("--torch_threads", "0", "--torch_threads must be an integer >= 1, got 0"),
+        ("--norm_num_groups", "3", "--norm_num_groups 3 must divide every --block_out_channels entry, not [8, 16]"),
+        ("--lr_scheduler", "piecewise_constant", "argument --lr_scheduler: invalid choice"),
+        ("--ddpm_beta_schedule", "quadratic", "argument --ddpm_beta_schedule: invalid choice"),
+    ],
+)
+def test_bad_script_options_are_refused_before_any_work(option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_rival.parse_args(TINY + ["--output_dir", "unused", "--max_train_steps", "1", option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- recipes
 
 
