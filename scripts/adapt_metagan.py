@@ -9,16 +9,19 @@ Example:
 
 Writes the adapted pipeline (or only its LoRA adapter with --lora_rank), a sample grid `samples.png`, the shots
 `shots.png` (both shown in the model card), a loss curve `loss_curve.png` and `adaptation.json` into
---output_dir; --push_to_hub uploads them.
+--output_dir; --push_to_hub uploads them. --output_dir must be new or empty (--overwrite_output_dir writes into a
+folder that holds files, replacing those of the same names) and never the checkpoint's own folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
 import os
+import re
 
 import numpy as np
 import torch
@@ -32,12 +35,30 @@ from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
-from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS
-from metagan_hub.training.diversity import DIVERSITY_LOSSES
+from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_lr_schedule
+from metagan_hub.training.augment import check_shot_augment
+from metagan_hub.training.diversity import DIVERSITY_LOSSES, check_diversity_options
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
 
 logger = get_logger(__name__, log_level="INFO")
+
+# adapt()'s defaults, for checking options that depend on others (e.g. --lr_warmup_steps < --num_steps) when some of
+# them are not given
+ADAPT_DEFAULTS = {name: p.default for name, p in inspect.signature(MetaGANPipeline.adapt).parameters.items()}
+# the seeds torch.Generator.manual_seed takes
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or inside it, symbolic links resolved."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def as_options(err: ValueError) -> str:
+    """A library check's message with its `argument` names written as this script's --options."""
+    return re.sub(r"`(\w+)(=[^`]*)?`", r"--\1\2", str(err))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,7 +209,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "else fp32. bf16 on other CPUs is emulated and about 10x slower. fp16 needs a GPU.",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", type=str, default="metagan-adapted")
+    parser.add_argument(
+        "--output_dir",
+        type=str,
+        default="metagan-adapted",
+        help="A new or empty folder (not the checkpoint's own, nor one inside or around it).",
+    )
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Write into an --output_dir that already holds files (e.g. an earlier run's), replacing those of the "
+        "same names.",
+    )
     parser.add_argument("--validation_images", type=int, default=64, help="Images in the sample grid (0: none).")
     parser.add_argument(
         "--latent_scale",
@@ -255,6 +287,85 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
             f"those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale})"
+        )
+    # adapt()'s ranges, checked before the checkpoint is loaded
+    for name in (
+        "max_shots",
+        "resolution",
+        "num_steps",
+        "batch_size",
+        "r1_interval",
+        "diversity_batch_size",
+        "diversity_interval",
+        "lora_rank",
+    ):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in (
+        "lr_warmup_steps",
+        "freeze_discriminator_blocks",
+        "cdc_anchor_interval",
+        "r1_gamma",
+        "diversity_weight",
+        "mode_seeking_weight",
+        "copy_repulsion_weight",
+    ):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.learning_rate is not None and args.learning_rate <= 0:
+        parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    for name in ("ema_decay", "copy_stop"):
+        if getattr(args, name) is not None and not 0.0 < getattr(args, name) < 1.0:
+            parser.error(f"--{name} must be in (0, 1), got {getattr(args, name)}")
+    if args.shot_augment is not None:
+        try:
+            check_shot_augment(args.shot_augment, "--shot_augment")
+        except ValueError as err:
+            parser.error(str(err).replace("`", ""))
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        parser.error(f"--seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]} (torch's seeds), got {args.seed}")
+    # adapt()'s rules for options that depend on each other, with its defaults for those not given
+    num_steps, batch_size = (
+        ADAPT_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_steps", "batch_size")
+    )
+    try:
+        check_lr_schedule(
+            args.lr_scheduler or ADAPT_DEFAULTS["lr_scheduler"],
+            ADAPT_DEFAULTS["lr_warmup_steps"] if args.lr_warmup_steps is None else args.lr_warmup_steps,
+            num_steps,
+        )
+        if args.diversity_loss is not None or not args.variety:  # --variety may take the term from the card
+            check_diversity_options(
+                args.diversity_loss,
+                args.diversity_weight,
+                args.diversity_batch_size,
+                args.cdc_anchor_interval,
+                batch_size,
+                args.diversity_interval,
+            )
+    except ValueError as err:
+        parser.error(as_options(err))
+    # the folders: nothing the user has is overwritten
+    if args.train_data_dir is not None and not os.path.exists(args.train_data_dir):
+        parser.error(f"--train_data_dir {args.train_data_dir} does not exist")
+    checkpoint = args.pretrained_model_name_or_path
+    if os.path.isdir(checkpoint) and (
+        is_inside(args.output_dir, checkpoint) or is_inside(checkpoint, args.output_dir)
+    ):
+        parser.error(
+            f"--output_dir {args.output_dir} overlaps the checkpoint folder this run reads, "
+            f"--pretrained_model_name_or_path {checkpoint} (the same folder, or one inside the other), whose files it "
+            "could overwrite; give an --output_dir outside it"
+        )
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file, not a folder")
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
+        held = sorted(os.listdir(args.output_dir))
+        parser.error(
+            f"--output_dir {args.output_dir} already exists and holds {len(held)} files or folders (e.g. "
+            f"{', '.join(held[:3])}), which this run would overwrite where names match (model_index.json, README.md, "
+            "adaptation.json, the weights, the grids); give a new --output_dir, or --overwrite_output_dir to write "
+            "into it anyway"
         )
     return args
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from adapt_metagan import plot_losses  # noqa: E402
+from adapt_metagan import SEED_RANGE, is_inside, plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
@@ -89,8 +89,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "faithful. An error for a checkpoint whose card has none.",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="demo-output")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--output_dir",
+        default="demo-output",
+        help="Written on every run (files of the same names are replaced); never inside the checkpoint's folder.",
+    )
+    args = parser.parse_args(argv)
+    for name in ("shots", "num_steps", "num_samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.render_seed < 0:
+        parser.error(f"--render_seed must be >= 0, got {args.render_seed}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        parser.error(f"--seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]} (torch's seeds), got {args.seed}")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file, not a folder")
+    checkpoint = resolve_checkpoint(args.pretrained_model_name_or_path)
+    if os.path.isdir(checkpoint) and (
+        is_inside(args.output_dir, checkpoint) or is_inside(checkpoint, os.path.join(args.output_dir, "adapted"))
+    ):
+        parser.error(
+            f"--output_dir {args.output_dir} would write into the checkpoint folder {checkpoint} that the demo reads "
+            f"(--pretrained_model_name_or_path {args.pretrained_model_name_or_path}) and overwrite its files; give "
+            "another --output_dir"
+        )
+    return args
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -393,3 +393,146 @@ def test_script_avoid_copies_filters_the_grid_against_the_training_images(inputs
         assert references.shape == (5, 1, SIZE, SIZE) and kwargs["copy_margin"] == margin
     assert "replacement_spread" not in calls[1] and calls[2]["replacement_spread"] == 0.5
     assert all((tmp_path / name / "samples.png").is_file() for name in ("plain", "a", "b"))
+
+
+# bad option values: refused by parse_args (exit code 2) before the checkpoint is loaded, naming the option and value
+BAD_ADAPT_OPTIONS = [
+    (["--max_shots", "-1"], "--max_shots must be >= 1, got -1"),
+    (["--max_shots", "0"], "--max_shots must be >= 1, got 0"),
+    (["--resolution", "-1"], "--resolution must be >= 1, got -1"),
+    (["--num_steps", "0"], "--num_steps must be >= 1, got 0"),
+    (["--num_steps", "-5"], "--num_steps must be >= 1, got -5"),
+    (["--learning_rate", "0"], "--learning_rate must be > 0, got 0.0"),
+    (["--learning_rate", "-1"], "--learning_rate must be > 0, got -1.0"),
+    (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0, got -1"),
+    (["--lr_scheduler", "cosine", "--num_steps", "3", "--lr_warmup_steps", "3"],
+     "--lr_warmup_steps must be an integer from 0 to num_steps - 1 = 2, got 3"),
+    (["--lr_warmup_steps", "2"], "--lr_warmup_steps=2 with lr_scheduler='constant', which has no warm-up"),
+    (["--r1_gamma", "-1"], "--r1_gamma must be >= 0, got -1.0"),
+    (["--r1_interval", "0"], "--r1_interval must be >= 1, got 0"),
+    (["--freeze_discriminator_blocks", "-1"], "--freeze_discriminator_blocks must be >= 0, got -1"),
+    (["--ema_decay", "1.5"], "--ema_decay must be in (0, 1), got 1.5"),
+    (["--ema_decay", "0"], "--ema_decay must be in (0, 1), got 0.0"),
+    (["--diversity_loss", "dcl", "--diversity_weight", "-1"], "--diversity_weight must be >= 0, got -1.0"),
+    (["--diversity_weight", "2"], "--diversity_weight=2.0 was given without --diversity_loss"),
+    (["--diversity_loss", "dcl", "--diversity_batch_size", "0"], "--diversity_batch_size must be >= 1, got 0"),
+    (["--diversity_loss", "cdc", "--batch_size", "2"],
+     "(--batch_size, or --diversity_batch_size when set) must be >= 3, got 2"),
+    (["--diversity_loss", "dcl", "--diversity_interval", "0"], "--diversity_interval must be >= 1, got 0"),
+    (["--diversity_loss", "cdc", "--cdc_anchor_interval", "-1"], "--cdc_anchor_interval must be >= 0, got -1"),
+    (["--mode_seeking_weight", "-1"], "--mode_seeking_weight must be >= 0, got -1.0"),
+    (["--copy_repulsion_weight", "-1"], "--copy_repulsion_weight must be >= 0, got -1.0"),
+    (["--copy_stop", "1.5"], "--copy_stop must be in (0, 1), got 1.5"),
+    (["--copy_stop", "-0.1"], "--copy_stop must be in (0, 1), got -0.1"),
+    (["--shot_augment", "-1"], "--shot_augment must be a number between 0 (off) and 3, got -1.0"),
+    (["--shot_augment", "3.5"], "--shot_augment must be a number between 0 (off) and 3, got 3.5"),
+    (["--lora_rank", "0"], "--lora_rank must be >= 1, got 0"),
+    (["--lora_rank", "-1"], "--lora_rank must be >= 1, got -1"),
+    (["--seed", str(2**64)], f"--seed must be from {-(2**63)} to {2**64 - 1} (torch's seeds), got {2**64}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_ADAPT_OPTIONS, ids=[" ".join(b) for b, _ in BAD_ADAPT_OPTIONS])
+def test_script_refuses_bad_option_values_before_loading(tmp_path, capsys, bad, message):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    argv = ["--pretrained_model_name_or_path", "org/base", "--train_data_dir", str(tmp_path),
+            "--output_dir", str(tmp_path / "out"), *bad]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        ["--lr_warmup_steps", "0", "--freeze_discriminator_blocks", "0", "--r1_gamma", "0", "--shot_augment", "3"],
+        ["--lr_scheduler", "cosine", "--num_steps", "3", "--lr_warmup_steps", "2", "--ema_decay", "0.99"],
+        ["--diversity_loss", "cdc", "--cdc_anchor_interval", "0", "--diversity_weight", "0", "--batch_size", "3"],
+        [
+            "--diversity_loss",
+            "mixdl",
+            "--diversity_batch_size",
+            "2",
+            "--diversity_interval",
+            "1",
+            "--copy_stop",
+            "0.5",
+        ],
+        ["--variety", "--diversity_weight", "20"],  # the card's setting may name the diversity term
+        ["--max_shots", "1", "--resolution", "1", "--lora_rank", "1", "--seed", "-1"],
+    ],
+)
+def test_script_accepts_the_edges_of_adapts_ranges(tmp_path, good):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    script.parse_args(
+        ["--pretrained_model_name_or_path", "org/base", "--train_data_dir", str(tmp_path),
+         "--output_dir", str(tmp_path / "out"), *good]
+    )  # fmt: skip
+
+
+def test_script_refuses_a_missing_train_data_dir(tmp_path, capsys):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(
+            ["--pretrained_model_name_or_path", "org/base", "--train_data_dir", str(missing),
+             "--output_dir", str(tmp_path / "out")]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    assert f"--train_data_dir {missing} does not exist" in capsys.readouterr().err
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_script_never_writes_into_the_checkpoint_folder(inputs, tmp_path, capsys):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    _, shots = inputs
+    checkpoint = tmp_path / "ckpt"
+    tiny_pipeline(0).save_pretrained(checkpoint)
+    before = folder_contents(checkpoint)
+    (tmp_path / "link").symlink_to(checkpoint, target_is_directory=True)
+    # the folder itself, one inside it, the same folder through a link, one around it
+    for output_dir in (checkpoint, checkpoint / "generator", checkpoint / "new", tmp_path / "link", tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(
+                ["--pretrained_model_name_or_path", str(checkpoint), "--train_data_dir", str(shots),
+                 "--output_dir", str(output_dir), "--overwrite_output_dir"]
+            )  # fmt: skip
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--output_dir {output_dir} overlaps the checkpoint folder" in err and str(checkpoint) in err
+    assert folder_contents(checkpoint) == before
+
+
+def test_script_refuses_a_used_output_dir_unless_told_to_overwrite(inputs, tmp_path, capsys):
+    script = load_script("adapt_metagan_script", SCRIPT)
+    base, shots = inputs
+    common = ["--pretrained_model_name_or_path", str(base), "--train_data_dir", str(shots), "--num_steps", "1",
+              "--validation_images", "0", "--mixed_precision", "no"]  # fmt: skip
+    used = tmp_path / "used"
+    tiny_pipeline(1).save_pretrained(used)  # e.g. an earlier run's pipeline
+    before = folder_contents(used)
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--output_dir", str(used)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"--output_dir {used} already exists" in err and "model_index.json" in err and "--overwrite_output_dir" in err
+    )
+    assert folder_contents(used) == before
+    # a file is no folder to write into; an empty folder is as good as a new one
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--output_dir", str(tmp_path / "file")])
+    assert exit_info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert not script.parse_args([*common, "--output_dir", str(tmp_path / "empty")]).overwrite_output_dir
+    # with the flag the run writes into it
+    run_main(script, script.parse_args([*common, "--output_dir", str(used), "--overwrite_output_dir"]))
+    record = json.loads((used / "adaptation.json").read_text(encoding="utf-8"))
+    assert record["num_steps"] == 1 and record["shots"] == 5
+    assert MetaGANPipeline.from_pretrained(used).card_info["adaptation"]["num_steps"] == 1

@@ -97,3 +97,61 @@ def test_demo_variety_refuses_before_any_work(script, checkpoints, tmp_path, mon
     with pytest.raises(SystemExit, match=r"needs --shots 2 or more.*got --shots 1"):
         run(script, checkpoints["varied"], tmp_path / "one", "--variety", "--shots", "1")
     assert adapt_calls == [] and not (tmp_path / "none").exists() and not (tmp_path / "one").exists()
+
+
+BAD_DEMO_OPTIONS = [
+    (["--num_samples", "0"], "--num_samples must be >= 1, got 0"),
+    (["--num_samples", "-1"], "--num_samples must be >= 1, got -1"),
+    (["--shots", "0"], "--shots must be >= 1, got 0"),
+    (["--num_steps", "0"], "--num_steps must be >= 1, got 0"),
+    (["--num_steps", "-1"], "--num_steps must be >= 1, got -1"),
+    (["--render_seed", "-1"], "--render_seed must be >= 0, got -1"),
+    (["--seed", str(2**64)], f"--seed must be from {-(2**63)} to {2**64 - 1} (torch's seeds), got {2**64}"),
+    (["--seed", str(-(2**63) - 1)], f"got {-(2**63) - 1}"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_DEMO_OPTIONS, ids=[" ".join(b) for b, _ in BAD_DEMO_OPTIONS])
+def test_demo_refuses_bad_numbers_before_any_work(script, tmp_path, capsys, bad, message):
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--output_dir", str(tmp_path / "out"), *bad])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_accepts_the_edges_and_reruns_into_its_output(script, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.png").write_bytes(b"an earlier run's")  # the demo's output is meant to be rewritten on every run
+    args = script.parse_args(
+        ["--pretrained_model_name_or_path", str(checkpoints["plain"]), "--output_dir", str(out), "--shots", "1",
+         "--num_steps", "1", "--num_samples", "1", "--render_seed", "0", "--seed", "-1"]
+    )  # fmt: skip
+    assert (args.shots, args.seed, args.pretrained_model_name_or_path) == (1, -1, str(checkpoints["plain"]))
+
+
+def test_demo_never_writes_into_the_checkpoint_folder(script, checkpoints, tmp_path, capsys):
+    checkpoint = checkpoints["plain"]
+    before = {p: p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()}
+    adapted_named = tmp_path / "runs" / "adapted"  # the demo saves its adapted pipeline to <output_dir>/adapted
+    tiny_pipeline(0).save_pretrained(adapted_named)
+    cases = [(checkpoint, checkpoint), (checkpoint, checkpoint / "demo-output"), (adapted_named, tmp_path / "runs")]
+    for source, output_dir in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(["--pretrained_model_name_or_path", str(source), "--output_dir", str(output_dir)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--output_dir {output_dir} would write into the checkpoint folder {source}" in err
+    assert {p: p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()} == before
+    # the default checkpoint ("auto") is checked as it resolves on this machine
+    bundled = Path(script.resolve_checkpoint("auto"))
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--output_dir", str(bundled / "demo-output")])
+    assert exit_info.value.code == 2 and "--pretrained_model_name_or_path auto" in capsys.readouterr().err
+    assert not (bundled / "demo-output").exists()
+    # a file is no folder to write into
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--output_dir", str(tmp_path / "file")])
+    assert exit_info.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
