@@ -25,8 +25,12 @@ of an evaluation classifier trained on other images of those classes and `--conf
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
+import math
+import os
+import re
 import statistics
 import time
 
@@ -36,7 +40,10 @@ from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.data import get_dataset
 from metagan_hub.hub.safety import replace_nonfinite
 from metagan_hub.metrics import compute_metrics, heldout_distance
-from metagan_hub.training.diversity import DIVERSITY_LOSSES
+from metagan_hub.training.adaptation import adapt_pipeline
+from metagan_hub.training.diversity import DIVERSITY_LOSSES, check_diversity_options
+
+DATASETS = ["kanjivg", "fonts", "digits"]  # the sources get_dataset() builds from a name alone
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="NAME=PATH_OR_REPO of a checkpoint, or 'scratch'. Repeat for each contender.",
     )
-    parser.add_argument("--dataset", default="kanjivg")
+    parser.add_argument("--dataset", default="kanjivg", choices=DATASETS)
     parser.add_argument("--split_seed", type=int, default=0, help="Seed of the class split used in meta-training.")
     parser.add_argument("--num_val", type=int, default=None)
     parser.add_argument("--num_test", type=int, default=None)
@@ -99,13 +106,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.contender and not args.summarize:
         parser.error("give at least one --contender (or --summarize JSONL ...)")
+    for path in args.summarize or []:
+        if not os.path.isfile(path):
+            parser.error(f"--summarize: {path} is not a file")
+    names = []
+    for spec in args.contender or []:
+        try:
+            names.append(contender_name(spec))
+        except ValueError as err:
+            parser.error(str(err))
+    if args.contender and args.contender[0] == "scratch":
+        parser.error("--contender scratch needs at least one checkpoint contender (NAME=PATH) listed before it")
+    for name in names:
+        if names.count(name) > 1:
+            parser.error(
+                f"--contender names must differ (each names its own rows and records), got {name!r} "
+                f"{names.count(name)} times: {args.contender}"
+            )
+    for name, value in vars(args).items():  # argparse takes "nan" and "inf" as floats
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{name} must be a finite number, got {value}")
     if args.first_class < 0:
         parser.error(f"--first_class must be >= 0, got {args.first_class}")
     if args.yardstick and args.first_class:
         parser.error("--yardstick judges the first --num_classes validation classes (--first_class: test classes)")
     if args.confuser_classes < 0:
         parser.error(f"--confuser_classes must be >= 0, got {args.confuser_classes}")
+    for name in ("split_seed", "seed"):  # numpy seeds and the domains' shot seeds are non-negative
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("shots", "num_steps", "batch_size", "r1_interval"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if args.freeze_discriminator_blocks is not None and args.freeze_discriminator_blocks < 0:
+        parser.error(f"--freeze_discriminator_blocks must be >= 0, got {args.freeze_discriminator_blocks}")
+    adapt_batch_size = inspect.signature(adapt_pipeline).parameters["batch_size"].default  # adapt()'s default
+    try:  # adapt()'s own rules for its diversity options
+        check_diversity_options(
+            args.diversity_loss,
+            args.diversity_weight,
+            args.diversity_batch_size,
+            args.cdc_anchor_interval,
+            adapt_batch_size if args.batch_size is None else args.batch_size,
+            args.diversity_interval,
+        )
+    except ValueError as err:
+        parser.error(re.sub(r"`(\w+)`", r"--\1", str(err)))
+    if args.yardstick:
+        lowest = {
+            "num_classes": (2, "the classifier tells at least 2 classes apart"),
+            "num_val": (2, "the judged classes are validation classes: at least 2"),
+            "num_test": (0, "a number of classes"),
+            "num_samples": (4, "k-NN precision / recall need neighbours"),
+        }
+    else:
+        lowest = {
+            "num_classes": (1, "held-out classes to evaluate"),
+            "num_val": (0, "a number of classes"),
+            "num_test": (1, "the evaluated classes are test classes"),
+            "num_samples": (2, "KID needs at least 2 samples"),
+        }
+    for name, (low, reason) in lowest.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            mode = " with --yardstick" if args.yardstick else ""
+            parser.error(f"--{name} must be >= {low}{mode} ({reason}), got {value}")
     return args
+
+
+def contender_name(spec: str) -> str:
+    """The name a `--contender` spec is reported under: NAME of NAME=PATH, or 'scratch'."""
+    if spec == "scratch":
+        return "scratch"
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--contender must be NAME=PATH or 'scratch', got {spec!r}.")
+    return name
 
 
 def load_contender(spec: str, reference: MetaGANPipeline | None, seed: int) -> tuple[str, MetaGANPipeline]:

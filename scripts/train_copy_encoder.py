@@ -51,20 +51,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="Cache of the renders (default: $METAGAN_HUB_CACHE).")
     parser.add_argument("--max_classes", type=int, default=None, help="Render only the first N characters (tests).")
     args = parser.parse_args(argv)
-    for name in ("num_classes", "num_epochs", "num_threads"):
-        if getattr(args, name) < 1:
+    for name in ("num_classes", "num_epochs", "num_threads", "max_classes"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"`--{name}` must be a positive integer, got {getattr(args, name)!r}.")
+    for name in ("split_seed", "class_seed"):  # as numpy and the library's domains take them
+        if getattr(args, name) < 0:
+            raise ValueError(f"`--{name}` must be a non-negative integer, got {getattr(args, name)!r}.")
     try:
-        args.block_out_channels = tuple(int(c) for c in args.block_out_channels.split(","))
+        widths = tuple(int(c) for c in args.block_out_channels.split(","))
     except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
         raise ValueError(
             f"`--block_out_channels` must be positive integers, comma-separated, got {args.block_out_channels!r}."
-        ) from None
+        )
+    args.block_out_channels = widths
     if os.path.exists(args.output_dir) and os.listdir(args.output_dir):
         raise ValueError(f"`--output_dir` {args.output_dir!r} exists and is not empty: give a new folder.")
     if os.path.abspath(args.output_dir) == os.path.abspath(args.pipeline):
         raise ValueError("`--output_dir` must differ from `--pipeline`: the pipeline is written to a new folder.")
+    check_num_classes(args)
     return args
+
+
+def check_num_classes(args: argparse.Namespace) -> None:
+    """Refuse a `--num_classes` above the training classes of the split before anything is loaded or rendered (the
+    KanjiVG class list, and so the split, is known without rendering)."""
+    from metagan_hub.data.kanjivg import KanjiVGDataset
+
+    # the resolution (the pipeline's, read later) changes the renders, not the classes
+    full = KanjiVGDataset(resolution=32, cache_dir=args.cache_dir, max_classes=args.max_classes)
+    try:
+        train, _, _ = full.split_classes(seed=args.split_seed)
+    except ValueError as err:
+        if args.max_classes is None:
+            raise
+        raise ValueError(f"`--max_classes` {args.max_classes} leaves too few classes to split: {err}") from None
+    if args.num_classes > train.num_classes:
+        raise ValueError(
+            f"`--num_classes` {args.num_classes} is more than the {train.num_classes} training classes of split seed "
+            f"{args.split_seed}."
+        )
 
 
 def training_classes(args: argparse.Namespace):

@@ -32,7 +32,7 @@ from metagan_hub.metrics.classifiers import (
     save_classifier,
     train_evaluation_classifier,
 )
-from metagan_hub.metrics.domains import EVALUATION_DOMAINS, get_evaluation_domain
+from metagan_hub.metrics.domains import EVALUATION_DOMAINS, MIN_RESOLUTION, get_evaluation_domain
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_utils import cpu_name  # noqa: E402
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--domain", action="append", choices=EVALUATION_DOMAINS, help="Domain to build (repeatable; default: all)."
     )
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=1, choices=[1, 3])
     parser.add_argument("--cache_dir", default=None, help="Render and classifier cache (default: $METAGAN_HUB_CACHE).")
     parser.add_argument("--output_dir", default=None, help="Write classifiers to <output_dir>/<domain> instead.")
     parser.add_argument("--num_classes", type=int, default=None, help="kanji / fonts: first N held-out classes.")
@@ -53,7 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num_threads", type=int, default=1, help="torch threads while training (1: bitwise reproducible builds)."
     )
     parser.add_argument("--force", action="store_true", help="Retrain even if the cache holds the classifier.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.resolution < MIN_RESOLUTION:
+        parser.error(f"--resolution must be >= {MIN_RESOLUTION} for an evaluation domain, got {args.resolution}")
+    for name in ("num_epochs", "num_threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_classes is not None:
+        domains = set(args.domain or EVALUATION_DOMAINS)
+        if domains == {"digits"}:
+            parser.error(f"--num_classes applies to the kanji and fonts domains, got {args.num_classes} with digits")
+        low = 2 if "fonts" in domains else 1  # a fonts classifier needs 2 classes; kanji's has confuser classes too
+        if args.num_classes < low:
+            domain = "fonts" if "fonts" in domains else "kanji"
+            parser.error(f"--num_classes must be >= {low} for the {domain} domain, got {args.num_classes}")
+    return args
 
 
 def build(name: str, args: argparse.Namespace) -> dict:

@@ -422,6 +422,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "num_validation_classes",
         "yardstick_classes",
         "yardstick_confuser_classes",
+        "split_seed",  # numpy's seeds are non-negative; torch would read -1 as 2**64 - 1
+        "seed",
     ):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")

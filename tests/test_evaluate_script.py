@@ -145,3 +145,83 @@ def test_adapt_options_reach_adapt_and_are_recorded(tmp_path, monkeypatch):
     assert "batch_size" not in seen[0]  # unset options keep adapt()'s defaults
     (line,) = results.read_text(encoding="utf-8").splitlines()
     assert json.loads(line)["adapt_options"] == {"r1_interval": 2, "freeze_discriminator_blocks": 1}
+
+
+def assert_refused(argv: list[str], capsys, *expected: str) -> None:
+    """`parse_args(argv)` exits with argparse's usage error (code 2), its message naming each of `expected`."""
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_metagan.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err, f"{text!r} not in {err!r}"
+
+
+@pytest.mark.parametrize(
+    "extra, option, value",
+    [
+        (["--num_samples", "0"], "--num_samples", "0"),
+        (["--num_samples", "1"], "--num_samples", "1"),  # KID needs 2
+        (["--yardstick", "--num_samples", "3"], "--num_samples", "3"),  # k-NN needs neighbours
+        (["--shots", "0"], "--shots", "0"),
+        (["--shots", "-1"], "--shots", "-1"),
+        (["--num_classes", "0"], "--num_classes", "0"),
+        (["--num_classes", "-1"], "--num_classes", "-1"),
+        (["--yardstick", "--num_classes", "1"], "--num_classes", "1"),
+        (["--num_test", "0"], "--num_test", "0"),
+        (["--num_test", "-5"], "--num_test", "-5"),
+        (["--num_val", "-1"], "--num_val", "-1"),
+        (["--yardstick", "--num_val", "1"], "--num_val", "1"),
+        (["--learning_rate", "nan"], "--learning_rate", "nan"),
+        (["--learning_rate", "inf"], "--learning_rate", "inf"),
+        (["--learning_rate", "-1"], "--learning_rate", "-1"),
+        (["--learning_rate", "0"], "--learning_rate", "0"),
+        (["--num_steps", "0"], "--num_steps", "0"),
+        (["--dataset", "bogus"], "--dataset", "bogus"),
+        (["--split_seed", "-1"], "--split_seed", "-1"),
+        (["--seed", "-1"], "--seed", "-1"),
+        (["--batch_size", "0"], "--batch_size", "0"),
+        (["--r1_interval", "0"], "--r1_interval", "0"),
+        (["--freeze_discriminator_blocks", "-1"], "--freeze_discriminator_blocks", "-1"),
+        (["--diversity_weight", "nan"], "--diversity_weight", "nan"),
+        (["--diversity_weight", "2"], "--diversity_weight", "2.0"),  # without --diversity_loss
+        (["--diversity_loss", "dcl", "--diversity_batch_size", "0"], "--diversity_batch_size", "0"),
+        (["--diversity_loss", "dcl", "--diversity_interval", "0"], "--diversity_interval", "0"),
+        (["--diversity_loss", "cdc", "--cdc_anchor_interval", "-1"], "--cdc_anchor_interval", "-1"),
+        (["--summarize", "/nonexistent/results.jsonl"], "--summarize", "/nonexistent/results.jsonl"),
+        (["--contender", "bogus"], "--contender", "bogus"),
+        (["--contender", "=path"], "--contender", "=path"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work_naming_option_and_value(extra, option, value, capsys):
+    assert_refused(["--contender", "a=checkpoints/metagan-kanji-32", *extra], capsys, option, value)
+
+
+@pytest.mark.parametrize(
+    "contenders, duplicate",
+    [
+        (["a=checkpoints/metagan-kanji-32-small", "a=checkpoints/metagan-kanji-32"], "'a'"),
+        (["a=checkpoints/metagan-kanji-32", "scratch", "scratch"], "'scratch'"),
+        (["a=checkpoints/metagan-kanji-32", "scratch=runs/x", "scratch"], "'scratch'"),
+    ],
+)
+def test_contender_names_must_differ(contenders, duplicate, capsys):
+    argv = [arg for spec in contenders for arg in ("--contender", spec)]
+    assert_refused(argv, capsys, "--contender", duplicate)
+
+
+def test_scratch_needs_a_checkpoint_listed_before_it(capsys):
+    assert_refused(["--contender", "scratch", "--contender", "a=checkpoints/metagan-kanji-32"], capsys, "scratch")
+
+
+def test_the_lowest_allowed_values_are_accepted():
+    common = ["--contender", "a=checkpoints/metagan-kanji-32", "--contender", "scratch", "--shots", "1"]
+    args = evaluate_metagan.parse_args(
+        [*common, "--num_samples", "2", "--num_classes", "1", "--num_val", "0", "--num_test", "1", "--num_steps", "1"]
+    )
+    assert (args.num_samples, args.num_classes, args.num_val, args.num_test) == (2, 1, 0, 1)
+    args = evaluate_metagan.parse_args(
+        [*common, "--yardstick", "--num_samples", "4", "--num_classes", "2", "--num_val", "2", "--num_test", "0"]
+    )
+    assert (args.num_samples, args.num_classes, args.num_val, args.num_test) == (4, 2, 2, 0)
+    evaluate_metagan.parse_args([*common, "--diversity_loss", "cdc", "--cdc_anchor_interval", "0"])

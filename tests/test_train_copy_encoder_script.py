@@ -4,6 +4,7 @@ encoder saved as a pipeline component that the near-copy filter uses), and the e
 from __future__ import annotations
 
 import importlib.util
+import runpy
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,38 @@ def test_a_tiny_run_adds_a_deterministic_encoder_and_leaves_the_rest_alone(tmp_p
 def test_bad_arguments_are_refused_naming_the_argument(tmp_path, source, extra, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         tiny_args(tmp_path, source, "out", *extra)
+
+
+@pytest.mark.parametrize(
+    "extra, option, value",
+    [
+        (["--block_out_channels", "0,-1"], "`--block_out_channels`", "'0,-1'"),
+        (["--block_out_channels", "8,0"], "`--block_out_channels`", "'8,0'"),
+        (["--block_out_channels", ""], "`--block_out_channels`", "''"),
+        (["--class_seed", "-1"], "`--class_seed`", "-1"),
+        (["--split_seed", "-1"], "`--split_seed`", "-1"),
+        (["--max_classes", "0"], "`--max_classes`", "0"),
+        (["--max_classes", "-1"], "`--max_classes`", "-1"),
+        (["--max_classes", "2"], "`--max_classes`", "2"),  # too few classes to split
+        (["--num_classes", "99999"], "`--num_classes`", "99999"),  # known before anything is rendered
+        (["--num_threads", "0"], "`--num_threads`", "0"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(tmp_path, extra, option, value):
+    # the pipeline folder does not exist: nothing is loaded or rendered before these checks
+    with pytest.raises(ValueError) as error:
+        tiny_args(tmp_path, tmp_path / "missing", "out", *extra)
+    assert option in str(error.value) and value in str(error.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_command_line_exits_2_with_the_message(tmp_path, monkeypatch, capsys):
+    argv = ["--pipeline", str(tmp_path / "p"), "--output_dir", str(tmp_path / "out"), "--class_seed", "-1"]
+    monkeypatch.setattr("sys.argv", ["train_copy_encoder.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "scripts" / "train_copy_encoder.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "error: `--class_seed` must be a non-negative integer, got -1." in capsys.readouterr().err
 
 
 def test_the_output_must_be_a_new_folder(tmp_path, source):

@@ -426,6 +426,13 @@ def test_bad_arguments_are_refused(argv, capsys):
         train_metagan.parse_args(argv)
 
 
+@pytest.mark.parametrize("option", ["--split_seed", "--seed"])
+def test_negative_seeds_are_refused_naming_the_option(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_metagan.parse_args(["--dataset", "digits", option, "-1"])
+    assert exit_info.value.code == 2 and f"{option} must be >= 0, got -1" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- yardstick
 
 YARDSTICK = ["--num_val_classes", "3", "--yardstick_classes", "2", "--yardstick_adapt_steps", "2",
