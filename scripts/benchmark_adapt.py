@@ -103,6 +103,22 @@ CONFIGS = {
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 
 
+def check_device(device: str) -> str | None:
+    """Why `--device` cannot run here (`None` where it can): 'cpu', or 'cuda' / 'cuda:N' with that CUDA device
+    visible. torch is imported only for a CUDA device (the parent stays small: it only starts the children)."""
+    if device == "cpu":
+        return None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        return f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(index or 0) >= count:
+        return f"--device {device!r} asks for a CUDA device, but torch sees {count} CUDA device(s) here"
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark few-shot adaptation (wall time, peak RSS, file sizes).")
     parser.add_argument("--steps", type=int, default=None, help="Adaptation steps (default 200; 20 with --quick).")
@@ -128,6 +144,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    device_error = check_device(args.device)
+    if device_error:
+        parser.error(device_error)
+    if args.json is not None:  # written after every configuration has run: a path that cannot be is refused now
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json):
+            parser.error(f"--json {args.json!r} is a folder; give the path of a file to write")
+        if not os.path.isdir(folder):
+            parser.error(f"--json {args.json!r}: its folder {folder!r} does not exist")
     available = {**CONFIGS, **(CUDA_CONFIGS if args.device.startswith("cuda") else {})}
     args.config_names = list(available) if args.configs is None else [c.strip() for c in args.configs.split(",")]
     unknown = [c for c in args.config_names if c not in available]

@@ -155,6 +155,7 @@ QUICK_DEFAULTS: dict[str, Any] = {
     "speed_images": 64,
 }
 QUICK_RESOLUTION = 16
+QUICK_GAN = "tiny"  # the name of --quick's tiny GAN contender
 # the bundled rival: pretrained by scripts/train_diffusion_rival.py on the bundled meta-checkpoint's training classes
 DEFAULT_RIVAL = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "ddpm-rival-kanji-32"
@@ -278,7 +279,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Re-run the first contender with a rounding-only change (another thread count) on the same classes.",
     )
-    parser.add_argument("--noise_floor_threads", type=int, default=None, help="Thread count of the noise-floor rerun.")
+    parser.add_argument(
+        "--noise_floor_threads",
+        type=int,
+        default=None,
+        help="Thread count of the --noise_floor rerun, other than the main run's (default 1, or 2 where that is 1).",
+    )
     parser.add_argument("--speed_images", type=int, default=None, help="Images generated to time a GAN's sampling.")
     parser.add_argument("--grid_samples", type=int, default=8, help="Samples per contender in the sample grids.")
     parser.add_argument("--cache_dir", default=None, help="Cache of data renders and evaluation classifiers.")
@@ -357,6 +363,33 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     args.adapt_option_map = parse_adapt_options(args.adapt_options)
     if not args.quick:  # --quick adds its own contenders later; load_contenders checks the names then
         check_adapt_option_names(args.adapt_option_map, parsed)
+    if args.seed < 0:
+        raise ValueError(f"`--seed` must be a non-negative integer, got {args.seed}.")
+    if args.learning_rate is not None and not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"`--learning_rate` must be a positive finite number, got {args.learning_rate}.")
+    # the values too, as adapt() checks them: a bad one is refused now, not at its contender's first unit
+    check_adapt_option_values(args.adapt_option_map, args, max(args.snapshot_steps))
+    if args.contenders is not None and not args.summarize_only:
+        names = [c.name for c in parsed] if parsed or not args.quick else quick_contender_names()
+        keep = [n.strip() for n in args.contenders.split(",") if n.strip()]
+        unknown = [n for n in keep if n not in names]
+        if unknown or not keep:
+            raise ValueError(f"`--contenders` {args.contenders!r}: {unknown} are not among the contenders {names}.")
+    from metagan_hub.data.base import SUPPORTED_CHANNELS
+    from metagan_hub.metrics.domains import MIN_RESOLUTION
+
+    if args.resolution is not None and args.resolution < MIN_RESOLUTION:
+        raise ValueError(
+            f"`--resolution` must be an integer >= {MIN_RESOLUTION} (leave it out for the models' own), got "
+            f"{args.resolution}."
+        )
+    if args.channels is not None and args.channels not in SUPPORTED_CHANNELS:
+        raise ValueError(
+            f"`--channels` must be one of {SUPPORTED_CHANNELS} (leave it out for the models' own), got "
+            f"{args.channels}."
+        )
+    if args.calibration is not None and not os.path.isfile(args.calibration):
+        raise ValueError(f"`--calibration` {args.calibration!r}: no such file.")
     if args.domains is not None:
         from metagan_hub.metrics.domains import EVALUATION_DOMAINS
 
@@ -383,8 +416,27 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             )
     if args.kid_subsets < 1 or args.k < 1 or args.grid_samples < 1 or args.speed_images < 1:
         raise ValueError("`--kid_subsets`, `--k`, `--grid_samples` and `--speed_images` must be positive.")
+    if args.k >= args.num_samples and {"precision", "recall"} & set(args.metric_names):
+        raise ValueError(
+            f"`--k` {args.k} must be smaller than `--num_samples` {args.num_samples}: precision / recall take each "
+            "sample's k-th nearest neighbour among the others."
+        )
     if args.num_threads is not None and args.num_threads < 1:
         raise ValueError(f"`--num_threads` must be positive, got {args.num_threads}.")
+    if args.noise_floor_threads is not None:
+        if not args.noise_floor:
+            raise ValueError(
+                f"`--noise_floor_threads` {args.noise_floor_threads} is the thread count of the --noise_floor rerun: "
+                "give --noise_floor too."
+            )
+        if args.noise_floor_threads < 1:
+            raise ValueError(f"`--noise_floor_threads` must be a positive integer, got {args.noise_floor_threads}.")
+        threads = args.num_threads or torch.get_num_threads()
+        if args.noise_floor_threads == threads:
+            raise ValueError(
+                f"`--noise_floor_threads` {args.noise_floor_threads} is the main run's thread count: the noise-floor "
+                "rerun needs another one (leave it out for 1, or 2 where the main run has 1)."
+            )
     try:
         rival_device = torch.device(args.rival_device)
     except (RuntimeError, TypeError) as err:
@@ -517,6 +569,107 @@ def check_adapt_option_names(option_map: dict[str, dict[str, Any]], contenders: 
         )
 
 
+def _adapt_option_errors(options: dict[str, Any], num_steps: int) -> None:
+    """Raise the `ValueError` that `adapt(num_steps=num_steps, **options)` would raise for these option values before
+    any work (with its defaults for the rest), using its own checks; what needs the model is left to
+    [`check_adapt_options_fit`]."""
+    import inspect
+
+    from metagan_hub.models.layers import check_positive_float, check_positive_int
+    from metagan_hub.pipelines.copy_filter import check_copy_stop_distance
+    from metagan_hub.training.adaptation import adapt_pipeline, check_lr_schedule
+    from metagan_hub.training.augment import AUGMENT_POLICIES, check_shot_augment
+    from metagan_hub.training.diversity import check_diversity_options
+    from metagan_hub.training.losses import LOSS_TYPES
+
+    signature = inspect.signature(adapt_pipeline).parameters.values()  # what MetaGANPipeline.adapt runs
+    o = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty} | options
+
+    def number(value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+    def integer(value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int)
+
+    check_positive_float("learning_rate", o["learning_rate"])
+    batch_size = check_positive_int("batch_size", o["batch_size"])
+    if o["loss"] not in LOSS_TYPES:
+        raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {o['loss']!r}.")
+    for name in ("r1_gamma", "mode_seeking_weight", "copy_repulsion_weight"):
+        if not (number(o[name]) and o[name] >= 0):
+            raise ValueError(f"`{name}` must be a non-negative finite number, got {o[name]!r}.")
+    check_positive_int("r1_interval", o["r1_interval"])
+    check_positive_float("copy_repulsion_margin", o["copy_repulsion_margin"])
+    unknown = [a for a in o["augment"] or [] if a not in AUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(f"`augment` has unknown augmentation(s) {unknown}; allowed: {'+'.join(AUGMENT_POLICIES)}.")
+    if not (integer(o["freeze_discriminator_blocks"]) and o["freeze_discriminator_blocks"] >= 0):
+        raise ValueError(
+            f"`freeze_discriminator_blocks` must be a non-negative integer, got {o['freeze_discriminator_blocks']!r}."
+        )
+    if o["ema_decay"] is not None and not (number(o["ema_decay"]) and 0 < o["ema_decay"] < 1):
+        raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {o['ema_decay']!r}.")
+    if o["lora_rank"] is not None:
+        check_positive_int("lora_rank", o["lora_rank"])
+    if not isinstance(o["layer_lr_scales"], bool):
+        raise ValueError(f"`layer_lr_scales` must be true or false, got {o['layer_lr_scales']!r}.")
+    _, _, generator_batch, _ = check_diversity_options(
+        o["diversity_loss"],
+        o["diversity_weight"],
+        o["diversity_batch_size"],
+        o["cdc_anchor_interval"],
+        batch_size,
+        o["diversity_interval"],
+    )
+    if o["mode_seeking_weight"] > 0 and generator_batch < 2:
+        raise ValueError(
+            f"mode_seeking_weight={o['mode_seeking_weight']!r} compares pairs of generated samples: the generator "
+            f"batch (`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {generator_batch}."
+        )
+    check_shot_augment(o["shot_augment"])
+    check_lr_schedule(o["lr_scheduler"], o["lr_warmup_steps"], num_steps)
+    if o["tone_match"] and o["lora_rank"] is not None:
+        raise ValueError(f"`tone_match=true` needs full adaptation, got it with lora_rank={o['lora_rank']!r}.")
+    if o["copy_stop"] is not None:
+        if not (number(o["copy_stop"]) and 0 < o["copy_stop"] < 1):
+            raise ValueError(f"`copy_stop` must be None (off) or a share in (0, 1), got {o['copy_stop']!r}.")
+        check_positive_int("copy_stop_interval", o["copy_stop_interval"])
+        check_copy_stop_distance(o["copy_stop_distance"])
+        if not (integer(o["copy_stop_min_steps"]) and o["copy_stop_min_steps"] >= 0):
+            raise ValueError(
+                f"`copy_stop_min_steps` must be a non-negative integer, got {o['copy_stop_min_steps']!r}."
+            )
+
+
+def check_adapt_option_values(option_map: dict[str, dict[str, Any]], args: argparse.Namespace, num_steps: int) -> None:
+    """Check every contender's `--adapt_options` values (with the benchmark's `--learning_rate`) as `adapt()` with
+    `num_steps` steps checks them, so that a bad value is refused before any work instead of at that contender's first
+    unit; raises a `ValueError` naming the contender, the option and its value."""
+    base = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+    for name, options in option_map.items():
+        try:
+            _adapt_option_errors({**base, **options}, num_steps)
+        except ValueError as err:
+            raise ValueError(f"`--adapt_options` for {name!r}: {err}") from None
+
+
+def check_adapt_options_fit(contender: Contender) -> None:
+    """The `--adapt_options` values that depend on the loaded model: FreezeD's block count and `copy_stop`'s copy
+    encoder (checked once the contenders are loaded, before any unit)."""
+    options, pipeline = contender.adapt_options, contender.pipeline
+    blocks = pipeline.discriminator.num_blocks
+    if options.get("freeze_discriminator_blocks", 0) > blocks:
+        raise ValueError(
+            f"`--adapt_options` for {contender.name!r}: `freeze_discriminator_blocks` must be at most {blocks} (the "
+            f"discriminator's number of blocks), got {options['freeze_discriminator_blocks']}."
+        )
+    if options.get("copy_stop") is not None and pipeline.copy_encoder is None:
+        raise ValueError(
+            f"`--adapt_options` for {contender.name!r}: copy_stop={options['copy_stop']!r} judges near-copies in the "
+            f"pipeline's copy encoder, but {contender.path} has none (scripts/train_copy_encoder.py adds one)."
+        )
+
+
 def allowed_contenders() -> str:
     from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
 
@@ -580,6 +733,7 @@ def load_contenders(specs: Sequence[str], args: argparse.Namespace) -> list[Cont
                 )
             c.path = f"fresh weights, seed {args.seed}, configuration of the first checkpoint contender"
         if c.kind == "gan":
+            check_adapt_options_fit(c)
             c.pipeline.set_progress_bar_config(disable=True)
             cfg = c.pipeline.generator.config
             c.sample_size, c.channels = int(cfg.sample_size), int(cfg.out_channels)
@@ -636,6 +790,13 @@ def fit_images(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # quick mode: tiny models and a quickly trained classifier
+
+
+def quick_contender_names() -> list[str]:
+    """The contenders of `--quick` without a `--contender`: the tiny GAN, scratch and every diffusion recipe."""
+    from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
+
+    return [QUICK_GAN, "scratch"] + [DIFFUSION_PREFIX + r for r in DIFFUSION_RECIPES]
 
 
 def build_quick_models(output_dir: Path, seed: int) -> dict[str, str]:
@@ -909,6 +1070,21 @@ def base_record(
         "variant": variant,
         **run,
     }
+
+
+def check_real_counts(ctxs: Sequence[DomainContext], args: argparse.Namespace) -> None:
+    """Every class must have more real held-out images than `--k` (precision / recall take each real image's k-th
+    nearest neighbour among the others): checked for all classes before any unit runs."""
+    if not {"precision", "recall"} & set(args.metric_names):
+        return
+    for ctx in ctxs:
+        for c in ctx.class_indices:
+            num_real = ctx.real(c).shape[0]
+            if num_real <= args.k:
+                raise ValueError(
+                    f"`--k` {args.k} must be smaller than the real held-out images of every class, but domain "
+                    f"{ctx.name!r} class {ctx.domain.classes[c]!r} has {num_real}."
+                )
 
 
 def check_class_size(ctx: DomainContext, c: int, args: argparse.Namespace) -> None:
@@ -2075,8 +2251,8 @@ def load_domains(args: argparse.Namespace, contenders: Sequence[Contender]) -> l
     unknown = [d for d in names if d not in EVALUATION_DOMAINS]
     if unknown or not names:
         raise ValueError(f"`--domains`: unknown domain(s) {unknown}; allowed: {', '.join(EVALUATION_DOMAINS)}.")
-    resolution = args.resolution or (contenders[0].sample_size if contenders else 32)
-    channels = args.channels or (contenders[0].channels if contenders else 1)
+    resolution = args.resolution if args.resolution is not None else (contenders[0].sample_size if contenders else 32)
+    channels = args.channels if args.channels is not None else (contenders[0].channels if contenders else 1)
     check_sizes(contenders, resolution, channels, args.resize)
     ctxs = []
     for name in names:
@@ -2129,18 +2305,27 @@ def open_output(args: argparse.Namespace) -> ResultStore:
             for name in SUMMARY_OPTIONS:
                 if name in saved:
                     setattr(args, name, saved[name])
-        elif {k: v for k, v in saved.items() if k != "classifiers"} != config:
-            diff = sorted(k for k in set(saved) | set(config) if k != "classifiers" and saved.get(k) != config.get(k))
-            raise ValueError(
-                f"`--output_dir` {out} was made with other measurement options ({', '.join(diff)}); its records would "
-                "not be comparable. Use the same options or a new --output_dir."
-            )
+        else:
+            check_same_options(out, {k: v for k, v in saved.items() if k != "classifiers"}, config)
     elif args.summarize_only:
         raise ValueError(f"`--output_dir` {out} holds no benchmark run to summarize.")
     else:
         out.mkdir(parents=True, exist_ok=True)
         config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return ResultStore(out)
+
+
+def check_same_options(output_dir: str | os.PathLike, saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to add records to `output_dir` made with other options than the ones its records were made with
+    (`saved`, from its run configuration file; `config`: this run's): a `ValueError` naming every option that
+    differs, with both values."""
+    diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    if diff:
+        changes = "; ".join(f"{k}: {saved.get(k)!r} there, {config.get(k)!r} now" for k in diff)
+        raise ValueError(
+            f"`--output_dir` {output_dir} was made with other measurement options ({changes}); its records would not "
+            "be comparable. Use the same options or a new --output_dir."
+        )
 
 
 def classifier_id(classifier: Any) -> str:
@@ -2199,9 +2384,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         paths = build_quick_models(Path(args.output_dir), args.seed)
         if not specs:
-            from metagan_hub.baselines.diffusion import DIFFUSION_RECIPES
-
-            specs = [f"tiny={paths['gan']}", "scratch"] + [DIFFUSION_PREFIX + r for r in DIFFUSION_RECIPES]
+            specs = [f"{QUICK_GAN}={paths['gan']}"] + quick_contender_names()[1:]
         if args.rival is None:
             args.rival = paths["rival"]
     if args.rival is None:
@@ -2217,6 +2400,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     else:
         run_names = {c.name for c in contenders}
     ctxs = load_domains(args, contenders)
+    check_real_counts(ctxs, args)
     check_classifiers(ctxs, Path(args.output_dir))
 
     calibration = None

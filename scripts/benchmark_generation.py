@@ -72,6 +72,8 @@ UNET_CANDIDATES = (
     ((64, 128, 256, 256), 1),
 )
 UNET_PARAM_TOLERANCE = 0.3
+UNET_SAMPLE_SIZE = 32  # the diffusion baseline's resolution (the 32x32 generator's)
+UNET_NORM_GROUPS = 8  # GroupNorm groups of every UNet block: its channel counts must be multiples of it
 IMPORT_TARGET_S = 3.0
 SPEEDUP_TARGET = 100.0
 PEAK_FRACTION_TARGET = 0.30
@@ -109,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Override the UNet2DModel's block_out_channels (default: chosen automatically, see the model list).",
     )
-    parser.add_argument("--unet_layers_per_block", type=int, default=1, help="With --unet_block_out_channels.")
+    parser.add_argument(
+        "--unet_layers_per_block", type=int, default=None, help="With --unet_block_out_channels (default 1)."
+    )
     parser.add_argument("--no_compile", action="store_true", help="Skip the torch.compile options.")
     parser.add_argument("--no_import_time", action="store_true", help="Skip the import/load time measurement.")
     args = parser.parse_args(argv)
@@ -127,6 +131,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for size in args.resolutions:
         if size not in (16, 32, 64, 128):
             parser.error(f"--resolutions must be among 16, 32, 64, 128, got {size}.")
+    # the UNet is built after the whole Meta-GAN section: its options are checked now
+    channels = args.unet_block_out_channels
+    if args.unet_layers_per_block is not None and args.unet_layers_per_block < 1:
+        parser.error(f"--unet_layers_per_block must be a positive integer, got {args.unet_layers_per_block}.")
+    if channels is None:
+        if args.unet_layers_per_block is not None:
+            parser.error(
+                f"--unet_layers_per_block {args.unet_layers_per_block} sets the UNet given by "
+                "--unet_block_out_channels (the automatic choice has its own): give --unet_block_out_channels too."
+            )
+    else:
+        if any(c < 1 or c % UNET_NORM_GROUPS for c in channels):
+            parser.error(
+                f"--unet_block_out_channels must be positive multiples of {UNET_NORM_GROUPS} (the UNet's GroupNorm "
+                f"groups), got {' '.join(map(str, channels))}."
+            )
+        levels = UNET_SAMPLE_SIZE.bit_length()  # 32x32 halves down to 1x1: at most 6 blocks
+        if len(channels) > levels:
+            parser.error(
+                f"--unet_block_out_channels gives {len(channels)} blocks, but the {UNET_SAMPLE_SIZE}x"
+                f"{UNET_SAMPLE_SIZE} UNet halves its size after each block but the last: at most {levels}, got "
+                f"{' '.join(map(str, channels))}."
+            )
+        if args.unet_layers_per_block is None:
+            args.unet_layers_per_block = 1
     return args
 
 
@@ -298,7 +327,7 @@ def unet_config(sample_size: int, channels: int, block_out_channels: tuple[int, 
         "layers_per_block": layers_per_block,
         "down_block_types": ("DownBlock2D",) * len(block_out_channels),
         "up_block_types": ("UpBlock2D",) * len(block_out_channels),
-        "norm_num_groups": 8,
+        "norm_num_groups": UNET_NORM_GROUPS,
     }
 
 
@@ -507,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         peaks.update(torch.float32, torch.bfloat16)  # re-measured between groups: load from other processes varies
 
     # 4. diffusion baseline at 32x32 with a UNet of comparable size
-    ref_size = 32
+    ref_size = UNET_SAMPLE_SIZE
     ref_params = num_params(MetaGANGenerator(sample_size=ref_size, out_channels=args.out_channels))
     unet, unet_cfg = make_unet(ref_size, args.out_channels, ref_params, args)
     unet_params = num_params(unet)

@@ -23,7 +23,10 @@ Every contender is adapted once per evaluation class with exactly the shots, see
 
 `s = 1, f = 1` is the benchmark's own sample set, so every row is paired per class with it and, across contenders,
 with the first contender's. Results go to `OUTPUT_DIR/sampling.jsonl` (one line per contender, class and setting;
-resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md`.
+resumable per contender and class) and a paired table to `OUTPUT_DIR/sampling.md`. A rerun into the same folder
+reuses a class's records only with the options they were made with (`OUTPUT_DIR/sampling_config.json`: seed, steps,
+samples, settings, each contender's folder and `adapt()` options); it may add classes, domains and contenders, and a
+changed option is refused before any work.
 
     python scripts/benchmark_sampling.py --contender bundled=checkpoints/metagan-kanji-32 \\
         --contender pretrain=runs/baselines/pretrain-kanji-32 --domains kanji --classes 0:30 \\
@@ -72,6 +75,8 @@ import benchmark_fewshot as bf  # noqa: E402
 logger = logging.getLogger("benchmark_sampling")
 
 RESULTS_FILE = "sampling.jsonl"
+CONFIG_FILE = "sampling_config.json"  # the options every record of an output folder shares (see check_output_dir)
+CONTENDER_KEY = "contender "  # + name: a contender's entry in CONFIG_FILE
 SUMMARY_FILE = "sampling.md"
 RIVAL_SPEED_FILE = "rival_speed.json"
 COPY_FEATURES = ("encoder", "discriminator")
@@ -96,6 +101,25 @@ def _positive_ints(text: str, name: str) -> list[int]:
             raise ValueError(f"`{name}` values must be positive integers, got {part!r}.")
         values.append(int(part))
     return values
+
+
+def check_rival(path: str, name: str = "--rival") -> None:
+    """`path` must be a `DDPMPipeline` folder, or a Hub repo id where nothing local looks meant; raises a
+    `ValueError` naming the option."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise ValueError(f"`{name}` {path!r} is not a DDPMPipeline folder (no model_index.json).")
+        return
+    top = path.replace(os.sep, "/").split("/")[0]
+    local = os.path.exists(path) or os.path.isabs(path) or path.startswith((".", "~")) or os.path.isdir(top)
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        local = True
+    if local:
+        raise ValueError(f"`{name}` {path!r}: no such DDPMPipeline folder (and not a Hub repo id 'owner/name').")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,9 +202,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 raise ValueError(f"`--{name}` {path!r}: no such file.")
     if args.by_shot_set and not args.pair_with:
         raise ValueError("`--by_shot_set` splits the tables against `--pair_with`'s contender: give --pair_with too.")
+    if args.pair_with:  # a contender or snapshot that those records lack is refused now, not after the run
+        reference_metrics(
+            [r for path in args.pair_with for r in read_jsonl(path)], args.pair_contender, args.pair_snapshot
+        )
     if args.summarize_only:
-        if args.contender or args.quick:
-            raise ValueError("`--summarize_only` runs nothing: leave out --contender and --quick.")
+        if args.contender or args.quick or args.rival_ddim_steps.strip() or args.rival:
+            raise ValueError(
+                "`--summarize_only` runs nothing: leave out --contender, --quick, --rival_ddim_steps and --rival."
+            )
         return args
     args.latent_scales = [s for s in _positive_floats(args.latent_scales, "--latent_scales") if s != 1.0]
     args.keep_fractions = [f for f in _positive_floats(args.keep_fractions, "--keep_fractions", 1.0) if f != 1.0]
@@ -196,8 +226,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     check_replacement_spread(args.replacement_spread)
     args.rival_ddim_steps = _positive_ints(args.rival_ddim_steps, "--rival_ddim_steps")
+    if args.rival is not None and not args.rival_ddim_steps:
+        raise ValueError(
+            f"`--rival` {args.rival!r} is the rival that --rival_ddim_steps times: give --rival_ddim_steps too."
+        )
+    if args.rival_ddim_steps and (args.rival is not None or not args.quick):  # --quick builds a tiny one
+        check_rival(args.rival or bf.DEFAULT_RIVAL)
     if args.num_steps is not None and args.num_steps < 1:
         raise ValueError(f"`--num_steps` must be a positive integer (adapt() steps per class), got {args.num_steps}.")
+    if args.seed < 0:
+        raise ValueError(f"`--seed` must be a non-negative integer, got {args.seed}.")
     if not args.contender and not args.quick:
         raise ValueError("give at least one --contender NAME=PATH (a Meta-GAN pipeline folder), or --quick.")
     for spec in args.contender or []:
@@ -219,6 +257,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.fewshot = bf.parse_args(fewshot)
     if args.contender:  # with --quick too: options for a name that is not a contender are refused before any work
         bf.check_adapt_option_names(args.fewshot.adapt_option_map, [bf.parse_contender(s) for s in args.contender])
+    # adapt() runs --num_steps steps here (not the few-shot benchmark's last snapshot): its values checked for those
+    bf.check_adapt_option_values(args.fewshot.adapt_option_map, args.fewshot, args.fewshot.num_steps)
+    for name, options in args.fewshot.adapt_option_map.items():
+        if "tone_match" in options:
+            raise ValueError(
+                f"`--adapt_options` for {name!r}: tone_match is this script's --tone_match setting (every setting "
+                "judges the plain output, and --tone_match adds the tone matched ones); leave it out."
+            )
     return args
 
 
@@ -267,6 +313,56 @@ def discriminator_scores(discriminator: torch.nn.Module, images: torch.Tensor) -
     with torch.no_grad():
         chunks = [discriminator(images[i : i + group]).logits.flatten() for i in range(0, images.shape[0], group)]
     return torch.cat(chunks).float()
+
+
+def run_config(args: argparse.Namespace, specs: list[str]) -> dict[str, Any]:
+    """The options that make a class's records what they are (the adaptation, the samples and the settings judged),
+    and per contender (`CONTENDER_KEY` + name) its folder and `adapt()` options."""
+    fa = args.fewshot
+    config = {
+        "seed": fa.seed,
+        "num_steps": fa.num_steps,
+        "num_samples": fa.num_samples,
+        "quick": args.quick,
+        "latent_scales": args.latent_scales,
+        "keep_fractions": args.keep_fractions,
+        "tone_match": args.tone_match,
+        "copy_margins": args.copy_margins,
+        "copy_features": args.copy_features,
+        "replacement_spread": args.replacement_spread,
+    }
+    for spec in specs:
+        c = bf.parse_contender(spec)
+        config[CONTENDER_KEY + c.name] = {"path": c.path, "adapt_options": fa.adapt_option_map.get(c.name, {})}
+    return config
+
+
+def check_output_dir(args: argparse.Namespace, specs: list[str]) -> dict[str, Any]:
+    """Records in `--output_dir` are reused (a class done for a contender is skipped) only where they were made with
+    this run's options (`run_config`, saved in `CONFIG_FILE` with the first records): other classes, domains and
+    contenders may be added, but a changed option is refused before any work, naming what differs, as is a folder
+    whose records predate `CONFIG_FILE`. Returns the configuration to save."""
+    out = Path(args.output_dir)
+    config = run_config(args, specs)
+    path = out / CONFIG_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        # a contender new to the folder adds records of its own; one it has must be the one its records were made by
+        shared = {
+            k for k in set(saved) | set(config) if not k.startswith(CONTENDER_KEY) or (k in saved and k in config)
+        }
+        bf.check_same_options(
+            out, {k: v for k, v in saved.items() if k in shared}, {k: v for k, v in config.items() if k in shared}
+        )
+        return {**saved, **config}
+    results = out / RESULTS_FILE
+    if results.is_file() and results.stat().st_size > 0:
+        raise ValueError(
+            f"`--output_dir` {out} holds sampling records from before their options were saved ({CONFIG_FILE}), so "
+            "they cannot be reused for this run (they may have been made with other options): use a new "
+            "--output_dir (--summarize_only or --records still table them)."
+        )
+    return config
 
 
 def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -668,7 +764,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     specs = list(args.contender or [])
     if args.quick:
-        specs = specs or [f"tiny={bf.build_quick_models(out, fa.seed)['gan']}"]
+        specs = specs or [f"{bf.QUICK_GAN}={bf.build_quick_models(out, fa.seed)['gan']}"]
+    config = check_output_dir(args, specs)
     contenders = bf.load_contenders(specs, fa)
     if "encoder" in args.copy_features and args.copy_margins:
         for contender in contenders:
@@ -688,6 +785,9 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if (ctx.name, c, contender.name) in done:
                     continue
                 new = run_class(contender, ctx, c, args)
+                if config is not None:  # the options of the records, saved with the first new ones
+                    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+                    config = None
                 with path.open("a", encoding="utf-8") as f:  # one class at a time, so an interrupt loses one
                     f.write("".join(json.dumps(r) + "\n" for r in new))
                 rows += new

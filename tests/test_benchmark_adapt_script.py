@@ -1,4 +1,5 @@
-"""`scripts/benchmark_adapt.py`: a 2-step smoke run of two configurations in fresh processes prints the table."""
+"""`scripts/benchmark_adapt.py`: a 2-step smoke run of two configurations in fresh processes prints the table; bad
+arguments are refused before any configuration runs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
+from tests.testing_utils import load_script
+
 REPO = Path(__file__).resolve().parents[1]
+adapt_script = load_script("benchmark_adapt", REPO / "scripts" / "benchmark_adapt.py")
 
 
 def test_two_step_run_prints_table_with_freezed_column_and_targets(tmp_path):
@@ -35,3 +42,32 @@ def test_onednn_isa_cap_is_named_and_auto_takes_fp32(tmp_path):
     assert "(oneDNN capped at AVX2); native bf16 on cpu: no (bf16 is emulated)" in out.stdout
     row = next(line for line in out.stdout.splitlines() if line.startswith("| auto-full"))
     assert row.rstrip(" |").endswith("auto -> fp32")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--threads", "-2"], "--threads must be >= 1, got -2"),
+        (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+        (["--batch_size", "-1"], "--batch_size must be >= 1, got -1"),
+        (["--device", "bogus"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
+        (["--device", "cuda:x"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
+        (["--device", "cuda:99"], "--device 'cuda:99' asks for a CUDA device, but torch sees"),
+        (["--json", "{tmp}/no-such-dir/x.json"], "--json '{tmp}/no-such-dir/x.json': its folder '{tmp}/no-such-dir'"),
+        (["--json", "{tmp}"], "--json '{tmp}' is a folder"),
+    ],
+)
+def test_bad_arguments_exit_before_any_configuration_runs(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        adapt_script.parse_args([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert exit_.value.code == 2 and message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where torch sees no CUDA device")
+def test_cuda_without_a_gpu_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        adapt_script.parse_args(["--device", "cuda"])
+    assert (
+        exit_.value.code == 2 and "--device 'cuda' asks for a CUDA device, but torch sees 0" in capsys.readouterr().err
+    )

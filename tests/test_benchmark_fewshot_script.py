@@ -383,3 +383,78 @@ def test_adapt_options_parse_booleans():
     assert bench.parse_adapt_options(["t:tone_match=true"]) == {"t": {"tone_match": True}}
     with pytest.raises(ValueError, match=r"tone_match='maybe' must be true or false"):
         bench.parse_adapt_options(["t:tone_match=maybe"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--resolution", "0"], "`--resolution` must be an integer >= 8 (leave it out for the models' own), got 0."),
+        (["--resolution", "-1"], "`--resolution` must be an integer >= 8"),
+        (["--resolution", "7"], "got 7."),
+        (["--channels", "0"], "`--channels` must be one of (1, 3) (leave it out for the models' own), got 0."),
+        (["--channels", "2"], "`--channels` must be one of (1, 3)"),
+        (
+            ["--noise_floor", "--noise_floor_threads", "0"],
+            "`--noise_floor_threads` must be a positive integer, got 0.",
+        ),
+        (
+            ["--noise_floor", "--noise_floor_threads", "-1"],
+            "`--noise_floor_threads` must be a positive integer, got -1",
+        ),
+        (["--noise_floor_threads", "2"], "`--noise_floor_threads` 2 is the thread count of the --noise_floor rerun"),
+        (
+            ["--noise_floor", "--num_threads", "1", "--noise_floor_threads", "1"],
+            "`--noise_floor_threads` 1 is the main run's thread count",
+        ),
+        (["--calibration", "{tmp}/nope.json"], "`--calibration` '{tmp}/nope.json': no such file."),
+        (["--k", "50", "--num_samples", "8"], "`--k` 50 must be smaller than `--num_samples` 8"),
+        (
+            ["--adapt_options", "b:batch_size=0"],
+            "`--adapt_options` for 'b': `batch_size` must be a positive integer, got 0",
+        ),
+        (["--adapt_options", "tiny:learning_rate=-1"], "`learning_rate` must be a positive finite number, got -1.0"),
+        (["--adapt_options", "tiny:augment=flip"], "`augment` has unknown augmentation(s) ['flip']"),
+        (
+            ["--adapt_options", "tiny:lr_warmup_steps=4"],
+            "`lr_warmup_steps` must be an integer from 0 to num_steps - 1",
+        ),
+        (["--adapt_options", "tiny:lora_rank=4,tone_match=true"], "`tone_match=true` needs full adaptation"),
+        (["--adapt_options", "tiny:copy_stop=1.5"], "`copy_stop` must be None (off) or a share in (0, 1), got 1.5"),
+        (["--learning_rate", "nan"], "`--learning_rate` must be a positive finite number, got nan."),
+        (["--learning_rate", "-1"], "`--learning_rate` must be a positive finite number, got -1.0."),
+        (["--seed", "-1"], "`--seed` must be a non-negative integer, got -1."),
+        (
+            ["--contenders", "bogus"],
+            "`--contenders` 'bogus': ['bogus'] are not among the contenders ['tiny', 'scratch'",
+        ),
+    ],
+)
+def test_bad_values_exit_before_anything_is_written_naming_option_and_value(argv, message, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        quick_args(out, *argv)
+    assert exit_.value.code == 2 and message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_checks_of_the_loaded_models_and_data_name_the_option():
+    pipeline = SimpleNamespace(discriminator=SimpleNamespace(num_blocks=3), copy_encoder=None)
+    gan = bench.Contender(name="g", kind="gan", spec="g=x", path="x", pipeline=pipeline)
+    bench.check_adapt_options_fit(gan)  # no options: fine
+    gan.adapt_options = {"freeze_discriminator_blocks": 4}
+    with pytest.raises(ValueError, match="for 'g': `freeze_discriminator_blocks` must be at most 3 .* got 4"):
+        bench.check_adapt_options_fit(gan)
+    gan.adapt_options = {"copy_stop": 0.1}
+    with pytest.raises(ValueError, match="for 'g': copy_stop=0.1 judges near-copies .* x has none"):
+        bench.check_adapt_options_fit(gan)
+
+    domain = SimpleNamespace(classes=["a", "b"], real=lambda c: torch.zeros(4 if c else 9, 1, 8, 8))
+    ctx = bench.DomainContext("d", domain, None, None, [0, 1])
+    args = SimpleNamespace(k=3, metric_names=["precision"])
+    bench.check_real_counts([ctx], args)  # 9 and 4 real images: more than k = 3
+    args.k = 4
+    with pytest.raises(ValueError, match="`--k` 4 must be smaller than .* domain 'd' class 'b' has 4"):
+        bench.check_real_counts([ctx], args)
+    args.metric_names = ["kid"]  # k is only the precision / recall neighbourhood
+    bench.check_real_counts([ctx], args)

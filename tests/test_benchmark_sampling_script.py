@@ -74,6 +74,30 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8") == lines  # nothing re-run
     assert [json.dumps(r, sort_keys=True) for r in again] == [json.dumps(r, sort_keys=True) for r in rows]
 
+    # records are reused only with the options they were made with: other ones are refused before any work, naming
+    # what differs, and nothing is run, written or republished
+    tiny = sampling.bf.build_quick_models(out, 0)["gan"]
+    for extra, message in (
+        (("--num_steps", "4"), "num_steps: 2 there, 4 now"),
+        (("--latent_scales", "2"), "latent_scales: [0.5, 2.0] there, [2.0] now"),
+        (("--seed", "1"), "seed: 0 there, 1 now"),
+        (("--copy_margins", "1.5"), "copy_margins: [1.0] there, [1.5] now"),
+        (("--contender", f"tiny={tiny}", "--adapt_options", "tiny:shot_augment=1"), "contender tiny: "),
+    ):
+        with pytest.raises(ValueError, match="other measurement options") as err:
+            sampling.main(quick(out, *argv, *extra))
+        assert message in str(err.value) and "a new --output_dir" in str(err.value)
+    assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8") == lines
+    assert (out / sampling.SUMMARY_FILE).read_text(encoding="utf-8") == table
+    # another class is added beside the reused ones
+    more = sampling.main(quick(out, *argv, "--classes", "0:3"))
+    assert sorted({r["class_index"] for r in more}) == [0, 1, 2] and len(more) == 30
+    assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8").startswith(lines)
+    # records from before the options were saved cannot be checked: refused
+    (out / sampling.CONFIG_FILE).unlink()
+    with pytest.raises(ValueError, match="from before their options were saved"):
+        sampling.main(quick(out, *argv))
+
 
 def test_adapt_options_reach_adapt_and_the_records(tmp_path, monkeypatch):
     seen = record_adapt_calls(monkeypatch)
@@ -376,3 +400,49 @@ def test_copy_features_run_the_filter_in_each_feature_space_paired_on_one_adapta
         ValueError, match="`--copy_features` .* each must be one of encoder, discriminator, got 'pixels'"
     ):
         quick(out, "--copy_features", "pixels")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--quick", "--seed", "-1"], "`--seed` must be a non-negative integer, got -1"),
+        (["--quick", "--rival", "{tmp}/nope", "--rival_ddim_steps", "2"], "`--rival` '{tmp}/nope': no such"),
+        (["--quick", "--rival", "{tmp}", "--rival_ddim_steps", "2"], "`--rival` '{tmp}' is not a DDPMPipeline folder"),
+        (["--quick", "--rival", "{tmp}"], "`--rival` '{tmp}' is the rival that --rival_ddim_steps times"),
+        (["--quick", "--adapt_options", "tiny:tone_match=true"], "`--adapt_options` for 'tiny': tone_match is"),
+        (["--summarize_only", "--rival_ddim_steps", "2"], "`--summarize_only` runs nothing"),
+    ],
+)
+def test_bad_rival_seed_and_tone_options_are_refused_before_any_work(argv, message, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(ValueError) as err:
+        sampling.parse_args([*argv, "--output_dir", str(tmp_path / "out")])
+    assert message.replace("{tmp}", str(tmp_path)) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pair_contender_missing_from_pair_with_is_refused_before_the_run(tmp_path):
+    rival = _write(tmp_path / "r.jsonl", [_rival_row(0, "3x time, DDIM 25")])
+    with pytest.raises(ValueError, match="`--pair_contender` 'bogus' at `--pair_snapshot`") as err:
+        quick(tmp_path / "out", "--pair_with", str(rival), "--pair_contender", "bogus")
+    assert "none (no rows of that contender)" in str(err.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # the few-shot benchmark's checks of adapt() option values, for --num_steps steps, before any adaptation
+        (["--adapt_options", "tiny:learning_rate=-1"], "`--adapt_options` for 'tiny': `learning_rate` must be a"),
+        (["--adapt_options", "tiny:batch_size=0"], "`batch_size` must be a positive integer, got 0"),
+    ],
+)
+def test_bad_adapt_option_values_exit_naming_the_option(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        quick(tmp_path / "out", *argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_adapt_option_values_are_checked_for_this_scripts_budget(tmp_path):
+    # --quick's few-shot snapshots go to 4 steps, but adapt() runs --num_steps (2) steps here
+    with pytest.raises(ValueError, match="`lr_warmup_steps` must be an integer from 0 to num_steps - 1 = 1, got 3"):
+        quick(tmp_path / "out", "--adapt_options", "tiny:lr_warmup_steps=3,lr_scheduler=linear", "--num_steps", "2")
