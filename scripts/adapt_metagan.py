@@ -16,7 +16,6 @@ folder that holds files, replacing those of the same names) and never the checkp
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -35,17 +34,13 @@ from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
-from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_lr_schedule
-from metagan_hub.training.augment import check_shot_augment
-from metagan_hub.training.diversity import DIVERSITY_LOSSES, check_diversity_options
+from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_adapt_options
+from metagan_hub.training.diversity import DIVERSITY_LOSSES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
 from metagan_hub.training.losses import LOSS_TYPES
 
 logger = get_logger(__name__, log_level="INFO")
 
-# adapt()'s defaults, for checking options that depend on others (e.g. --lr_warmup_steps < --num_steps) when some of
-# them are not given
-ADAPT_DEFAULTS = {name: p.default for name, p in inspect.signature(MetaGANPipeline.adapt).parameters.items()}
 # the seeds torch.Generator.manual_seed takes
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -59,6 +54,44 @@ def is_inside(path: str, folder: str) -> bool:
 def as_options(err: ValueError) -> str:
     """A library check's message with its `argument` names written as this script's --options."""
     return re.sub(r"`(\w+)(=[^`]*)?`", r"--\1\2", str(err))
+
+
+def adapt_options(args: argparse.Namespace) -> dict[str, object]:
+    """The `adapt()` options this command line sets (those left out keep `adapt()`'s defaults; the card's variety
+    setting is applied in `main`)."""
+    options = {
+        name: getattr(args, name)
+        for name in (
+            "num_steps",
+            "learning_rate",
+            "lr_scheduler",
+            "lr_warmup_steps",
+            "loss",
+            "batch_size",
+            "r1_gamma",
+            "r1_interval",
+            "freeze_discriminator_blocks",
+            "diversity_loss",
+            "diversity_weight",
+            "diversity_batch_size",
+            "diversity_interval",
+            "cdc_anchor_interval",
+            "mode_seeking_weight",
+            "copy_repulsion_weight",
+            "copy_stop",
+            "shot_augment",
+        )
+        if getattr(args, name) is not None
+    }
+    augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
+    options.update(
+        augment=augment,
+        ema_decay=args.ema_decay,
+        lora_rank=args.lora_rank,
+        layer_lr_scales=not args.no_layer_lr_scales,
+        tone_match=False if args.no_tone_match else None,
+    )
+    return options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -288,62 +321,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
             f"those options (got --shot_augment {args.shot_augment}, --latent_scale {args.latent_scale})"
         )
-    # adapt()'s ranges, checked before the checkpoint is loaded
-    for name in (
-        "max_shots",
-        "resolution",
-        "num_steps",
-        "batch_size",
-        "r1_interval",
-        "diversity_batch_size",
-        "diversity_interval",
-        "lora_rank",
-    ):
+    for name in ("max_shots", "resolution"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in (
-        "lr_warmup_steps",
-        "freeze_discriminator_blocks",
-        "cdc_anchor_interval",
-        "r1_gamma",
-        "diversity_weight",
-        "mode_seeking_weight",
-        "copy_repulsion_weight",
-    ):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.learning_rate is not None and args.learning_rate <= 0:
-        parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
-    for name in ("ema_decay", "copy_stop"):
-        if getattr(args, name) is not None and not 0.0 < getattr(args, name) < 1.0:
-            parser.error(f"--{name} must be in (0, 1), got {getattr(args, name)}")
-    if args.shot_augment is not None:
-        try:
-            check_shot_augment(args.shot_augment, "--shot_augment")
-        except ValueError as err:
-            parser.error(str(err).replace("`", ""))
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
         parser.error(f"--seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]} (torch's seeds), got {args.seed}")
-    # adapt()'s rules for options that depend on each other, with its defaults for those not given
-    num_steps, batch_size = (
-        ADAPT_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_steps", "batch_size")
-    )
+    # adapt()'s own checks (its defaults for options not given), before the checkpoint is loaded
+    options = adapt_options(args)
+    if args.variety and args.diversity_loss is None:  # the card's setting may name the diversity term
+        for name in ("diversity_weight", "diversity_batch_size", "diversity_interval", "cdc_anchor_interval"):
+            options.pop(name, None)
     try:
-        check_lr_schedule(
-            args.lr_scheduler or ADAPT_DEFAULTS["lr_scheduler"],
-            ADAPT_DEFAULTS["lr_warmup_steps"] if args.lr_warmup_steps is None else args.lr_warmup_steps,
-            num_steps,
-        )
-        if args.diversity_loss is not None or not args.variety:  # --variety may take the term from the card
-            check_diversity_options(
-                args.diversity_loss,
-                args.diversity_weight,
-                args.diversity_batch_size,
-                args.cdc_anchor_interval,
-                batch_size,
-                args.diversity_interval,
-            )
-    except ValueError as err:
+        check_adapt_options(**options)
+    except (ValueError, TypeError) as err:
         parser.error(as_options(err))
     # the folders: nothing the user has is overwritten
     if args.train_data_dir is not None and not os.path.exists(args.train_data_dir):
@@ -477,44 +467,16 @@ def main(args: argparse.Namespace) -> None:
                 "--variety (the card's copy_margin)" if args.variety and not args.avoid_copies else "--avoid_copies"
             )
             raise ValueError(f"{source} replaces the grid's near-copies of the training images: {err}") from None
-    augment = None if args.augment.lower() in ("", "none") else tuple(a.strip() for a in args.augment.split(","))
-
-    adapt_overrides = {
-        k: v
-        for k, v in (
-            ("num_steps", args.num_steps),
-            ("learning_rate", args.learning_rate),
-            ("lr_scheduler", args.lr_scheduler),
-            ("lr_warmup_steps", args.lr_warmup_steps),
-            ("loss", args.loss),
-            ("batch_size", args.batch_size),
-            ("r1_gamma", args.r1_gamma),
-            ("r1_interval", args.r1_interval),
-            ("freeze_discriminator_blocks", args.freeze_discriminator_blocks),
-            ("diversity_loss", args.diversity_loss),
-            ("diversity_weight", args.diversity_weight),
-            ("diversity_batch_size", args.diversity_batch_size),
-            ("diversity_interval", args.diversity_interval),
-            ("cdc_anchor_interval", args.cdc_anchor_interval),
-            ("mode_seeking_weight", args.mode_seeking_weight),
-            ("copy_repulsion_weight", args.copy_repulsion_weight),
-            ("copy_stop", args.copy_stop),
-            ("shot_augment", shot_augment),
-        )
-        if v is not None
-    }
+    options = adapt_options(args)
+    if shot_augment is not None:
+        options["shot_augment"] = shot_augment
     adapted = pipe.adapt(
         images,
-        **adapt_overrides,
+        **options,
         mixed_precision=args.mixed_precision,
-        augment=augment,
-        ema_decay=args.ema_decay,
-        lora_rank=args.lora_rank,
         generator=torch.Generator().manual_seed(args.seed),
         accelerator=accelerator,
         image_column=args.image_column,
-        layer_lr_scales=not args.no_layer_lr_scales,
-        tone_match=False if args.no_tone_match else None,
     )
     record = adapted.card_info["adaptation"]
     if not accelerator.is_main_process:

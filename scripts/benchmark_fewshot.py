@@ -569,87 +569,17 @@ def check_adapt_option_names(option_map: dict[str, dict[str, Any]], contenders: 
         )
 
 
-def _adapt_option_errors(options: dict[str, Any], num_steps: int) -> None:
-    """Raise the `ValueError` that `adapt(num_steps=num_steps, **options)` would raise for these option values before
-    any work (with its defaults for the rest), using its own checks; what needs the model is left to
-    [`check_adapt_options_fit`]."""
-    import inspect
-
-    from metagan_hub.models.layers import check_positive_float, check_positive_int
-    from metagan_hub.pipelines.copy_filter import check_copy_stop_distance
-    from metagan_hub.training.adaptation import adapt_pipeline, check_lr_schedule
-    from metagan_hub.training.augment import AUGMENT_POLICIES, check_shot_augment
-    from metagan_hub.training.diversity import check_diversity_options
-    from metagan_hub.training.losses import LOSS_TYPES
-
-    signature = inspect.signature(adapt_pipeline).parameters.values()  # what MetaGANPipeline.adapt runs
-    o = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty} | options
-
-    def number(value: Any) -> bool:
-        return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-    def integer(value: Any) -> bool:
-        return not isinstance(value, bool) and isinstance(value, int)
-
-    check_positive_float("learning_rate", o["learning_rate"])
-    batch_size = check_positive_int("batch_size", o["batch_size"])
-    if o["loss"] not in LOSS_TYPES:
-        raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {o['loss']!r}.")
-    for name in ("r1_gamma", "mode_seeking_weight", "copy_repulsion_weight"):
-        if not (number(o[name]) and o[name] >= 0):
-            raise ValueError(f"`{name}` must be a non-negative finite number, got {o[name]!r}.")
-    check_positive_int("r1_interval", o["r1_interval"])
-    check_positive_float("copy_repulsion_margin", o["copy_repulsion_margin"])
-    unknown = [a for a in o["augment"] or [] if a not in AUGMENT_POLICIES]
-    if unknown:
-        raise ValueError(f"`augment` has unknown augmentation(s) {unknown}; allowed: {'+'.join(AUGMENT_POLICIES)}.")
-    if not (integer(o["freeze_discriminator_blocks"]) and o["freeze_discriminator_blocks"] >= 0):
-        raise ValueError(
-            f"`freeze_discriminator_blocks` must be a non-negative integer, got {o['freeze_discriminator_blocks']!r}."
-        )
-    if o["ema_decay"] is not None and not (number(o["ema_decay"]) and 0 < o["ema_decay"] < 1):
-        raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {o['ema_decay']!r}.")
-    if o["lora_rank"] is not None:
-        check_positive_int("lora_rank", o["lora_rank"])
-    if not isinstance(o["layer_lr_scales"], bool):
-        raise ValueError(f"`layer_lr_scales` must be true or false, got {o['layer_lr_scales']!r}.")
-    _, _, generator_batch, _ = check_diversity_options(
-        o["diversity_loss"],
-        o["diversity_weight"],
-        o["diversity_batch_size"],
-        o["cdc_anchor_interval"],
-        batch_size,
-        o["diversity_interval"],
-    )
-    if o["mode_seeking_weight"] > 0 and generator_batch < 2:
-        raise ValueError(
-            f"mode_seeking_weight={o['mode_seeking_weight']!r} compares pairs of generated samples: the generator "
-            f"batch (`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {generator_batch}."
-        )
-    check_shot_augment(o["shot_augment"])
-    check_lr_schedule(o["lr_scheduler"], o["lr_warmup_steps"], num_steps)
-    if o["tone_match"] and o["lora_rank"] is not None:
-        raise ValueError(f"`tone_match=true` needs full adaptation, got it with lora_rank={o['lora_rank']!r}.")
-    if o["copy_stop"] is not None:
-        if not (number(o["copy_stop"]) and 0 < o["copy_stop"] < 1):
-            raise ValueError(f"`copy_stop` must be None (off) or a share in (0, 1), got {o['copy_stop']!r}.")
-        check_positive_int("copy_stop_interval", o["copy_stop_interval"])
-        check_copy_stop_distance(o["copy_stop_distance"])
-        if not (integer(o["copy_stop_min_steps"]) and o["copy_stop_min_steps"] >= 0):
-            raise ValueError(
-                f"`copy_stop_min_steps` must be a non-negative integer, got {o['copy_stop_min_steps']!r}."
-            )
-
-
 def check_adapt_option_values(option_map: dict[str, dict[str, Any]], args: argparse.Namespace, num_steps: int) -> None:
     """Check every contender's `--adapt_options` values (with the benchmark's `--learning_rate`) as `adapt()` with
     `num_steps` steps checks them, so that a bad value is refused before any work instead of at that contender's first
     unit; raises a `ValueError` naming the contender, the option and its value."""
+    from metagan_hub.training.adaptation import check_adapt_options
+
     base = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
     for name, options in option_map.items():
         try:
-            _adapt_option_errors({**base, **options}, num_steps)
-        except ValueError as err:
+            check_adapt_options(**{**base, **options, "num_steps": num_steps})
+        except (ValueError, TypeError) as err:
             raise ValueError(f"`--adapt_options` for {name!r}: {err}") from None
 
 

@@ -25,7 +25,6 @@ of an evaluation classifier trained on other images of those classes and `--conf
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -40,8 +39,8 @@ from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.data import get_dataset
 from metagan_hub.hub.safety import replace_nonfinite
 from metagan_hub.metrics import compute_metrics, heldout_distance
-from metagan_hub.training.adaptation import adapt_pipeline
-from metagan_hub.training.diversity import DIVERSITY_LOSSES, check_diversity_options
+from metagan_hub.training.adaptation import check_adapt_options
+from metagan_hub.training.diversity import DIVERSITY_LOSSES
 
 DATASETS = ["kanjivg", "fonts", "digits"]  # the sources get_dataset() builds from a name alone
 
@@ -135,25 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("split_seed", "seed"):  # numpy seeds and the domains' shot seeds are non-negative
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    for name in ("shots", "num_steps", "batch_size", "r1_interval"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if args.freeze_discriminator_blocks is not None and args.freeze_discriminator_blocks < 0:
-        parser.error(f"--freeze_discriminator_blocks must be >= 0, got {args.freeze_discriminator_blocks}")
-    adapt_batch_size = inspect.signature(adapt_pipeline).parameters["batch_size"].default  # adapt()'s default
-    try:  # adapt()'s own rules for its diversity options
-        check_diversity_options(
-            args.diversity_loss,
-            args.diversity_weight,
-            args.diversity_batch_size,
-            args.cdc_anchor_interval,
-            adapt_batch_size if args.batch_size is None else args.batch_size,
-            args.diversity_interval,
-        )
-    except ValueError as err:
-        parser.error(re.sub(r"`(\w+)`", r"--\1", str(err)))
+    if args.shots < 1:
+        parser.error(f"--shots must be >= 1, got {args.shots}")
+    try:  # adapt()'s own checks, with its defaults for the options not given
+        check_adapt_options(num_steps=args.num_steps, learning_rate=args.learning_rate, **adapt_options(args))
+    except (ValueError, TypeError) as err:
+        parser.error(re.sub(r"`(\w+)(=[^`]*)?`", r"--\1\2", str(err)))
     if args.yardstick:
         lowest = {
             "num_classes": (2, "the classifier tells at least 2 classes apart"),

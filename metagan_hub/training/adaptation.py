@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import logging
 import math
 import time
@@ -228,12 +229,8 @@ def _scaled_groups(
     return groups
 
 
-def check_copy_stop(
-    pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, min_steps: Any, num_steps: int
-) -> None:
-    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are valid; warn where they are
-    valid but no check can stop a run of `num_steps` (a stop returns the generator of the check before, of at least
-    `min_steps` steps), so that a recommended setting with `copy_stop` still works for short runs."""
+def _check_copy_stop_values(copy_stop: Any, interval: Any, distance: Any, min_steps: Any) -> None:
+    """The ranges of `adapt()`'s copy stop options (what does not depend on the pipeline)."""
     if copy_stop is None:
         return
     if isinstance(copy_stop, bool) or not isinstance(copy_stop, int | float) or not 0 < copy_stop < 1:
@@ -248,6 +245,17 @@ def check_copy_stop(
             f"`copy_stop_min_steps` must be a non-negative integer (the fewest steps a stop may return; 0: any "
             f"check's), got {min_steps!r}."
         )
+
+
+def check_copy_stop(
+    pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, min_steps: Any, num_steps: int
+) -> None:
+    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are valid; warn where they are
+    valid but no check can stop a run of `num_steps` (a stop returns the generator of the check before, of at least
+    `min_steps` steps), so that a recommended setting with `copy_stop` still works for short runs."""
+    if copy_stop is None:
+        return
+    _check_copy_stop_values(copy_stop, interval, distance, min_steps)
     if pipeline.copy_encoder is None:
         raise ValueError(
             f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
@@ -266,6 +274,125 @@ def check_copy_stop(
             min_steps,
             first_stop,
         )
+
+
+def check_adapt_options(discriminator_blocks: int | None = None, **options: Any) -> dict[str, Any]:
+    """
+    Check `adapt()`'s options the way [`MetaGANPipeline.adapt`] does before any work, without a pipeline: scripts call
+    it on their command-line options before loading anything. Options not given take `adapt()`'s defaults. What needs
+    the pipeline is checked by `adapt()` itself (the copy encoder that `copy_stop` needs, the memory, LoRA's `peft`);
+    `freeze_discriminator_blocks` is checked against `discriminator_blocks` when given, else only for being a
+    non-negative integer.
+
+    Returns the normalized values `adapt()` trains with: `num_steps`, `batch_size`, `learning_rate`,
+    `max_nonfinite_steps`, `r1_interval`, `diversity_loss`, `diversity_weight`, `generator_batch_size`,
+    `cdc_anchor_interval`, `diversity_interval`, `tone_match` (resolved) and `augment` (a list).
+
+    Raises:
+        `ValueError` (`TypeError` for `layer_lr_scales`): names the argument, the value and what is allowed.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.training.adaptation import check_adapt_options
+
+    >>> check_adapt_options(num_steps=50)["tone_match"]  # adapt()'s default for full adaptation
+    True
+    >>> check_adapt_options(lr_warmup_steps=300, lr_scheduler="cosine")  # 300 of adapt()'s 200 steps
+    Traceback (most recent call last):
+    ...
+    ValueError: `lr_warmup_steps` must be an integer from 0 to num_steps - 1 = 199, got 300.
+    ```
+    """
+    signature = inspect.signature(adapt_pipeline).parameters
+    defaults = {n: p.default for n, p in signature.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"check_adapt_options() got unknown adapt() options {unknown}.")
+    o = {**defaults, **options}
+    num_steps = check_positive_int("num_steps", o["num_steps"])
+    batch_size = check_positive_int("batch_size", o["batch_size"])
+    learning_rate = check_positive_float("learning_rate", o["learning_rate"])
+    max_nonfinite_steps = check_positive_int("max_nonfinite_steps", o["max_nonfinite_steps"])
+    if o["loss"] not in LOSS_TYPES:
+        raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {o['loss']!r}.")
+    _nonnegative_float("r1_gamma", o["r1_gamma"])
+    r1_interval = check_positive_int("r1_interval", o["r1_interval"])
+    ema_decay = o["ema_decay"]
+    if ema_decay is not None and (
+        isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0.0 < ema_decay < 1.0
+    ):
+        raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {ema_decay!r}.")
+    lora_rank = o["lora_rank"]
+    if lora_rank is not None:
+        check_positive_int("lora_rank", lora_rank)
+    if not isinstance(o["layer_lr_scales"], bool):
+        raise TypeError(f"`layer_lr_scales` must be True or False, got {o['layer_lr_scales']!r}.")
+    diversity_loss, diversity_weight, generator_batch_size, cdc_anchor_interval = check_diversity_options(
+        o["diversity_loss"],
+        o["diversity_weight"],
+        o["diversity_batch_size"],
+        o["cdc_anchor_interval"],
+        batch_size,
+        o["diversity_interval"],
+    )
+    mode_seeking_weight = o["mode_seeking_weight"]
+    _nonnegative_float("mode_seeking_weight", mode_seeking_weight)
+    if mode_seeking_weight > 0 and generator_batch_size < 2:
+        raise ValueError(
+            f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
+            f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {generator_batch_size}."
+        )
+    _nonnegative_float("copy_repulsion_weight", o["copy_repulsion_weight"])
+    check_positive_float("copy_repulsion_margin", o["copy_repulsion_margin"])
+    check_shot_augment(o["shot_augment"])
+    check_lr_schedule(o["lr_scheduler"], o["lr_warmup_steps"], num_steps)
+    _check_copy_stop_values(o["copy_stop"], o["copy_stop_interval"], o["copy_stop_distance"], o["copy_stop_min_steps"])
+    tone_match = o["tone_match"]
+    if tone_match is not None and not isinstance(tone_match, bool):
+        raise ValueError(
+            f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
+            f"{tone_match!r}."
+        )
+    if tone_match and lora_rank is not None:
+        raise ValueError(
+            f"`tone_match=True` stores a tone curve in the generator's weights, which a LoRA adapter file does not "
+            f"carry (got lora_rank={lora_rank!r}); use tone_match with full adaptation (lora_rank=None) or leave it "
+            "off."
+        )
+    if tone_match is None:
+        tone_match = lora_rank is None  # the default: on for full adaptation (an adapter file cannot carry it)
+    frozen, top = o["freeze_discriminator_blocks"], discriminator_blocks
+    if isinstance(frozen, bool) or not isinstance(frozen, int) or frozen < 0 or (top is not None and frozen > top):
+        if top is None:
+            allowed = "an integer between 0 and the discriminator's number of blocks"
+        else:
+            allowed = f"an integer between 0 and {top} (the discriminator's number of blocks)"
+        raise ValueError(f"`freeze_discriminator_blocks` must be {allowed}, got {frozen!r}.")
+    augment = o["augment"]
+    if isinstance(augment, str):
+        augment = [a.strip() for a in augment.split(",") if a.strip()]
+    augment = list(augment) if augment else []
+    unknown = [a for a in augment if a not in AUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(
+            f"`augment` contains unknown augmentation {unknown[0]!r} (got {augment!r}); allowed names are "
+            f"{AUGMENT_POLICIES}, or None for no augmentation."
+        )
+    return {
+        "num_steps": num_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_nonfinite_steps": max_nonfinite_steps,
+        "r1_interval": r1_interval,
+        "diversity_loss": diversity_loss,
+        "diversity_weight": diversity_weight,
+        "generator_batch_size": generator_batch_size,
+        "cdc_anchor_interval": cdc_anchor_interval,
+        "diversity_interval": 1 if o["diversity_interval"] is None else o["diversity_interval"],
+        "tone_match": tone_match,
+        "augment": augment,
+    }
 
 
 def _adapted_summary(num_shots: int, steps_run: int, start_card_info: dict[str, Any]) -> str:
@@ -330,24 +457,44 @@ def adapt_pipeline(
             "adapt() needs a discriminator, but this pipeline was loaded without one (a generation-only checkpoint). "
             "Load a checkpoint saved with its discriminator."
         )
-    num_steps = check_positive_int("num_steps", num_steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    learning_rate = check_positive_float("learning_rate", learning_rate)
-    max_nonfinite_steps = check_positive_int("max_nonfinite_steps", max_nonfinite_steps)
-    if loss not in LOSS_TYPES:
-        raise ValueError(f"`loss` must be one of {LOSS_TYPES}, got {loss!r}.")
-    _nonnegative_float("r1_gamma", r1_gamma)
-    r1_interval = check_positive_int("r1_interval", r1_interval)
-    if ema_decay is not None and (
-        isinstance(ema_decay, bool) or not isinstance(ema_decay, int | float) or not 0.0 < ema_decay < 1.0
-    ):
-        raise ValueError(f"`ema_decay` must be None or a number in (0, 1), got {ema_decay!r}.")
-    if lora_rank is not None:
-        check_positive_int("lora_rank", lora_rank)
+    checked = check_adapt_options(
+        discriminator_blocks=pipeline.discriminator.num_blocks,
+        num_steps=num_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        loss=loss,
+        r1_gamma=r1_gamma,
+        r1_interval=r1_interval,
+        augment=augment,
+        freeze_discriminator_blocks=freeze_discriminator_blocks,
+        ema_decay=ema_decay,
+        lora_rank=lora_rank,
+        max_nonfinite_steps=max_nonfinite_steps,
+        diversity_loss=diversity_loss,
+        diversity_weight=diversity_weight,
+        diversity_batch_size=diversity_batch_size,
+        diversity_interval=diversity_interval,
+        cdc_anchor_interval=cdc_anchor_interval,
+        layer_lr_scales=layer_lr_scales,
+        mode_seeking_weight=mode_seeking_weight,
+        copy_repulsion_weight=copy_repulsion_weight,
+        copy_repulsion_margin=copy_repulsion_margin,
+        shot_augment=shot_augment,
+        tone_match=tone_match,
+        lr_scheduler=lr_scheduler,
+        lr_warmup_steps=lr_warmup_steps,
+        copy_stop=copy_stop,
+        copy_stop_interval=copy_stop_interval,
+        copy_stop_distance=copy_stop_distance,
+        copy_stop_min_steps=copy_stop_min_steps,
+    )
+    num_steps, batch_size, learning_rate = checked["num_steps"], checked["batch_size"], checked["learning_rate"]
+    max_nonfinite_steps, r1_interval = checked["max_nonfinite_steps"], checked["r1_interval"]
+    diversity_loss, diversity_weight = checked["diversity_loss"], checked["diversity_weight"]
+    g_batch_size, cdc_anchor_interval = checked["generator_batch_size"], checked["cdc_anchor_interval"]
+    diversity_interval, tone_match, augment = checked["diversity_interval"], checked["tone_match"], checked["augment"]
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-    if not isinstance(layer_lr_scales, bool):
-        raise TypeError(f"`layer_lr_scales` must be True or False, got {layer_lr_scales!r}.")
     lr_scales = None
     if layer_lr_scales and pipeline.card_info.get(LR_SCALES_KEY) is not None:
         lr_scales = check_lr_scales(
@@ -360,53 +507,7 @@ def adapt_pipeline(
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
     snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
-    diversity_loss, diversity_weight, g_batch_size, cdc_anchor_interval = check_diversity_options(
-        diversity_loss, diversity_weight, diversity_batch_size, cdc_anchor_interval, batch_size, diversity_interval
-    )
-    diversity_interval = 1 if diversity_interval is None else diversity_interval
-    _nonnegative_float("mode_seeking_weight", mode_seeking_weight)
-    if mode_seeking_weight > 0 and g_batch_size < 2:
-        raise ValueError(
-            f"mode_seeking_weight={mode_seeking_weight!r} compares pairs of generated samples: the generator batch "
-            f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {g_batch_size}."
-        )
-    _nonnegative_float("copy_repulsion_weight", copy_repulsion_weight)
-    check_positive_float("copy_repulsion_margin", copy_repulsion_margin)
-    check_shot_augment(shot_augment)
-    check_lr_schedule(lr_scheduler, lr_warmup_steps, num_steps)
     check_copy_stop(pipeline, copy_stop, copy_stop_interval, copy_stop_distance, copy_stop_min_steps, num_steps)
-    if tone_match is not None and not isinstance(tone_match, bool):
-        raise ValueError(
-            f"`tone_match` must be True, False or None (on for full adaptation, off with `lora_rank`), got "
-            f"{tone_match!r}."
-        )
-    if tone_match and lora_rank is not None:
-        raise ValueError(
-            f"`tone_match=True` stores a tone curve in the generator's weights, which a LoRA adapter file does not "
-            f"carry (got lora_rank={lora_rank!r}); use tone_match with full adaptation (lora_rank=None) or leave it "
-            "off."
-        )
-    if tone_match is None:
-        tone_match = lora_rank is None  # the default: on for full adaptation (an adapter file cannot carry it)
-    num_d_blocks = pipeline.discriminator.num_blocks
-    if (
-        isinstance(freeze_discriminator_blocks, bool)
-        or not isinstance(freeze_discriminator_blocks, int)
-        or not 0 <= freeze_discriminator_blocks <= num_d_blocks
-    ):
-        raise ValueError(
-            f"`freeze_discriminator_blocks` must be an integer between 0 and {num_d_blocks} (the discriminator's "
-            f"number of blocks), got {freeze_discriminator_blocks!r}."
-        )
-    if isinstance(augment, str):
-        augment = [a.strip() for a in augment.split(",") if a.strip()]
-    augment = list(augment) if augment else []
-    unknown = [a for a in augment if a not in AUGMENT_POLICIES]
-    if unknown:
-        raise ValueError(
-            f"`augment` contains unknown augmentation {unknown[0]!r} (got {augment!r}); allowed names are "
-            f"{AUGMENT_POLICIES}, or None for no augmentation."
-        )
     augmenter = DiffAugment(augment) if augment else None
     device = pipeline.generator.device
     if accelerator is not None:
