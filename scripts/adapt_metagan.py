@@ -34,6 +34,7 @@ from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
+from metagan_hub.pipelines.pipeline_metagan import LORA_WEIGHT_NAME
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_adapt_options
 from metagan_hub.training.diversity import DIVERSITY_LOSSES
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES
@@ -356,6 +357,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"{', '.join(held[:3])}), which this run would overwrite where names match (model_index.json, README.md, "
             "adaptation.json, the weights, the grids); give a new --output_dir, or --overwrite_output_dir to write "
             "into it anyway"
+        )
+    # a LoRA adapter written beside a full pipeline (or the reverse) would leave the folder loading as the other one
+    full_there = os.path.isfile(os.path.join(args.output_dir, "model_index.json"))
+    lora_there = os.path.isfile(os.path.join(args.output_dir, LORA_WEIGHT_NAME))
+    if (args.lora_rank is not None and full_there) or (args.lora_rank is None and lora_there):
+        there, now = ("a full pipeline", "a LoRA adapter") if full_there else ("a LoRA adapter", "a full pipeline")
+        parser.error(
+            f"--output_dir {args.output_dir} holds {there}; this run writes {now}, and the folder would then load as "
+            "the wrong one: give a new --output_dir"
         )
     return args
 

@@ -537,3 +537,13 @@ def test_script_refuses_a_used_output_dir_unless_told_to_overwrite(inputs, tmp_p
     record = json.loads((used / "adaptation.json").read_text(encoding="utf-8"))
     assert record["num_steps"] == 1 and record["shots"] == 5
     assert MetaGANPipeline.from_pretrained(used).card_info["adaptation"]["num_steps"] == 1
+    # a LoRA adapter is never written beside that full pipeline (the folder would still load as the old pipeline)
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--output_dir", str(used), "--overwrite_output_dir", "--lora_rank", "2"])
+    assert exit_info.value.code == 2
+    assert "holds a full pipeline; this run writes a LoRA adapter" in capsys.readouterr().err
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([*common, "--output_dir", str(tmp_path / "lora"), "--overwrite_output_dir"])
+    assert "holds a LoRA adapter; this run writes a full pipeline" in capsys.readouterr().err
