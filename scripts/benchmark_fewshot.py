@@ -586,13 +586,17 @@ def check_adapt_option_values(option_map: dict[str, dict[str, Any]], args: argpa
 def check_adapt_options_fit(contender: Contender) -> None:
     """The `--adapt_options` values that depend on the loaded model: FreezeD's block count and `copy_stop`'s copy
     encoder (checked once the contenders are loaded, before any unit)."""
+    from metagan_hub.training.adaptation import check_adapt_options
+
     options, pipeline = contender.adapt_options, contender.pipeline
-    blocks = pipeline.discriminator.num_blocks
-    if options.get("freeze_discriminator_blocks", 0) > blocks:
-        raise ValueError(
-            f"`--adapt_options` for {contender.name!r}: `freeze_discriminator_blocks` must be at most {blocks} (the "
-            f"discriminator's number of blocks), got {options['freeze_discriminator_blocks']}."
-        )
+    if "freeze_discriminator_blocks" in options:
+        try:
+            check_adapt_options(
+                discriminator_blocks=pipeline.discriminator.num_blocks,
+                freeze_discriminator_blocks=options["freeze_discriminator_blocks"],
+            )
+        except ValueError as err:
+            raise ValueError(f"`--adapt_options` for {contender.name!r}: {err}") from None
     if options.get("copy_stop") is not None and pipeline.copy_encoder is None:
         raise ValueError(
             f"`--adapt_options` for {contender.name!r}: copy_stop={options['copy_stop']!r} judges near-copies in the "

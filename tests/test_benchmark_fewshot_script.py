@@ -446,7 +446,9 @@ def test_checks_of_the_loaded_models_and_data_name_the_option():
     gan = bench.Contender(name="g", kind="gan", spec="g=x", path="x", pipeline=pipeline)
     bench.check_adapt_options_fit(gan)  # no options: fine
     gan.adapt_options = {"freeze_discriminator_blocks": 4}
-    with pytest.raises(ValueError, match="for 'g': `freeze_discriminator_blocks` must be at most 3 .* got 4"):
+    with pytest.raises(
+        ValueError, match="for 'g': `freeze_discriminator_blocks` must be an integer between 0 and 3 .* got 4"
+    ):
         bench.check_adapt_options_fit(gan)
     gan.adapt_options = {"copy_stop": 0.1}
     with pytest.raises(ValueError, match="for 'g': copy_stop=0.1 judges near-copies .* x has none"):
