@@ -2243,9 +2243,8 @@ def open_output(args: argparse.Namespace) -> ResultStore:
             check_same_options(out, {k: v for k, v in saved.items() if k != "classifiers"}, config)
     elif args.summarize_only:
         raise ValueError(f"`--output_dir` {out} holds no benchmark run to summarize.")
-    else:
+    else:  # a new run: its run_config.json is written once contenders and domains have loaded (check_classifiers)
         out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return ResultStore(out)
 
 
@@ -2268,11 +2267,12 @@ def classifier_id(classifier: Any) -> str:
     return str(training.get("cache_key") or training.get("seed", "unknown"))
 
 
-def check_classifiers(ctxs: Sequence[DomainContext], output_dir: Path) -> None:
+def check_classifiers(ctxs: Sequence[DomainContext], output_dir: Path, args: argparse.Namespace) -> None:
     """Records of one output folder must come from the same evaluation classifiers: remember each domain's classifier
-    in run_config.json and refuse to resume with another one (e.g. after its recipe changed)."""
+    in run_config.json and refuse to resume with another one (e.g. after its recipe changed). A new run writes its
+    run_config.json here, after its contenders and domains loaded: a mistyped contender leaves no run behind."""
     path = output_dir / CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else measurement_config(args)
     known = config.setdefault("classifiers", {})
     for ctx in ctxs:
         ident = classifier_id(ctx.classifier)
@@ -2335,7 +2335,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run_names = {c.name for c in contenders}
     ctxs = load_domains(args, contenders)
     check_real_counts(ctxs, args)
-    check_classifiers(ctxs, Path(args.output_dir))
+    check_classifiers(ctxs, Path(args.output_dir), args)
 
     calibration = None
     if any(c.kind == "diffusion" and c.name in run_names for c in contenders):

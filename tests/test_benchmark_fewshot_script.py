@@ -463,3 +463,13 @@ def test_checks_of_the_loaded_models_and_data_name_the_option():
         bench.check_real_counts([ctx], args)
     args.metric_names = ["kid"]  # k is only the precision / recall neighbourhood
     bench.check_real_counts([ctx], args)
+
+
+def test_a_run_whose_contender_fails_to_load_leaves_no_run_behind(tmp_path):
+    out = tmp_path / "bench"
+    common = ("--classes", "0:1", "--extra_shots", "", "--no_figures", "--max_minutes", "1e-6")
+    with pytest.raises((OSError, ValueError)):
+        bench.main(quick_args(out, *common, "--contender", f"typo={tmp_path / 'no-such-checkpoint'}"))
+    assert not (out / "run_config.json").exists()
+    bench.main(quick_args(out, *common))  # the same folder, without --resume: a new run
+    assert (out / "run_config.json").is_file()
