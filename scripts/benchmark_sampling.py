@@ -77,6 +77,7 @@ logger = logging.getLogger("benchmark_sampling")
 RESULTS_FILE = "sampling.jsonl"
 CONFIG_FILE = "sampling_config.json"  # the options every record of an output folder shares (see check_output_dir)
 CONTENDER_KEY = "contender "  # + name: a contender's entry in CONFIG_FILE
+CLASSIFIERS_KEY = "classifiers"  # CONFIG_FILE's evaluation classifier per domain (checked once the domains load)
 SUMMARY_FILE = "sampling.md"
 RIVAL_SPEED_FILE = "rival_speed.json"
 COPY_FEATURES = ("encoder", "discriminator")
@@ -349,7 +350,9 @@ def check_output_dir(args: argparse.Namespace, specs: list[str]) -> dict[str, An
         saved = json.loads(path.read_text(encoding="utf-8"))
         # a contender new to the folder adds records of its own; one it has must be the one its records were made by
         shared = {
-            k for k in set(saved) | set(config) if not k.startswith(CONTENDER_KEY) or (k in saved and k in config)
+            k
+            for k in set(saved) | set(config)
+            if k != CLASSIFIERS_KEY and (not k.startswith(CONTENDER_KEY) or (k in saved and k in config))
         }
         bf.check_same_options(
             out, {k: v for k, v in saved.items() if k in shared}, {k: v for k, v in config.items() if k in shared}
@@ -363,6 +366,20 @@ def check_output_dir(args: argparse.Namespace, specs: list[str]) -> dict[str, An
             "--output_dir (--summarize_only or --records still table them)."
         )
     return config
+
+
+def check_classifiers(ctxs: Any, config: dict[str, Any]) -> None:
+    """A folder's records come from one evaluation classifier per domain: refuse to add records judged by another
+    (e.g. after its recipe changed), and note each new domain's in `config` (saved with the next records)."""
+    known = dict(config.get(CLASSIFIERS_KEY, {}))
+    for ctx in ctxs:
+        ident = bf.classifier_id(ctx.classifier)
+        if known.setdefault(ctx.name, ident) != ident:
+            raise ValueError(
+                f"the {ctx.name!r} evaluation classifier differs from the one that judged the records in "
+                f"`--output_dir` ({ident} vs {known[ctx.name]}); they would not be comparable: use a new --output_dir."
+            )
+    config[CLASSIFIERS_KEY] = known
 
 
 def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -775,6 +792,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "(scripts/train_copy_encoder.py adds one)."
                 )
     ctxs = bf.load_domains(fa, contenders)
+    check_classifiers(ctxs, config)
     path = out / RESULTS_FILE
     rows = read_jsonl(path) if path.is_file() else []
     wanted = {wanted_key(s, c.pipeline) for s in settings(args) for c in contenders}

@@ -93,6 +93,14 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     more = sampling.main(quick(out, *argv, "--classes", "0:3"))
     assert sorted({r["class_index"] for r in more}) == [0, 1, 2] and len(more) == 30
     assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8").startswith(lines)
+    # records judged by another evaluation classifier are not added to: refused once the domain loads
+    saved = json.loads((out / sampling.CONFIG_FILE).read_text(encoding="utf-8"))
+    assert set(saved[sampling.CLASSIFIERS_KEY]) == {"digits"}
+    saved[sampling.CLASSIFIERS_KEY]["digits"] = "another recipe"
+    (out / sampling.CONFIG_FILE).write_text(json.dumps(saved), encoding="utf-8")
+    with pytest.raises(ValueError, match="'digits' evaluation classifier differs .* vs another recipe"):
+        sampling.main(quick(out, *argv, "--classes", "0:4"))
+    assert (out / sampling.RESULTS_FILE).read_text(encoding="utf-8").count("\n") == 30
     # records from before the options were saved cannot be checked: refused
     (out / sampling.CONFIG_FILE).unlink()
     with pytest.raises(ValueError, match="from before their options were saved"):
