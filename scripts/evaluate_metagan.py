@@ -199,7 +199,8 @@ def main(args: argparse.Namespace) -> None:
         contenders.append(load_contender(spec, reference, args.seed))
     cfg = contenders[0][1].generator.config
     split_kwargs = {k: v for k, v in (("num_val", args.num_val), ("num_test", args.num_test)) if v is not None}
-    data = get_dataset(args.dataset, resolution=cfg.sample_size, channels=cfg.out_channels)
+    # lazy: a split or --first_class that does not fit is refused before anything is rendered
+    data = get_dataset(args.dataset, resolution=cfg.sample_size, channels=cfg.out_channels, lazy=True)
     train, val, test = data.split_classes(seed=args.split_seed, **split_kwargs)
     if args.yardstick:
         run_yardstick(args, contenders, train, val)

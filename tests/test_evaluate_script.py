@@ -225,3 +225,15 @@ def test_the_lowest_allowed_values_are_accepted():
     )
     assert (args.num_samples, args.num_classes, args.num_val, args.num_test) == (4, 2, 2, 0)
     evaluate_metagan.parse_args([*common, "--diversity_loss", "cdc", "--cdc_anchor_interval", "0"])
+
+
+def test_a_split_that_does_not_fit_is_refused_before_anything_is_rendered(tmp_path, monkeypatch):
+    save_tiny_pipeline(tmp_path / "tiny")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("METAGAN_HUB_CACHE", str(cache))
+    common = ["--contender", f"tiny={tmp_path / 'tiny'}", "--dataset", "kanjivg", "--num_steps", "1"]
+    with pytest.raises(ValueError, match="num_val \\+ num_test must be at most"):
+        evaluate_metagan.main(evaluate_metagan.parse_args([*common, "--num_val", "3", "--num_test", "999999"]))
+    with pytest.raises(ValueError, match="--first_class 99999: the test split has only"):
+        evaluate_metagan.main(evaluate_metagan.parse_args([*common, "--first_class", "99999"]))
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # no KanjiVG render was made
