@@ -2333,6 +2333,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run_names = set(keep)
     else:
         run_names = {c.name for c in contenders}
+    if args.calibration is not None and not any(c.kind == "diffusion" and c.name in run_names for c in contenders):
+        raise ValueError(
+            f"`--calibration` {args.calibration!r} sets the diffusion contenders' fine-tuning budgets, but none of "
+            f"the contenders that run ({', '.join(sorted(run_names))}) is one: leave it out, or add a ddpm-* "
+            "contender."
+        )
     ctxs = load_domains(args, contenders)
     check_real_counts(ctxs, args)
     check_classifiers(ctxs, Path(args.output_dir), args)

@@ -473,3 +473,14 @@ def test_a_run_whose_contender_fails_to_load_leaves_no_run_behind(tmp_path):
     assert not (out / "run_config.json").exists()
     bench.main(quick_args(out, *common))  # the same folder, without --resume: a new run
     assert (out / "run_config.json").is_file()
+
+
+def test_a_calibration_without_a_diffusion_contender_is_refused(tmp_path):
+    out = tmp_path / "bench"
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text("{}", encoding="utf-8")
+    args = quick_args(out, "--classes", "0:1", "--extra_shots", "", "--no_figures", "--contenders", "tiny")
+    args.calibration = str(calibration)
+    with pytest.raises(ValueError, match="`--calibration` .* none of the contenders that run \\(tiny\\) is one"):
+        bench.main(args)
+    assert not (out / "run_config.json").exists()
