@@ -10,7 +10,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -98,6 +98,22 @@ def public_card_info(card_info: Mapping[str, Any]) -> dict[str, Any]:
     return clean(copy.deepcopy(dict(card_info)))
 
 
+def _nonfinite_tensors(
+    modules: Mapping[Any, torch.nn.Module | None],
+) -> Iterator[tuple[Any, str, torch.Tensor, torch.Tensor]]:
+    """`(component, tensor name, tensor, finite mask)` of every floating-point parameter or buffer of `modules`
+    (`None` skipped) that holds a NaN or an infinity, lazily: a caller that stops at the first scans no further."""
+    for name, module in modules.items():
+        if module is None:
+            continue
+        for key, tensor in module.state_dict().items():
+            if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+                continue
+            finite = torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor)
+            if not bool(finite.all()):
+                yield name, key, tensor, finite
+
+
 def weights_are_finite(*modules: torch.nn.Module | None) -> bool:
     """
     Whether every floating-point parameter and buffer of `modules` is finite (no NaN, no infinity); `None` is
@@ -114,13 +130,7 @@ def weights_are_finite(*modules: torch.nn.Module | None) -> bool:
     True
     ```
     """
-    return all(
-        bool(torch.isfinite(t.float() if t.dtype.itemsize == 1 else t).all())
-        for m in modules
-        if m is not None
-        for t in m.state_dict().values()
-        if (t.is_floating_point() or t.is_complex()) and t.numel() > 0
-    )
+    return next(_nonfinite_tensors(dict(enumerate(modules))), None) is None
 
 
 def check_finite_weights(modules: Mapping[str, torch.nn.Module | None], action: str = "save") -> None:
@@ -144,19 +154,11 @@ def check_finite_weights(modules: Mapping[str, torch.nn.Module | None], action: 
     metagan_hub.hub.safety.NonFiniteWeightsError: Refusing to save: tensor `bias` of component `generator` ...
     ```
     """
-    for name, module in modules.items():
-        if module is None:
-            continue
-        for key, tensor in module.state_dict().items():
-            if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
-                continue
-            finite = torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor)
-            if not bool(finite.all()):
-                bad = int((~finite).sum())
-                raise NonFiniteWeightsError(
-                    f"Refusing to {action}: tensor `{key}` of component `{name}` holds {bad} NaN or infinite "
-                    f"value(s) out of {tensor.numel()}. Nothing was written; fix or re-train the model first."
-                )
+    for name, key, tensor, finite in _nonfinite_tensors(modules):
+        raise NonFiniteWeightsError(
+            f"Refusing to {action}: tensor `{key}` of component `{name}` holds {int((~finite).sum())} NaN or infinite "
+            f"value(s) out of {tensor.numel()}. Nothing was written; fix or re-train the model first."
+        )
 
 
 def strip_local_config_keys(folder: str | os.PathLike, recursive: bool = True) -> list[str]:
