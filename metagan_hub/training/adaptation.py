@@ -247,15 +247,15 @@ def _check_copy_stop_values(copy_stop: Any, interval: Any, distance: Any, min_st
         )
 
 
-def check_copy_stop(
-    pipeline: MetaGANPipeline, copy_stop: Any, interval: Any, distance: Any, min_steps: Any, num_steps: int
+def _check_copy_stop_fits(
+    pipeline: MetaGANPipeline, copy_stop: Any, interval: int, min_steps: int, num_steps: int
 ) -> None:
-    """Raise a `ValueError` naming the argument unless `adapt()`'s copy stop options are valid; warn where they are
-    valid but no check can stop a run of `num_steps` (a stop returns the generator of the check before, of at least
-    `min_steps` steps), so that a recommended setting with `copy_stop` still works for short runs."""
+    """For copy stop options whose values [`check_adapt_options`] accepted: raise a `ValueError` unless `pipeline` has
+    the copy encoder the stop judges in; warn where no check can stop a run of `num_steps` (a stop returns the
+    generator of the check before, of at least `min_steps` steps), so that a recommended setting with `copy_stop`
+    still works for short runs."""
     if copy_stop is None:
         return
-    _check_copy_stop_values(copy_stop, interval, distance, min_steps)
     if pipeline.copy_encoder is None:
         raise ValueError(
             f"copy_stop={copy_stop!r} judges near-copies in the pipeline's copy encoder, but this pipeline has none "
@@ -507,7 +507,7 @@ def adapt_pipeline(
     if callback is not None and not callable(callback):
         raise TypeError(f"`callback` must be callable as callback(step, logs), got {type(callback).__name__}.")
     snapshot_at = _check_snapshots(snapshot_steps, snapshot_callback, num_steps)
-    check_copy_stop(pipeline, copy_stop, copy_stop_interval, copy_stop_distance, copy_stop_min_steps, num_steps)
+    _check_copy_stop_fits(pipeline, copy_stop, copy_stop_interval, copy_stop_min_steps, num_steps)
     augmenter = DiffAugment(augment) if augment else None
     device = pipeline.generator.device
     if accelerator is not None:
