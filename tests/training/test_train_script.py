@@ -548,3 +548,25 @@ def test_hub_token_never_reaches_the_recorded_command():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_ranks_check_tells_differing_weights_from_nan_weights():
+    class TwoProcesses:  # gathers this process's checksums and those of a second process, `other`
+        num_processes, device = 2, torch.device("cpu")
+
+        def __init__(self, other):
+            self.other = other
+
+        def gather(self, probe):
+            return torch.cat([probe, self.other(probe)])
+
+    layer = torch.nn.Linear(2, 2)
+    train_metagan.check_ranks_identical(TwoProcesses(lambda p: p.clone()), layer)  # identical: fine
+    with pytest.raises(RuntimeError, match="meta-weights differ between processes"):
+        train_metagan.check_ranks_identical(TwoProcesses(lambda p: p + 1), layer)
+    with pytest.raises(RuntimeError, match="meta-weights differ between processes"):  # NaN on one process only
+        train_metagan.check_ranks_identical(TwoProcesses(lambda p: torch.full_like(p, float("nan"))), layer)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("nan")
+    # NaN on every process: not a disagreement (the checkpoint's finite check refuses those weights, naming them)
+    train_metagan.check_ranks_identical(TwoProcesses(lambda p: p.clone()), layer)
