@@ -29,8 +29,8 @@ import json
 import logging
 import math
 import os
-import re
 import statistics
+import sys
 import time
 
 import torch
@@ -41,6 +41,9 @@ from metagan_hub.hub.safety import replace_nonfinite
 from metagan_hub.metrics import compute_metrics, heldout_distance
 from metagan_hub.training.adaptation import check_adapt_options
 from metagan_hub.training.diversity import DIVERSITY_LOSSES
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adapt_metagan import as_options  # noqa: E402
 
 DATASETS = ["kanjivg", "fonts", "digits"]  # the sources get_dataset() builds from a name alone
 
@@ -139,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:  # adapt()'s own checks, with its defaults for the options not given
         check_adapt_options(num_steps=args.num_steps, learning_rate=args.learning_rate, **adapt_options(args))
     except (ValueError, TypeError) as err:
-        parser.error(re.sub(r"`(\w+)(=[^`]*)?`", r"--\1\2", str(err)))
+        parser.error(as_options(err))
     if args.yardstick:
         lowest = {
             "num_classes": (2, "the classifier tells at least 2 classes apart"),
