@@ -109,12 +109,14 @@ def check_rival(path: str, name: str = "--rival") -> None:
     `ValueError` naming the option."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    from metagan_hub.hub.safety import is_local_path
+
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             raise ValueError(f"`{name}` {path!r} is not a DDPMPipeline folder (no model_index.json).")
         return
     top = path.replace(os.sep, "/").split("/")[0]
-    local = os.path.exists(path) or os.path.isabs(path) or path.startswith((".", "~")) or os.path.isdir(top)
+    local = is_local_path(path) or os.path.isdir(top)  # e.g. runs/rivl beside an existing runs/
     try:
         validate_repo_id(path)
     except HFValidationError:
