@@ -2325,12 +2325,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.rival = DEFAULT_RIVAL
     contenders = load_contenders(specs, args)
     if args.contenders:
-        keep = [n.strip() for n in args.contenders.split(",") if n.strip()]
-        unknown = [n for n in keep if n not in {c.name for c in contenders}]
-        if unknown:
-            raise ValueError(f"`--contenders` {unknown} are not among the contenders {[c.name for c in contenders]}.")
-        # the first GAN contender stays loaded for scratch / calibration, but only the chosen ones run
-        run_names = set(keep)
+        # names checked by finalize_args; the first GAN contender stays loaded for scratch / calibration, but only the
+        # chosen ones run
+        run_names = {n.strip() for n in args.contenders.split(",") if n.strip()}
     else:
         run_names = {c.name for c in contenders}
     if args.calibration is not None and not any(c.kind == "diffusion" and c.name in run_names for c in contenders):
