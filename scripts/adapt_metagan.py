@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from metagan_hub import MetaGANPipeline
 from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
-from metagan_hub.hub.safety import public_card_info
+from metagan_hub.hub.safety import is_inside, public_card_info
 from metagan_hub.pipelines.copy_filter import check_replacement_spread
 from metagan_hub.pipelines.pipeline_metagan import LORA_WEIGHT_NAME
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_adapt_options
@@ -44,12 +44,6 @@ logger = get_logger(__name__, log_level="INFO")
 
 # the seeds torch.Generator.manual_seed takes
 SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
-def is_inside(path: str, folder: str) -> bool:
-    """Whether `path` is `folder` or inside it, symbolic links resolved."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def as_options(err: ValueError) -> str:

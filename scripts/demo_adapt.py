@@ -33,11 +33,12 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from adapt_metagan import SEED_RANGE, is_inside, plot_losses  # noqa: E402
+from adapt_metagan import SEED_RANGE, plot_losses  # noqa: E402
 
 from metagan_hub import MetaGANPipeline  # noqa: E402
 from metagan_hub.data import get_dataset  # noqa: E402
 from metagan_hub.hub.model_card import variety_adapt_options, variety_setting  # noqa: E402
+from metagan_hub.hub.safety import is_inside  # noqa: E402
 from metagan_hub.training.gan_step import MIXED_PRECISION_CHOICES, onednn_isa_cap  # noqa: E402
 
 # used only if the checkpoint does not record its held-out characters

@@ -61,6 +61,23 @@ def is_local_path(value: Any) -> bool:
     )
 
 
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """
+    Whether `path` is `folder` or lies inside it, symbolic links resolved (neither needs to exist).
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.hub.safety import is_inside
+
+    >>> is_inside("runs/a/checkpoint-1", "runs/a"), is_inside("runs/ab", "runs/a")
+    (True, False)
+    ```
+    """
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
 def public_card_info(card_info: Mapping[str, Any]) -> dict[str, Any]:
     """
     A copy of a pipeline's `card_info` fit to publish: the runtime-only `name_or_path` is dropped, every `base_model`

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..hub.safety import check_finite_weights
+from ..hub.safety import check_finite_weights, is_inside
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,7 @@ def warn_if_foreign_checkpoint(path: str, output_dir: str | os.PathLike) -> None
     checkpoint folder is trusted input: Accelerate's own state files in it (`random_states_*.pkl`, optimizer states)
     are pickles that `load_state` unpickles.
     """
-    output_dir = os.path.realpath(output_dir)
-    if os.path.commonpath([os.path.realpath(path), output_dir]) != output_dir:
+    if not is_inside(path, output_dir):
         logger.warning(
             f"resuming from {path!r}, which is outside --output_dir {os.fspath(output_dir)!r}. Checkpoint folders are "
             "trusted input: Accelerate's state files in them are pickles and can run code when loaded. Resume only "
