@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=150,
         help="adapt() steps (default 150: with adapt()'s R1 weight 1.0, held-out kanji are recognised as often after "
-        "150 steps as after the 200 steps of earlier releases; see the bundled checkpoint's card).",
+        "150 steps as after the 200 steps of earlier releases; see the bundled checkpoint's experiment log).",
     )
     parser.add_argument(
         "--mixed_precision",

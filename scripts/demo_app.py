@@ -93,7 +93,7 @@ MIN_SHOTS, MAX_SHOTS = 1, 10
 MAX_STEPS = 2000
 MAX_SAMPLES = 64
 # rank of the "LoRA adapter only" option: at 200 steps rank 16 is recognised 0.09 less often than full adaptation on
-# kanji (30 classes), rank 4 0.11 less often than rank 16 on the first 10 of them (bundled card)
+# kanji (30 classes), rank 4 0.11 less often than rank 16 on the first 10 of them (bundled model's experiment log)
 APP_LORA_RANK = 16
 # uploads larger than this are refused from their header, before any pixel is decoded (decompression bombs)
 MAX_IMAGE_PIXELS = 4096 * 4096

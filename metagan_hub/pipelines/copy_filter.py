@@ -18,7 +18,7 @@ from ..models.layers import check_positive_float, check_positive_int
 # average-pooled over 2x2 cells and scaled to unit length, so distances compare patterns, not activation strength.
 # Of the spaces probed on held-out classes (each block, pooled or not, L2 or cosine, the unadapted discriminator,
 # pixels) it told the evaluation classifier's copies from the other samples best on kanji and font glyphs, and within
-# 0.02 of the best on digits (ROC AUC; the bundled model's card).
+# 0.02 of the best on digits (ROC AUC; the bundled model's experiment log).
 COPY_FILTER_BLOCK = -2
 COPY_FILTER_POOL = 2
 # At most this many latents per requested image are drawn in all before the filter gives up on replacing copies.
@@ -26,7 +26,7 @@ MAX_DRAWS_PER_IMAGE = 4
 # In a batch of at least COPY_CAP_MIN_BATCH images, at most this fraction counts as near-copies: the closest ones.
 # Where a generator's samples sit within the shots' own spacing (digits), the distance rule alone flagged 27-31% of
 # the samples against 1-2% copies by the evaluation classifier; on kanji the cap also drops flags that were not copies
-# (held-out classes, the bundled model's card).
+# (held-out classes, the bundled model's experiment log).
 COPY_CAP_FRACTION = 0.2
 COPY_CAP_MIN_BATCH = 20
 # A gate in front of the discriminator pass, which costs about as much arithmetic as generating the image: in a batch
@@ -35,7 +35,7 @@ COPY_CAP_MIN_BATCH = 20
 # draws only when they are no farther than that batch's cut; the others count as far. Twice the cap, so that the cap's
 # closest fifth fits. Replayed on 800 draws per held-out class (30 kanji, 10 font-glyph, 10 digit classes), the gated
 # test kept the same copy rates as the ungated one (within 0.001 at margins 1 and 1.25) with 0.45-0.50 passes per
-# requested image instead of 1.1-1.2 (the bundled model's card).
+# requested image instead of 1.1-1.2 (the bundled model's experiment log).
 COPY_GATE_FRACTION = 0.4
 COPY_GATE_POOL = 4
 # The filter runs the discriminator on at most this many images at a time: on one thread of a 2-core AVX-512 CPU its

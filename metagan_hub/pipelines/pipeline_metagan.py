@@ -297,8 +297,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 discriminator, in a batch of 20 or more only the 40% of candidates nearest one of these images in
                 its input features go through the discriminator pass; the others count as far. With
                 `shot_augment=1.25` on kanji and digits: 0.1-0.25 extra draws and 0.45-0.5 discriminator passes per
-                image, 1.45-1.8x the sampling time (the bundled model's card). The copy encoder sees every candidate
-                at about a tenth of the discriminator pass's cost.
+                image, 1.45-1.8x the sampling time (the bundled model's experiment log). The copy encoder sees every
+                candidate at about a tenth of the discriminator pass's cost.
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
@@ -643,7 +643,8 @@ class MetaGANPipeline(DiffusionPipeline):
             loss (`str`, defaults to `"nonsaturating"`): `"nonsaturating"`, `"hinge"` or `"wgan-gp"`.
             r1_gamma (`float`, defaults to 1.0): R1 penalty weight on real images (non-saturating and hinge). 1.0
                 (10x the 0.1 of earlier releases) was chosen by the few-shot benchmark: on 30 kanji, 10 digit and 30
-                font-glyph classes it keeps recognisability and raises recall (see the bundled checkpoint's card).
+                font-glyph classes it keeps recognisability and raises recall (see the bundled checkpoint's
+                experiment log).
             r1_interval (`int`, defaults to 4): lazy R1 — compute the penalty (weighted by `r1_gamma * r1_interval`)
                 only every `r1_interval` steps, which skips its double backward pass on the other steps.
             augment (`tuple[str]` or `None`): DiffAugment policies applied to real and fake images in both steps,
@@ -654,7 +655,7 @@ class MetaGANPipeline(DiffusionPipeline):
                 (`diffusers.training_utils.EMAModel`) and return the EMA generator. The decay at update `t` is
                 `min(ema_decay, (1 + t) / (10 + t))`, so over 200 steps every value from 0.96 up gives the same
                 weights. With the other options at their defaults, 0.99 lowered KID a little and raised recall and
-                the copy rate (the bundled card's "What the samples fail to vary").
+                the copy rate (the bundled model's experiment log, "What the samples fail to vary").
             lora_rank (`int`, *optional*): train only a LoRA adapter of this rank on the generator (needs the
                 `lora` extra), at 5x `learning_rate` (`LORA_LR_MULTIPLIER`; the discriminator keeps the rate); save
                 it alone with [`save_lora_weights`] or `push_to_hub(..., lora_only=True)`. Smaller to share, but
@@ -708,19 +709,20 @@ class MetaGANPipeline(DiffusionPipeline):
                 generated images away from the shots where they are near-copies by the sampling filter's rule
                 (`avoid_copies_of`, margin 1), judged in the features of the discriminator being adapted (see
                 [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`]), without the filter's sampling cost.
-                Measured at 3 with `shot_augment=1.25` (bundled card): on 40 kanji classes the copy rate fell from
-                0.023 to 0.017 for 0.01 recognisability, less than the filter achieves; on digits it broke simple
-                classes (digit 1 recognised 0.49 less often), so it stays off. 1.14x the adaptation time. Needs at
-                least 2 images; `0` (default) adds nothing.
+                Measured at 3 with `shot_augment=1.25` (bundled model's experiment log): on 40 kanji classes the
+                copy rate fell from 0.023 to 0.017 for 0.01 recognisability, less than the filter achieves; on
+                digits it broke simple classes (digit 1 recognised 0.49 less often), so it stays off. 1.14x the
+                adaptation time. Needs at least 2 images; `0` (default) adds nothing.
             copy_repulsion_margin (`float`, defaults to 1.0): the term's `copy_margin`: images closer to a shot than
                 this times the shots' median nearest-other distance are pushed.
             shot_augment (`float`, defaults to 0.0): strength (0 to 3) of a random small affine map of the real images
                 of each step (at 1: rotation up to 10 degrees, ±10% scale, shear 0.1, shift 5%; see
                 [`~metagan_hub.training.augment.random_affine`]). Unlike `augment`, it changes what counts as real, so
                 the generator learns varied versions of the shots. At 1, with the default tone curve (30 kanji / 30
-                font-glyph / 10 digit classes, bundled card): recall +0.06 / +0.10 / +0.08, wider spread, fewer
-                copies of the shots (kanji copy rate 0.105 -> 0.043), recognisability -0.05 / -0.06 / -0.02. With
-                `latent_scale=1.5` when sampling, it is the card's variety setting. `0` (default) is off.
+                font-glyph / 10 digit classes, bundled model's experiment log): recall +0.06 / +0.10 / +0.08, wider
+                spread, fewer copies of the shots (kanji copy rate 0.105 -> 0.043), recognisability -0.05 / -0.06 /
+                -0.02. With `latent_scale=1.5` when sampling, it is the card's variety setting. `0` (default) is
+                off.
             tone_match (`bool`, *optional*, defaults to `None`): after the GAN steps, fit a monotone output tone
                 curve (one per channel, stored in the generator: [`~MetaGANGenerator.set_tone_curve`]) that maps the
                 pixel values of the adapted generator's samples onto the distribution of the shots' pixel values
@@ -728,8 +730,8 @@ class MetaGANPipeline(DiffusionPipeline):
                 `None` (default) turns it on for full adaptation and off with `lora_rank` (an adapter file would not
                 carry the curve; `True` with `lora_rank` is an error). Chosen by the few-shot benchmark: the samples
                 get the shots' crisp edges instead of grey haze, recall +0.10 on 30 kanji classes (+0.04 font
-                glyphs, +0.05 digits) with lower or equal KID at the same recognisability (bundled card, "Tone
-                matching"). `False` gives the plain `tanh` output.
+                glyphs, +0.05 digits) with lower or equal KID at the same recognisability (bundled model's
+                experiment log, "Tone matching"). `False` gives the plain `tanh` output.
             lr_scheduler (`str`, defaults to `"constant"`): learning-rate schedule of both networks over the
                 `num_steps` steps, by name through `diffusers.optimization.get_scheduler`: `"constant"`,
                 `"constant_with_warmup"`, `"linear"`, `"cosine"`, `"cosine_with_restarts"` or `"polynomial"` (the

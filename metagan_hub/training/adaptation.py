@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 LORA_TARGET_MODULES = r".*(proj|conv1|conv2|conv_out)$"
 # learning-rate multiplier of a generator LoRA adapter in adapt(): at the full-adaptation rate (2e-4) a rank-4 adapter
 # reached 0.36 recognisability after 200 steps on 5 kanji classes (full adaptation 0.98); at 5x (discriminator kept at
-# 2e-4) rank 16 is 0.09 below full adaptation on 30 kanji classes (bundled card, "a LoRA adapter")
+# 2e-4) rank 16 is 0.09 below full adaptation on 30 kanji classes (bundled model's experiment log, "a LoRA adapter")
 LORA_LR_MULTIPLIER = 5.0
 DEFAULT_MAX_NONFINITE_STEPS = 10
 # learning-rate schedules of `adapt()`: diffusers' `get_scheduler` names (all but "piecewise_constant", which needs

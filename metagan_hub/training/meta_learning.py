@@ -99,7 +99,7 @@ class MetaLearningConfig:
             difference) or `"features"` (unit-length feature vectors of a frozen network given to [`MetaLearner`] as
             `coverage_features`, e.g. a classifier trained on the meta-training classes only). Experimental: at
             weights 0.1 and 0.3, continued from the bundled checkpoint, it raised recall only where it lowered
-            recognisability (see the bundled checkpoint's model card).
+            recognisability (see the bundled checkpoint's experiment log).
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """

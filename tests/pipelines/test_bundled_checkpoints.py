@@ -7,6 +7,7 @@ multiply-adds), and the small and variety cards must state how they compare with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,36 @@ def test_same_heldout_split_and_an_honest_card(pipes):
     # defaults and only loses recognisability with it), so only the full-width card recommends one
     assert variety_setting(full.card_info) == {"shot_augment": 1.0, "latent_scale": 1.5}
     assert variety_setting(small.card_info) is None
+
+
+def _relative_links(text: str) -> list[str]:
+    """Targets of the Markdown links `[...](target)` in `text` that are not web addresses or in-page anchors."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [t.split("#")[0] for t in targets if not t.startswith(("http://", "https://", "#"))]
+
+
+def test_full_card_is_readable_and_its_experiment_log_sits_beside_it(pipes):
+    """The full-width card holds what a user needs to choose the model (the few-shot benchmark's main table and the
+    diffusion rival's tables) at a size a Hub page can show; the experiment history lives in `EXPERIMENTS.md` beside
+    it, which the card names. Every relative link of the cards and of the log resolves."""
+    card = (FULL / "README.md").read_text(encoding="utf-8")
+    log = (FULL / "EXPERIMENTS.md").read_text(encoding="utf-8")
+    assert len(card.encode("utf-8")) < 64 * 2**10, "the full card holds the history again: move it to the log"
+    assert "[EXPERIMENTS.md](EXPERIMENTS.md)" in card
+    assert json.loads((FULL / "metagan_hub.json").read_text(encoding="utf-8"))["evaluation"] in card
+    for claim in (
+        "| kanji (30) | **this model (Reptile)** |",  # the main table against pretrain and fresh weights
+        "rival − this model, kanji (30 classes)",  # the rival's full table per domain
+        "rival − this model, digits (10 classes)",
+        "rival − this model, font glyphs (30 classes)",
+    ):
+        assert claim in card, claim
+    assert "#### The noise floor" not in card and "#### Noise floor" in log  # the history is not written twice
+    for folder in (FULL, SMALL, VARIETY, CHECKPOINTS.parent):  # and the project README, which links into them
+        for name in ("README.md", "EXPERIMENTS.md"):
+            if (folder / name).is_file():
+                for target in _relative_links((folder / name).read_text(encoding="utf-8")):
+                    assert (folder / target).exists(), f"{folder.name}/{name} links to a missing {target}"
 
 
 def test_small_adapts(pipes):
