@@ -126,6 +126,80 @@ def test_fused_upsampling_gives_the_same_images_and_gradients(sample_size, out_c
     assert model.fused_upsampling is False
 
 
+def _fresh_images(model: MetaGANGenerator, z: torch.Tensor) -> torch.Tensor:
+    """The fused path's images with every kept kernel dropped: what the weights give now."""
+    for block in model.blocks:
+        block._fused_kernel_cache = None
+    with torch.no_grad():
+        return model(z).sample
+
+
+def test_fused_kernel_is_kept_between_calls_and_follows_the_weights(monkeypatch):
+    builds = []
+    original = generator_metagan.fused_upsampling_kernel
+    monkeypatch.setattr(generator_metagan, "fused_upsampling_kernel", lambda w: builds.append(1) or original(w))
+    torch.manual_seed(0)
+    model = tiny_generator(16)
+    model.enable_fused_upsampling()
+    z = latents(4)
+    with torch.no_grad():
+        first = model(z).sample
+        assert len(builds) == len(model.blocks)
+        assert torch.equal(model(z).sample, first)  # the kept kernel: bit-identical, not built again
+    with torch.inference_mode():
+        assert torch.equal(model(z).sample, first)
+    assert len(builds) == len(model.blocks)
+    # with autograd the kernel is built in the graph every call, and gradients reach conv1
+    out = model(z).sample
+    assert len(builds) == 2 * len(model.blocks)
+    assert torch.autograd.grad(out.sum(), model.blocks[0].conv1.weight)[0].abs().sum() > 0
+
+    def changed(change) -> None:
+        before = _fresh_images(model, z)  # keeps fresh kernels of the current weights
+        change()
+        with torch.no_grad():
+            after = model(z).sample
+        assert not torch.equal(after, before)
+        assert torch.equal(after, _fresh_images(model, z))
+
+    conv = model.blocks[0].conv1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def optimizer_step():
+        optimizer.zero_grad()
+        model(z).sample.square().sum().backward()
+        optimizer.step()
+
+    changed(optimizer_step)  # in place
+    changed(lambda: model.load_state_dict({k: v + 0.01 for k, v in model.state_dict().items()}))
+    changed(lambda: setattr(conv.weight, "data", conv.weight.data * 1.5))  # new storage, version not bumped
+
+    def same_address_new_values():  # in place without autograd, the storage and address unchanged
+        with torch.no_grad():
+            conv.weight.mul_(0.5)
+
+    changed(same_address_new_values)
+    model.double()  # another dtype: a kernel of that dtype
+    with torch.no_grad():
+        assert model(z.double()).sample.dtype == torch.float64
+    assert model.blocks[0]._fused_kernel_cache[2].dtype == torch.float64
+
+
+def test_fused_kernel_is_not_kept_for_inference_tensors():
+    with torch.inference_mode():
+        model = tiny_generator(16)  # weights made in inference mode
+        model.enable_fused_upsampling()
+        z = latents(4)
+        first = model(z).sample
+        assert all(block._fused_kernel_cache is None for block in model.blocks)
+        for p in model.parameters():
+            p.add_(0.01)
+        fused = model(z).sample
+        model.enable_fused_upsampling(False)
+        torch.testing.assert_close(fused, model(z).sample, rtol=0, atol=1e-5)  # follows the new weights
+        assert not torch.equal(fused, first)
+
+
 def test_fused_upsampling_runs_a_transposed_convolution(monkeypatch):
     calls = []
     original = torch.nn.functional.conv_transpose2d
