@@ -134,6 +134,29 @@ def _fresh_images(model: MetaGANGenerator, z: torch.Tensor) -> torch.Tensor:
         return model(z).sample
 
 
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_one_channel_output_convolution_as_shifted_sums(monkeypatch, out_channels):
+    calls = []
+    original = generator_metagan.conv3x3_to_one_channel
+    monkeypatch.setattr(generator_metagan, "conv3x3_to_one_channel", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(0)
+    model = tiny_generator(16, out_channels).double()
+    n = FUSED_UPSAMPLING_MIN_BATCH
+    z = latents(n).double()
+    with torch.no_grad():
+        fast = model(z).sample  # auto: CPU inference of a large batch
+        taken = len(calls)
+        model(z[: n - 1])  # too small a batch: the plain convolution
+        assert len(calls) == taken
+        model.enable_fused_upsampling(False)
+        plain = model(z).sample
+    assert len(calls) == taken == (1 if out_channels == 1 else 0)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    conv = nn.Conv2d(8, 1, 3, padding=1)
+    x = torch.randn(4, 8, 8, 8).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(original(x, conv), conv(x), rtol=0, atol=1e-5)
+
+
 def test_fused_kernel_is_kept_between_calls_and_follows_the_weights(monkeypatch):
     builds = []
     original = generator_metagan.fused_upsampling_kernel
