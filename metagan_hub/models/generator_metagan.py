@@ -197,8 +197,7 @@ class MetaGANGenerator(MetaGANModelHubMixin, ModelMixin, ConfigMixin, PeftAdapte
     batches of 32 or more, fuses each upsampling with the following convolution ([`enable_fused_upsampling`]) and
     computes a one-channel output convolution as 9 shifted partial sums; the returned images are contiguous and equal
     the plain path's up to floating-point rounding (`enable_fused_upsampling(False)` gives the plain path). Its
-    activations then run
-    in place, and its first call in a process raises glibc's malloc thresholds once
+    activations then run in place, and its first call in a process raises glibc's malloc thresholds once
     ([`~metagan_hub.models.layers.warm_up_cpu_allocator`]) so that freed feature maps are reused rather than faulted
     in again (sampling in a fresh process 1.19-1.36x faster on a 2-core AVX-512 machine, one or two threads:
     `scripts/benchmark_allocator.py`). Training is unaffected.
