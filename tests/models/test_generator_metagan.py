@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from torch import nn
 
@@ -202,19 +203,27 @@ def test_fused_kernel_is_kept_between_calls_and_follows_the_weights(monkeypatch)
             conv.weight.mul_(0.5)
 
     changed(same_address_new_values)
+
+    def through_data():  # `.data` writes do not bump the version counter
+        conv.weight.data.copy_(conv.weight.data * 0.9)
+
+    changed(through_data)
+    ema = EMAModel(list(model.parameters()), decay=0.5, foreach=False)
+    ema.step([p.detach() + 0.05 for p in model.parameters()])
+    changed(lambda: ema.copy_to(list(model.parameters())))  # what adapt(ema_decay=...) does at its end
     model.double()  # another dtype: a kernel of that dtype
     with torch.no_grad():
         assert model(z.double()).sample.dtype == torch.float64
-    assert model.blocks[0]._fused_kernel_cache[2].dtype == torch.float64
+    assert model.blocks[0]._fused_kernel_cache[1].dtype == torch.float64
 
 
-def test_fused_kernel_is_not_kept_for_inference_tensors():
+def test_fused_kernel_with_weights_made_in_inference_mode():
     with torch.inference_mode():
-        model = tiny_generator(16)  # weights made in inference mode
+        model = tiny_generator(16)  # inference tensors: no version counter, values compared
         model.enable_fused_upsampling()
         z = latents(4)
         first = model(z).sample
-        assert all(block._fused_kernel_cache is None for block in model.blocks)
+        assert all(block._fused_kernel_cache is not None for block in model.blocks)
         for p in model.parameters():
             p.add_(0.01)
         fused = model(z).sample
