@@ -2252,9 +2252,11 @@ def check_same_options(output_dir: str | os.PathLike, saved: dict[str, Any], con
     """Refuse to add records to `output_dir` made with other options than the ones its records were made with
     (`saved`, from its run configuration file; `config`: this run's): a `ValueError` naming every option that
     differs, with both values."""
-    diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    from metagan_hub.training.checkpointing import config_differences
+
+    diff = config_differences(saved, config)
     if diff:
-        changes = "; ".join(f"{k}: {saved.get(k)!r} there, {config.get(k)!r} now" for k in diff)
+        changes = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
         raise ValueError(
             f"`--output_dir` {output_dir} was made with other measurement options ({changes}); its records would not "
             "be comparable. Use the same options or a new --output_dir."

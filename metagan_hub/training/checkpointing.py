@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -148,6 +148,35 @@ def warn_if_foreign_checkpoint(path: str, output_dir: str | os.PathLike) -> None
         )
 
 
+def config_differences(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+) -> dict[str, tuple[Any, Any]]:
+    """
+    The options on which two configurations disagree, `{key: (saved value, current value)}` in key order; a key
+    missing on one side reads as its value in `defaults` (else `None`). Keys in `ignore` are left out. What resuming
+    checks compare (a checkpoint's configuration against this run's); each caller words its own error.
+
+    Example:
+
+    ```py
+    >>> from metagan_hub.training.checkpointing import config_differences
+
+    >>> config_differences({"shots": 5, "seed": 0}, {"shots": 10, "seed": 0, "steps": 3}, defaults={"steps": 3})
+    {'shots': (5, 10)}
+    ```
+    """
+    defaults = defaults or {}
+    differences = {}
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, defaults.get(key)), current.get(key, defaults.get(key))
+        if key not in ignore and old != new:
+            differences[key] = (old, new)
+    return differences
+
+
 def read_checkpoint_state(path: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """
     The training state (`training_state.json`) of checkpoint `path`, after checking that the run that wrote it had
@@ -175,13 +204,12 @@ def read_checkpoint_state(path: str, config: Mapping[str, Any]) -> dict[str, Any
     """
     with open(os.path.join(path, TRAINING_STATE_NAME), encoding="utf-8") as f:
         state = json.load(f)
-    saved = state.get("config", {})
-    differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    differ = config_differences(state.get("config", {}), config)
     if differ:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {config.get(k)!r}" for k in differ)
+        details = "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in differ.items())
         raise ValueError(
-            f"{path} is a checkpoint from another configuration: keys {differ} differ ({details}). Resume with the "
-            "original options, or start a new run in another --output_dir."
+            f"{path} is a checkpoint from another configuration: keys {list(differ)} differ ({details}). Resume with "
+            "the original options, or start a new run in another --output_dir."
         )
     return state
 

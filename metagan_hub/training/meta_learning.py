@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
+from .checkpointing import config_differences
 from .diversity import DiversityRegularizer, check_diversity_options
 from .gan_step import GANStepConfig, autocast_context, check_mixed_precision, gan_step, generator_step_loss
 from .losses import LOSS_TYPES, WGAN_DRIFT, coverage_loss, discriminator_loss, generator_loss
@@ -825,13 +826,9 @@ class MetaLearner:
         """
         saved = state.get("config")
         if saved is not None:
-            current = self.config.to_dict()
-            defaults = MetaLearningConfig().to_dict()
-            differ = {
-                k: (saved.get(k, defaults.get(k)), current.get(k, defaults.get(k)))
-                for k in sorted(set(saved) | set(current))
-                if k != "max_nonfinite_steps" and saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k))
-            }
+            differ = config_differences(
+                saved, self.config.to_dict(), MetaLearningConfig().to_dict(), ignore=("max_nonfinite_steps",)
+            )
             if differ:
                 details = ", ".join(f"{k}: saved {a!r} vs. now {b!r}" for k, (a, b) in differ.items())
                 raise ValueError(
