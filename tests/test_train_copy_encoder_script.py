@@ -42,6 +42,7 @@ def test_a_tiny_run_adds_a_deterministic_encoder_and_leaves_the_rest_alone(tmp_p
     encoder = pipe.copy_encoder
     assert isinstance(encoder, EvaluationClassifier) and encoder.config.resolution == 16
     assert encoder.num_classes == 4 and list(encoder.config.block_out_channels) == [8, 16]
+    assert encoder.head is None  # saved without its linear head: the filter uses the features only
     training = encoder.config.training
     assert training["num_train_images"] == 4 * 20 and training["num_heldout_images"] == 4 * 2
     assert "training classes of class split seed 0" in training["data"]

@@ -63,6 +63,10 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
             [`train_evaluation_classifier`]: the ceiling every recognisability result is read against.
         heldout_accuracy_per_class (`list[float]`, *optional*): the same per evaluation class.
         training (`dict`, *optional*): the training recipe, seed, image counts and data description.
+        with_head (`bool`, defaults to `True`): whether it has its linear layer to the class logits. Without it
+            ([`without_head`]) it is a feature encoder only, as a pipeline's copy encoder stores it: [`features`]
+            work, logits ([`forward`], [`embed`], [`predict`]) raise a `ValueError`; `classes` and the held-out
+            accuracy still record what it was trained on.
 
     Example:
 
@@ -90,6 +94,7 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
         heldout_accuracy: float | None = None,
         heldout_accuracy_per_class: list[float] | None = None,
         training: dict | None = None,
+        with_head: bool = True,
     ):
         super().__init__()
         classes = list(classes)
@@ -109,6 +114,8 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
             )
         if isinstance(layers_per_block, bool) or not isinstance(layers_per_block, int) or layers_per_block < 1:
             raise ValueError(f"`layers_per_block` must be a positive integer, got {layers_per_block!r}.")
+        if not isinstance(with_head, bool):
+            raise ValueError(f"`with_head` must be True or False, got {with_head!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
 
@@ -122,7 +129,7 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
                 in_ch = width
         self.body = nn.Sequential(*layers)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(in_ch, len(classes))
+        self.head = nn.Linear(in_ch, len(classes)) if with_head else None
 
     @property
     def classes(self) -> list[str]:
@@ -136,7 +143,40 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
     @property
     def feature_dim(self) -> int:
         """Dimension of [`features`]."""
-        return self.head.in_features
+        return int(self.config.block_out_channels[-1])
+
+    def without_head(self) -> EvaluationClassifier:
+        """
+        A feature encoder with this classifier's [`features`]: the same convolution and BatchNorm weights (copied) and
+        config, without the linear layer to the logits (`with_head=False`). A pipeline's copy encoder needs only the
+        features; the bundled one's 2,000-class layer was 1 MB of its 1.4 MB.
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from metagan_hub.metrics.classifiers import EvaluationClassifier
+
+        >>> clf = EvaluationClassifier(classes=["a", "b"], resolution=16, block_out_channels=(8, 16)).eval()
+        >>> encoder = clf.without_head()
+        >>> images = torch.rand(3, 1, 16, 16) * 2 - 1
+        >>> torch.equal(encoder.features(images), clf.features(images)), encoder.head, encoder.classes
+        (True, None, ['a', 'b'])
+        ```
+        """
+        config = {key: value for key, value in self.config.items() if not key.startswith("_")}
+        encoder = EvaluationClassifier(**{**config, "with_head": False})
+        encoder.body.load_state_dict(self.body.state_dict())
+        if encoder.dtype != self.dtype:
+            encoder = encoder.to(dtype=self.dtype)
+        return encoder.to(self.device).train(self.training)
+
+    def _check_head(self, method: str) -> None:
+        if self.head is None:
+            raise ValueError(
+                f"`{method}` needs class logits, but this {self.config.domain!r} encoder was saved without its "
+                "classification head (with_head=False, a copy encoder): use `features()`."
+            )
 
     @property
     def heldout_accuracy(self) -> float | None:
@@ -174,6 +214,7 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits `[N, num_classes]` of `images` `[N, C, H, W]` in `[-1, 1]`."""
+        self._check_head("forward")
         return self.head(self.drop(self.features(images)))
 
     @torch.no_grad()
@@ -182,6 +223,7 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
         Logits `[N, num_classes]` and features `[N, feature_dim]` of `images`, in batches, without gradients, as
         float32 on the CPU. Call on a classifier in `eval()` mode.
         """
+        self._check_head("embed")
         self.check_images(images)
         if self.training:
             logger.warning("EvaluationClassifier.embed() called in training mode; call .eval() first")
@@ -197,6 +239,7 @@ class EvaluationClassifier(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Predicted class indices `[N]` (argmax of the logits)."""
+        self._check_head("predict")
         return self.embed(images, batch_size)[0].argmax(dim=1)
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from safetensors import safe_open
 
 from metagan_hub.metrics import (
     ClassifierRecipe,
@@ -74,6 +75,30 @@ def test_save_load_round_trip_and_features(tmp_path):
     assert logits.shape == (72, 3) and feats.shape == (72, 16) == (72, loaded.feature_dim)
     torch.testing.assert_close(feats[:5], loaded.features(images[:5]).detach())
     assert loaded.predict(images).shape == (72,)
+
+
+def test_without_head_keeps_the_features_and_refuses_logits(tmp_path):
+    images, labels = toy_data()
+    clf = fit_classifier(images, labels, ["h", "v", "sq"], domain="toy", recipe=TINY, heldout=(images, labels))
+    encoder = clf.without_head()
+    assert encoder.head is None and encoder.config.with_head is False and clf.head is not None
+    assert encoder.classes == clf.classes and encoder.heldout_accuracy == clf.heldout_accuracy
+    assert encoder.config.training == clf.config.training and not encoder.training
+    assert torch.equal(encoder.features(images), clf.features(images)) and encoder.feature_dim == clf.feature_dim
+    encoder.save_pretrained(tmp_path / "enc")
+    with safe_open(tmp_path / "enc" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("head.")] and "body.0.weight" in f.keys()
+    loaded = EvaluationClassifier.from_pretrained(tmp_path / "enc").eval()
+    assert loaded.head is None and torch.equal(loaded.features(images), clf.features(images))
+    for call in (loaded, loaded.embed, loaded.predict):
+        with pytest.raises(ValueError, match=r"without its classification head \(with_head=False.*features\(\)"):
+            call(images[:2])
+    # the training copy stays untouched, and a classifier saved with its head loads with it (the default)
+    assert clf.head.weight.requires_grad and clf(images[:2]).shape == (2, 3)
+    clf.save_pretrained(tmp_path / "clf")
+    assert EvaluationClassifier.from_pretrained(tmp_path / "clf").head is not None
+    with pytest.raises(ValueError, match="`with_head` must be True or False, got 'no'"):
+        EvaluationClassifier(classes=["a", "b"], with_head="no")
 
 
 def test_default_architecture_feature_dim():

@@ -195,6 +195,8 @@ def test_variety_filters_in_a_copy_encoder_that_never_saw_a_benchmark_class(pipe
     encoder = pipes["variety"].copy_encoder
     assert isinstance(encoder, EvaluationClassifier) and not encoder.training
     assert (encoder.config.resolution, encoder.config.channels, encoder.num_classes) == (32, 1, 2000)
+    # stored without the classifier's linear head (the filter uses the features; the class list stays as its record)
+    assert encoder.head is None and sum(p.numel() for p in encoder.parameters()) < 100_000
     train, test = _kanji_test_classes(0, None)  # the class split of meta-training and of the kanji benchmark
     assert set(encoder.classes) <= set(train) and not set(encoder.classes) & set(test)
     training = encoder.config.training
