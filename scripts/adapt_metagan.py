@@ -33,7 +33,7 @@ from metagan_hub import MetaGANPipeline
 from metagan_hub.data.images import load_images
 from metagan_hub.hub.model_card import variety_setting
 from metagan_hub.hub.safety import is_inside, public_card_info
-from metagan_hub.pipelines.copy_filter import check_replacement_spread
+from metagan_hub.pipelines.copy_filter import check_max_copy_share, check_replacement_spread
 from metagan_hub.pipelines.pipeline_metagan import LORA_WEIGHT_NAME
 from metagan_hub.training.adaptation import LORA_LR_MULTIPLIER, LR_SCHEDULERS, check_adapt_options
 from metagan_hub.training.diversity import DIVERSITY_LOSSES
@@ -277,6 +277,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "near the near-copy, more faithful and slower).",
     )
     parser.add_argument(
+        "--max_copy_share",
+        type=float,
+        default=None,
+        help="With --avoid_copies: the pipeline's max_copy_share in (0, 1], the largest share of the samples that "
+        "counts as near-copies (default 0.2; larger replaces more, at the cost of more draws).",
+    )
+    parser.add_argument(
         "--variety",
         action="store_true",
         help="Use the variety setting the checkpoint's card recommends (`variety_setting` in its metagan_hub.json: "
@@ -311,6 +318,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             check_replacement_spread(args.replacement_spread)  # the pipeline's own rule: (0, 1]
         except ValueError as err:
             parser.error(f"--replacement_spread: {err}")
+    if args.max_copy_share is not None and not args.avoid_copies:
+        parser.error(f"--max_copy_share {args.max_copy_share} needs --avoid_copies")
+    if args.max_copy_share is not None:
+        try:
+            check_max_copy_share(args.max_copy_share)  # the pipeline's own rule: (0, 1]
+        except ValueError as err:
+            parser.error(f"--max_copy_share: {err}")
     if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
         parser.error(
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "
@@ -498,6 +512,8 @@ def main(args: argparse.Namespace) -> None:
             filter_options = {"avoid_copies_of": shots, "copy_margin": copy_margin}
             if args.replacement_spread is not None:
                 filter_options["replacement_spread"] = args.replacement_spread
+            if args.max_copy_share is not None:
+                filter_options["max_copy_share"] = args.max_copy_share
         samples = adapted(
             batch_size=args.validation_images,
             generator=torch.Generator().manual_seed(args.seed),

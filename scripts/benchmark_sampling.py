@@ -156,6 +156,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "drawn near the near-copy's latent).",
     )
     parser.add_argument(
+        "--max_copy_share",
+        type=float,
+        default=0.2,
+        help="The filter's max_copy_share in (0, 1] for every --copy_margins setting: the largest share of the 200 "
+        "samples that counts as near-copies (default 0.2, the pipeline's).",
+    )
+    parser.add_argument(
         "--adapt_options",
         action="append",
         default=None,
@@ -225,9 +232,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"`--copy_features` {args.copy_features!r}: each must be one of {', '.join(COPY_FEATURES)}, got "
                 f"{name!r}."
             )
-    from metagan_hub.pipelines.copy_filter import check_replacement_spread
+    from metagan_hub.pipelines.copy_filter import check_max_copy_share, check_replacement_spread
 
     check_replacement_spread(args.replacement_spread)
+    check_max_copy_share(args.max_copy_share)
     args.rival_ddim_steps = _positive_ints(args.rival_ddim_steps, "--rival_ddim_steps")
     if args.rival is not None and not args.rival_ddim_steps:
         raise ValueError(
@@ -271,20 +279,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-Setting = tuple[float, float, bool, float, float, str | None]
+Setting = tuple[float, float, bool, float, float, str | None, float]
+DEFAULT_MAX_COPY_SHARE = 0.2  # the pipeline's; records from before the option filtered with it
 
 
 def settings(args: argparse.Namespace) -> list[Setting]:
-    """(latent scale, keep fraction, tone match, copy margin, replacement spread, copy features) settings: the
-    benchmark's sample set first, then one knob at a time; the near-copy filter (copy margin > 0; 0 is off) at every
-    latent scale, in each of `--copy_features` (`None`: the pipeline's choice)."""
+    """(latent scale, keep fraction, tone match, copy margin, replacement spread, copy features, max copy share)
+    settings: the benchmark's sample set first, then one knob at a time; the near-copy filter (copy margin > 0; 0 is
+    off) at every latent scale, in each of `--copy_features` (`None`: the pipeline's choice)."""
     scales = [1.0] + args.latent_scales
-    knobs = [(s, 1.0, False, 0.0, 1.0, None) for s in scales]
-    knobs += [(1.0, f, False, 0.0, 1.0, None) for f in args.keep_fractions]
-    knobs += [(s, 1.0, True, 0.0, 1.0, None) for s in scales] if args.tone_match else []
-    spread = args.replacement_spread
+    off = DEFAULT_MAX_COPY_SHARE  # (no filter: the share is not used)
+    knobs = [(s, 1.0, False, 0.0, 1.0, None, off) for s in scales]
+    knobs += [(1.0, f, False, 0.0, 1.0, None, off) for f in args.keep_fractions]
+    knobs += [(s, 1.0, True, 0.0, 1.0, None, off) for s in scales] if args.tone_match else []
+    spread, share = args.replacement_spread, args.max_copy_share
     filtered = [
-        (s, 1.0, args.tone_match, m, spread, f) for f in args.copy_features for m in args.copy_margins for s in scales
+        (s, 1.0, args.tone_match, m, spread, f, share)
+        for f in args.copy_features
+        for m in args.copy_margins
+        for s in scales
     ]
     return knobs + filtered
 
@@ -299,13 +312,14 @@ def setting_key(row: dict[str, Any]) -> Setting:
         float(row.get("replacement_spread", 1.0)),  # records from before the option: new draws
         # records from before the copy encoder filtered in the discriminator's features
         row.get("copy_features", "discriminator") if margin > 0 else None,
+        float(row.get("max_copy_share", DEFAULT_MAX_COPY_SHARE)) if margin > 0 else DEFAULT_MAX_COPY_SHARE,
     )
 
 
 def wanted_key(setting: Setting, pipeline: Any) -> Setting:
     """`setting` with the pipeline's own choice of copy features (`None`) resolved, as its rows record it."""
     if setting[3] > 0 and setting[5] is None:
-        return (*setting[:5], pipeline.copy_filter_features)
+        return (*setting[:5], pipeline.copy_filter_features, setting[6])
     return setting
 
 
@@ -334,6 +348,8 @@ def run_config(args: argparse.Namespace, specs: list[str]) -> dict[str, Any]:
         "copy_features": args.copy_features,
         "replacement_spread": args.replacement_spread,
     }
+    if args.max_copy_share != DEFAULT_MAX_COPY_SHARE:  # (folders from before the option filtered with the default)
+        config["max_copy_share"] = args.max_copy_share
     for spec in specs:
         c = bf.parse_contender(spec)
         config[CONTENDER_KEY + c.name] = {"path": c.path, "adapt_options": fa.adapt_option_map.get(c.name, {})}
@@ -420,7 +436,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
         tone_pipe = MetaGANPipeline(generator=toned, discriminator=None)
         tone_pipe.set_progress_bar_config(disable=True)
     rows = []
-    for scale, keep, tone, margin, spread, features in (wanted_key(s, adapted) for s in settings(args)):
+    for scale, keep, tone, margin, spread, features, share in (wanted_key(s, adapted) for s in settings(args)):
         filter_stats, seconds = None, None
         t0 = time.perf_counter()
         if margin > 0:  # the pipeline's near-copy filter; replacements continue the sample seed's stream
@@ -436,6 +452,7 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 scale,
                 torch.Generator().manual_seed(bf.sample_seed(fa) + 1),
                 replacement_spread=spread,
+                max_copy_share=share,
             )
             seconds = time.perf_counter() - t0
             kept_scores = discriminator_scores(adapted.discriminator, fake)
@@ -462,7 +479,11 @@ def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> lis
                 "tone_match": tone,
                 "copy_margin": margin,
                 "copy_filter": filter_stats,
-                **({"replacement_spread": spread, "copy_features": features} if margin > 0 else {}),
+                **(
+                    {"replacement_spread": spread, "copy_features": features, "max_copy_share": share}
+                    if margin > 0
+                    else {}
+                ),
                 "sample_seconds": None if seconds is None else round(seconds, 4),  # generating this setting's samples
                 "num_samples": n,
                 "adapt_steps": fa.num_steps,
@@ -483,6 +504,8 @@ def setting_label(row: dict[str, Any]) -> str:
         spread = row.get("replacement_spread", 1.0)
         label += f", near-copies replaced (margin {row['copy_margin']:g}"
         label += f", spread {spread:g}" if spread != 1 else ""
+        share = row.get("max_copy_share", DEFAULT_MAX_COPY_SHARE)
+        label += f", at most {share:.3g} of them" if share != DEFAULT_MAX_COPY_SHARE else ""
         label += ", copy encoder)" if row.get("copy_features") == "encoder" else ")"
     return label
 
@@ -522,7 +545,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
         base = {
             unit(r): r["metrics"]
             for r in drows
-            if r["contender"] == reference and setting_key(r) == (1.0, 1.0, False, 0.0, 1.0, None)
+            if r["contender"] == reference
+            and setting_key(r) == (1.0, 1.0, False, 0.0, 1.0, None, DEFAULT_MAX_COPY_SHARE)
         }
         lines += [
             f"### {domain}: minus {reference} (latents x1), mean ± s.e. over classes",

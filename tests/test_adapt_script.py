@@ -196,6 +196,9 @@ def test_script_argument_errors():
         ["--replacement_spread", "0.5"],  # only with the filter
         ["--avoid_copies", "--replacement_spread", "0"],  # in (0, 1]
         ["--avoid_copies", "--replacement_spread", "1.5"],
+        ["--max_copy_share", "0.3"],  # only with the filter
+        ["--avoid_copies", "--max_copy_share", "0"],  # in (0, 1]
+        ["--avoid_copies", "--max_copy_share", "1.5"],
     )
     for bad in bad_filter_options:
         with pytest.raises(SystemExit):
@@ -386,12 +389,13 @@ def test_script_avoid_copies_filters_the_grid_against_the_training_images(inputs
     run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "plain")]))
     run_main(script, script.parse_args([*common, "--output_dir", str(tmp_path / "a"), "--avoid_copies"]))
     argv = [*common, "--output_dir", str(tmp_path / "b"), "--avoid_copies", "--copy_margin", "2"]
-    run_main(script, script.parse_args(argv + ["--replacement_spread", "0.5"]))
+    run_main(script, script.parse_args(argv + ["--replacement_spread", "0.5", "--max_copy_share", "0.3"]))
     assert "avoid_copies_of" not in calls[0]
     for kwargs, margin in zip(calls[1:], (1.0, 2.0)):
         references = kwargs["avoid_copies_of"]  # the 5 training images, as the pipeline sees them
         assert references.shape == (5, 1, SIZE, SIZE) and kwargs["copy_margin"] == margin
     assert "replacement_spread" not in calls[1] and calls[2]["replacement_spread"] == 0.5
+    assert "max_copy_share" not in calls[1] and calls[2]["max_copy_share"] == 0.3
     assert all((tmp_path / name / "samples.png").is_file() for name in ("plain", "a", "b"))
 
 

@@ -30,11 +30,12 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
     argv = ("--latent_scales", "0.5,2", "--keep_fractions", "0.5", "--tone_match", "--copy_margins", "1")
     rows = sampling.main(quick(out, *argv))
     settings = {sampling.setting_key(r) for r in rows}
-    plain = {(1.0, 1.0, False, 0.0, 1.0, None), (0.5, 1.0, False, 0.0, 1.0, None), (2.0, 1.0, False, 0.0, 1.0, None)}
-    plain.add((1.0, 0.5, False, 0.0, 1.0, None))
-    toned_keys = {(s, 1.0, True, 0.0, 1.0, None) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
-    # and the near-copy filter on top, in the discriminator's features (the tiny model has no copy encoder)
-    filtered_keys = {(s, 1.0, True, 1.0, 1.0, "discriminator") for s in (1.0, 0.5, 2.0)}
+    plain = {(s, 1.0, False, 0.0, 1.0, None, 0.2) for s in (1.0, 0.5, 2.0)}
+    plain.add((1.0, 0.5, False, 0.0, 1.0, None, 0.2))
+    toned_keys = {(s, 1.0, True, 0.0, 1.0, None, 0.2) for s in (1.0, 0.5, 2.0)}  # tone at every latent scale
+    # and the near-copy filter on top, in the discriminator's features (the tiny model has no copy encoder), replacing
+    # at most the pipeline's default share
+    filtered_keys = {(s, 1.0, True, 1.0, 1.0, "discriminator", 0.2) for s in (1.0, 0.5, 2.0)}
     assert settings == plain | toned_keys | filtered_keys
     assert sorted({r["class_index"] for r in rows}) == [0, 1] and len(rows) == 20
     for c in (0, 1):
@@ -82,6 +83,7 @@ def test_quick_run_judges_every_setting_per_class_and_resumes(tmp_path):
         (("--latent_scales", "2"), "latent_scales: [0.5, 2.0] there, [2.0] now"),
         (("--seed", "1"), "seed: 0 there, 1 now"),
         (("--copy_margins", "1.5"), "copy_margins: [1.0] there, [1.5] now"),
+        (("--max_copy_share", "0.5"), "max_copy_share: None there, 0.5 now"),
         (("--contender", f"tiny={tiny}", "--adapt_options", "tiny:shot_augment=1"), "contender tiny: "),
     ):
         with pytest.raises(ValueError, match="other measurement options") as err:
@@ -192,6 +194,8 @@ def test_any_adapt_budget_is_accepted_not_only_the_fewshot_snapshots(tmp_path):
         (["--quick", "--keep_fractions", "0"], "`--keep_fractions` values must be in (0, 1], got 0.0"),
         (["--quick", "--copy_margins", "0"], "`--copy_margins` values must be positive and finite, got 0.0"),
         (["--quick", "--copy_margins", "inf"], "`--copy_margins` values must be positive and finite, got inf"),
+        (["--quick", "--max_copy_share", "0"], "`max_copy_share` must be a number in (0, 1]"),
+        (["--quick", "--max_copy_share", "1.5"], "`max_copy_share` must be a number in (0, 1]"),
         (["--quick", "--rival_ddim_steps", "0"], "`--rival_ddim_steps` values must be positive integers, got '0'"),
         (["--quick", "--rival_ddim_steps", "2.5"], "`--rival_ddim_steps` values must be positive integers, got '2.5'"),
         (["--contender", "scratch"], "only Meta-GAN pipeline folders"),
@@ -408,6 +412,22 @@ def test_copy_features_run_the_filter_in_each_feature_space_paired_on_one_adapta
         ValueError, match="`--copy_features` .* each must be one of encoder, discriminator, got 'pixels'"
     ):
         quick(out, "--copy_features", "pixels")
+
+
+def test_max_copy_share_reaches_the_filter_the_records_and_the_labels(tmp_path):
+    out = tmp_path / "sampling"
+    argv = ("--classes", "0:1", "--latent_scales", "", "--keep_fractions", "", "--copy_margins", "1000")
+    default = {r["copy_margin"]: r for r in sampling.main(quick(out / "a", *argv))}[1000.0]
+    half = {r["copy_margin"]: r for r in sampling.main(quick(out / "b", *argv, "--max_copy_share", "0.5"))}[1000.0]
+    assert default["max_copy_share"] == 0.2 and half["max_copy_share"] == 0.5
+    # a huge margin flags as many as the share allows: those below its quantile of the 24 samples' distances
+    assert default["copy_filter"]["near_copies"] == 5 and half["copy_filter"]["near_copies"] == 12
+    assert sampling.setting_key(half)[6] == 0.5 and sampling.setting_key(default)[6] == 0.2
+    old = {k: v for k, v in default.items() if k != "max_copy_share"}  # a record from before the option
+    assert sampling.setting_key(old) == sampling.setting_key(default)
+    table = (out / "b" / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
+    assert "near-copies replaced (margin 1000, at most 0.5 of them)" in table
+    assert "at most" not in (out / "a" / sampling.SUMMARY_FILE).read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

@@ -26,16 +26,18 @@ MAX_DRAWS_PER_IMAGE = 4
 # In a batch of at least COPY_CAP_MIN_BATCH images, at most this fraction counts as near-copies: the closest ones.
 # Where a generator's samples sit within the shots' own spacing (digits), the distance rule alone flagged 27-31% of
 # the samples against 1-2% copies by the evaluation classifier; on kanji the cap also drops flags that were not copies
-# (held-out classes, the bundled model's experiment log).
+# (held-out classes, the bundled model's experiment log). The pipeline's `max_copy_share` sets it per call; this is
+# its default.
 COPY_CAP_FRACTION = 0.2
 COPY_CAP_MIN_BATCH = 20
 # A gate in front of the discriminator pass, which costs about as much arithmetic as generating the image: in a batch
 # of at least COPY_CAP_MIN_BATCH images only the COPY_GATE_FRACTION nearest a reference image in the discriminator's
 # input features (its first convolution, 4x4-pooled, unit length; under 1% of the pass) go through the pass, and later
 # draws only when they are no farther than that batch's cut; the others count as far. Twice the cap, so that the cap's
-# closest fifth fits. Replayed on 800 draws per held-out class (30 kanji, 10 font-glyph, 10 digit classes), the gated
-# test kept the same copy rates as the ungated one (within 0.001 at margins 1 and 1.25) with 0.45-0.50 passes per
-# requested image instead of 1.1-1.2 (the bundled model's experiment log).
+# closest fifth fits (with a larger `max_copy_share`, twice that share). Replayed on 800 draws per held-out class
+# (30 kanji, 10 font-glyph, 10 digit classes), the gated test kept the same copy rates as the ungated one (within
+# 0.001 at margins 1 and 1.25) with 0.45-0.50 passes per requested image instead of 1.1-1.2 (the bundled model's
+# experiment log).
 COPY_GATE_FRACTION = 0.4
 COPY_GATE_POOL = 4
 # The filter runs the discriminator on at most this many images at a time: on one thread of a 2-core AVX-512 CPU its
@@ -164,7 +166,8 @@ class NearCopyDistance:
     With an `encoder` (the pipeline's copy encoder) the features are [`encoder_features`] and every image goes
     through the encoder (`encoder_passes` counts them; the discriminator is not used and may be `None`). Without
     one they are the discriminator's ([`discriminator_features`]), behind the gate ([`gate_features`],
-    `COPY_GATE_FRACTION`): images the gate lets through get their distance, the others `inf`. The first call with
+    `gate_fraction`, by default `COPY_GATE_FRACTION`): images the gate lets through get their distance, the others
+    `inf`. The first call with
     `set_gate=True` on a batch of at least `COPY_CAP_MIN_BATCH` images sets the gate's cut from that batch; until
     then every image goes through. `discriminator_passes` counts the images that went through the discriminator's
     blocks. The discriminator runs on at most `min(chunk_size, COPY_FILTER_CHUNK)` images at a time.
@@ -193,12 +196,14 @@ class NearCopyDistance:
         references: torch.Tensor,
         chunk_size: int = 64,
         encoder: torch.nn.Module | None = None,
+        gate_fraction: float = COPY_GATE_FRACTION,
     ):
         if discriminator is None and encoder is None:
             raise ValueError("NearCopyDistance needs a `discriminator` or an `encoder` for its features.")
         self.discriminator, self.encoder = discriminator, encoder
         self.chunk_size, self.encoder_chunk_size = min(chunk_size, COPY_FILTER_CHUNK), chunk_size
         self.gate = float("inf")  # never set with an encoder
+        self.gate_fraction = gate_fraction
         self.discriminator_passes = self.encoder_passes = 0
         self.reference_features = self._features(references)
         if encoder is None:
@@ -219,7 +224,7 @@ class NearCopyDistance:
             gate_features(self.discriminator, images, chunk_size=self.chunk_size), self.reference_gate_features
         )  # [N]
         if set_gate:
-            self.gate = float(gate_distance.quantile(COPY_GATE_FRACTION))
+            self.gate = float(gate_distance.quantile(self.gate_fraction))
         distance = torch.full_like(gate_distance, float("inf"))
         near = (gate_distance <= self.gate).nonzero().flatten()
         if near.numel():
@@ -252,6 +257,23 @@ def check_replacement_spread(replacement_spread: float) -> float:
     return s
 
 
+def check_max_copy_share(max_copy_share: float) -> float:
+    """Return `max_copy_share` if it is a number in `(0, 1]`, else raise a `ValueError` naming it."""
+    s = max_copy_share
+    if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s <= 1:
+        raise ValueError(
+            f"`max_copy_share` must be a number in (0, 1] (the largest share of a batch of {COPY_CAP_MIN_BATCH} or "
+            f"more that counts as near-copies; default {COPY_CAP_FRACTION}), got {s!r}."
+        )
+    return s
+
+
+def gate_fraction_for(max_copy_share: float) -> float:
+    """The discriminator gate's share for a filter that replaces at most `max_copy_share` of a batch: twice that share
+    (so the cap's closest samples fit behind the gate), at least `COPY_GATE_FRACTION`, at most 1."""
+    return min(1.0, max(COPY_GATE_FRACTION, 2 * max_copy_share))
+
+
 def copy_threshold_of_references(reference_features: torch.Tensor, copy_margin: float = 1.0) -> float:
     """
     `copy_margin` times the median, over the reference images `[K, F]` (K >= 2), of each one's distance to its nearest
@@ -281,10 +303,11 @@ def nearest_reference_distance(features: torch.Tensor, reference_features: torch
     return torch.cdist(features, reference_features).amin(dim=1)
 
 
-def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
+def capped_copy_threshold(threshold: float, distances: torch.Tensor, max_share: float = COPY_CAP_FRACTION) -> float:
     """
-    `threshold` lowered, for a batch of at least `COPY_CAP_MIN_BATCH` samples, to the `COPY_CAP_FRACTION` quantile of
-    their nearest-reference `distances` `[N]`, so that at most that fraction of the batch counts as near-copies
+    `threshold` lowered, for a batch of at least `COPY_CAP_MIN_BATCH` samples, to the `max_share` quantile (default
+    `COPY_CAP_FRACTION`, a fifth) of their nearest-reference `distances` `[N]`, so that at most that fraction of the
+    batch counts as near-copies
     (samples closer than the returned value). Except for ties at the cut: when samples at one distance below
     `threshold` fill the cut, so that fewer than that fraction would count, all of them count (a generator that
     collapsed onto a reference image draws many exact copies, at distance 0).
@@ -309,11 +332,11 @@ def capped_copy_threshold(threshold: float, distances: torch.Tensor) -> float:
     if distances.numel() < COPY_CAP_MIN_BATCH:
         return threshold
     distances = distances.float().flatten()
-    cap = float(distances.quantile(COPY_CAP_FRACTION))
+    cap = float(distances.quantile(max_share))
     if cap >= threshold:
         return threshold
     below = int((distances < cap).sum())
-    if below < int(COPY_CAP_FRACTION * (distances.numel() - 1)):  # a tie fills the cut
+    if below < int(max_share * (distances.numel() - 1)):  # a tie fills the cut
         tied = distances.sort().values[below]
         farther = distances[distances > tied]  # the cut moves to the next distance up: every tied sample counts
         cap = min(threshold, float(farther.min())) if farther.numel() else threshold

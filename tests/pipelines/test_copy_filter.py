@@ -254,6 +254,42 @@ def test_in_a_large_batch_at_most_a_fifth_are_near_copies_the_closest_ones(pipe)
     assert capped_copy_threshold(1e6, distance[: COPY_CAP_MIN_BATCH - 1]) == 1e6
 
 
+def test_max_copy_share_sets_the_cap_and_the_gate(pipe):
+    n = 60
+    z = latents(seed=5, n=n)
+    before = plain(pipe, z)
+    references = before[:4]
+    counts = {}
+    for share in (0.2, 0.5):
+        images, stats = pipe.replace_near_copies(
+            z, references, 1e6, 1.0, torch.Generator().manual_seed(0), max_copy_share=share
+        )
+        near = NearCopyDistance(pipe.discriminator, references, gate_fraction=max(COPY_GATE_FRACTION, 2 * share))
+        distance = near(before, set_gate=True)
+        assert stats["threshold"] == pytest.approx(float(distance.quantile(share)), rel=1e-5)
+        assert stats["near_copies"] == int((distance < stats["threshold"]).sum()) <= share * n
+        counts[share] = stats["near_copies"]
+        # the pipeline's call gives the same images
+        called = pipe(
+            batch_size=n,
+            latents=z,
+            avoid_copies_of=references,
+            copy_margin=1e6,
+            max_copy_share=share,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
+        torch.testing.assert_close(called * 2 - 1, images, rtol=0, atol=1e-6)
+    # half the batch behind a gate of all of it (twice the share): more than twice the default's count
+    assert counts[0.2] == int(0.2 * n) and counts[0.5] > 2 * counts[0.2]
+    # the default is the fifth of before
+    default, _ = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0))
+    fifth, _ = pipe.replace_near_copies(z, references, 1e6, 1.0, torch.Generator().manual_seed(0), max_copy_share=0.2)
+    assert torch.equal(default, fifth) and COPY_CAP_FRACTION == 0.2
+    distances = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    assert int((distances < capped_copy_threshold(1.0, distances, max_share=1 / 3)).sum()) == 67  # its quantile
+
+
 def test_replacement_round_size():
     assert replacement_round_size(0, 160, 200) == 0
     # a fifth of the draws were near-copies: 40 left need 50 draws on average, and a margin so that one round does
@@ -332,6 +368,10 @@ BAD = [
     (dict(replacement_spread=1.5), "replacement_spread"),
     (dict(replacement_spread=float("nan")), "replacement_spread"),
     (dict(replacement_spread=True), "replacement_spread"),
+    (dict(max_copy_share=0.0), r"`max_copy_share` must be a number in \(0, 1\] .*got 0.0"),
+    (dict(max_copy_share=1.5), "max_copy_share"),
+    (dict(max_copy_share=float("nan")), "max_copy_share"),
+    (dict(max_copy_share=True), "max_copy_share"),
 ]
 
 
