@@ -311,20 +311,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--copy_margin {args.copy_margin} needs --avoid_copies")
     if args.copy_margin is not None and args.copy_margin <= 0:
         parser.error(f"--copy_margin must be > 0, got {args.copy_margin}")
-    if args.replacement_spread is not None and not args.avoid_copies:
-        parser.error(f"--replacement_spread {args.replacement_spread} needs --avoid_copies")
-    if args.replacement_spread is not None:
-        try:
-            check_replacement_spread(args.replacement_spread)  # the pipeline's own rule: (0, 1]
-        except ValueError as err:
-            parser.error(f"--replacement_spread: {err}")
-    if args.max_copy_share is not None and not args.avoid_copies:
-        parser.error(f"--max_copy_share {args.max_copy_share} needs --avoid_copies")
-    if args.max_copy_share is not None:
-        try:
-            check_max_copy_share(args.max_copy_share)  # the pipeline's own rule: (0, 1]
-        except ValueError as err:
-            parser.error(f"--max_copy_share: {err}")
+    for name, check in (("replacement_spread", check_replacement_spread), ("max_copy_share", check_max_copy_share)):
+        value = getattr(args, name)
+        if value is not None and not args.avoid_copies:
+            parser.error(f"--{name} {value} needs --avoid_copies")
+        if value is not None:
+            try:
+                check(value)  # the pipeline's own rule: (0, 1]
+            except ValueError as err:
+                parser.error(f"--{name}: {err}")
     if args.variety and (args.shot_augment is not None or args.latent_scale is not None):
         parser.error(
             "--variety takes --shot_augment and --latent_scale from the checkpoint's card; give either --variety or "

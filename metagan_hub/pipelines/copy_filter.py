@@ -246,26 +246,26 @@ class NearCopyDistance:
         return nearest_reference_distance(self._features(images), self.reference_features)
 
 
+def _check_share(name: str, value: float, meaning: str) -> float:
+    """Return `value` if it is a number in `(0, 1]`, else raise a `ValueError` naming `name` and what it means."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"`{name}` must be a number in (0, 1] ({meaning}), got {value!r}.")
+    return value
+
+
 def check_replacement_spread(replacement_spread: float) -> float:
     """Return `replacement_spread` if it is a number in `(0, 1]`, else raise a `ValueError` naming it."""
-    s = replacement_spread
-    if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s <= 1:
-        raise ValueError(
-            f"`replacement_spread` must be a number in (0, 1] (1: each replacement is a new draw; smaller: drawn "
-            f"nearer the near-copy it replaces), got {s!r}."
-        )
-    return s
+    meaning = "1: each replacement is a new draw; smaller: drawn nearer the near-copy it replaces"
+    return _check_share("replacement_spread", replacement_spread, meaning)
 
 
 def check_max_copy_share(max_copy_share: float) -> float:
     """Return `max_copy_share` if it is a number in `(0, 1]`, else raise a `ValueError` naming it."""
-    s = max_copy_share
-    if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s <= 1:
-        raise ValueError(
-            f"`max_copy_share` must be a number in (0, 1] (the largest share of a batch of {COPY_CAP_MIN_BATCH} or "
-            f"more that counts as near-copies; default {COPY_CAP_FRACTION}), got {s!r}."
-        )
-    return s
+    meaning = (
+        f"the largest share of a batch of {COPY_CAP_MIN_BATCH} or more that counts as near-copies; default "
+        f"{COPY_CAP_FRACTION}"
+    )
+    return _check_share("max_copy_share", max_copy_share, meaning)
 
 
 def gate_fraction_for(max_copy_share: float) -> float:
