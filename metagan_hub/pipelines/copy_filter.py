@@ -167,10 +167,10 @@ class NearCopyDistance:
     through the encoder (`encoder_passes` counts them; the discriminator is not used and may be `None`). Without
     one they are the discriminator's ([`discriminator_features`]), behind the gate ([`gate_features`],
     `gate_fraction`, by default `COPY_GATE_FRACTION`): images the gate lets through get their distance, the others
-    `inf`. The first call with
-    `set_gate=True` on a batch of at least `COPY_CAP_MIN_BATCH` images sets the gate's cut from that batch; until
-    then every image goes through. `discriminator_passes` counts the images that went through the discriminator's
-    blocks. The discriminator runs on at most `min(chunk_size, COPY_FILTER_CHUNK)` images at a time.
+    `inf`. The first call with `set_gate=True` on a batch of at least `COPY_CAP_MIN_BATCH` images sets the gate's cut
+    from that batch; until then every image goes through. `discriminator_passes` counts the images that went through
+    the discriminator's blocks. The discriminator runs on at most `min(chunk_size, COPY_FILTER_CHUNK)` images at a
+    time.
 
     Example:
 
