@@ -157,10 +157,10 @@ class MetaGANPipeline(DiffusionPipeline):
         discriminator ([`MetaGANDiscriminator`], *optional*):
             Needed only to adapt or keep training; generation-only checkpoints may omit it.
         copy_encoder ([`~metagan_hub.metrics.classifiers.EvaluationClassifier`], *optional*):
-            A small frozen image classifier trained on other classes (`scripts/train_copy_encoder.py`), whose
-            features the near-copy filter (`avoid_copies_of`) judges in instead of the discriminator's: about a tenth
-            of the discriminator's cost per image, and it works without a discriminator. [`~MetaGANPipeline.adapt`]
-            keeps it unchanged in the pipeline it returns.
+            A small frozen image classifier trained on other classes (`scripts/train_copy_encoder.py`, which keeps
+            it without its linear head), whose features the near-copy filter (`avoid_copies_of`) judges in instead of
+            the discriminator's: about a tenth of the discriminator's cost per image, and it works without a
+            discriminator. [`~MetaGANPipeline.adapt`] keeps it unchanged in the pipeline it returns.
         card_info (`dict`, *optional*):
             Metadata written into the model card (`base_model`, adaptation / training records, data notes). It is
             saved as `metagan_hub.json` and read back by `from_pretrained`.
