@@ -159,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max_copy_share",
         type=float,
         default=0.2,
-        help="The filter's max_copy_share in (0, 1] for every --copy_margins setting: the largest share of the 200 "
+        help="The filter's max_copy_share in (0, 1] for every --copy_margins setting: the largest share of a class's "
         "samples that counts as near-copies (default 0.2, the pipeline's).",
     )
     parser.add_argument(
