@@ -2275,7 +2275,15 @@ def check_classifiers(ctxs: Sequence[DomainContext], output_dir: Path, args: arg
     run_config.json here, after its contenders and domains loaded: a mistyped contender leaves no run behind."""
     path = output_dir / CONFIG_FILE
     config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else measurement_config(args)
-    known = config.setdefault("classifiers", {})
+    config["classifiers"] = same_classifiers(config.get("classifiers", {}), ctxs, output_dir)
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def same_classifiers(known: dict[str, str], ctxs: Sequence[DomainContext], output_dir: str | Path) -> dict[str, str]:
+    """`known` (an output folder's evaluation classifier per domain, as [`classifier_id`]) with the domains of `ctxs`
+    it lacks added; a `ValueError` where a domain's classifier is not the one that made the folder's records. Used by
+    this script's and `benchmark_sampling.py`'s output folders."""
+    known = dict(known)
     for ctx in ctxs:
         ident = classifier_id(ctx.classifier)
         if known.setdefault(ctx.name, ident) != ident:
@@ -2283,7 +2291,7 @@ def check_classifiers(ctxs: Sequence[DomainContext], output_dir: Path, args: arg
                 f"the {ctx.name!r} evaluation classifier differs from the one that made the records in {output_dir} "
                 f"({ident} vs {known[ctx.name]}); its numbers would not be comparable: use a new --output_dir."
             )
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return known
 
 
 def write_summary(store: ResultStore, args: argparse.Namespace) -> str:

@@ -386,18 +386,10 @@ def check_output_dir(args: argparse.Namespace, specs: list[str]) -> dict[str, An
     return config
 
 
-def check_classifiers(ctxs: Any, config: dict[str, Any]) -> None:
+def check_classifiers(ctxs: Any, config: dict[str, Any], output_dir: str | Path) -> None:
     """A folder's records come from one evaluation classifier per domain: refuse to add records judged by another
     (e.g. after its recipe changed), and note each new domain's in `config` (saved with the next records)."""
-    known = dict(config.get(CLASSIFIERS_KEY, {}))
-    for ctx in ctxs:
-        ident = bf.classifier_id(ctx.classifier)
-        if known.setdefault(ctx.name, ident) != ident:
-            raise ValueError(
-                f"the {ctx.name!r} evaluation classifier differs from the one that judged the records in "
-                f"`--output_dir` ({ident} vs {known[ctx.name]}); they would not be comparable: use a new --output_dir."
-            )
-    config[CLASSIFIERS_KEY] = known
+    config[CLASSIFIERS_KEY] = bf.same_classifiers(config.get(CLASSIFIERS_KEY, {}), ctxs, output_dir)
 
 
 def run_class(contender: Any, ctx: Any, c: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -818,7 +810,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "(scripts/train_copy_encoder.py adds one)."
                 )
     ctxs = bf.load_domains(fa, contenders)
-    check_classifiers(ctxs, config)
+    check_classifiers(ctxs, config, out)
     path = out / RESULTS_FILE
     rows = read_jsonl(path) if path.is_file() else []
     wanted = {wanted_key(s, c.pipeline) for s in settings(args) for c in contenders}
