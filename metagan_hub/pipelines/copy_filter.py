@@ -307,10 +307,9 @@ def capped_copy_threshold(threshold: float, distances: torch.Tensor, max_share: 
     """
     `threshold` lowered, for a batch of at least `COPY_CAP_MIN_BATCH` samples, to the `max_share` quantile (default
     `COPY_CAP_FRACTION`, a fifth) of their nearest-reference `distances` `[N]`, so that at most that fraction of the
-    batch counts as near-copies
-    (samples closer than the returned value). Except for ties at the cut: when samples at one distance below
-    `threshold` fill the cut, so that fewer than that fraction would count, all of them count (a generator that
-    collapsed onto a reference image draws many exact copies, at distance 0).
+    batch counts as near-copies (samples closer than the returned value). Except for ties at the cut: when samples at
+    one distance below `threshold` fill the cut, so that fewer than that fraction would count, all of them count (a
+    generator that collapsed onto a reference image draws many exact copies, at distance 0).
 
     Example:
 

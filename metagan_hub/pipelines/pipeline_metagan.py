@@ -28,6 +28,7 @@ from ..models.discriminator_metagan import MetaGANDiscriminator
 from ..models.generator_metagan import MetaGANGenerator
 from ..models.layers import available_memory_bytes, check_positive_float, format_bytes
 from .copy_filter import (
+    COPY_CAP_FRACTION,
     COPY_STOP_MIN_STEPS,
     MAX_DRAWS_PER_IMAGE,
     NearCopyDistance,
@@ -259,7 +260,7 @@ class MetaGANPipeline(DiffusionPipeline):
         avoid_copies_of: Any | None = None,
         copy_margin: float = 1.0,
         replacement_spread: float = 1.0,
-        max_copy_share: float = 0.2,
+        max_copy_share: float = COPY_CAP_FRACTION,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images.
@@ -290,19 +291,18 @@ class MetaGANPipeline(DiffusionPipeline):
                 adaptation) whose near-copies are replaced. In the features of the pipeline's copy encoder where it
                 has one (`copy_encoder`, e.g. `checkpoints/metagan-kanji-32-variety`), else of its discriminator (so
                 the pipeline needs one of them; the one [`~MetaGANPipeline.adapt`] returns has its discriminator and
-                keeps the start's copy encoder), a sample is a near-copy
-                when it is closer to one of these images than `copy_margin` times the median distance between each
-                of them and its nearest other one; in a batch of 20 or more, at most the closest `max_copy_share` (a
-                fifth) count (more only when samples tie at one distance, e.g. exact copies from a collapsed
-                generator). Each near-copy
-                is replaced by the next new draw that is not one (latents drawn from `generator`, times
-                `latent_scale`), with at most `4 * batch_size` draws in all; samples that are still near-copies
-                after that are kept and a warning says how many. Other samples keep their latents. With the
-                discriminator, in a batch of 20 or more only the 40% of candidates nearest one of these images in
-                its input features go through the discriminator pass; the others count as far. With
-                `shot_augment=1.25` on kanji and digits: 0.1-0.25 extra draws and 0.45-0.5 discriminator passes per
-                image, 1.45-1.8x the sampling time (the bundled model's experiment log). The copy encoder sees every
-                candidate at about a tenth of the discriminator pass's cost.
+                keeps the start's copy encoder), a sample is a near-copy when it is closer to one of these images
+                than `copy_margin` times the median distance between each of them and its nearest other one; in a
+                batch of 20 or more, at most the closest `max_copy_share` (a fifth) count (more only when samples tie
+                at one distance, e.g. exact copies from a collapsed generator). Each near-copy is replaced by the
+                next new draw that is not one (latents drawn from `generator`, times `latent_scale`), with at most
+                `4 * batch_size` draws in all; samples that are still near-copies after that are kept and a warning
+                says how many. Other samples keep their latents. With the discriminator, in a batch of 20 or more
+                only the 40% of candidates nearest one of these images in its input features go through the
+                discriminator pass; the others count as far. With `shot_augment=1.25` on kanji and digits: 0.1-0.25
+                extra draws and 0.45-0.5 discriminator passes per image, 1.45-1.8x the sampling time (the bundled
+                model's experiment log). The copy encoder sees every candidate at about a tenth of the discriminator
+                pass's cost.
             copy_margin (`float`, *optional*, defaults to 1.0):
                 Positive; scales the near-copy distance of `avoid_copies_of` (larger replaces more). Checked always,
                 used only with `avoid_copies_of`.
@@ -416,7 +416,7 @@ class MetaGANPipeline(DiffusionPipeline):
         generator: torch.Generator | None,
         chunk_size: int = 64,
         replacement_spread: float = 1.0,
-        max_copy_share: float = 0.2,
+        max_copy_share: float = COPY_CAP_FRACTION,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """
         Images `[N, C, H, W]` in `[-1, 1]` of `latents` `[N, latent_dim]` (already scaled), with each near-copy of
