@@ -158,6 +158,25 @@ def test_one_channel_output_convolution_as_shifted_sums(monkeypatch, out_channel
     torch.testing.assert_close(original(x, conv), conv(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_shifted_sums_add_the_taps_in_the_order_of_a_padded_convolution(memory_format):
+    # the unpadded form adds each tap where it reaches, in tap order: bit for bit what summing the 9 shifted partial
+    # sums of a zero-padded input gives (the form earlier releases computed), also on a non-square map
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 1, 3, padding=1)
+    x = torch.randn(5, 8, 6, 9).contiguous(memory_format=memory_format)
+    taps = conv.weight[0].permute(1, 2, 0).reshape(9, -1, 1, 1)
+    with torch.no_grad():
+        partial = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1)), taps)  # [N, 9, H + 2, W + 2]
+        padded = conv.bias.view(1, 1, 1, 1) + partial[:, 0:1, :6, :9]
+        for k in range(1, 9):
+            padded = padded + partial[:, k : k + 1, k // 3 : k // 3 + 6, k % 3 : k % 3 + 9]
+        out = generator_metagan.conv3x3_to_one_channel(x, conv)
+        assert out.shape == (5, 1, 6, 9) and out.is_contiguous()
+        assert torch.equal(out, padded)
+        torch.testing.assert_close(out, conv(x), rtol=0, atol=1e-5)
+
+
 def test_fused_kernel_is_kept_between_calls_and_follows_the_weights(monkeypatch):
     builds = []
     original = generator_metagan.fused_upsampling_kernel

@@ -12,6 +12,7 @@ from metagan_hub.pipelines.copy_filter import (
     NearCopyDistance,
     copy_threshold_of_references,
     encoder_features,
+    inference_encoder_body,
     nearest_reference_distance,
 )
 from tests.pipelines.test_pipeline_metagan import LATENT_DIM, SIZE, assert_same_weights, load, make_pipe
@@ -63,6 +64,56 @@ def test_with_an_encoder_every_image_goes_through_it_and_the_discriminator_is_no
     torch.testing.assert_close(distance, expected)
     with pytest.raises(ValueError, match="needs a `discriminator` or an `encoder`"):
         NearCopyDistance(None, references)
+
+
+def trained_looking_encoder(layers_per_block: int = 1) -> EvaluationClassifier:
+    """An encoder whose BatchNorm layers hold running statistics and affine weights far from a new layer's."""
+    torch.manual_seed(1)
+    encoder = EvaluationClassifier(
+        classes=["a", "b"], resolution=SIZE, block_out_channels=(8, 16, 24), layers_per_block=layers_per_block
+    )
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.2, 3.0)
+            module.weight.data.uniform_(-1.5, 1.5)  # negative scales too: pooling must not move past them
+            module.bias.data.normal_(0, 0.5)
+    return encoder.train()  # the filter uses running statistics whatever the mode
+
+
+@pytest.mark.parametrize("layers_per_block", [1, 2])
+def test_the_folded_encoder_body_gives_the_eval_features_and_leaves_the_encoder_alone(layers_per_block):
+    encoder = trained_looking_encoder(layers_per_block)
+    before = {key: value.clone() for key, value in encoder.state_dict().items()}
+    body = inference_encoder_body(encoder)
+    names = [type(layer).__name__ for layer in body]
+    assert "BatchNorm2d" not in names and names.count("Conv2d") == 3 * layers_per_block
+    assert names.count("MaxPool2d") == 2 and all(
+        names[i + 1] == "ReLU" for i, n in enumerate(names) if n == "MaxPool2d"
+    )
+    assert all(layer.inplace for layer in body if isinstance(layer, torch.nn.ReLU))
+    assert body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(N, 1, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        folded = body(images).mean(dim=(2, 3))
+        expected = encoder.eval().features(images)
+    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(value, before[key]) for key, value in encoder.state_dict().items())
+    assert not any(isinstance(m, torch.nn.ReLU) and m.inplace for m in encoder.modules())
+    assert [type(layer).__name__ for layer in encoder.body].count("BatchNorm2d") == 3 * layers_per_block
+
+
+def test_the_filter_uses_the_encoders_running_statistics_in_any_mode():
+    encoder = trained_looking_encoder()
+    references = torch.rand(4, 1, SIZE, SIZE) * 2 - 1
+    images = torch.rand(N, 1, SIZE, SIZE) * 2 - 1
+    distance = NearCopyDistance(None, references, encoder=encoder)(images)
+    assert encoder.training  # not switched to eval mode by the filter
+    eval_encoder = encoder.eval()
+    expected = nearest_reference_distance(
+        encoder_features(eval_encoder, images), encoder_features(eval_encoder, references)
+    )
+    torch.testing.assert_close(distance, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_copy_filter_features_names_where_the_filter_judges():
