@@ -215,8 +215,7 @@ class NearCopyDistance:
     With an `encoder` (the pipeline's copy encoder) the features are [`encoder_features`] (its running BatchNorm
     statistics, as in `eval()` mode), computed by a folded copy ([`inference_encoder_body`]; equal up to rounding),
     and every image goes through it (`encoder_passes` counts them; the discriminator is not used and may be `None`).
-    Without
-    one they are the discriminator's ([`discriminator_features`]), behind the gate ([`gate_features`],
+    Without one they are the discriminator's ([`discriminator_features`]), behind the gate ([`gate_features`],
     `gate_fraction`, by default `COPY_GATE_FRACTION`): images the gate lets through get their distance, the others
     `inf`. The first call with `set_gate=True` on a batch of at least `COPY_CAP_MIN_BATCH` images sets the gate's cut
     from that batch; until then every image goes through. `discriminator_passes` counts the images that went through
