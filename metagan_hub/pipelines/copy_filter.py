@@ -137,13 +137,19 @@ def gate_features(discriminator: torch.nn.Module, images: torch.Tensor, chunk_si
     return _pooled_unit_features(discriminator, images, discriminator.input_features, COPY_GATE_POOL, chunk_size)
 
 
-def encoder_features(encoder: torch.nn.Module, images: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+def encoder_features(
+    encoder: torch.nn.Module,
+    images: torch.Tensor,
+    chunk_size: int = 64,
+    body: torch.nn.Module | None = None,
+) -> torch.Tensor:
     """
     The near-copy filter's features of `images` `[N, C, H, W]` in `[-1, 1]` when the pipeline has a copy encoder (an
     [`~metagan_hub.metrics.classifiers.EvaluationClassifier`] trained on other classes): its penultimate features,
     scaled to unit length; float32 `[N, F]`, computed `chunk_size` images at a time without autograd. Call on an
     encoder in `eval()` mode (its BatchNorm layers then use their running statistics, so each image's features do
-    not depend on the rest of the batch).
+    not depend on the rest of the batch). `body`: the encoder's [`inference_encoder_body`], when the caller keeps
+    one, runs instead of `encoder.body` (the same features up to rounding, in any mode).
 
     Example:
 
@@ -158,7 +164,10 @@ def encoder_features(encoder: torch.nn.Module, images: torch.Tensor, chunk_size:
     (torch.Size([3, 128]), [1.0, 1.0, 1.0])
     ```
     """
-    return _pooled_unit_features(encoder, images, encoder.features, None, chunk_size)
+    if body is None:
+        return _pooled_unit_features(encoder, images, encoder.features, None, chunk_size)
+    encoder.check_images(images)
+    return _pooled_unit_features(encoder, images, lambda x: body(x).mean(dim=(2, 3)), None, chunk_size)
 
 
 def inference_encoder_body(encoder: torch.nn.Module) -> torch.nn.Sequential:
@@ -285,11 +294,7 @@ class NearCopyDistance:
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """The filter's features of `images`: the encoder's where there is one, else the discriminator's."""
         if self.encoder is not None:  # the encoder's features, from its folded copy
-            self.encoder.check_images(images)
-            body = self.encoder_body
-            return _pooled_unit_features(
-                self.encoder, images, lambda x: body(x).mean(dim=(2, 3)), None, self.encoder_chunk_size
-            )
+            return encoder_features(self.encoder, images, self.encoder_chunk_size, body=self.encoder_body)
         return discriminator_features(self.discriminator, images, chunk_size=self.chunk_size)
 
     def _distance(self, images: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,12 @@ def test_the_folded_encoder_body_gives_the_eval_features_and_leaves_the_encoder_
         folded = body(images).mean(dim=(2, 3))
         expected = encoder.eval().features(images)
     torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        encoder_features(encoder, images, chunk_size=5, body=body),
+        encoder_features(encoder, images),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert all(torch.equal(value, before[key]) for key, value in encoder.state_dict().items())
     assert not any(isinstance(m, torch.nn.ReLU) and m.inplace for m in encoder.modules())
     assert [type(layer).__name__ for layer in encoder.body].count("BatchNorm2d") == 3 * layers_per_block
