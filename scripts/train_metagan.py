@@ -172,6 +172,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--label_column", type=str, default="label", help="--dataset_name: the column of class labels.")
     data.add_argument("--samples_per_class", type=int, default=20, help="kanjivg: rendered samples per class.")
     data.add_argument("--max_classes", type=int, default=None, help="kanjivg / fonts: use at most this many classes.")
+    data.add_argument(
+        "--stroke_width_contrast",
+        type=float,
+        default=0.0,
+        help="kanjivg: per-render contrast up to this value between vertical and horizontal stroke parts (Mincho-like "
+        "type), in [0, 1); 0 (default): uniform strokes. See metagan_hub.data.StrokeJitter.",
+    )
+    data.add_argument(
+        "--stroke_taper",
+        type=float,
+        default=0.0,
+        help="kanjivg: per-render taper up to this value along strokes (brush-like), in [0, 2); 0: none (default).",
+    )
+    data.add_argument(
+        "--stroke_pixelate",
+        type=float,
+        default=0.0,
+        help="kanjivg: share of renders drawn as coarse bitmap glyphs (10-16 cells per side), in [0, 1]; 0 (default).",
+    )
+    data.add_argument(
+        "--stroke_width",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="kanjivg: range of the per-render stroke width in units of the 109-unit drawing (default 3.5 7.0).",
+    )
     data.add_argument("--cache_dir", type=str, default=None, help="Cache folder of rendered / downloaded data.")
     data.add_argument("--resolution", type=int, default=32)
     data.add_argument("--channels", type=int, default=1, choices=[1, 3])
@@ -457,7 +484,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--query_coverage_weight needs --queries >= 1 (the images to cover), got {args.queries}")
     if args.ema_decay is not None and not 0.0 < args.ema_decay < 1.0:
         parser.error(f"--ema_decay must be in (0, 1), got {args.ema_decay}")
+    if stroke_style(args) and args.dataset != "kanjivg":
+        parser.error(f"--stroke_* options shape KanjiVG renders: they need --dataset kanjivg, got {args.dataset!r}")
+    if args.stroke_width is not None and not 0 < args.stroke_width[0] <= args.stroke_width[1]:
+        parser.error(f"--stroke_width must be LOW HIGH with 0 < LOW <= HIGH, got {args.stroke_width}")
+    try:
+        stroke_jitter(args)
+    except ValueError as err:
+        parser.error(f"--stroke_* options: {err}")
     return args
+
+
+def stroke_style(args: argparse.Namespace) -> dict[str, Any]:
+    """The render options of KanjiVG meta-training data that differ from the defaults (empty: the default renders)."""
+    style = {
+        "width_contrast": args.stroke_width_contrast,
+        "taper": args.stroke_taper,
+        "pixelate": args.stroke_pixelate,
+    }
+    style = {k: v for k, v in style.items() if v}
+    if args.stroke_width is not None:
+        style["stroke_width"] = tuple(args.stroke_width)
+    return style
+
+
+def stroke_jitter(args: argparse.Namespace):
+    """The `StrokeJitter` of the KanjiVG renders, or None for the default renders."""
+    from metagan_hub.data import StrokeJitter
+
+    style = stroke_style(args)
+    return StrokeJitter(**style) if style else None
 
 
 def resolve_preset(args: argparse.Namespace) -> None:
@@ -543,6 +599,11 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         "label_column": args.label_column,
         "samples_per_class": args.samples_per_class,
         "max_classes": args.max_classes,
+        **(
+            {"stroke_style": {k: list(v) if isinstance(v, tuple) else v for k, v in stroke_style(args).items()}}
+            if stroke_style(args)
+            else {}
+        ),  # default renders: checkpoints written before the options resume unchanged
         "resolution": args.resolution,
         "channels": args.channels,
         "split_seed": args.split_seed,
@@ -567,10 +628,14 @@ def build_dataset(args: argparse.Namespace):
     common = {"resolution": args.resolution, "channels": args.channels}
     if args.dataset == "kanjivg":
         kwargs = {"samples_per_class": args.samples_per_class, "max_classes": args.max_classes, "seed": args.seed}
+        jitter = stroke_jitter(args)
+        if jitter is not None:
+            kwargs["jitter"] = jitter
         if args.cache_dir is not None:
             kwargs["cache_dir"] = args.cache_dir
         dataset = get_dataset("kanjivg", **common, **kwargs)
-        return dataset, f"KanjiVG renders ({args.samples_per_class} per character)"
+        styled = f", stroke styles {stroke_style(args)}" if jitter is not None else ""
+        return dataset, f"KanjiVG renders ({args.samples_per_class} per character{styled})"
     if args.dataset == "fonts":
         return get_dataset("fonts", **common, max_classes=args.max_classes), "system-font glyph renders"
     if args.dataset == "digits":

@@ -185,6 +185,32 @@ class StrokeJitter:
         control_jitter (`float`): standard deviation of the jitter of Bézier control points.
         elastic (`float`): amplitude of a smooth random displacement field (0 disables it).
         margin (`float`): fraction of the view box cropped away on each side before fitting it to the image.
+        width_contrast (`float`): upper end of a per-sample contrast `c ~ U(0, width_contrast)` between vertical and
+            horizontal stroke parts, as in Mincho-style type: a part running at angle `a` to the horizontal is drawn
+            `1 + c * (|sin a| - |cos a|)` times the stroke's width (vertical `1 + c`, horizontal `1 - c`). In
+            `[0, 1)`; 0 (default) draws every stroke at one width.
+        taper (`float`): upper end of a per-sample taper `t ~ U(0, taper)`, as in brush strokes: the width runs from
+            `1 + t / 2` times the stroke's width at its start to `1 - t / 2` at its end. In `[0, 2)`; 0 (default):
+            no taper.
+        pixelate (`float`): probability in `[0, 1]` that a sample is drawn as a bitmap glyph: its coverage is
+            averaged onto a coarse grid of `pixel_grid` cells per side, inked where a cell is at least 3/8 covered
+            (so that thin strokes survive), and scaled back up with nearest-neighbour sampling. 0 (default): never.
+        pixel_grid (`tuple[int, int]`): range (inclusive) of the coarse grid's side length for `pixelate`.
+
+    The last four (the stroke styles) are off by default; while they are off, renders and cache keys are the same as
+    without them.
+
+    Example:
+
+    ```py
+    >>> import numpy as np
+    >>> from metagan_hub.data._strokes import StrokeJitter, parse_svg_path, render_strokes
+
+    >>> strokes = parse_svg_path("M20,50 L90,50") + parse_svg_path("M55,15 L55,95")  # a cross
+    >>> styled = StrokeJitter(width_contrast=0.6, taper=0.8, pixelate=0.5)
+    >>> render_strokes(strokes, 4, 32, np.random.default_rng(0), styled).shape
+    (4, 32, 32)
+    ```
     """
 
     stroke_width: tuple[float, float] = (3.5, 7.0)
@@ -199,9 +225,41 @@ class StrokeJitter:
     control_jitter: float = 2.0
     elastic: float = 0.0
     margin: float = 0.0
+    width_contrast: float = 0.0
+    taper: float = 0.0
+    pixelate: float = 0.0
+    pixel_grid: tuple[int, int] = (10, 16)
+
+    def __post_init__(self):
+        for name, upper, closed in (("width_contrast", 1.0, False), ("taper", 2.0, False), ("pixelate", 1.0, True)):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < 0 or value > upper or (value == upper and not closed):
+                allowed = f"[0, {upper:g}]" if closed else f"[0, {upper:g})"
+                raise ValueError(f"`{name}` must be a number in {allowed}, got {value!r}.")
+        grid = self.pixel_grid
+        if (
+            not isinstance(grid, tuple)
+            or len(grid) != 2
+            or any(isinstance(g, bool) or not isinstance(g, int) or g < 2 for g in grid)
+            or grid[0] > grid[1]
+        ):
+            raise ValueError(
+                f"`pixel_grid` must be a tuple (low, high) of integers with 2 <= low <= high (cells per side), "
+                f"got {grid!r}."
+            )
+
+    @property
+    def styled(self) -> bool:
+        """Whether any stroke style (width contrast, taper, pixelation) is on."""
+        return bool(self.width_contrast or self.taper or self.pixelate)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.styled:  # the stroke styles off: the keys of renders made before they existed
+            for key in ("width_contrast", "taper", "pixelate", "pixel_grid"):
+                out.pop(key)
+        return out
 
     @classmethod
     def none(cls) -> StrokeJitter:
@@ -321,12 +379,47 @@ def render_strokes(
         widths = np.maximum(widths * px_per_unit, 1.0)
         image = Image.new("L", (canvas, canvas), 0)
         draw = ImageDraw.Draw(image)
+        if not jitter.styled:
+            for s in range(glyph.num_strokes):
+                w = float(widths[s])
+                r = w / 2
+                line = xy[glyph.bounds[s] : glyph.bounds[s + 1]]
+                draw.line(line.ravel().tolist(), fill=255, width=max(1, round(w)))
+                for x, y in xy[glyph.dots[s]].tolist():
+                    draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+            out[k] = np.asarray(image.reduce(supersample) if supersample > 1 else image)
+            continue
+        # 5. stroke styles: every polyline piece at its own width, round dots at every point for smooth joins
+        contrast = rng.uniform(0.0, jitter.width_contrast) if jitter.width_contrast else 0.0
+        taper = rng.uniform(0.0, jitter.taper) if jitter.taper else 0.0
+        grid = int(rng.integers(jitter.pixel_grid[0], jitter.pixel_grid[1] + 1)) if jitter.pixelate else 0
+        blocky = bool(jitter.pixelate) and rng.uniform() < jitter.pixelate
         for s in range(glyph.num_strokes):
-            w = float(widths[s])
-            r = w / 2
             line = xy[glyph.bounds[s] : glyph.bounds[s + 1]]
-            draw.line(line.ravel().tolist(), fill=255, width=max(1, round(w)))
-            for x, y in xy[glyph.dots[s]].tolist():
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-        out[k] = np.asarray(image.reduce(supersample) if supersample > 1 else image)
+            _draw_styled_stroke(draw, line, float(widths[s]), contrast, taper)
+        coverage = image.reduce(supersample) if supersample > 1 else image
+        if blocky:
+            coverage = coverage.resize((grid, grid), Image.Resampling.BOX).point(lambda v: 255 if v >= 96 else 0)
+            coverage = coverage.resize((resolution, resolution), Image.Resampling.NEAREST)
+        out[k] = np.asarray(coverage)
     return out
+
+
+def _draw_styled_stroke(draw: ImageDraw.ImageDraw, line: np.ndarray, width: float, contrast: float, taper: float):
+    """Draw one flattened stroke `[N, 2]` with a width that follows its direction (`contrast`) and length (`taper`)."""
+    pieces = np.diff(line, axis=0)  # [N - 1, 2]
+    lengths = np.hypot(pieces[:, 0], pieces[:, 1])
+    position = np.concatenate([[0.0], np.cumsum(lengths)])
+    position = position / position[-1] if position[-1] > 0 else np.zeros_like(position)
+    along = 1.0 + taper * (0.5 - position)  # [N]
+    safe = np.maximum(lengths, 1e-9)
+    across = 1.0 + contrast * (np.abs(pieces[:, 1]) - np.abs(pieces[:, 0])) / safe  # [N - 1]
+    # a point's direction factor: the mean of the pieces it joins (the ends take their one piece's)
+    at_points = np.concatenate([across[:1], (across[:-1] + across[1:]) / 2, across[-1:]]) if len(across) else [1.0]
+    point_widths = np.maximum(width * along * np.asarray(at_points), 1.0)
+    for i in range(len(pieces)):
+        w = float(point_widths[i] + point_widths[i + 1]) / 2
+        draw.line(line[i : i + 2].ravel().tolist(), fill=255, width=max(1, round(w)))
+    for (x, y), w in zip(line.tolist(), point_widths.tolist()):
+        r = w / 2
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import numpy as np
@@ -54,6 +55,78 @@ def test_clean_render_is_deterministic_and_thin_lines_are_drawn():
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(images[0], images[1])
     assert images[:, 15:17].max() > 200 and images[:, :8].max() == 0  # a horizontal bar in the middle
+
+
+# -- stroke styles --------------------------------------------------------------------------------------------------
+CROSS = "M10,30 L99,30 M30,10 L30,99"  # one horizontal and one vertical bar that do not overlap much
+
+
+def _bars(jitter, samples=1):
+    horizontal = render_strokes(parse_svg_path("M10,30 L99,30"), samples, 32, np.random.default_rng(0), jitter)
+    vertical = render_strokes(parse_svg_path("M54,10 L54,99"), samples, 32, np.random.default_rng(0), jitter)
+    return horizontal.astype(np.int64), vertical.astype(np.int64)
+
+
+def test_stroke_styles_are_off_by_default_and_keep_the_cache_keys():
+    jitter = StrokeJitter()
+    assert not jitter.styled and not StrokeJitter.none().styled
+    assert not {"width_contrast", "taper", "pixelate", "pixel_grid"} & set(jitter.to_dict())
+    styled = StrokeJitter(taper=0.5)
+    assert styled.styled and styled.to_dict()["taper"] == 0.5 and styled.to_dict()["pixel_grid"] == [10, 16]
+    assert small(jitter=styled).cache_path != small().cache_path
+
+
+def test_width_contrast_draws_vertical_parts_bolder_than_horizontal_ones():
+    clean = StrokeJitter.none()
+    plain_h, plain_v = _bars(clean)
+    assert abs(plain_h.sum() - plain_v.sum()) < 0.05 * plain_h.sum()  # same length, same width
+    h, v = _bars(dataclasses.replace(clean, width_contrast=0.95))  # its contrast: U(0, 0.95), drawn from the seed
+    assert v.sum() > 1.5 * h.sum()
+    assert h.sum() < plain_h.sum() < v.sum()
+
+
+def test_taper_draws_strokes_bolder_at_their_start():
+    h, _ = _bars(dataclasses.replace(StrokeJitter.none(), taper=1.9))
+    first, second = h[0, :, :16].sum(), h[0, :, 16:].sum()  # the bar runs left to right
+    assert first > 1.3 * second
+    plain, _ = _bars(StrokeJitter.none())
+    assert abs(plain[0, :, :16].sum() - plain[0, :, 16:].sum()) < 0.25 * plain[0, :, :16].sum()
+
+
+def test_pixelate_draws_bitmap_glyphs_and_styles_are_seeded():
+    jitter = StrokeJitter(pixelate=1.0, pixel_grid=(8, 8))
+    strokes = parse_svg_path(CROSS)
+    images = render_strokes(strokes, 3, 32, np.random.default_rng(1), jitter)
+    assert set(np.unique(images)) <= {0, 255} and images.max() == 255
+    for image in images:  # 8 x 8 cells of 4 x 4 pixels
+        cells = image.reshape(8, 4, 8, 4)
+        assert (cells == cells[:, :1, :, :1]).all()
+    again = render_strokes(strokes, 3, 32, np.random.default_rng(1), jitter)
+    assert np.array_equal(images, again)
+    mixed = StrokeJitter(width_contrast=0.5, taper=0.5, pixelate=0.5)
+    first = render_strokes(strokes, 8, 32, np.random.default_rng(2), mixed)
+    assert np.array_equal(first, render_strokes(strokes, 8, 32, np.random.default_rng(2), mixed))
+    assert not np.array_equal(first, render_strokes(strokes, 8, 32, np.random.default_rng(2), StrokeJitter()))
+    blocky = [set(np.unique(x)) <= {0, 255} for x in first]
+    assert 0 < sum(blocky) < 8  # about half of the samples are bitmap glyphs
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"width_contrast": -0.1}, r"`width_contrast` must be a number in \[0, 1\), got -0.1"),
+        ({"width_contrast": 1.0}, r"`width_contrast` must be a number in \[0, 1\), got 1.0"),
+        ({"taper": float("nan")}, r"`taper` must be a number in \[0, 2\), got nan"),
+        ({"taper": True}, r"`taper` must be a number in \[0, 2\), got True"),
+        ({"pixelate": 1.5}, r"`pixelate` must be a number in \[0, 1\], got 1.5"),
+        ({"pixel_grid": (1, 4)}, r"`pixel_grid` must be a tuple \(low, high\) .* got \(1, 4\)"),
+        ({"pixel_grid": (12, 8)}, r"`pixel_grid` must be a tuple \(low, high\) .* got \(12, 8\)"),
+        ({"pixel_grid": [8, 12]}, r"`pixel_grid` must be a tuple \(low, high\) .* got \[8, 12\]"),
+    ],
+)
+def test_stroke_styles_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StrokeJitter(**kwargs)
 
 
 # -- the dataset ----------------------------------------------------------------------------------------------------

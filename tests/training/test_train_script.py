@@ -24,6 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from metagan_hub import MetaGANPipeline
+from metagan_hub.data import StrokeJitter
 from metagan_hub.training.meta_learning import NonFiniteMetaStepError
 from tests.testing_utils import load_script
 
@@ -431,6 +432,43 @@ def test_negative_seeds_are_refused_naming_the_option(option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_metagan.parse_args(["--dataset", "digits", option, "-1"])
     assert exit_info.value.code == 2 and f"{option} must be >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "digits", "--stroke_taper", "0.5"], "--stroke_* options shape KanjiVG renders: they need "
+         "--dataset kanjivg, got 'digits'"),
+        (["--dataset", "kanjivg", "--stroke_width_contrast", "1.5"], "--stroke_* options: `width_contrast` must be "
+         "a number in [0, 1), got 1.5"),
+        (["--dataset", "kanjivg", "--stroke_pixelate", "-0.1"], "`pixelate` must be a number in [0, 1], got -0.1"),
+        (["--dataset", "kanjivg", "--stroke_width", "5", "3"], "--stroke_width must be LOW HIGH with 0 < LOW <= HIGH"),
+    ],
+)  # fmt: skip
+def test_stroke_style_bad_input(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_stroke_styles_reach_the_renders_and_the_run_configuration(tmp_path):
+    common = ["--dataset", "kanjivg", "--max_classes", "12", "--samples_per_class", "3", "--resolution", "16",
+              "--cache_dir", str(tmp_path)]  # fmt: skip
+    plain = train_metagan.parse_args(common)
+    styled = train_metagan.parse_args(
+        [*common, "--stroke_width_contrast", "0.5", "--stroke_pixelate", "0.25", "--stroke_width", "3", "9"]
+    )
+    plain_data, plain_text = train_metagan.build_dataset(plain)
+    styled_data, styled_text = train_metagan.build_dataset(styled)
+    assert plain_data.jitter == StrokeJitter() and "stroke styles" not in plain_text
+    assert styled_data.jitter == StrokeJitter(width_contrast=0.5, pixelate=0.25, stroke_width=(3.0, 9.0))
+    assert "stroke styles" in styled_text
+    assert not torch.equal(plain_data.class_images_uint8(0), styled_data.class_images_uint8(0))
+    plain_run = train_metagan.run_config(plain, train_metagan.learning_config(plain, "no"))
+    styled_run = train_metagan.run_config(styled, train_metagan.learning_config(styled, "no"))
+    assert "stroke_style" not in plain_run  # default renders: checkpoints from before the options resume unchanged
+    assert styled_run["stroke_style"] == {"width_contrast": 0.5, "pixelate": 0.25, "stroke_width": [3.0, 9.0]}
+    assert {k: v for k, v in styled_run.items() if k != "stroke_style"} == plain_run
 
 
 # ---------------------------------------------------------------------------------------------------- yardstick
