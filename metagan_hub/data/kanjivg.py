@@ -233,7 +233,8 @@ class KanjiVGDataset(ArrayClassDataset):
         max_classes (`int`, *optional*): keep only the first `max_classes` characters in code-point order.
         seed (`int`, defaults to 0): seed of the render variation.
         jitter (`StrokeJitter`, *optional*): amount of variation; defaults to `StrokeJitter()`. `elastic` defaults
-            to 0; pass e.g. `StrokeJitter(elastic=2.0)` for smooth elastic distortion.
+            to 0; pass e.g. `StrokeJitter(elastic=2.0)` for smooth elastic distortion, or
+            `StrokeJitter(width_contrast=0.6, taper=0.6, pixelate=0.1)` for type-like stroke styles.
         supersample (`int`, *optional*): strokes are drawn at `resolution * supersample` and box-filtered down;
             defaults to the smallest factor that gives a canvas of at least 128 pixels (at least 2).
         background (`str`, defaults to `"white"`): `"white"` (dark ink) or `"black"` (white ink).
