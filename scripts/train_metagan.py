@@ -486,8 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--ema_decay must be in (0, 1), got {args.ema_decay}")
     if stroke_style(args) and args.dataset != "kanjivg":
         parser.error(f"--stroke_* options shape KanjiVG renders: they need --dataset kanjivg, got {args.dataset!r}")
-    if args.stroke_width is not None and not 0 < args.stroke_width[0] <= args.stroke_width[1]:
-        parser.error(f"--stroke_width must be LOW HIGH with 0 < LOW <= HIGH, got {args.stroke_width}")
+    if args.stroke_width is not None and not 0 < args.stroke_width[0] <= args.stroke_width[1] < math.inf:
+        parser.error(f"--stroke_width must be LOW HIGH with 0 < LOW <= HIGH, both finite, got {args.stroke_width}")
     try:
         stroke_jitter(args)
     except ValueError as err:

@@ -443,6 +443,7 @@ def test_negative_seeds_are_refused_naming_the_option(option, capsys):
          "a number in [0, 1), got 1.5"),
         (["--dataset", "kanjivg", "--stroke_pixelate", "-0.1"], "`pixelate` must be a number in [0, 1], got -0.1"),
         (["--dataset", "kanjivg", "--stroke_width", "5", "3"], "--stroke_width must be LOW HIGH with 0 < LOW <= HIGH"),
+        (["--dataset", "kanjivg", "--stroke_width", "3", "inf"], "both finite, got [3.0, inf]"),
     ],
 )  # fmt: skip
 def test_stroke_style_bad_input(argv, message, capsys):
