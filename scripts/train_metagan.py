@@ -568,6 +568,7 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
     (Step budget, checkpointing, validation, logging and output options may change between runs; so may the number
     of processes, since `--meta_batch_size` counts tasks over all processes.)"""
     learning = {k: v for k, v in config.to_dict().items() if k != "max_nonfinite_steps"}
+    style = {k: list(v) if isinstance(v, tuple) else v for k, v in stroke_style(args).items()}
     if not learning.get("learn_inner_lr"):
         learning.pop("inner_lr_meta_lr", None)  # only used with learned scales
     if not learning.get("mode_seeking_weight"):
@@ -599,11 +600,7 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         "label_column": args.label_column,
         "samples_per_class": args.samples_per_class,
         "max_classes": args.max_classes,
-        **(
-            {"stroke_style": {k: list(v) if isinstance(v, tuple) else v for k, v in stroke_style(args).items()}}
-            if stroke_style(args)
-            else {}
-        ),  # default renders: checkpoints written before the options resume unchanged
+        **({"stroke_style": style} if style else {}),  # default renders: earlier checkpoints resume unchanged
         "resolution": args.resolution,
         "channels": args.channels,
         "split_seed": args.split_seed,

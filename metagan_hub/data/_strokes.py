@@ -377,26 +377,24 @@ def render_strokes(
             1.0 + rng.uniform(-jitter.stroke_width_jitter, jitter.stroke_width_jitter, glyph.num_strokes)
         )
         widths = np.maximum(widths * px_per_unit, 1.0)
-        image = Image.new("L", (canvas, canvas), 0)
-        draw = ImageDraw.Draw(image)
-        if not jitter.styled:
-            for s in range(glyph.num_strokes):
-                w = float(widths[s])
-                r = w / 2
-                line = xy[glyph.bounds[s] : glyph.bounds[s + 1]]
-                draw.line(line.ravel().tolist(), fill=255, width=max(1, round(w)))
-                for x, y in xy[glyph.dots[s]].tolist():
-                    draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-            out[k] = np.asarray(image.reduce(supersample) if supersample > 1 else image)
-            continue
-        # 5. stroke styles: every polyline piece at its own width, round dots at every point for smooth joins
+        # 5. stroke styles, when on: drawn per sample, after everything above (so that without them the random
+        # stream and the renders are those of the plain drawing)
         contrast = rng.uniform(0.0, jitter.width_contrast) if jitter.width_contrast else 0.0
         taper = rng.uniform(0.0, jitter.taper) if jitter.taper else 0.0
         grid = int(rng.integers(jitter.pixel_grid[0], jitter.pixel_grid[1] + 1)) if jitter.pixelate else 0
         blocky = bool(jitter.pixelate) and rng.uniform() < jitter.pixelate
+        image = Image.new("L", (canvas, canvas), 0)
+        draw = ImageDraw.Draw(image)
         for s in range(glyph.num_strokes):
+            w = float(widths[s])
             line = xy[glyph.bounds[s] : glyph.bounds[s + 1]]
-            _draw_styled_stroke(draw, line, float(widths[s]), contrast, taper)
+            if jitter.styled:  # every polyline piece at its own width, round dots at every point for smooth joins
+                _draw_styled_stroke(draw, line, w, contrast, taper)
+                continue
+            r = w / 2
+            draw.line(line.ravel().tolist(), fill=255, width=max(1, round(w)))
+            for x, y in xy[glyph.dots[s]].tolist():
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
         coverage = image.reduce(supersample) if supersample > 1 else image
         if blocky:
             coverage = coverage.resize((grid, grid), Image.Resampling.BOX).point(lambda v: 255 if v >= 96 else 0)
