@@ -312,6 +312,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "generator (model card): experimental.",
     )
     algo.add_argument(
+        "--proximal_weight",
+        type=float,
+        default=0.0,
+        help="Pull of the meta-weights towards the starting weights (e.g. --init_from's) in every outer update "
+        "(reptile / fomaml; 0: off): weight * (meta - start) is added to the outer gradient, an L2-SP-style "
+        "penalty, so that continued meta-training settles at a bounded distance from its start.",
+    )
+    algo.add_argument(
         "--query_coverage_samples", type=int, default=32, help="Generated samples per task for that term (32)."
     )
     algo.add_argument(
@@ -430,6 +438,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--mode_seeking_weight must be a non-negative number, got {args.mode_seeking_weight}")
     if not 0 <= args.query_coverage_weight < float("inf"):
         parser.error(f"--query_coverage_weight must be a non-negative number, got {args.query_coverage_weight}")
+    if not 0 <= args.proximal_weight < float("inf"):
+        parser.error(f"--proximal_weight must be a non-negative finite number, got {args.proximal_weight}")
     try:
         check_shot_augment(args.shot_augment, "--shot_augment")
     except ValueError as err:
@@ -475,7 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
     if args.algorithm == "fomaml" and args.queries < 1:
         parser.error("--algorithm fomaml needs --queries >= 1 (the meta-gradient is taken on the query images)")
-    for name in ("learn_inner_lr", "shot_augment", "query_coverage_weight"):
+    for name in ("learn_inner_lr", "shot_augment", "query_coverage_weight", "proximal_weight"):
         if getattr(args, name) and args.algorithm == "pretrain":
             parser.error(f"--{name} needs an inner loop: --algorithm reptile or fomaml, got pretrain")
     if args.learn_inner_lr and args.queries < 1:
@@ -560,6 +570,7 @@ def learning_config(args: argparse.Namespace, mixed_precision: str) -> MetaLearn
         query_coverage_weight=args.query_coverage_weight,
         query_coverage_samples=args.query_coverage_samples,
         query_coverage_space=args.query_coverage_space,
+        proximal_weight=args.proximal_weight,
     )
 
 
@@ -575,6 +586,8 @@ def run_config(args: argparse.Namespace, config: MetaLearningConfig) -> dict[str
         learning.pop("mode_seeking_weight", None)  # off: checkpoints written before the option resume unchanged
     if not learning.get("shot_augment"):
         learning.pop("shot_augment", None)  # off, as before the option
+    if not learning.get("proximal_weight"):
+        learning.pop("proximal_weight", None)  # off, as before the option
     if not learning.get("query_coverage_weight"):
         learning.pop("query_coverage_weight", None)  # off, as before the option
         learning.pop("query_coverage_samples", None)
@@ -1486,6 +1499,7 @@ def card_info(
         "query_coverage_weight": args.query_coverage_weight,
         "query_coverage_samples": args.query_coverage_samples if args.query_coverage_weight else None,
         "query_coverage_space": args.query_coverage_space if args.query_coverage_weight else None,
+        "proximal_weight": args.proximal_weight or None,
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         **run,

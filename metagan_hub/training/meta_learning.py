@@ -101,6 +101,13 @@ class MetaLearningConfig:
             `coverage_features`, e.g. a classifier trained on the meta-training classes only). Experimental: at
             weights 0.1 and 0.3, continued from the bundled checkpoint, it raised recall only where it lowered
             recognisability (see the bundled checkpoint's experiment log).
+        proximal_weight (`float`): pull of the meta-weights towards the weights the [`MetaLearner`] started from,
+            e.g. an `--init_from` checkpoint (Reptile and FOMAML; 0: off). `proximal_weight * (meta - start)` is added
+            to the outer gradient of every generator and discriminator tensor (an L2 penalty on the distance to the
+            start, as L2-SP does for fine-tuning), so that with the SGD outer optimizer each step also moves the
+            meta-weights `meta_lr * proximal_weight` of the way back to the start. Continued meta-training then
+            settles at a bounded distance from the start instead of drifting on, at the price of a smaller effect.
+            The start weights are part of [`MetaLearner.state_dict`], so a resumed run keeps its start.
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
@@ -130,6 +137,7 @@ class MetaLearningConfig:
     query_coverage_samples: int = 32
     query_coverage_space: str = "pixels"
     shot_augment: float = 0.0
+    proximal_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -154,7 +162,7 @@ class MetaLearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
-        for name in ("r1_gamma", "gp_lambda", "mode_seeking_weight", "query_coverage_weight"):
+        for name in ("r1_gamma", "gp_lambda", "mode_seeking_weight", "query_coverage_weight", "proximal_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ValueError(f"`{name}` must be a non-negative finite number, got {value!r}.")
@@ -166,6 +174,7 @@ class MetaLearningConfig:
             "shot_augment": self.shot_augment,
             "query_coverage_weight": self.query_coverage_weight,
             "diversity_loss": self.diversity_loss is not None,
+            "proximal_weight": self.proximal_weight,
         }
         for name, used in inner_loop_options.items():
             if used and self.algorithm == "pretrain":
@@ -365,6 +374,10 @@ class MetaLearner:
             if config.diversity_loss == "dcl":
                 self.step_config.discriminator_regularizer = regularizer.discriminator_term
         self.nonfinite_in_a_row = 0
+        # the weights that `proximal_weight` pulls towards: the ones this learner started from
+        self._start: list[torch.Tensor] | None = None
+        if config.proximal_weight:
+            self._start = [p.detach().clone() for p in self.g_params + self.d_params]
         # private "fast" copies that the inner loops train; reloaded from the meta-weights for every task
         self._fast_g = copy.deepcopy(self.generator) if config.algorithm != "pretrain" else None
         self._fast_d = copy.deepcopy(self.discriminator) if config.algorithm != "pretrain" else None
@@ -649,6 +662,8 @@ class MetaLearner:
                 g_upd, d_upd = upd[:n_g], upd[n_g : n_g + n_d]
                 if lr_grad is not None:
                     self._update_lr_scales(upd[n_g + n_d])
+                if self._start is not None:
+                    g_upd, d_upd = self._add_proximal_pull(g_upd, d_upd)
                 for params, update, opt in ((self.g_params, g_upd, self.opt_g), (self.d_params, d_upd, self.opt_d)):
                     opt.zero_grad(set_to_none=True)
                     for p, u in zip(params, update):
@@ -669,6 +684,19 @@ class MetaLearner:
             return {**logs, "nonfinite": 1.0}
         self.nonfinite_in_a_row = 0
         return {**logs, "nonfinite": 0.0}
+
+    def _add_proximal_pull(
+        self, g_upd: list[torch.Tensor], d_upd: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The outer gradients plus `proximal_weight * (meta - start)` for every tensor (the same on every process,
+        since the meta-weights and the start are)."""
+        weight = self.config.proximal_weight
+        pulled = []
+        with torch.no_grad():
+            for u, p, s in zip(g_upd + d_upd, self.g_params + self.d_params, self._start):
+                pulled.append(u.to(p.dtype) + weight * (p.detach() - s))
+        n_g = len(self.g_params)
+        return pulled[:n_g], pulled[n_g:]
 
     def _update_lr_scales(self, grad: torch.Tensor) -> None:
         """One Adam step of the log scales from the (process-averaged) hypergradient, then clamp them."""
@@ -816,6 +844,8 @@ class MetaLearner:
         if self.log_lr_scales is not None:
             state["log_lr_scales"] = self.log_lr_scales.detach().clone()
             state["opt_lr"] = self.opt_lr.state_dict()
+        if self._start is not None:
+            state["start_weights"] = [t.clone() for t in self._start]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -841,4 +871,11 @@ class MetaLearner:
             with torch.no_grad():
                 self.log_lr_scales.copy_(state["log_lr_scales"])
             self.opt_lr.load_state_dict(state["opt_lr"])
+        if self._start is not None:
+            start = state.get("start_weights")
+            if start is None or len(start) != len(self._start):
+                raise ValueError("MetaLearner state without the start weights that `proximal_weight` pulls towards.")
+            with torch.no_grad():
+                for s, t in zip(self._start, start):
+                    s.copy_(t)
         self.seed = int(state.get("seed", self.seed))

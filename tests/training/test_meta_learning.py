@@ -110,6 +110,39 @@ def test_reptile_sgd_outer_step_is_the_interpolation_toward_the_mean_adapted_wei
     assert max((a - b).abs().max().item() for a, b in zip(meta_g, params(adapted[0][0]))) > 1e-3
 
 
+@pytest.mark.parametrize("algorithm", ["reptile", "fomaml"])
+def test_proximal_weight_pulls_the_outer_update_towards_the_start_weights(algorithm):
+    tasks = make_tasks(2)
+    cfg = dict(algorithm=algorithm, outer_optimizer="sgd", meta_lr=0.25)
+    g, d = make_models()
+    pulled = MetaLearner(g, d, config(**cfg, proximal_weight=0.5), seed=7)
+    plain_g, plain_d = make_models()
+    plain = MetaLearner(plain_g, plain_d, config(**cfg), seed=7)
+    start = params(g) + params(d)
+    pulled.meta_step(tasks, step=0)
+    plain.meta_step(tasks, step=0)
+    # at the start the pull is zero: the first step is the plain one, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(params(g) + params(d), params(plain_g) + params(plain_d)))
+
+    # from the same weights, the plain update of step 1 minus meta_lr * weight * (meta - start)
+    before = params(g) + params(d)
+    pulled.meta_step(tasks, step=1)
+    plain.meta_step(tasks, step=1)
+    moved = max((a - b).abs().max().item() for a, b in zip(before, start))
+    assert 0.25 * 0.5 * moved > 1e-4  # step 0 moved the weights: the pull of step 1 is far above the tolerance
+    for p, q, p1, p0 in zip(params(g) + params(d), params(plain_g) + params(plain_d), before, start):
+        torch.testing.assert_close(p, q - 0.25 * 0.5 * (p1 - p0), rtol=0, atol=1e-6)
+
+
+def test_proximal_weight_needs_its_start_weights_in_a_loaded_state():
+    g, d = make_models()
+    state = MetaLearner(g, d, config(algorithm="reptile")).state_dict()
+    state["config"]["proximal_weight"] = 0.5
+    learner = MetaLearner(*make_models(), config(algorithm="reptile", proximal_weight=0.5))
+    with pytest.raises(ValueError, match="without the start weights"):
+        learner.load_state_dict(state)
+
+
 def test_reptile_sgd_meta_lr_one_jumps_to_the_adapted_weights():
     g, d = make_models()
     learner = MetaLearner(g, d, config(algorithm="reptile", outer_optimizer="sgd", meta_lr=1.0))
@@ -382,6 +415,9 @@ def test_task_shape_must_match_the_generator():
         ({"query_coverage_weight": -1.0}, "query_coverage_weight"),
         ({"query_coverage_weight": float("nan")}, "query_coverage_weight"),
         ({"query_coverage_samples": 0}, "query_coverage_samples"),
+        ({"proximal_weight": -0.1}, "`proximal_weight` must be a non-negative finite number, got -0.1"),
+        ({"proximal_weight": float("nan")}, "`proximal_weight` must be a non-negative finite number"),
+        ({"algorithm": "pretrain", "proximal_weight": 1.0}, "`proximal_weight` needs an inner loop"),
         ({"augment": ("rotate",)}, "rotate"),
     ],
 )
@@ -413,7 +449,9 @@ def test_figr_preset():
 # ---------------------------------------------------------------------------------------------------- state
 
 
-@pytest.mark.parametrize("options", [{}, {"query_coverage_weight": 1.0, "query_coverage_samples": 4}])
+@pytest.mark.parametrize(
+    "options", [{}, {"query_coverage_weight": 1.0, "query_coverage_samples": 4}, {"proximal_weight": 0.5}]
+)
 def test_state_dict_round_trip_continues_bit_for_bit(options):
     tasks = make_tasks(2)
     g, d = make_models()

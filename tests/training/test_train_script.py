@@ -213,6 +213,46 @@ def test_feature_space_coverage_trains_its_classifier_on_training_classes_and_re
         run(*common[:-1], "2", "--max_meta_steps", "3", "--output_dir", str(tmp_path / "full"))
 
 
+def test_proximal_weight_reaches_the_card_changes_the_run_and_resumes_bit_for_bit(tmp_path):
+    run("--max_meta_steps", "1", "--output_dir", str(tmp_path / "start"))
+    common = ["--max_meta_steps", "3", "--checkpointing_steps", "1", "--outer_optimizer", "sgd", "--meta_lr", "0.5",
+              "--init_from", str(tmp_path / "start")]  # fmt: skip
+    full = run(*common, "--proximal_weight", "0.5", "--output_dir", str(tmp_path / "full"))
+    assert full.card_info["training"]["proximal_weight"] == 0.5
+    assert full.card_info["meta_learning_config"]["proximal_weight"] == 0.5
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", resumed / "checkpoint-2")
+    run(*common, "--proximal_weight", "0.5", "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    a, b = weights(tmp_path / "full"), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the pull holds the run nearer its start than the same run without it
+    plain = run(*common, "--output_dir", str(tmp_path / "plain"))
+    assert not plain.card_info["meta_learning_config"].get("proximal_weight")
+    start = weights(tmp_path / "start")
+
+    def distance(w: dict[str, torch.Tensor]) -> float:
+        return sum((w[k] - start[k]).pow(2).sum().item() for k in start)
+
+    assert 0 < distance(a) < distance(weights(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--proximal_weight", "-1"], "--proximal_weight must be a non-negative finite number, got -1.0"),
+        (["--proximal_weight", "nan"], "--proximal_weight must be a finite number, got nan"),
+        (
+            ["--algorithm", "pretrain", "--proximal_weight", "1"],
+            "--proximal_weight needs an inner loop: --algorithm reptile or fomaml, got pretrain",
+        ),
+    ],
+)
+def test_proximal_weight_bad_input(extra, message, capsys):
+    with pytest.raises(SystemExit):
+        train_metagan.parse_args([*TINY, *extra])
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
