@@ -108,6 +108,9 @@ class MetaLearningConfig:
             meta-weights `meta_lr * proximal_weight` of the way back to the start. Continued meta-training then
             settles at a bounded distance from the start instead of drifting on, at the price of a smaller effect.
             The start weights are part of [`MetaLearner.state_dict`], so a resumed run keeps its start.
+            Experimental: at 0.05, continuing the variety checkpoint on stroke-styled renders, it kept the weights
+            nearer the start but not the font-glyph fidelity that such runs lose (see the bundled checkpoint's
+            experiment log).
 
     [`MetaLearningConfig.adapt_inner_loop`] sets the inner loop to the one `adapt()` runs at use time.
     """
