@@ -836,7 +836,8 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer states and counters (the model weights are saved by their own `save_pretrained`)."""
+        """Optimizer states and counters, and with `proximal_weight` the start weights (the model weights themselves
+        are saved by their own `save_pretrained`)."""
         state = {
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
