@@ -697,7 +697,7 @@ class MetaLearner:
         pulled = []
         with torch.no_grad():
             for u, p, s in zip(g_upd + d_upd, self.g_params + self.d_params, self._start):
-                pulled.append(u.to(p.dtype) + weight * (p.detach() - s))
+                pulled.append(u + weight * (p - s))  # cast to the parameter's dtype where it becomes its .grad
         n_g = len(self.g_params)
         return pulled[:n_g], pulled[n_g:]
 
