@@ -181,6 +181,19 @@ def test_replacements_are_counted_and_drawn_at_the_latent_scale(pipe):
         assert torch.isclose(images[i : i + 1], candidates, atol=1e-5).flatten(1).all(dim=1).any()
 
 
+def test_the_filters_generator_passes_run_in_even_chunks(pipe):
+    z = latents(n=7)
+    references = plain(pipe, z)[:2]
+    sizes = []
+    hook = pipe.generator.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    try:
+        _, stats = pipe.replace_near_copies(z, references, 1.0, 1.0, torch.Generator().manual_seed(0), chunk_size=3)
+    finally:
+        hook.remove()
+    assert sizes[:3] == [3, 2, 2]  # the batch: the fewest chunks of at most 3, of even sizes (not 3, 3, 1)
+    assert max(sizes) <= 3 and sum(sizes) == 7 + stats["extra_draws"]  # the replacement rounds likewise
+
+
 def test_near_replacements_walk_from_the_near_copys_latent(pipe):
     z = latents() * 1.5
     before = plain(pipe, z)

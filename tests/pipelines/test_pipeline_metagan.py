@@ -16,6 +16,7 @@ from torch import nn
 
 from metagan_hub import MetaGANDiscriminator, MetaGANGenerator, MetaGANPipeline
 from metagan_hub.hub.model_card import render_pipeline_card
+from metagan_hub.pipelines.pipeline_metagan import chunk_bounds
 from tests.testing_utils import assert_outputs_close
 
 LATENT_DIM = 8
@@ -140,11 +141,28 @@ def test_chunked_generation_equals_unchunked(pipe):
         assert chunks == [7]
         chunks.clear()
         chunked = generate(pipe, batch_size=7, chunk_size=3)
-        assert chunks == [3, 3, 1]  # memory is bounded by the chunk size
+        assert chunks == [3, 2, 2]  # memory is bounded by the chunk size; the fewest chunks, of even sizes
     finally:
         hook.remove()
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_images", [0, 1, 7, 63, 64, 65, 128, 129, 200, 1000])
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_chunk_bounds_cover_in_the_fewest_even_chunks(num_images, chunk_size):
+    bounds = chunk_bounds(num_images, chunk_size)
+    assert len(bounds) == -(-num_images // chunk_size)  # the fewest chunks of at most chunk_size
+    assert [start for start, _ in bounds[1:]] == [stop for _, stop in bounds[:-1]]  # contiguous, in order
+    if bounds:
+        assert bounds[0][0] == 0 and bounds[-1][1] == num_images
+        sizes = [stop - start for start, stop in bounds]
+        assert max(sizes) <= chunk_size and max(sizes) - min(sizes) <= 1
+
+
+def test_chunk_bounds_avoid_a_small_last_chunk():
+    assert [b - a for a, b in chunk_bounds(200, 64)] == [50, 50, 50, 50]  # not 64, 64, 64, 8
+    assert [b - a for a, b in chunk_bounds(87, 64)] == [44, 43]
 
 
 def test_explicit_latents(pipe):
