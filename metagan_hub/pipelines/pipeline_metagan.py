@@ -397,9 +397,9 @@ class MetaGANPipeline(DiffusionPipeline):
                 sample = filtered[start:stop]
             sample = (sample.float() / 2 + 0.5).clamp(0, 1)  # [-1, 1] -> [0, 1]
             if output_type == "pt":
-                images[start : start + len(sample)] = sample
+                images[start:stop] = sample
             elif output_type == "np":
-                images[start : start + len(sample)] = sample.cpu().permute(0, 2, 3, 1).numpy()  # [n, H, W, C]
+                images[start:stop] = sample.cpu().permute(0, 2, 3, 1).numpy()  # [n, H, W, C]
             else:
                 images.extend(self.numpy_to_pil(sample.cpu().permute(0, 2, 3, 1).numpy()))
             del sample
