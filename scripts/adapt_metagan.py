@@ -73,6 +73,7 @@ def adapt_options(args: argparse.Namespace) -> dict[str, object]:
             "cdc_anchor_interval",
             "mode_seeking_weight",
             "copy_repulsion_weight",
+            "shot_reconstruction_weight",
             "copy_stop",
             "shot_augment",
         )
@@ -187,6 +188,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="Weight of the term that pushes samples away from near-copies of the shots (default: 0 = off).",
+    )
+    parser.add_argument(
+        "--shot_reconstruction_weight",
+        type=float,
+        default=None,
+        help="Weight of the term that ties each training image to a latent and has the generator reproduce it "
+        "there, so that the images are not averaged into one mode (adapt()'s shot_reconstruction_weight; default: 0 "
+        "= off).",
     )
     parser.add_argument(
         "--copy_stop",

@@ -99,6 +99,10 @@ CONFIGS = {
     # without it (fp32-shotaug125): an extra discriminator pass per step, a backward pass only with a near-copy
     "fp32-shotaug125": ("no", None, {"shot_augment": 1.25}),
     "fp32-repel": ("no", None, {"shot_augment": 1.25, "copy_repulsion_weight": 3.0}),
+    # the shot reconstruction term (adapt(shot_reconstruction_weight=...)): the generator's images of the 5 shot
+    # latents and their backward pass on every generator update, plus choosing the latents once (512 images)
+    "fp32-shotrec": ("no", None, {"shot_reconstruction_weight": 30.0}),
+    "bf16-shotrec": ("bf16", None, {"shot_reconstruction_weight": 30.0}),
 }
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 

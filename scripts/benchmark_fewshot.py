@@ -513,6 +513,7 @@ ADAPT_OPTION_TYPES: dict[str, Any] = {
     "copy_stop_interval": int,
     "copy_stop_distance": copy_stop_distance,
     "copy_stop_min_steps": int,
+    "shot_reconstruction_weight": float,
 }
 BOOL_WORDS = {"true": True, "false": False}
 

@@ -427,6 +427,7 @@ BAD_ADAPT_OPTIONS = [
     (["--diversity_loss", "cdc", "--cdc_anchor_interval", "-1"], ("--cdc_anchor_interval must", "got -1")),
     (["--mode_seeking_weight", "-1"], ("--mode_seeking_weight must", "got -1.0")),
     (["--copy_repulsion_weight", "-1"], ("--copy_repulsion_weight must", "got -1.0")),
+    (["--shot_reconstruction_weight", "-1"], ("--shot_reconstruction_weight must", "got -1.0")),
     (["--copy_stop", "1.5"], ("--copy_stop must", "got 1.5")),
     (["--copy_stop", "-0.1"], ("--copy_stop must", "got -0.1")),
     (["--shot_augment", "-1"], "--shot_augment must be a number between 0 (off) and 3, got -1.0"),

@@ -655,6 +655,7 @@ class MetaGANPipeline(DiffusionPipeline):
         copy_stop_interval: int = 25,
         copy_stop_distance: float | str = "augment",
         copy_stop_min_steps: int = COPY_STOP_MIN_STEPS,
+        shot_reconstruction_weight: float = 0.0,
     ) -> MetaGANPipeline:
         r"""
         Adapt this (meta-learned) GAN to a new class from a few images and return a **new** pipeline. This pipeline's
@@ -809,6 +810,18 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_stop_min_steps (`int`, defaults to 50): the fewest steps a stop may return (0: any check's);
                 checks that would return fewer only record their share. Where no check can stop (a run shorter
                 than two intervals, or than this plus one), a warning says so and the checks are only recorded.
+            shot_reconstruction_weight (`float`, defaults to 0.0): weight of a term that ties each shot to a latent
+                and has the generator draw the shot there: before the GAN steps, each shot gets the latent, among 512
+                draws of a seed of their own, whose image under the starting generator is nearest it in pixels
+                ([`~metagan_hub.training.diversity.shot_anchor_latents`]); every generator update then also draws
+                those latents' images (up to 8 shots per update, in its own forward pass) and adds this weight times
+                their mean absolute pixel difference from the shots
+                ([`~metagan_hub.training.diversity.ShotReconstruction`]). Held apart in latent space, the shots are
+                not averaged into one mode. At 30, on the bundled model (30 kanji / 30 font-glyph / 10 digit classes,
+                200 steps, its experiment log): recall +0.18 / +0.28 / +0.17, KID 0.58x / 0.62x / 0.64x the pretrain
+                baseline's, wider spread, for recognisability -0.04 / -0.05 / -0.07 and more kanji copies of the
+                shots (copy rate 0.09 -> 0.13); 1.24x the time per step in fp32 (1.29x in bf16). `0` (default) adds
+                nothing.
 
         Returns:
             [`MetaGANPipeline`]: the adapted pipeline; `adapted.card_info["adaptation"]` records per-step losses,
@@ -865,6 +878,7 @@ class MetaGANPipeline(DiffusionPipeline):
             copy_stop_interval=copy_stop_interval,
             copy_stop_distance=copy_stop_distance,
             copy_stop_min_steps=copy_stop_min_steps,
+            shot_reconstruction_weight=shot_reconstruction_weight,
         )
 
     @property

@@ -33,7 +33,14 @@ from ..pipelines.copy_filter import (
     near_copy_share,
 )
 from .augment import AUGMENT_POLICIES, DiffAugment, check_shot_augment, random_affine
-from .diversity import DiversityRegularizer, PatchDiscriminator, check_diversity_options, sample_anchor_latents
+from .diversity import (
+    DiversityRegularizer,
+    PatchDiscriminator,
+    ShotReconstruction,
+    check_diversity_options,
+    sample_anchor_latents,
+    shot_anchor_latents,
+)
 from .gan_step import GANStepConfig, MasterWeightsOptimizer, compute_copy_pairs, gan_step, resolve_mixed_precision
 from .losses import LOSS_TYPES
 from .tone import match_tone, tone_fit_latents
@@ -344,6 +351,7 @@ def check_adapt_options(discriminator_blocks: int | None = None, **options: Any)
             f"(`batch_size`, or `diversity_batch_size` when set) must be >= 2, got {generator_batch_size}."
         )
     _nonnegative_float("copy_repulsion_weight", o["copy_repulsion_weight"])
+    _nonnegative_float("shot_reconstruction_weight", o["shot_reconstruction_weight"])
     check_positive_float("copy_repulsion_margin", o["copy_repulsion_margin"])
     check_shot_augment(o["shot_augment"])
     check_lr_schedule(o["lr_scheduler"], o["lr_warmup_steps"], num_steps)
@@ -446,6 +454,7 @@ def adapt_pipeline(
     copy_stop_interval: int = 25,
     copy_stop_distance: float | str = "augment",
     copy_stop_min_steps: int = COPY_STOP_MIN_STEPS,
+    shot_reconstruction_weight: float = 0.0,
 ) -> MetaGANPipeline:
     """Adapt `pipeline` to `images`; see [`MetaGANPipeline.adapt`] for the arguments. Returns a new pipeline."""
     from ..data.images import load_images
@@ -487,6 +496,7 @@ def adapt_pipeline(
         copy_stop_interval=copy_stop_interval,
         copy_stop_distance=copy_stop_distance,
         copy_stop_min_steps=copy_stop_min_steps,
+        shot_reconstruction_weight=shot_reconstruction_weight,
     )
     num_steps, batch_size, learning_rate = checked["num_steps"], checked["batch_size"], checked["learning_rate"]
     max_nonfinite_steps, r1_interval = checked["max_nonfinite_steps"], checked["r1_interval"]
@@ -637,6 +647,13 @@ def adapt_pipeline(
             logs = {"copy_repulsion": float(term.detach()), "near_copy_fraction": float(near)}
             return copy_repulsion_weight * term, logs
 
+    reconstruction = None
+    if shot_reconstruction_weight > 0:
+        # each shot's latent, chosen with the starting weights from a seed of its own (the GAN steps draw the same
+        # random numbers as without the term); its images are drawn in the generator update's own forward pass
+        shot_latents = shot_anchor_latents(gen, shots, torch.Generator().manual_seed((seed + 4) % 2**64))
+        reconstruction = ShotReconstruction(shot_latents, shots, float(shot_reconstruction_weight))
+
     step_config = GANStepConfig(
         loss=loss,
         r1_gamma=float(r1_gamma),
@@ -647,6 +664,7 @@ def adapt_pipeline(
         generator_regularizer=None if regularizer is None else regularizer.generator_term,
         discriminator_regularizer=regularizer.discriminator_term if diversity_loss == "dcl" else None,
         generator_image_regularizer=image_regularizer,
+        generator_extra_images=reconstruction,
     )
     # the generator updates between those of a lazy diversity term (`diversity_interval` > 1) run without it
     plain_step_config = dataclasses.replace(step_config, generator_regularizer=None)
@@ -825,6 +843,7 @@ def adapt_pipeline(
         "mode_seeking_weight": mode_seeking_weight,
         "copy_repulsion_weight": copy_repulsion_weight,
         "copy_repulsion_margin": copy_repulsion_margin,
+        "shot_reconstruction_weight": shot_reconstruction_weight,
         "shot_augment": shot_augment,
         "tone_match": tone_match,
         "copy_stop": copy_stop,

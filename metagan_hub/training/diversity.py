@@ -45,6 +45,12 @@ Two methods from the few-shot GAN adaptation literature are available to [`MetaG
   projection head). The paper's weight 1000 multiplies a KL divergence averaged over `K x K` entries; the row sums
   averaged over `K` mixes here make that `1000 / K`.
 
+A third, simpler lever is not a `diversity_loss` but its own option, `shot_reconstruction_weight`: each shot is tied
+to one latent, the one among random draws whose image under the starting generator lies nearest the shot (a cheap
+stand-in for the GAN inversion of the shots that RSSA, Xiao et al., CVPR 2022, builds on), and the adapted generator
+must also reproduce each shot from its latent ([`shot_anchor_latents`], [`shot_reconstruction_loss`]). Tying the
+shots apart in latent space keeps the generator from averaging them into one mode.
+
 CDC and DCL use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once
 per `adapt()` call (the pipeline's own generator when it already has the training dtype and device, else one copy).
 """
@@ -538,3 +544,113 @@ def sample_anchor_latents(
     else:
         idx = torch.randint(0, k, (batch_size,), generator=generator)
     return anchors[idx] + std * torch.randn(batch_size, anchors.shape[1], generator=generator)
+
+
+# adapt(..., shot_reconstruction_weight=w): every shot is tied to the latent, among SHOT_ANCHOR_CANDIDATES standard
+# normal draws, whose image under the starting generator is nearest it in pixels; each generator update then adds w
+# times the mean absolute pixel difference between the generator's image of those latents and their shots, for up to
+# SHOT_ANCHOR_BATCH shots (all of the usual 5-8, else a window that moves on by that many shots per update).
+SHOT_ANCHOR_CANDIDATES = 512
+SHOT_ANCHOR_BATCH = 8
+
+
+def shot_anchor_latents(
+    generator_model: nn.Module,
+    shots: torch.Tensor,
+    generator: torch.Generator,
+    num_candidates: int = SHOT_ANCHOR_CANDIDATES,
+    chunk_size: int = 128,
+) -> torch.Tensor:
+    """
+    One latent per shot: of `max(num_candidates, K)` standard normal draws (on the CPU, from `generator`), the one
+    whose image under `generator_model` is nearest the shot (Euclidean distance in pixels), each draw tied to at most
+    one shot, the closest pairs first. `shots`: `[K, C, H, W]` in `[-1, 1]`, on the model's device. Runs without
+    autograd; returns float32 latents `[K, latent_dim]` on the shots' device.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANGenerator
+    >>> from metagan_hub.training.diversity import shot_anchor_latents
+
+    >>> model = MetaGANGenerator(latent_dim=16, sample_size=16, block_out_channels=(16, 8))
+    >>> shots = torch.rand(3, 1, 16, 16) * 2 - 1
+    >>> shot_anchor_latents(model, shots, torch.Generator().manual_seed(0), num_candidates=64).shape
+    torch.Size([3, 16])
+    ```
+    """
+    num_shots = shots.shape[0]
+    latent_dim = generator_model.config.latent_dim
+    candidates = torch.randn(max(num_candidates, num_shots), latent_dim, generator=generator)
+    dtype = next(generator_model.parameters()).dtype
+    with torch.no_grad():
+        images = torch.cat(
+            [
+                generator_model(z.to(device=shots.device, dtype=dtype)).sample.float()
+                for z in candidates.split(chunk_size)
+            ]
+        )  # [n, C, H, W]
+        distance = torch.cdist(shots.float().flatten(1), images.flatten(1)).cpu()  # [K, n]
+    chosen = torch.empty(num_shots, dtype=torch.long)
+    for _ in range(num_shots):  # the closest pair left, then neither its shot nor its draw again
+        flat = int(distance.argmin())
+        shot, draw = divmod(flat, distance.shape[1])
+        chosen[shot] = draw
+        distance[shot, :] = math.inf
+        distance[:, draw] = math.inf
+    return candidates[chosen].to(shots.device)  # [K, latent_dim]
+
+
+class ShotReconstruction:
+    """
+    The shot reconstruction term of `adapt(..., shot_reconstruction_weight=...)`: `weight` times the mean absolute
+    pixel difference between the generator's images of the shot latents `anchors` `[K, latent_dim]` (see
+    [`shot_anchor_latents`]) and their `shots` `[K, C, H, W]`. Each generator update draws the images of
+    [`latents`] in the same forward pass as its own batch and hands them to [`term`]: all `K` shots when `K <=
+    batch_size`, else a window of `batch_size` shots that moves on by that many per update (wrapping around), so that
+    successive updates cover every shot. Zero when the generator reproduces the shots.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from metagan_hub import MetaGANGenerator
+    >>> from metagan_hub.training.diversity import ShotReconstruction
+
+    >>> model = MetaGANGenerator(latent_dim=16, sample_size=16, block_out_channels=(16, 8))
+    >>> anchors = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    >>> with torch.no_grad():
+    ...     own_images = model(anchors).sample
+    >>> reconstruction = ShotReconstruction(anchors, own_images, weight=30.0)
+    >>> loss, logs = reconstruction.term(model(reconstruction.latents()).sample)
+    >>> float(loss.detach()) < 1e-4, sorted(logs)  # the generator draws the shots (up to rounding)
+    (True, ['shot_reconstruction'])
+    ```
+    """
+
+    def __init__(
+        self, anchors: torch.Tensor, shots: torch.Tensor, weight: float, batch_size: int = SHOT_ANCHOR_BATCH
+    ) -> None:
+        self.anchors, self.shots, self.weight, self.batch_size = anchors, shots, weight, batch_size
+        self.updates = 0  # generator updates so far: where the window of shots stands
+
+    def _window(self) -> torch.Tensor | slice:
+        num_shots = self.shots.shape[0]
+        if num_shots <= self.batch_size:
+            return slice(None)
+        return (torch.arange(self.batch_size) + self.updates * self.batch_size) % num_shots
+
+    def latents(self) -> torch.Tensor:
+        """The latents `[M, latent_dim]` whose images this update's [`term`] takes."""
+        window = self._window()
+        return self.anchors[window if isinstance(window, slice) else window.to(self.anchors.device)]
+
+    def term(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """`(weight * loss, logs)` for the generator's `images` of [`latents`] (with gradient to the generator);
+        moves the window on to the next update's shots."""
+        window = self._window()
+        shots = self.shots[window if isinstance(window, slice) else window.to(self.shots.device)]
+        loss = (images.float() - shots.float()).abs().mean()
+        self.updates += 1
+        return self.weight * loss, {"shot_reconstruction": float(loss.detach())}

@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -310,6 +311,10 @@ class GANStepConfig:
     `generator_image_regularizer(fake) -> (loss, logs)`, when set, is added to the generator loss; `fake` are the
     generated images of the generator update (float32, with gradient to the generator, before augmentation; the
     discriminator's weights are frozen meanwhile), e.g. [`~metagan_hub.pipelines.copy_filter.near_copy_repulsion`].
+    `generator_extra_images`, when set, has `latents() -> [M, latent_dim]` and `term(images) -> (loss, logs)`: the
+    generator update also draws the images of those latents, in the same forward pass as its own batch (one pass of
+    `B + M` latents is cheaper than two), and adds their term to its loss (e.g.
+    [`~metagan_hub.training.diversity.ShotReconstruction`]); they are not shown to the discriminator.
     """
 
     loss: str = "nonsaturating"
@@ -324,6 +329,7 @@ class GANStepConfig:
     generator_regularizer: Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, dict]] | None = None
     discriminator_regularizer: Callable[..., tuple[torch.Tensor, dict]] | None = None
     generator_image_regularizer: Callable[[torch.Tensor], tuple[torch.Tensor, dict]] | None = None
+    generator_extra_images: Any | None = None
 
     def __post_init__(self) -> None:
         w = self.mode_seeking_weight
@@ -349,11 +355,17 @@ def generator_step_loss(
         p.requires_grad_(False)
     try:
         with autocast_context(z_g.device, config.mixed_precision):
+            extra = config.generator_extra_images
+            z_all = z_g if extra is None else torch.cat([z_g, extra.latents().to(device=z_g.device, dtype=z_g.dtype)])
+            n = z_g.shape[0]
             if config.generator_regularizer is None:
-                fake = generator_model(z_g).sample
+                fake = generator_model(z_all).sample
             else:
-                out = generator_model(z_g, return_features=True)
+                out = generator_model(z_all, return_features=True)
                 fake = out.sample
+                features = out.features if extra is None else [f[:n] for f in out.features]
+            if extra is not None:
+                fake, extra_images = fake[:n], fake[n:]
             loss, logs = generator_loss(
                 config.loss,
                 d_fn,
@@ -364,13 +376,17 @@ def generator_step_loss(
                 mode_seeking_weight=config.mode_seeking_weight,
             )
             if config.generator_regularizer is not None:
-                reg_loss, reg_logs = config.generator_regularizer(z_g, out.features)
+                reg_loss, reg_logs = config.generator_regularizer(z_g, features)
                 loss = loss + reg_loss
                 logs.update(reg_logs)
             if config.generator_image_regularizer is not None:
                 reg_loss, reg_logs = config.generator_image_regularizer(fake.float())
                 loss = loss + reg_loss
                 logs.update(reg_logs)
+            if extra is not None:
+                extra_loss, extra_logs = extra.term(extra_images)
+                loss = loss + extra_loss
+                logs.update(extra_logs)
             return loss, logs
     finally:
         for p in trainable:

@@ -369,6 +369,87 @@ def test_copy_repulsion_reaches_the_generator_loss_and_the_record(monkeypatch, t
     assert "| copy_repulsion_weight | 2 |" in (tmp_path / "repelled" / "README.md").read_text(encoding="utf-8")
 
 
+def test_shot_reconstruction_pulls_the_anchor_images_to_the_shots_and_reaches_the_record(monkeypatch, tmp_path):
+    from metagan_hub.training import diversity
+
+    chosen = []
+    real_anchors = diversity.shot_anchor_latents
+
+    def spy(model, shots, generator, *args, **kwargs):
+        latents = real_anchors(model, shots, generator, *args, **kwargs)
+        chosen.append(latents.clone())
+        return latents
+
+    monkeypatch.setattr(adaptation, "shot_anchor_latents", spy)
+    pipe = tiny_pipeline()
+    before = hashes(pipe)
+    shots = random_shots(n=5)
+    plain = pipe.adapt(shots, num_steps=6, generator=seeded(0))
+    assert chosen == [] and plain.card_info["adaptation"]["shot_reconstruction_weight"] == 0.0
+    assert all("shot_reconstruction" not in row for row in plain.card_info["adaptation"]["losses"])
+    anchored = pipe.adapt(shots, num_steps=6, shot_reconstruction_weight=30.0, generator=seeded(0))
+    assert hashes(pipe) == before  # the starting weights are untouched
+    (anchors,) = chosen
+    assert anchors.shape == (5, pipe.generator.config.latent_dim) and anchors.unique(dim=0).shape[0] == 5
+    rows = anchored.card_info["adaptation"]["losses"]
+    assert len(rows) == 6 and all(row["shot_reconstruction"] > 0 for row in rows)
+
+    def anchor_error(p: MetaGANPipeline) -> float:  # the shots as the generator draws them at their latents
+        p.generator.set_tone_curve(None)
+        with torch.no_grad():
+            return float((p.generator(anchors).sample - shots).abs().mean())
+
+    # the same GAN steps and random draws, plus the term: the anchors' images moved towards their shots
+    assert anchor_error(anchored) < anchor_error(plain) - 0.01
+    anchored.save_pretrained(tmp_path / "anchored")
+    reloaded = MetaGANPipeline.from_pretrained(tmp_path / "anchored")
+    assert reloaded.card_info["adaptation"]["shot_reconstruction_weight"] == 30.0
+    assert "| shot_reconstruction_weight | 30 |" in (tmp_path / "anchored" / "README.md").read_text(encoding="utf-8")
+
+
+def test_shot_anchor_latents_give_each_shot_its_nearest_free_draw():
+    from metagan_hub.training.diversity import shot_anchor_latents
+
+    model = MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(8, 8)).eval()
+    candidates = torch.randn(64, 8, generator=seeded(3))  # the draws shot_anchor_latents makes from seed 3
+    with torch.no_grad():
+        images = model(candidates).sample
+    # shots 0 and 1 both sit exactly on draw 10's image; shot 2 on draw 40's
+    shots = images[[10, 10, 40]].clone()
+    anchors = shot_anchor_latents(model, shots, seeded(3), num_candidates=64)
+    assert torch.equal(anchors[2], candidates[40])
+    assert torch.equal(anchors[0], candidates[10]) != torch.equal(anchors[1], candidates[10])  # one draw, one shot
+    other = 1 if torch.equal(anchors[0], candidates[10]) else 0
+    distances = (images - shots[other]).flatten(1).norm(dim=1)
+    distances[10] = math.inf
+    assert torch.equal(anchors[other], candidates[int(distances.argmin())])  # the next nearest free draw
+
+
+def test_shot_reconstruction_term_covers_every_shot_in_windows():
+    from metagan_hub.training.diversity import ShotReconstruction
+
+    model = MetaGANGenerator(latent_dim=8, sample_size=16, block_out_channels=(8, 8)).eval()
+    latents = torch.randn(5, 8, generator=seeded(4))
+    with torch.no_grad():
+        own = model(latents).sample
+    loss, _ = ShotReconstruction(latents[:3], own[:3].clone(), weight=2.0).term(own[:3])
+    assert float(loss) == 0.0  # the generator draws the shots: nothing to pull
+    shots = torch.zeros(5, 1, 16, 16)
+    shots[3:] = 1.0
+    term = ShotReconstruction(latents, shots, weight=2.0, batch_size=3)
+    windows = []
+    for _ in range(2):
+        z = term.latents()
+        windows.append([int(next(i for i in range(5) if torch.equal(latents[i], row))) for row in z])
+        images = model(z).sample
+        loss, logs = term.term(images)
+        index = windows[-1]
+        torch.testing.assert_close(loss, 2.0 * (images - shots[index]).abs().mean())
+        assert logs["shot_reconstruction"] == pytest.approx(float(loss.detach()) / 2.0)
+        assert loss.requires_grad
+    assert windows == [[0, 1, 2], [3, 4, 0]]  # the window moves on and wraps around
+
+
 def test_shot_augment_varies_the_real_batch_and_reaches_the_record(monkeypatch, tmp_path):
     reals = []
     real_step = adaptation.gan_step
@@ -532,6 +613,22 @@ BAD_INPUTS = {
     "copy_repulsion_one_image": (
         lambda tmp: {"copy_repulsion_weight": 1.0, "images": random_shots(n=1)},
         r"copy_repulsion_weight=1\.0.*at least 2 images, got 1",
+    ),
+    "shot_reconstruction_negative": (
+        lambda tmp: {"shot_reconstruction_weight": -1.0},
+        r"`shot_reconstruction_weight`.*-1\.0",
+    ),
+    "shot_reconstruction_nan": (
+        lambda tmp: {"shot_reconstruction_weight": math.nan},
+        r"`shot_reconstruction_weight`.*nan",
+    ),
+    "shot_reconstruction_inf": (
+        lambda tmp: {"shot_reconstruction_weight": math.inf},
+        r"`shot_reconstruction_weight`.*inf",
+    ),
+    "shot_reconstruction_bool": (
+        lambda tmp: {"shot_reconstruction_weight": True},
+        r"`shot_reconstruction_weight`.*True",
     ),
     "shot_augment_negative": (lambda tmp: {"shot_augment": -0.5}, r"`shot_augment`.*between 0 \(off\) and 3.*-0\.5"),
     "shot_augment_too_strong": (lambda tmp: {"shot_augment": 4.0}, r"`shot_augment`.*4\.0"),
