@@ -48,7 +48,7 @@ Two methods from the few-shot GAN adaptation literature are available to [`MetaG
 A third, simpler lever is not a `diversity_loss` but its own option, `shot_reconstruction_weight`: each shot is tied
 to one latent, the one among random draws whose image under the starting generator lies nearest the shot (a cheap
 stand-in for the GAN inversion of the shots that RSSA, Xiao et al., CVPR 2022, builds on), and the adapted generator
-must also reproduce each shot from its latent ([`shot_anchor_latents`], [`shot_reconstruction_loss`]). Tying the
+must also reproduce each shot from its latent ([`shot_anchor_latents`], [`ShotReconstruction`]). Tying the
 shots apart in latent space keeps the generator from averaging them into one mode.
 
 CDC and DCL use the frozen starting generator, which [`~metagan_hub.training.adaptation.adapt_pipeline`] keeps once

@@ -148,3 +148,34 @@ def test_generator_image_regularizer_adds_to_the_generator_update_only():
     for a, b in zip(d0.parameters(), d1.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
+
+
+def test_generator_extra_images_share_the_generator_pass_and_stay_away_from_the_discriminator(monkeypatch):
+    import sys
+
+    from metagan_hub.training.diversity import ShotReconstruction
+
+    targets = torch.zeros(3, 1, 16, 16, dtype=torch.float64)
+    extra = ShotReconstruction(torch.randn(3, 8, generator=torch.Generator().manual_seed(5)), targets, weight=2.0)
+    g_calls, d_calls = [], []
+    real_models = _models
+
+    def spy_models():
+        g, d = real_models()
+        g.register_forward_pre_hook(lambda module, args: g_calls.append(args[0].shape[0]))
+        d.register_forward_pre_hook(lambda module, args: d_calls.append(args[0].shape[0]))
+        return g, d
+
+    monkeypatch.setattr(sys.modules[__name__], "_models", spy_models)
+    g0, d0, logs0 = _one_sgd_step(GANStepConfig())
+    plain_g, plain_d = list(g_calls), list(d_calls)
+    g_calls.clear()
+    d_calls.clear()
+    g1, d1, logs1 = _one_sgd_step(GANStepConfig(generator_extra_images=extra))
+    # one generator pass of 4 + 3 latents in the generator update; the discriminator sees the same batches as without
+    assert plain_g == [4, 4] and g_calls == [4, 7]
+    assert d_calls == plain_d
+    assert "shot_reconstruction" not in logs0 and logs1["shot_reconstruction"] > 0 and extra.updates == 1
+    for a, b in zip(d0.parameters(), d1.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # the discriminator update is unchanged
+    assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
