@@ -118,6 +118,7 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
         "--loss", "hinge",
         "--mode_seeking_weight", "0.5",
         "--copy_repulsion_weight", "0.5",
+        "--shot_reconstruction_weight", "3",
         "--shot_augment", "0.5",
         "--latent_scale", "1.5",
         "--lr_scheduler", "cosine",
@@ -135,7 +136,8 @@ def test_script_with_lora_rank_writes_only_the_adapter(inputs, tmp_path):
     assert record["lora_rank"] == 2 and len(record["losses"]) == 2 and record["r1_gamma"] == 0.25
     assert record["learning_rate"] == 1e-3 and record["loss"] == "hinge" and record["mode_seeking_weight"] == 0.5
     assert record["shot_augment"] == 0.5 and record["copy_repulsion_weight"] == 0.5
-    assert all("near_copy_fraction" in row for row in record["losses"])
+    assert record["shot_reconstruction_weight"] == 3.0
+    assert all("near_copy_fraction" in row and "shot_reconstruction" in row for row in record["losses"])
     assert record["lr_scheduler"] == "cosine" and record["lr_warmup_steps"] == 1
     assert [row["lr"] for row in record["losses"]] == [0.0, record["lora_learning_rate"]]  # warm-up, then the peak
 
