@@ -583,14 +583,8 @@ def shot_anchor_latents(
     num_shots = shots.shape[0]
     latent_dim = generator_model.config.latent_dim
     candidates = torch.randn(max(num_candidates, num_shots), latent_dim, generator=generator)
-    dtype = next(generator_model.parameters()).dtype
-    with torch.no_grad():
-        images = torch.cat(
-            [
-                generator_model(z.to(device=shots.device, dtype=dtype)).sample.float()
-                for z in candidates.split(chunk_size)
-            ]
-        )  # [n, C, H, W]
+    with torch.no_grad():  # (the generator casts latents to its compute dtype itself)
+        images = torch.cat([generator_model(z.to(shots.device)).sample.float() for z in candidates.split(chunk_size)])
         distance = torch.cdist(shots.float().flatten(1), images.flatten(1)).cpu()  # [K, n]
     chosen = torch.empty(num_shots, dtype=torch.long)
     for _ in range(num_shots):  # the closest pair left, then neither its shot nor its draw again
@@ -635,22 +629,20 @@ class ShotReconstruction:
         self.anchors, self.shots, self.weight, self.batch_size = anchors, shots, weight, batch_size
         self.updates = 0  # generator updates so far: where the window of shots stands
 
-    def _window(self) -> torch.Tensor | slice:
+    def _window(self) -> torch.Tensor:
+        """This update's shot indices: all of them in order, or the moving window."""
         num_shots = self.shots.shape[0]
-        if num_shots <= self.batch_size:
-            return slice(None)
-        return (torch.arange(self.batch_size) + self.updates * self.batch_size) % num_shots
+        offset = self.updates * self.batch_size if num_shots > self.batch_size else 0
+        index = (torch.arange(min(num_shots, self.batch_size)) + offset) % num_shots
+        return index.to(self.shots.device)
 
     def latents(self) -> torch.Tensor:
         """The latents `[M, latent_dim]` whose images this update's [`term`] takes."""
-        window = self._window()
-        return self.anchors[window if isinstance(window, slice) else window.to(self.anchors.device)]
+        return self.anchors[self._window()]
 
     def term(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """`(weight * loss, logs)` for the generator's `images` of [`latents`] (with gradient to the generator);
         moves the window on to the next update's shots."""
-        window = self._window()
-        shots = self.shots[window if isinstance(window, slice) else window.to(self.shots.device)]
-        loss = (images.float() - shots.float()).abs().mean()
+        loss = (images.float() - self.shots[self._window()].float()).abs().mean()
         self.updates += 1
         return self.weight * loss, {"shot_reconstruction": float(loss.detach())}
