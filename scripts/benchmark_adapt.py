@@ -103,6 +103,9 @@ CONFIGS = {
     # latents and their backward pass on every generator update, plus choosing the latents once (512 images)
     "fp32-shotrec": ("no", None, {"shot_reconstruction_weight": 30.0}),
     "bf16-shotrec": ("bf16", None, {"shot_reconstruction_weight": 30.0}),
+    # the shot reconstruction term with the near-copy repulsion term, which takes back the copies it adds
+    "fp32-shotrec-repel": ("no", None, {"shot_reconstruction_weight": 10.0, "copy_repulsion_weight": 3.0}),
+    "bf16-shotrec-repel": ("bf16", None, {"shot_reconstruction_weight": 10.0, "copy_repulsion_weight": 3.0}),
 }
 CUDA_CONFIGS = {"fp16-full": ("fp16", None, {}), "fp16-lora": ("fp16", LORA_RANK, {})}
 

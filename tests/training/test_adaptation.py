@@ -425,6 +425,31 @@ def test_shot_anchor_latents_give_each_shot_its_nearest_free_draw():
     assert torch.equal(anchors[other], candidates[int(distances.argmin())])  # the next nearest free draw
 
 
+def test_shot_reconstruction_with_copy_repulsion_repels_only_the_update_batch(monkeypatch):
+    # the recipe that takes back the copies shot reconstruction adds: the repulsion judges the update's own samples,
+    # never the shot latents' images, which are meant to draw the shots
+    import metagan_hub.pipelines.copy_filter as copy_filter
+
+    shapes = []
+    real_term = copy_filter.near_copy_repulsion
+
+    def spy(discriminator, images, references, *args, **kwargs):
+        shapes.append(tuple(images.shape))
+        return real_term(discriminator, images, references, *args, **kwargs)
+
+    monkeypatch.setattr(copy_filter, "near_copy_repulsion", spy)
+    pipe = tiny_pipeline()
+    shots = samples(pipe, n=5)
+    both = pipe.adapt(
+        shots, num_steps=3, shot_reconstruction_weight=10.0, copy_repulsion_weight=3.0, generator=seeded(0)
+    )
+    assert shapes == [(4, 1, SIZE, SIZE)] * 3  # batch_size images per update, not batch_size + 5 shot latents
+    rows = both.card_info["adaptation"]["losses"]
+    assert all("shot_reconstruction" in row and "copy_repulsion" in row for row in rows)
+    record = both.card_info["adaptation"]
+    assert record["shot_reconstruction_weight"] == 10.0 and record["copy_repulsion_weight"] == 3.0
+
+
 def test_shot_reconstruction_term_covers_every_shot_in_windows():
     from metagan_hub.training.diversity import ShotReconstruction
 

@@ -179,3 +179,23 @@ def test_generator_extra_images_share_the_generator_pass_and_stay_away_from_the_
     for a, b in zip(d0.parameters(), d1.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # the discriminator update is unchanged
     assert any(not torch.equal(a, b) for a, b in zip(g0.parameters(), g1.parameters()))
+
+
+def test_image_regularizer_sees_only_the_batch_when_extra_images_ride_along():
+    # shot reconstruction with the near-copy repulsion term: the repulsion must judge the update's own samples, never
+    # the shot latents' images that are meant to draw the shots
+    from metagan_hub.training.diversity import ShotReconstruction
+
+    seen = []
+
+    def image_term(fake):
+        seen.append(fake.detach().clone())
+        return fake.square().mean(), {"image_term": 1.0}
+
+    anchors = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    extra = ShotReconstruction(anchors, torch.zeros(3, 1, 16, 16), weight=2.0)
+    _, _, logs = _one_sgd_step(GANStepConfig(generator_image_regularizer=image_term, generator_extra_images=extra))
+    _, _, plain_logs = _one_sgd_step(GANStepConfig(generator_image_regularizer=image_term))
+    assert [x.shape[0] for x in seen] == [4, 4]
+    torch.testing.assert_close(seen[0], seen[1], rtol=1e-10, atol=1e-12)  # the same 4 images with or without
+    assert logs["image_term"] == plain_logs["image_term"] == 1.0 and "shot_reconstruction" in logs
